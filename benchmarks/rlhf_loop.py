@@ -1,0 +1,146 @@
+"""The whole RLHF loop on the bundled model, measured: demo pairs -> QLoRA reward model -> PPO at two betas.
+
+Run by hand (not in CI), on the machine whose figures you want:
+
+    .venv/bin/python benchmarks/rlhf_loop.py --out benchmarks/out
+
+Each phase runs as the CLI a user would type (``python -m rlhf_engine ...``) in a child process whose
+resident memory is sampled every 0.2 s, so wall time and peak RSS are per phase. Then the gold
+annotator (VADER) scores two sampled responses per held-out demo prompt from the reference model and
+from each trained policy. The figures go to ``<out>/results.json`` and a Markdown table on stdout,
+which is pasted into benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def run_phase(name: str, args: list[str], results: dict) -> None:
+    """Run ``python -m rlhf_engine <args>``; record wall seconds and peak RSS (MiB) of the process tree."""
+    print(f"== {name}: python -m rlhf_engine {' '.join(args)}", flush=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "rlhf_engine", *args], cwd=ROOT)
+    peak = 0
+    handle = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            peak = max(peak, handle.memory_info().rss + sum(c.memory_info().rss for c in handle.children(True)))
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed with exit code {proc.returncode}")
+    results[name] = {"wall_s": round(wall, 1), "peak_rss_mib": round(peak / 2**20)}
+    print(f"   {name}: {wall:.1f} s, peak RSS {peak / 2**20:.0f} MiB", flush=True)
+
+
+def gold_eval(out: Path, policies: dict[str, Path | None], samples_per_prompt: int, seed: int) -> dict:
+    """Mean gold (VADER) score of sampled responses to the held-out demo prompts, per policy."""
+    import torch
+    from peft import PeftModel
+
+    from rlhf_engine.config import ModelConfig
+    from rlhf_engine.demo import demo_prompt_split, gold_score
+    from rlhf_engine.generation import decode_responses, sample_responses
+    from rlhf_engine.models import load_model_and_tokenizer, set_seed
+
+    held_out = demo_prompt_split()[1]
+    prompts = [p for p in held_out for _ in range(samples_per_prompt)]
+    scores = {}
+    for name, adapter in policies.items():
+        model, tokenizer = load_model_and_tokenizer(ModelConfig(quant="none"))
+        if adapter is not None:
+            model = PeftModel.from_pretrained(model, str(adapter))
+        set_seed(seed)
+        texts: list[str] = []
+        for i in range(0, len(prompts), 16):
+            rollout = sample_responses(model, tokenizer, prompts[i:i + 16], 32, 0.7)
+            texts.extend(decode_responses(tokenizer, rollout))
+        gold = [gold_score(t) for t in texts]
+        scores[name] = {"gold_mean": sum(gold) / len(gold), "n": len(gold),
+                        "examples": [{"prompt": p, "response": t} for p, t in zip(prompts[:6:samples_per_prompt], texts[:6:samples_per_prompt])]}
+        print(f"   gold {name}: {scores[name]['gold_mean']:.3f} over {len(gold)} responses", flush=True)
+        del model
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    parser.add_argument("--pairs", type=int, default=256)
+    parser.add_argument("--rm-steps", type=int, default=120)
+    parser.add_argument("--rm-quant", default="4bit")
+    parser.add_argument("--ppo-steps", type=int, default=30)
+    parser.add_argument("--ppo-quant", default="none", help="none is fastest on CPU; 4bit on CUDA")
+    parser.add_argument("--betas", default="0.2,0.01")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"machine": {
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "cpu_model": _cpu_model(), "python": platform.python_version(),
+    }, "settings": vars(args) | {"out": str(out)}}
+    import torch
+
+    results["machine"]["torch"] = torch.__version__
+    results["machine"]["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+    pairs = out / "pairs.jsonl"
+    if not pairs.exists():
+        run_phase("make-demo-pairs", ["make-demo-pairs", "--n", str(args.pairs), "--out", str(pairs),
+                                      "--seed", str(args.seed)], results)
+    rm_dir = out / "rm"
+    if not (rm_dir / "reward_model.json").exists():
+        run_phase("train-rm", ["train-rm", "--data", str(pairs), "--out", str(rm_dir), "--steps", str(args.rm_steps),
+                               "--quant", args.rm_quant, "--seed", str(args.seed)], results)
+    results["reward_model"] = {k: v for k, v in json.loads((rm_dir / "eval.json").read_text()).items() if k != "margins"}
+
+    policies: dict[str, Path | None] = {"reference": None}
+    for beta in args.betas.split(","):
+        run_dir = out / f"ppo-beta{beta}"
+        if not (run_dir / "policy" / "adapter_config.json").exists():
+            run_phase(f"ppo beta={beta}", ["ppo", "--reward", str(rm_dir), "--out", str(run_dir), "--steps",
+                                           str(args.ppo_steps), "--kl-coef", beta, "--quant", args.ppo_quant,
+                                           "--seed", str(args.seed)], results)
+        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        last5 = metrics[-5:]
+        results[f"ppo beta={beta}"] = results.get(f"ppo beta={beta}", {}) | {
+            "final_kl_mean_last5": sum(m["objective/kl"] for m in last5) / len(last5),
+            "scores_first5": sum(m["objective/scores"] for m in metrics[:5]) / 5,
+            "scores_last5": sum(m["objective/scores"] for m in last5) / len(last5),
+            "median_step_s": sorted(m["time/step_s"] for m in metrics)[len(metrics) // 2],
+        }
+        policies[f"beta={beta}"] = run_dir / "policy"
+    results["gold"] = gold_eval(out, policies, samples_per_prompt=2, seed=args.seed)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()

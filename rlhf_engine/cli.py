@@ -1,0 +1,267 @@
+"""Command line: ``python -m rlhf_engine {validate-data,make-demo-pairs,train-rm,ppo,resume,sample,runs}``.
+
+Every user error (bad file, bad flag value, missing run) prints one line on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake in the command's input: one line, exit 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rlhf_engine", description="RLHF Workbench engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate-data", help="check a preference-pair file and print its pair count")
+    p.add_argument("file", type=Path)
+
+    p = sub.add_parser("make-demo-pairs", help="simulated pairs: the base model's completions labelled by the gold annotator")
+    p.add_argument("--n", type=_positive_int, required=True, help="number of pairs")
+    p.add_argument("--out", type=Path, required=True, help="output file (.jsonl, .csv or .parquet)")
+    p.add_argument("--model", default="default", help="model source (default: bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="none",
+                   help="quantization for generating the completions (default none: fastest on CPU)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train-rm", help="train a Bradley-Terry reward model with QLoRA")
+    p.add_argument("--data", type=Path, required=True, help="preference pairs file or datasets folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create; holds the trained reward model")
+    p.add_argument("--model", default="default")
+    p.add_argument("--steps", type=_positive_int)
+    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="4bit")
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("ppo", help="PPO against a reward model with a KL penalty to the reference")
+    p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    p.add_argument("--prompts", type=Path, help="prompts file (.txt one per line, or .jsonl/.csv/.parquet with 'prompt'); default: demo prompts")
+    p.add_argument("--model", default="default", help="policy base model source")
+    p.add_argument("--steps", type=_positive_int)
+    p.add_argument("--kl-coef", type=_non_negative_float, help="beta, the KL penalty weight")
+    p.add_argument("--adaptive-kl", action="store_true", help="adapt beta towards --kl-target (Ziegler et al.)")
+    p.add_argument("--kl-target", type=_non_negative_float)
+    p.add_argument("--kl-estimator", choices=("k1", "k3"))
+    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="4bit")
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--response-length", type=_positive_int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--missing-eos-penalty", type=float)
+    p.add_argument("--checkpoint-every", type=_positive_int)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("resume", help="continue a stopped, failed or interrupted run from its last checkpoint")
+    p.add_argument("run", type=Path)
+
+    p = sub.add_parser("sample", help="generate a response from a model (optionally with a trained adapter)")
+    p.add_argument("--model", default="default")
+    p.add_argument("--adapter", type=Path, help="PEFT adapter folder, or a PPO run folder (uses its policy/)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="none")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("runs", help="list runs with their state and last metrics")
+    p.add_argument("root", nargs="?", type=Path, default=Path("runs"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DataError
+    from .models import ModelSourceError
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)  # bad flags: argparse prints usage + one line, exits 2
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, DataError, ModelSourceError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _validate_data(args) -> int:
+    from .data import read_pairs
+
+    pairs = read_pairs(args.file)
+    print(f"{len(pairs)} pairs")
+    return 0
+
+
+def _make_demo_pairs(args) -> int:
+    from .config import ModelConfig
+    from .data import write_pairs
+    from .demo import make_demo_pairs
+
+    if args.out.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
+        raise UserError(f"--out must end in .jsonl, .csv or .parquet, got {args.out.name!r}")
+    config = ModelConfig(source=args.model, quant=args.quant)
+    pairs = make_demo_pairs(args.n, config, seed=args.seed,
+                            on_progress=lambda done, total: print(f"\r{done}/{total} pairs", end="", file=sys.stderr, flush=True))
+    print(file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_pairs(pairs, args.out)
+    print(f"wrote {len(pairs)} pairs to {args.out}")
+    return 0
+
+
+def _overrides(args, mapping: dict[str, str]) -> dict:
+    return {field: getattr(args, flag) for flag, field in mapping.items() if getattr(args, flag, None) is not None}
+
+
+def _train_rm(args) -> int:
+    from .config import ModelConfig, RewardConfig
+    from .jobs import start_reward_job
+
+    config = RewardConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
+                          **_overrides(args, {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate"}))
+    job = start_reward_job(args.out, config, args.data)
+    return _follow(job, ("loss", "accuracy", "eval/accuracy"))
+
+
+def _ppo(args) -> int:
+    from .config import ModelConfig, PPOConfig
+    from .jobs import start_ppo_job
+
+    fields = _overrides(args, {
+        "steps": "steps", "kl_coef": "kl_coef", "kl_target": "kl_target", "kl_estimator": "kl_estimator",
+        "batch_size": "batch_size", "response_length": "response_length", "lr": "learning_rate",
+        "temperature": "temperature", "missing_eos_penalty": "missing_eos_penalty",
+        "checkpoint_every": "checkpoint_every",
+    })
+    config = PPOConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
+                       adaptive_kl=args.adaptive_kl, **fields)
+    if args.prompts is not None and not args.prompts.exists():
+        raise UserError(f"{args.prompts}: file not found")
+    job = start_ppo_job(args.out, config, args.reward, args.prompts)
+    return _follow(job, ("objective/scores", "objective/kl", "beta", "time/step_s"))
+
+
+def _resume(args) -> int:
+    from .jobs import PPO_KIND, resume_job
+
+    job = resume_job(args.run)
+    keys = (("objective/scores", "objective/kl", "beta", "time/step_s") if job.run.config()["kind"] == PPO_KIND
+            else ("loss", "accuracy", "eval/accuracy"))
+    return _follow(job, keys)
+
+
+def _follow(job, keys) -> int:
+    """Print one line per logged step until the job ends; Ctrl-C stops it cleanly (checkpoint first)."""
+    import time
+
+    seen = len(job.run.metrics())
+    try:
+        while job.alive:
+            time.sleep(0.5)
+            seen = _print_new_metrics(job.run, seen, keys)
+    except KeyboardInterrupt:
+        print("stopping (writing a checkpoint)...", file=sys.stderr)
+        job.stop()
+        job.join()
+    _print_new_metrics(job.run, seen, keys)
+    status = job.run.status()
+    print(f"run {job.run.path}: {status['state']} at step {status.get('step', 0)}")
+    if status["state"] == "failed":
+        print(f"error: {status.get('error')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_new_metrics(run, seen: int, keys) -> int:
+    rows = run.metrics()
+    for row in rows[seen:]:
+        parts = [f"step {row.get('step')}"] + [f"{k} {row[k]:.4g}" for k in keys if isinstance(row.get(k), (int, float))]
+        print("  ".join(parts), flush=True)
+    return len(rows)
+
+
+def _sample(args) -> int:
+    from .config import ModelConfig
+    from .generation import decode_responses, sample_responses
+    from .models import load_model_and_tokenizer, set_seed
+
+    model, tokenizer = load_model_and_tokenizer(ModelConfig(source=args.model, quant=args.quant))
+    if args.adapter is not None:
+        from peft import PeftModel
+
+        adapter = args.adapter / "policy" if (args.adapter / "policy" / "adapter_config.json").is_file() else args.adapter
+        if not (adapter / "adapter_config.json").is_file():
+            raise UserError(f"{args.adapter}: no PEFT adapter (adapter_config.json) found")
+        model = PeftModel.from_pretrained(model, str(adapter))
+    set_seed(args.seed)
+    rollout = sample_responses(model, tokenizer, [args.prompt], args.max_new_tokens, args.temperature)
+    print(decode_responses(tokenizer, rollout)[0])
+    return 0
+
+
+def _runs(args) -> int:
+    from .runfolder import list_runs
+
+    runs = list_runs(args.root)
+    if not runs:
+        print(f"no runs in {args.root}")
+        return 0
+    for run in runs:
+        status = run.status()
+        metrics = run.metrics()
+        last = metrics[-1] if metrics else {}
+        kind = run.config().get("kind", "?")
+        keys = ("objective/scores", "objective/kl", "beta") if kind == "ppo" else ("loss", "accuracy", "eval/accuracy")
+        shown = "  ".join(f"{k}={last[k]:.4g}" for k in keys if isinstance(last.get(k), (int, float)))
+        line = f"{run.id:24s} {kind:12s} {status['state']:11s} step {status.get('step', 0)}/{status.get('total_steps', '?')}  {shown}"
+        if status["state"] == "failed":
+            line += f"  error: {status.get('error')}"
+        print(line)
+    return 0
+
+
+COMMANDS = {
+    "validate-data": _validate_data,
+    "make-demo-pairs": _make_demo_pairs,
+    "train-rm": _train_rm,
+    "ppo": _ppo,
+    "resume": _resume,
+    "sample": _sample,
+    "runs": _runs,
+}
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Settings for models, reward-model training and PPO, as plain dataclasses.
+
+Defaults follow the literature: QLoRA (Dettmers et al. 2023) for the adapters, Ziegler et al. 2019,
+Ouyang et al. 2022 and "The N implementation details of RLHF with PPO" (Huang et al. 2023) for PPO,
+and TRL's PPOConfig where users will compare numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+QUANT_CHOICES = ("4bit", "8bit", "none")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+KL_ESTIMATORS = ("k1", "k3")
+
+
+@dataclass
+class ModelConfig:
+    """Which base model to load and how."""
+
+    source: str = "default"  # "default" (bundled SmolLM2-135M-Instruct), hub id, local folder or .gguf file
+    quant: str = "4bit"  # bnb 4-bit NF4 (QLoRA), 8-bit, or none
+    dtype: str = "auto"  # compute dtype; auto = bf16 on a CUDA card that supports it, else fp32
+    device: str = "auto"  # auto = CUDA when present, else CPU
+    lora_r: int = 16  # LoRA rank (QLoRA used 64 on 7B+; 16 is ample for small models)
+    lora_alpha: int = 32  # LoRA scale numerator; update scaled by alpha / r
+    lora_target: str = "all-linear"  # QLoRA: adapters on every linear layer except the LM head
+    chat_template: bool = True  # wrap plain-text prompts as a user turn of the tokenizer's chat template
+
+    def __post_init__(self) -> None:
+        _check_choice("quant", self.quant, QUANT_CHOICES)
+        _check_choice("dtype", self.dtype, DTYPE_CHOICES)
+        _check_choice("device", self.device, DEVICE_CHOICES)
+        _check_positive("lora_r", self.lora_r)
+
+
+@dataclass
+class RewardConfig:
+    """Bradley-Terry reward-model training on preference pairs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 120  # optimiser steps
+    batch_size: int = 8  # pairs per step
+    learning_rate: float = 2e-4  # QLoRA's rate for small models; the head uses the same
+    weight_decay: float = 0.0  # AdamW weight decay on adapter and head
+    warmup_ratio: float = 0.03  # linear warm-up share of steps, then linear decay to 0 (QLoRA: 0.03)
+    max_grad_norm: float = 1.0  # gradient clipping
+    max_length: int = 256  # tokens of prompt + response; longer pairs are cut from the left of the prompt
+    eval_fraction: float = 0.2  # share of pairs held out for accuracy and margins
+    eval_every: int = 20  # evaluate on the held-out pairs every N steps
+    norm_samples: int = 64  # responses of the initial policy used to normalise scores to mean 0, std 1
+    norm_response_length: int = 32  # new tokens per normalisation response
+    norm_temperature: float = 0.7  # sampling temperature of those responses (same as PPO's)
+    checkpoint_every: int = 50  # write a resumable checkpoint every N steps
+    seed: int = 0  # seeds Python, NumPy and torch; also the train/held-out split
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig(**self.model)
+        _check_positive("steps", self.steps)
+        _check_positive("batch_size", self.batch_size)
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be between 0 and 1, got {self.eval_fraction}")
+
+
+@dataclass
+class PPOConfig:
+    """PPO with a per-token KL penalty to the frozen reference policy."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 100  # PPO iterations (rollout + update)
+    batch_size: int = 8  # prompts per rollout
+    num_mini_batches: int = 1  # minibatches per PPO epoch (TRL default 1)
+    ppo_epochs: int = 4  # passes over each rollout (Huang et al.: 4)
+    learning_rate: float = 1e-4  # AdamW rate for policy and value adapters (LoRA needs ~10x full fine-tuning rates)
+    lr_schedule: str = "linear"  # "linear" decay to 0 over all steps, or "constant"
+    max_grad_norm: float = 1.0  # global gradient-norm clip
+    response_length: int = 32  # max new tokens per response
+    temperature: float = 0.7  # rollout sampling temperature; log-probs use logits / T too (TRL 0.7)
+    kl_coef: float = 0.05  # beta, the KL penalty weight (TRL default 0.05)
+    adaptive_kl: bool = False  # adapt beta towards kl_target (Ziegler et al. 2019)
+    kl_target: float = 6.0  # target KL in nats per response for adaptive beta (Ziegler: 6)
+    kl_horizon: int = 10000  # adaptive beta horizon in samples (Ziegler: 10000)
+    kl_estimator: str = "k1"  # per-token KL estimator: k1 = log-ratio, k3 = (r - 1) - log r >= 0
+    gamma: float = 1.0  # discount (Huang et al.: 1)
+    lam: float = 0.95  # GAE lambda (Huang et al.: 0.95)
+    cliprange: float = 0.2  # policy ratio clip (Schulman et al. 2017: 0.2)
+    cliprange_value: float = 0.2  # value prediction clip around the rollout values
+    vf_coef: float = 0.1  # value loss weight (TRL default 0.1)
+    whiten_rewards: bool = False  # whiten per-token rewards without shifting the mean
+    normalize_reward: bool = True  # scale RM scores to mean 0, std 1 on the initial policy (Ziegler)
+    missing_eos_penalty: float | None = None  # if set, the score of a response with no EOS is replaced by this
+    checkpoint_every: int = 10  # write a resumable checkpoint every N steps
+    samples_per_step: int = 4  # (prompt, response, score, KL) rows logged each step
+    seed: int = 0  # seeds Python, NumPy and torch (and the prompt order)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig(**self.model)
+        _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        _check_choice("lr_schedule", self.lr_schedule, ("linear", "constant"))
+        for name in ("steps", "batch_size", "num_mini_batches", "ppo_epochs", "response_length"):
+            _check_positive(name, getattr(self, name))
+        if self.batch_size % self.num_mini_batches:
+            raise ValueError("batch_size must be divisible by num_mini_batches")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_positive(name: str, value: int) -> None:
+    if int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+
+
+Config = TypeVar("Config", ModelConfig, RewardConfig, PPOConfig)
+
+
+def to_dict(config: Any) -> dict:
+    """A JSON-ready dict of a config dataclass (nested configs included)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[Config], data: dict) -> Config:
+    """Rebuild a config, ignoring keys this version does not know."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def save_config(config: Any, path: Path) -> None:
+    """Write a config as pretty JSON."""
+    Path(path).write_text(json.dumps(to_dict(config), indent=2) + "\n")
+
+
+def load_config(cls: type[Config], path: Path) -> Config:
+    """Read a config written by save_config."""
+    return from_dict(cls, json.loads(Path(path).read_text()))

@@ -1,0 +1,437 @@
+"""PPO with a per-token KL penalty to the frozen reference policy (Ziegler et al. 2019; Ouyang et al. 2022).
+
+One copy of the base weights serves three roles: the policy (LoRA adapter "policy"), the reference
+(the same base with adapters disabled) and the value function (LoRA adapter "value" + a linear head).
+Each iteration has three phases you can point to:
+
+1. rollout (no grad): sample responses at temperature T, score them with the reward model, read
+   policy/reference log-probs (logits / T) and values;
+2. advantages: per-token reward = -beta * KL_t, plus the normalised RM score on the last token;
+   GAE backwards over the response (gamma, lambda), advantages whitened;
+3. update: ``ppo_epochs`` passes over minibatches with the clipped policy loss and clipped value loss.
+
+The pure functions at the top are the algorithm; ``PPOTrainer`` wires them to the models.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .batching import batch_indices
+from .config import PPOConfig
+from .data import prompt_text
+from .generation import (Rollout, decode_responses, last_hidden_state, response_logits, sample_responses,
+                         token_entropy, token_logprobs)
+from .models import load_model_and_tokenizer, lora_config, set_seed
+
+POLICY, VALUE = "policy", "value"
+
+
+# ----------------------------------------------------------------------------------------------
+# The algorithm: pure tensor functions, each unit-tested against hand-computed numbers.
+# ----------------------------------------------------------------------------------------------
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over positions where mask is 1."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance of x over positions where mask is 1."""
+    mean = masked_mean(x, mask)
+    n = mask.sum()
+    var = masked_mean((x - mean) ** 2, mask)
+    return var * n / (n - 1).clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """(x - mean) / std over the mask; with shift_mean=False the mean is added back (rewards keep their sign)."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from sampled tokens.
+
+    k1 = log pi(y) - log pi_ref(y)  (unbiased, can be negative per token)
+    k3 = (r - 1) - log r with r = pi_ref(y) / pi(y)  (unbiased, never negative)
+    """
+    log_ratio = logprobs - ref_logprobs
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"unknown KL estimator {estimator!r}")
+
+
+def per_token_rewards(kl: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, beta: float):
+    """Reward per token: -beta * KL_t on every response token, plus the RM score on the last one.
+
+    Returns (rewards, non_score_rewards), both [B, R] and zero past the end of each response.
+    """
+    non_score = -beta * kl * mask
+    last = (mask.sum(1) - 1).clamp(min=0).long()
+    rewards = non_score.clone()
+    rewards[torch.arange(len(scores), device=scores.device), last] += scores
+    return rewards, non_score
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
+    """Generalised advantage estimation, backwards over the response; returns (advantages, returns).
+
+    delta_t = r_t + gamma * V_{t+1} - V_t;  A_t = delta_t + gamma * lam * A_{t+1};  returns = A + V.
+    Positions past the end of a response have zero reward and value, so they add nothing.
+    """
+    values = values * mask
+    rewards = rewards * mask
+    last_gae = torch.zeros_like(rewards[:, 0])
+    advantages = torch.zeros_like(rewards)
+    length = rewards.shape[1]
+    for t in reversed(range(length)):
+        next_value = values[:, t + 1] if t + 1 < length else torch.zeros_like(last_gae)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last_gae = delta + gamma * lam * last_gae
+        advantages[:, t] = last_gae
+    returns = advantages + values
+    return advantages * mask, returns * mask
+
+
+def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                mask: torch.Tensor, cliprange: float):
+    """Clipped surrogate objective (Schulman et al. 2017), as a loss; also clip fraction and approx KL."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped > unclipped).float(), mask)
+        approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
+    return loss, clipfrac, approx_kl
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               cliprange_value: float):
+    """Clipped value loss: 0.5 * max((V - R)^2, (V_clipped - R)^2), V clipped around the rollout values."""
+    clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    unclipped_loss = (values - returns) ** 2
+    clipped_loss = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.max(unclipped_loss, clipped_loss), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped_loss > unclipped_loss).float(), mask)
+    return loss, clipfrac
+
+
+class FixedKLController:
+    """beta stays as set."""
+
+    def __init__(self, beta: float):
+        self.value = beta
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+
+class AdaptiveKLController:
+    """Ziegler et al. 2019: e = clip(KL / target - 1, -0.2, 0.2); beta <- beta * (1 + e * n_steps / horizon)."""
+
+    def __init__(self, beta: float, target: float, horizon: int):
+        self.value = beta
+        self.target = target
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+
+class NonFiniteError(FloatingPointError):
+    """NaN or inf in a loss, reward or log-prob: the run stops with this message."""
+
+
+def check_finite(name: str, x: torch.Tensor, step: int) -> None:
+    """Stop the run with a clear message if x holds NaN or inf."""
+    if not torch.isfinite(x).all():
+        raise NonFiniteError(f"{name} is NaN or infinite at step {step}; the run was stopped "
+                             "(try a lower learning rate or a smaller beta)")
+
+
+# ----------------------------------------------------------------------------------------------
+# The models: policy + value adapters on one base; reference = adapters disabled.
+# ----------------------------------------------------------------------------------------------
+
+class PolicyAndValue(nn.Module):
+    """One base model carrying the policy and value LoRA adapters, plus the value head."""
+
+    def __init__(self, peft_model, value_head: nn.Linear):
+        super().__init__()
+        self.peft = peft_model
+        self.value_head = value_head
+
+    @classmethod
+    def create(cls, config: PPOConfig):
+        from peft import get_peft_model
+
+        base, tokenizer = load_model_and_tokenizer(config.model)
+        peft_model = get_peft_model(base, lora_config(config.model), adapter_name=POLICY)
+        peft_model.add_adapter(VALUE, lora_config(config.model))
+        hidden = base.config.hidden_size
+        head = nn.Linear(hidden, 1)
+        nn.init.normal_(head.weight, std=1.0 / math.sqrt(hidden + 1))
+        nn.init.zeros_(head.bias)
+        head.to(peft_model.device)
+        model = cls(peft_model, head)
+        model.use(POLICY)
+        return model, tokenizer
+
+    def use(self, adapter: str) -> None:
+        """Make the policy or value adapter the active (and trainable) one."""
+        self.peft.set_adapter(adapter)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Both adapters and the value head (requires_grad follows the active adapter, so select by name)."""
+        params = [p for n, p in self.peft.named_parameters() if "lora_" in n]
+        return params + list(self.value_head.parameters())
+
+    def policy_logits(self, input_ids, attention_mask, response_length: int, temperature: float):
+        self.use(POLICY)
+        return response_logits(self.peft, input_ids, attention_mask, response_length, temperature)
+
+    @torch.no_grad()
+    def reference_logits(self, input_ids, attention_mask, response_length: int, temperature: float):
+        with self.peft.disable_adapter():
+            return response_logits(self.peft, input_ids, attention_mask, response_length, temperature)
+
+    def values(self, input_ids, attention_mask, response_length: int):
+        """V(s_t) for each response token t: the value head on the hidden state that predicts token t."""
+        self.use(VALUE)
+        hidden = last_hidden_state(self.peft, input_ids, attention_mask)
+        hidden = hidden[:, -response_length - 1:-1]
+        return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
+
+    def save_adapters(self, folder: Path) -> None:
+        """policy/ and value/ as standard PEFT adapter folders; value_head.safetensors."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.peft.save_pretrained(folder, selected_adapters=[POLICY, VALUE])  # -> folder/policy, folder/value
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
+                  str(folder / "value_head.safetensors"))
+
+    def load_adapters(self, folder: Path) -> None:
+        """Load adapters and value head written by save_adapters."""
+        from peft.utils import set_peft_model_state_dict
+
+        folder = Path(folder)
+        for name in (POLICY, VALUE):
+            weights = load_file(str(folder / name / "adapter_model.safetensors"))
+            set_peft_model_state_dict(self.peft, weights, adapter_name=name)
+        head = load_file(str(folder / "value_head.safetensors"))
+        self.value_head.load_state_dict({k: v.to(self.value_head.weight.device) for k, v in head.items()})
+        self.use(POLICY)
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------
+
+class PPOTrainer:
+    """Runs PPO iterations; each ``step()`` returns (metrics, samples). Does no file I/O except checkpoints."""
+
+    def __init__(self, config: PPOConfig, reward_model, prompts: Sequence):
+        if not prompts:
+            raise ValueError("PPO needs at least one prompt")
+        self.config = config
+        self.reward_model = reward_model
+        self.prompts = list(prompts)
+        set_seed(config.seed)
+        self.model, self.tokenizer = PolicyAndValue.create(config)
+        self.params = self.model.trainable_parameters()
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, eps=1e-5)
+        total = config.steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            (lambda s: max(0.0, 1.0 - s / total)) if config.lr_schedule == "linear" else (lambda s: 1.0),
+        )
+        self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
+                       if config.adaptive_kl else FixedKLController(config.kl_coef))
+        self.step_count = 0
+
+    # -- phase 1 ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def rollout(self, prompts: Sequence) -> dict:
+        """Sample, score and read log-probs, reference log-probs and values for one batch."""
+        cfg = self.config
+        self.model.use(POLICY)
+        roll: Rollout = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
+                                         cfg.temperature, cfg.model.chat_template)
+        ids, mask, length = roll.input_ids, roll.attention_mask, roll.response_ids.shape[1]
+        logits = self.model.policy_logits(ids, mask, length, cfg.temperature)
+        logprobs = token_logprobs(logits, roll.response_ids)
+        entropy = token_entropy(logits)
+        del logits
+        ref_logprobs = token_logprobs(self.model.reference_logits(ids, mask, length, cfg.temperature),
+                                      roll.response_ids)
+        values = self.model.values(ids, mask, length)
+        texts = decode_responses(self.tokenizer, roll)
+        raw_scores = self.reward_model.score(list(prompts), texts, normalized=False).to(logprobs.device)
+        scores = raw_scores * self.reward_model.gain + self.reward_model.bias if cfg.normalize_reward else raw_scores
+        if cfg.missing_eos_penalty is not None:
+            scores = torch.where(roll.has_eos, scores, scores - cfg.missing_eos_penalty)
+        return {"rollout": roll, "texts": texts, "logprobs": logprobs, "ref_logprobs": ref_logprobs,
+                "entropy": entropy, "values": values, "scores": scores.float(), "raw_scores": raw_scores.float()}
+
+    # -- phase 2 ------------------------------------------------------------------------------
+    def advantages(self, batch: dict) -> dict:
+        """Per-token rewards with the KL penalty, then GAE and whitening."""
+        cfg = self.config
+        mask = batch["rollout"].response_mask.float()
+        kl = kl_penalty(batch["logprobs"], batch["ref_logprobs"], cfg.kl_estimator) * mask
+        rewards, non_score = per_token_rewards(kl, batch["scores"], mask, self.kl_ctl.value)
+        if cfg.whiten_rewards:
+            rewards = whiten(rewards, mask, shift_mean=False)
+        advantages, returns = gae(rewards, batch["values"], mask, cfg.gamma, cfg.lam)
+        advantages = whiten(advantages, mask)
+        return {**batch, "mask": mask, "kl": kl, "rewards": rewards, "non_score": non_score,
+                "advantages": advantages, "returns": returns}
+
+    # -- phase 3 ------------------------------------------------------------------------------
+    def update(self, batch: dict) -> dict:
+        """ppo_epochs x minibatches of the clipped policy and value losses."""
+        cfg = self.config
+        roll: Rollout = batch["rollout"]
+        ids, attn = roll.input_ids, roll.attention_mask
+        length = roll.response_ids.shape[1]
+        size = ids.shape[0]
+        mb_size = size // cfg.num_mini_batches
+        stats = {"pg": [], "vf": [], "clipfrac": [], "vf_clipfrac": [], "approxkl": [], "grad_norm": []}
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(size, device=ids.device)
+            for start in range(0, size, mb_size):
+                mb = order[start:start + mb_size]
+                mask = batch["mask"][mb]
+                logits = self.model.policy_logits(ids[mb], attn[mb], length, cfg.temperature)
+                new_logprobs = token_logprobs(logits, roll.response_ids[mb])
+                del logits
+                pg_loss, clipfrac, approx_kl = policy_loss(new_logprobs, batch["logprobs"][mb],
+                                                           batch["advantages"][mb], mask, cfg.cliprange)
+                check_finite("policy loss", pg_loss, self.step_count)
+                pg_loss.backward()
+                new_values = self.model.values(ids[mb], attn[mb], length)
+                vf_loss, vf_clipfrac = value_loss(new_values, batch["values"][mb], batch["returns"][mb], mask,
+                                                  cfg.cliprange_value)
+                check_finite("value loss", vf_loss, self.step_count)
+                (cfg.vf_coef * vf_loss).backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                for key, value in (("pg", pg_loss), ("vf", vf_loss), ("clipfrac", clipfrac),
+                                   ("vf_clipfrac", vf_clipfrac), ("approxkl", approx_kl), ("grad_norm", grad_norm)):
+                    stats[key].append(float(value.detach()) if torch.is_tensor(value) else float(value))
+        self.model.use(POLICY)
+        return {key: sum(v) / len(v) for key, v in stats.items()}
+
+    def next_prompts(self) -> list:
+        """The prompts of the coming step (seeded shuffle per epoch; same on resume)."""
+        idx = batch_indices(len(self.prompts), self.config.batch_size, self.step_count + 1, self.config.seed)
+        return [self.prompts[i] for i in idx]
+
+    def step(self) -> tuple[dict, list[dict]]:
+        """One PPO iteration: rollout, advantages, update. Returns (metrics, samples)."""
+        cfg = self.config
+        started = time.perf_counter()
+        self.step_count += 1
+        prompts = self.next_prompts()
+        batch = self.rollout(prompts)
+        check_finite("reward-model score", batch["scores"], self.step_count)
+        check_finite("log-probs", batch["logprobs"], self.step_count)
+        rollout_s = time.perf_counter() - started
+        batch = self.advantages(batch)
+        beta = self.kl_ctl.value
+        stats = self.update(batch)
+        self.scheduler.step()
+        kl_per_response = batch["kl"].sum(1)
+        mean_kl = kl_per_response.mean().item()
+        self.kl_ctl.update(mean_kl, cfg.batch_size)
+        elapsed = time.perf_counter() - started
+        mask = batch["mask"]
+        non_score = batch["non_score"].sum(1)
+        tokens = mask.sum().item()
+        metrics = {
+            "step": self.step_count,
+            "objective/scores": batch["scores"].mean().item(),
+            "objective/raw_scores": batch["raw_scores"].mean().item(),
+            "objective/kl": mean_kl,
+            "objective/non_score_reward": non_score.mean().item(),
+            "objective/rlhf_reward": (batch["scores"] + non_score).mean().item(),
+            "objective/entropy": (batch["entropy"] * mask).sum(1).mean().item(),
+            "policy/approxkl": stats["approxkl"],
+            "policy/clipfrac": stats["clipfrac"],
+            "val/clipfrac": stats["vf_clipfrac"],
+            "loss/policy": stats["pg"],
+            "loss/value": stats["vf"],
+            "grad_norm": stats["grad_norm"],
+            "beta": beta,
+            "lr": self.scheduler.get_last_lr()[0],
+            "response_length": batch["rollout"].response_lengths.float().mean().item(),
+            "eos_fraction": batch["rollout"].has_eos.float().mean().item(),
+            "time/rollout_s": rollout_s,
+            "time/step_s": elapsed,
+            "tokens_per_s": tokens / elapsed,
+        }
+        for name in ("objective/scores", "objective/kl", "loss/policy", "loss/value"):
+            if not math.isfinite(metrics[name]):
+                raise NonFiniteError(f"{name} is NaN or infinite at step {self.step_count}; the run was stopped")
+        samples = [
+            {"step": self.step_count, "prompt": prompt_text(prompts[i]), "response": batch["texts"][i],
+             "score": batch["scores"][i].item(), "kl": kl_per_response[i].item()}
+            for i in range(min(cfg.samples_per_step, len(prompts)))
+        ]
+        return metrics, samples
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self, folder: Path) -> None:
+        """Adapters + value head (safetensors) and optimiser/schedule/beta/RNG state (torch, tensors only)."""
+        folder = Path(folder)
+        self.model.save_adapters(folder)
+        torch.save({
+            "step": self.step_count,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "beta": self.kl_ctl.value,
+            "torch_rng": torch.get_rng_state(),
+        }, folder / "trainer_state.pt")
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore what save_checkpoint wrote."""
+        folder = Path(folder)
+        self.model.load_adapters(folder)
+        state = torch.load(folder / "trainer_state.pt", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.kl_ctl.value = state["beta"]
+        self.step_count = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence, use_reference: bool = False) -> list[str]:
+        """Responses of the current policy (or the reference) to prompts, sampled as in rollouts."""
+        cfg = self.config
+        if use_reference:
+            with self.model.peft.disable_adapter():
+                roll = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
+                                        cfg.temperature, cfg.model.chat_template)
+        else:
+            self.model.use(POLICY)
+            roll = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
+                                    cfg.temperature, cfg.model.chat_template)
+        return decode_responses(self.tokenizer, roll)

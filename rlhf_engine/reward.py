@@ -1,0 +1,275 @@
+"""Bradley-Terry reward model: a (4-bit) base with a LoRA adapter and a linear score head.
+
+The score is read at the last real token of prompt + response + EOS (never at a pad), the head starts
+at N(0, 1/sqrt(d+1)) (Ziegler et al. 2019), and scores are normalised to mean 0, std 1 on responses
+of the initial policy; the gain and bias are stored with the model. A saved model is a PEFT adapter
+folder plus ``score_head.safetensors`` and ``reward_model.json``:
+``PeftModel.from_pretrained(base, folder / 'reward')`` loads the adapter elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import ModelConfig, RewardConfig, from_dict, to_dict
+from .batching import batch_indices
+from .data import PreferencePair, prompt_text
+from .generation import decode_responses, last_hidden_state, sample_responses
+from .models import encode_prompt, left_pad, load_model_and_tokenizer, lora_config, set_seed
+
+log = logging.getLogger(__name__)
+
+ADAPTER_NAME = "reward"
+META_FILE = "reward_model.json"
+HEAD_FILE = "score_head.safetensors"
+
+
+def score_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row, for left or right padding."""
+    width = attention_mask.shape[1]
+    flipped_first = attention_mask.flip(1).long().argmax(1)
+    return width - 1 - flipped_first
+
+
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(r_chosen - r_rejected), averaged over pairs."""
+    return -F.logsigmoid(chosen - rejected).mean()
+
+
+class RewardModel(nn.Module):
+    """Base LM + LoRA adapter + linear head on the last real token's hidden state."""
+
+    def __init__(self, backbone, tokenizer, head: nn.Linear, model_config: ModelConfig,
+                 gain: float = 1.0, bias: float = 0.0, max_length: int = 256, normalized_on: str | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.head = head
+        self.model_config = model_config
+        self.gain = gain
+        self.bias = bias
+        self.max_length = max_length
+        self.normalized_on = normalized_on
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Raw (unnormalised) scores [B]."""
+        hidden = last_hidden_state(self.backbone, input_ids, attention_mask)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        last = hidden[rows, score_index(attention_mask)]
+        return self.head(last.to(self.head.weight.dtype)).squeeze(-1)
+
+    def encode(self, prompt, response: str) -> list[int]:
+        """Tokens of prompt (chat-formatted) + response + EOS, cut from the left to max_length."""
+        prompt_ids = encode_prompt(self.tokenizer, prompt, self.model_config.chat_template)
+        response_ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
+        ids = prompt_ids + response_ids + [self.tokenizer.eos_token_id]
+        return ids[-self.max_length:]
+
+    def batch(self, prompts: Sequence, responses: Sequence[str]):
+        """(input_ids, attention_mask) for prompt/response pairs, left-padded."""
+        encoded = [self.encode(p, r) for p, r in zip(prompts, responses)]
+        return left_pad(encoded, self.tokenizer.pad_token_id, self.device)
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence, responses: Sequence[str], normalized: bool = True,
+              batch_size: int = 16) -> torch.Tensor:
+        """Scores of responses to prompts; normalised with the stored gain and bias unless asked not to."""
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            ids, mask = self.batch(prompts[i:i + batch_size], responses[i:i + batch_size])
+            out.append(self(ids, mask).float().cpu())
+        raw = torch.cat(out) if out else torch.zeros(0)
+        return raw * self.gain + self.bias if normalized else raw
+
+    def save(self, folder: Path) -> None:
+        """Adapter (PEFT, safetensors), score head (safetensors) and settings (JSON)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(folder, selected_adapters=[ADAPTER_NAME])  # -> folder/reward/
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  str(folder / HEAD_FILE))
+        meta = {
+            "model": to_dict(self.model_config),
+            "gain": self.gain,
+            "bias": self.bias,
+            "max_length": self.max_length,
+            "normalized_on": self.normalized_on,
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path, model_config: ModelConfig | None = None) -> "RewardModel":
+        """Reload a saved reward model (optionally on other quantization/device settings)."""
+        from peft import PeftModel
+
+        folder = Path(folder)
+        if not (folder / META_FILE).is_file():
+            raise FileNotFoundError(f"{folder} is not a reward model folder (no {META_FILE})")
+        meta = json.loads((folder / META_FILE).read_text())
+        config = model_config or from_dict(ModelConfig, meta["model"])
+        base, tokenizer = load_model_and_tokenizer(config)
+        backbone = PeftModel.from_pretrained(base, str(folder / ADAPTER_NAME), adapter_name=ADAPTER_NAME)
+        backbone.eval()
+        state = load_file(str(folder / HEAD_FILE))
+        head = nn.Linear(state["weight"].shape[1], 1).to(backbone.device)
+        head.load_state_dict(state)
+        return cls(backbone, tokenizer, head, config, meta["gain"], meta["bias"], meta["max_length"],
+                   meta.get("normalized_on"))
+
+
+def new_reward_model(config: RewardConfig) -> RewardModel:
+    """Base model + fresh LoRA adapter + head initialised N(0, 1/sqrt(d+1))."""
+    from peft import get_peft_model
+
+    base, tokenizer = load_model_and_tokenizer(config.model)
+    backbone = get_peft_model(base, lora_config(config.model), adapter_name=ADAPTER_NAME)
+    hidden = base.config.hidden_size
+    head = nn.Linear(hidden, 1)
+    nn.init.normal_(head.weight, std=1.0 / math.sqrt(hidden + 1))
+    nn.init.zeros_(head.bias)
+    head.to(backbone.device)
+    return RewardModel(backbone, tokenizer, head, config.model, max_length=config.max_length)
+
+
+def split_pairs(pairs: Sequence[PreferencePair], eval_fraction: float, seed: int):
+    """Seeded (train, held-out) split; at least one pair on each side."""
+    if len(pairs) < 2:
+        raise ValueError(f"need at least 2 preference pairs to train and evaluate, got {len(pairs)}")
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_eval = min(max(1, round(len(pairs) * eval_fraction)), len(pairs) - 1)
+    return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
+
+
+def pair_scores(rm: RewardModel, pairs: Sequence[PreferencePair]):
+    """(chosen scores, rejected scores) computed in one batch of 2B sequences."""
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    ids, mask = rm.batch(prompts, responses)
+    scores = rm(ids, mask).float()
+    return scores[: len(pairs)], scores[len(pairs):]
+
+
+@torch.no_grad()
+def evaluate(rm: RewardModel, pairs: Sequence[PreferencePair], batch_size: int = 16) -> dict:
+    """Held-out accuracy (chosen scored above rejected) and margins (raw score units)."""
+    margins: list[float] = []
+    for i in range(0, len(pairs), batch_size):
+        chosen, rejected = pair_scores(rm, pairs[i:i + batch_size])
+        margins.extend((chosen - rejected).cpu().tolist())
+    n = max(len(margins), 1)
+    return {
+        "accuracy": sum(m > 0 for m in margins) / n,
+        "margin_mean": sum(margins) / n,
+        "margins": margins,
+    }
+
+
+@torch.no_grad()
+def normalize_on_policy(rm: RewardModel, policy, policy_tokenizer, prompts: Sequence, n_samples: int,
+                        response_length: int, temperature: float, chat_template: bool = True,
+                        batch_size: int = 16) -> dict:
+    """Set gain/bias so scores of the policy's own samples have mean 0 and std 1 (Ziegler et al.)."""
+    chosen_prompts = [prompts[i % len(prompts)] for i in range(n_samples)]
+    raw = []
+    for i in range(0, n_samples, batch_size):
+        batch = chosen_prompts[i:i + batch_size]
+        rollout = sample_responses(policy, policy_tokenizer, batch, response_length, temperature, chat_template)
+        raw.append(rm.score(batch, decode_responses(policy_tokenizer, rollout), normalized=False))
+    scores = torch.cat(raw)
+    mean, std = scores.mean().item(), scores.std().item() if len(scores) > 1 else 1.0
+    std = std if std > 1e-6 else 1.0
+    rm.gain, rm.bias = 1.0 / std, -mean / std
+    return {"norm/raw_mean": mean, "norm/raw_std": std, "norm/samples": len(scores)}
+
+
+def train_reward_model(
+    config: RewardConfig,
+    pairs: Sequence[PreferencePair],
+    on_metrics: Callable[[dict], None] = lambda m: None,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_checkpoint: Callable[[RewardModel, dict], None] | None = None,
+    resume: dict | None = None,
+) -> tuple[RewardModel, dict | None]:
+    """Train with the Bradley-Terry loss; return the model and its final held-out evaluation.
+
+    The evaluation is None when ``should_stop`` ended training early (a checkpoint of the last
+    finished step is passed to ``on_checkpoint`` first). ``resume`` is such a checkpoint dict.
+    """
+    set_seed(config.seed)
+    train, held_out = split_pairs(list(pairs), config.eval_fraction, config.seed)
+    rm = new_reward_model(config)
+    params = [p for p in rm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    warmup = max(1, int(config.steps * config.warmup_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (config.steps - s) / max(1, config.steps - warmup)))
+    )
+    start = 0
+    if resume is not None:
+        rm.load_state_dict(resume["model"], strict=False)
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        start = resume["step"]
+    for step in range(start + 1, config.steps + 1):
+        if should_stop():
+            if on_checkpoint is not None and step - 1 > start:
+                on_checkpoint(rm, checkpoint_state(rm, optimizer, scheduler, step - 1))
+            return rm, None
+        batch = [train[i] for i in batch_indices(len(train), config.batch_size, step, config.seed)]
+        chosen, rejected = pair_scores(rm, batch)
+        loss = bradley_terry_loss(chosen, rejected)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"reward-model loss is {loss.item()} at step {step}")
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        metrics = {
+            "step": step,
+            "loss": loss.item(),
+            "accuracy": (chosen > rejected).float().mean().item(),
+            "margin": (chosen - rejected).mean().item(),
+            "grad_norm": float(grad_norm),
+            "lr": scheduler.get_last_lr()[0],
+        }
+        if step % config.eval_every == 0 or step == config.steps:
+            result = evaluate(rm, held_out)
+            metrics["eval/accuracy"] = result["accuracy"]
+            metrics["eval/margin"] = result["margin_mean"]
+        on_metrics(metrics)
+        if on_checkpoint is not None and step % config.checkpoint_every == 0 and step < config.steps:
+            on_checkpoint(rm, checkpoint_state(rm, optimizer, scheduler, step))
+    final = evaluate(rm, held_out)
+    return rm, {"accuracy": final["accuracy"], "margin_mean": final["margin_mean"], "margins": final["margins"],
+                "train_pairs": len(train), "held_out_pairs": len(held_out)}
+
+
+def checkpoint_state(rm: RewardModel, optimizer, scheduler, step: int) -> dict:
+    """Trainable tensors (adapter + head), optimiser and schedule: enough to resume."""
+    trainable = {n for n, p in rm.named_parameters() if p.requires_grad}
+    model = {k: v.detach().cpu() for k, v in rm.state_dict().items() if k in trainable}
+    return {"model": model, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
+
+
+def unique_prompts(pairs: Sequence[PreferencePair]) -> list[str]:
+    """Prompt texts of pairs, deduplicated in order (the prompts used for score normalisation)."""
+    seen: dict[str, object] = {}
+    for p in pairs:
+        seen.setdefault(prompt_text(p.prompt), p.prompt)
+    return list(seen.values())

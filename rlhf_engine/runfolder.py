@@ -1,0 +1,192 @@
+"""The run folder: the single source of truth that the UI, the CLI and comparisons read.
+
+runs/<run-id>/
+  config.json       settings of the run (kind, config, data paths)
+  status.json       state, step, total steps, error, pid; written atomically
+  metrics.jsonl     one JSON object per step
+  samples.jsonl     logged samples (prompt, response, score, KL)
+  events.log        human-readable log
+  checkpoints/step-NNNNNN/   resumable state, written to a temp folder then renamed
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+STATES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
+ACTIVE_STATES = ("queued", "running")
+KEEP_CHECKPOINTS = 2
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so readers see the old or the new content, never a torn one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """All complete JSON lines; a torn last line (a crash mid-write) is skipped."""
+    if not Path(path).is_file():
+        return []
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunFolder:
+    """Reads and writes one run's files."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    def exists(self) -> bool:
+        return (self.path / "status.json").is_file()
+
+    def create(self, kind: str, config: dict, total_steps: int) -> None:
+        """Start a new run folder; refuse to overwrite an existing run."""
+        if self.exists():
+            raise FileExistsError(f"{self.path} already holds a run; resume it or choose another folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path / "config.json", json.dumps({"kind": kind, **config}, indent=2) + "\n")
+        self.set_status("queued", step=0, total_steps=total_steps, created_at=_now())
+
+    def config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text())
+
+    def status(self) -> dict:
+        """status.json; a run marked active whose process is gone reads as 'interrupted'."""
+        try:
+            status = json.loads((self.path / "status.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"state": "unknown", "step": 0}
+        if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid")):
+            status["state"] = "interrupted"
+        return status
+
+    def set_status(self, state: str, **fields) -> None:
+        """Update status.json atomically (fields merge into the previous status)."""
+        assert state in STATES, state
+        try:
+            status = json.loads((self.path / "status.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            status = {}
+        status.update(fields, state=state, pid=os.getpid(), updated_at=_now())
+        atomic_write_text(self.path / "status.json", json.dumps(status, indent=2) + "\n")
+
+    def append_metrics(self, metrics: dict) -> None:
+        self._append(self.path / "metrics.jsonl", [metrics])
+
+    def append_samples(self, samples: list[dict]) -> None:
+        self._append(self.path / "samples.jsonl", samples)
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.path / "metrics.jsonl")
+
+    def samples(self) -> list[dict]:
+        return read_jsonl(self.path / "samples.jsonl")
+
+    def log(self, message: str) -> None:
+        """One line in events.log."""
+        with open(self.path / "events.log", "a", encoding="utf-8") as f:
+            f.write(f"{_now()} {message}\n")
+
+    def events(self) -> str:
+        path = self.path / "events.log"
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+    def truncate_to_step(self, step: int) -> None:
+        """Drop metrics and samples logged after ``step`` (before resuming from that checkpoint)."""
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            rows = [r for r in read_jsonl(self.path / name) if r.get("step", 0) <= step]
+            atomic_write_text(self.path / name, "".join(json.dumps(r) + "\n" for r in rows))
+
+    @staticmethod
+    def _append(path: Path, rows: list[dict]) -> None:
+        text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.path / "checkpoints"
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint folder, or None."""
+        if not self.checkpoint_root.is_dir():
+            return None
+        done = sorted(p for p in self.checkpoint_root.glob("step-*") if p.is_dir())
+        return done[-1] if done else None
+
+    def write_checkpoint(self, step: int, writer) -> Path:
+        """Call writer(tmp_folder), then rename it into place atomically; keep the last two."""
+        self.checkpoint_root.mkdir(parents=True, exist_ok=True)
+        final = self.checkpoint_root / f"step-{step:06d}"
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.checkpoint_root))
+        try:
+            writer(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for old in sorted(p for p in self.checkpoint_root.glob("step-*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+
+def checkpoint_step(folder: Path) -> int:
+    """The step number of a checkpoint folder name."""
+    return int(Path(folder).name.split("-")[1])
+
+
+def list_runs(root: Path) -> list[RunFolder]:
+    """Run folders directly under root, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [RunFolder(p) for p in root.iterdir() if (p / "status.json").is_file()]
+    return sorted(runs, key=lambda r: (r.path / "config.json").stat().st_mtime if (r.path / "config.json").exists()
+                  else time.time(), reverse=True)

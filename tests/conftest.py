@@ -1,0 +1,54 @@
+"""Shared fixtures: the bundled model's folder, a tiny randomly initialised model, temp run folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def bundled_model_dir() -> str:
+    """The bundled SmolLM2-135M-Instruct as a cached safetensors folder (converted on first use)."""
+    from rlhf_engine.models import resolve_source
+
+    return resolve_source("default")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> str:
+    """A 2-layer Llama with random weights and the bundled tokenizer: fast enough for engine tests."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def tiny_model_config(tiny_model_dir):
+    """ModelConfig for the tiny model, unquantized, small LoRA."""
+    from rlhf_engine.config import ModelConfig
+
+    return ModelConfig(source=tiny_model_dir, quant="none", lora_r=4, lora_alpha=8)
+
+
+@pytest.fixture
+def runs_dir(tmp_path) -> Path:
+    path = tmp_path / "runs"
+    path.mkdir()
+    return path

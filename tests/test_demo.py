@@ -1,0 +1,36 @@
+"""The built-in demo prompts and the simulated (gold) annotator."""
+
+from rlhf_engine.demo import demo_prompt_split, demo_prompts, gold_label, gold_score, make_demo_pairs
+
+
+def test_demo_prompt_set_is_large_varied_and_split():
+    prompts = demo_prompts()
+    assert len(prompts) >= 200
+    assert len(set(prompts)) == len(prompts)
+    train, held = demo_prompt_split()
+    assert not set(train) & set(held)
+    assert len(held) >= 40 and len(train) + len(held) == len(prompts)
+
+
+def test_gold_annotator_prefers_positive_text():
+    assert gold_score("What a wonderful, lovely day. I loved it!") > 0.5
+    assert gold_score("This was awful and I hated every minute.") < -0.5
+    pair = gold_label("p", "It was terrible.", "It was great fun!")
+    assert pair.chosen == "It was great fun!" and pair.rejected == "It was terrible."
+
+
+def test_near_ties_are_skipped():
+    assert gold_label("p", "The table is brown.", "The chair is brown and fine.") is None
+
+
+def test_make_demo_pairs_labels_model_completions(tiny_model_config, monkeypatch):
+    import rlhf_engine.demo as demo
+
+    # a random tiny model writes no sentiment words; score by length so every pair is labelled
+    monkeypatch.setattr(demo, "gold_score", lambda text: len(text) / 10)
+    pairs = make_demo_pairs(3, tiny_model_config, seed=1, response_length=6, batch_size=8,
+                            prompts=["It was a great", "I did not like"])
+    assert len(pairs) == 3
+    for pair in pairs:
+        assert len(pair.chosen) - len(pair.rejected) >= 3
+        assert pair.prompt in ("It was a great", "I did not like")

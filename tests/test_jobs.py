@@ -1,0 +1,132 @@
+"""Background jobs on the tiny model: run folders, stop and resume, failures surfaced."""
+
+import json
+import time
+
+import pytest
+import torch
+
+from rlhf_engine.config import PPOConfig, RewardConfig
+from rlhf_engine.data import DataError, PreferencePair, write_pairs
+from rlhf_engine.jobs import resume_job, start_ppo_job, start_reward_job
+from rlhf_engine.runfolder import RunFolder, read_jsonl
+
+PPO_METRICS = ("objective/scores", "objective/kl", "objective/non_score_reward", "objective/rlhf_reward",
+               "objective/entropy", "policy/approxkl", "policy/clipfrac", "val/clipfrac", "loss/policy",
+               "loss/value", "beta", "response_length", "time/step_s", "tokens_per_s")
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
+                                "Awful, bad, terrible.") for i in range(12)], path)
+    return path
+
+
+@pytest.fixture
+def reward_dir(runs_dir, tiny_model_config, pairs_file):
+    config = RewardConfig(model=tiny_model_config, steps=4, eval_every=2, norm_samples=4, norm_response_length=4)
+    job = start_reward_job(runs_dir / "rm", config, pairs_file, background=False)
+    assert job.state == "completed", job.run.status()
+    return runs_dir / "rm"
+
+
+def _ppo_config(model_config, **kw):
+    return PPOConfig(model=model_config, batch_size=2, response_length=4, **kw)
+
+
+def test_reward_job_writes_its_run_folder(reward_dir):
+    run = RunFolder(reward_dir)
+    assert [m["step"] for m in run.metrics()] == [1, 2, 3, 4]
+    evaluation = json.loads((reward_dir / "eval.json").read_text())
+    assert {"accuracy", "margin_mean", "norm/raw_std"} <= set(evaluation)
+    meta = json.loads((reward_dir / "reward_model.json").read_text())
+    assert meta["gain"] != 1.0 and meta["normalized_on"]
+    assert "started" in run.events() and "completed" in run.events()
+
+
+def test_bad_data_is_refused_before_any_run_is_created(runs_dir, tiny_model_config, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,chosen\nhi,there\n")
+    with pytest.raises(DataError, match="bad.csv"):
+        start_reward_job(runs_dir / "rm-bad", RewardConfig(model=tiny_model_config), bad)
+    assert not (runs_dir / "rm-bad").exists()
+
+
+def test_ppo_job_logs_every_metric_and_samples_each_step(runs_dir, tiny_model_config, reward_dir):
+    job = start_ppo_job(runs_dir / "ppo", _ppo_config(tiny_model_config, steps=3, checkpoint_every=2),
+                        reward_dir, background=False)
+    assert job.state == "completed", job.run.status()
+    metrics = job.run.metrics()
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    for name in PPO_METRICS:
+        assert all(isinstance(m[name], float) for m in metrics), name
+    samples = job.run.samples()
+    assert {s["step"] for s in samples} == {1, 2, 3}
+    assert {"prompt", "response", "score", "kl"} <= set(samples[0])
+    for adapter in ("policy", "value"):
+        assert (runs_dir / "ppo" / adapter / "adapter_model.safetensors").is_file()
+    assert (runs_dir / "ppo" / "checkpoints" / "step-000002" / "trainer_state.pt").is_file()
+
+
+def test_stop_then_resume_continues_from_the_checkpoint(runs_dir, tiny_model_config, reward_dir):
+    config = _ppo_config(tiny_model_config, steps=4, checkpoint_every=1)
+    job = start_ppo_job(runs_dir / "ppo-stop", config, reward_dir)
+    while len(job.run.metrics()) < 2 and job.alive:
+        time.sleep(0.05)
+    job.stop()
+    assert job.join(timeout=120) == "stopped"
+    stopped_at = job.run.status()["step"]
+    assert 2 <= stopped_at < 4
+    assert job.run.latest_checkpoint().name == f"step-{stopped_at:06d}"
+    resumed = resume_job(runs_dir / "ppo-stop", background=False)
+    assert resumed.state == "completed", resumed.run.status()
+    assert [m["step"] for m in resumed.run.metrics()] == [1, 2, 3, 4]
+    assert "resumed from" in resumed.run.events()
+
+
+def test_an_interrupted_run_reads_as_interrupted_and_resumes_with_intact_metrics(runs_dir, tiny_model_config,
+                                                                                 reward_dir):
+    job = start_ppo_job(runs_dir / "ppo-crash", _ppo_config(tiny_model_config, steps=3, checkpoint_every=1),
+                        reward_dir, background=False)
+    run = job.run
+    # simulate a crash after step 2's checkpoint: step 3 logged half a line, status still "running"
+    # with a process id that no longer exists
+    lines = (run.path / "metrics.jsonl").read_text().splitlines()
+    (run.path / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])
+    status = json.loads((run.path / "status.json").read_text())
+    status.update(state="running", pid=2**22 + 12345)
+    (run.path / "status.json").write_text(json.dumps(status))
+    assert run.status()["state"] == "interrupted"
+    assert [m["step"] for m in read_jsonl(run.path / "metrics.jsonl")] == [1, 2]
+    resumed = resume_job(run.path, background=False)
+    assert resumed.state == "completed"
+    assert [m["step"] for m in run.metrics()] == [1, 2, 3]
+
+
+def test_a_failing_run_is_marked_failed_with_its_reason(runs_dir, tiny_model_config, reward_dir, monkeypatch):
+    from rlhf_engine.reward import RewardModel
+
+    def nan_scores(self, prompts, responses, normalized=True, batch_size=16):
+        return torch.full((len(prompts),), float("nan"))
+
+    monkeypatch.setattr(RewardModel, "score", nan_scores)
+    job = start_ppo_job(runs_dir / "ppo-nan", _ppo_config(tiny_model_config, steps=2, normalize_reward=False),
+                        reward_dir, background=False)
+    status = job.run.status()
+    assert status["state"] == "failed"
+    assert "reward-model score is NaN or infinite at step 1" in status["error"]
+    assert "Traceback" in job.run.events()
+
+
+def test_a_run_folder_is_never_overwritten(runs_dir, tiny_model_config, reward_dir):
+    with pytest.raises(FileExistsError):
+        start_ppo_job(reward_dir, _ppo_config(tiny_model_config), reward_dir)
+
+
+def test_completed_runs_cannot_be_resumed_and_missing_runs_are_reported(reward_dir, tmp_path):
+    with pytest.raises(ValueError, match="completed"):
+        resume_job(reward_dir)
+    with pytest.raises(FileNotFoundError):
+        resume_job(tmp_path / "nothing")

@@ -1,0 +1,87 @@
+"""Model sources, pad token, quantization and left padding done right."""
+
+import pytest
+import torch
+
+from rlhf_engine.config import ModelConfig
+from rlhf_engine.generation import response_logits, sample_responses, token_logprobs
+from rlhf_engine.models import (ModelSourceError, choose_dtype, load_model_and_tokenizer, load_tokenizer,
+                                resolve_source)
+
+
+def test_bundled_source_resolves_to_a_cached_safetensors_folder(bundled_model_dir):
+    from pathlib import Path
+
+    folder = Path(resolve_source("default"))
+    assert folder == Path(bundled_model_dir)
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+
+
+@pytest.mark.parametrize("source, words", [
+    ("./no/such/folder", "model folder not found"),
+    ("/tmp/definitely-missing.gguf", "GGUF file not found"),
+])
+def test_unknown_sources_give_one_clear_error(source, words):
+    with pytest.raises(ModelSourceError, match=words):
+        resolve_source(source)
+
+
+def test_folder_without_config_and_plain_file_are_refused(tmp_path):
+    with pytest.raises(ModelSourceError, match="no config.json"):
+        resolve_source(str(tmp_path))
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"x")
+    with pytest.raises(ModelSourceError, match="is a file"):
+        resolve_source(str(f))
+
+
+def test_pad_token_is_distinct_from_eos_and_padding_is_left(bundled_model_dir):
+    tokenizer = load_tokenizer(bundled_model_dir)
+    assert tokenizer.pad_token_id is not None
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert tokenizer.pad_token not in tokenizer.chat_template
+    assert tokenizer.padding_side == "left"
+
+
+def test_auto_dtype_is_fp32_on_cpu():
+    assert choose_dtype("auto", torch.device("cpu")) == torch.float32
+    assert choose_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_left_padded_batch_gives_the_same_logprobs_as_each_sequence_alone(tiny_model_config):
+    model, tokenizer = load_model_and_tokenizer(tiny_model_config)
+    torch.manual_seed(0)
+    prompts = ["Hi", "Write a long sentence about the weather in a small town by the sea."]
+    rollout = sample_responses(model, tokenizer, prompts, max_new_tokens=6, temperature=0.7)
+    length = rollout.response_ids.shape[1]
+    batch = token_logprobs(response_logits(model, rollout.input_ids, rollout.attention_mask, length, 0.7),
+                           rollout.response_ids)
+    for i in range(2):
+        keep = rollout.query_mask[i].bool()
+        ids = torch.cat([rollout.query_ids[i][keep], rollout.response_ids[i]])[None]
+        alone = token_logprobs(response_logits(model, ids, torch.ones_like(ids), length, 0.7),
+                               rollout.response_ids[i][None])
+        real = rollout.response_mask[i].bool()
+        assert torch.allclose(batch[i][real], alone[0][real], atol=1e-4)
+
+
+def test_logprobs_use_the_sampling_temperature(tiny_model_config):
+    model, tokenizer = load_model_and_tokenizer(tiny_model_config)
+    ids = torch.tensor([[1, 5, 9, 12, 40]])
+    hot = response_logits(model, ids, torch.ones_like(ids), 3, temperature=2.0)
+    cold = response_logits(model, ids, torch.ones_like(ids), 3, temperature=1.0)
+    assert torch.allclose(hot * 2.0, cold, atol=1e-5)
+
+
+def test_four_bit_quantized_model_loads_and_generates_on_this_device(tiny_model_dir):
+    config = ModelConfig(source=tiny_model_dir, quant="4bit", lora_r=4, lora_alpha=8)
+    model, tokenizer = load_model_and_tokenizer(config)
+    assert any("4bit" in type(m).__name__ for m in model.modules())
+    rollout = sample_responses(model, tokenizer, ["Hello there"], max_new_tokens=4, temperature=0.7)
+    assert rollout.response_ids.shape == (1, 4)
+
+
+def test_dropout_is_off(tiny_model_config):
+    model, _ = load_model_and_tokenizer(tiny_model_config)
+    assert not model.training
+    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))

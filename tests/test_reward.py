@@ -1,0 +1,82 @@
+"""Reward model: head init, training on separable pairs, save -> load gives identical scores."""
+
+import math
+
+import pytest
+import torch
+
+from rlhf_engine.config import ModelConfig, RewardConfig
+from rlhf_engine.data import PreferencePair
+from rlhf_engine.reward import RewardModel, evaluate, new_reward_model, split_pairs, train_reward_model
+
+GOOD, BAD = "I love it, wonderful and great.", "I hate it, terrible and awful."
+
+
+def _pairs(n=24):
+    return [PreferencePair(f"Tell me about thing number {i}.", GOOD, BAD) for i in range(n)]
+
+
+def test_head_is_initialised_with_std_one_over_sqrt_d_plus_one(tiny_model_config):
+    rm = new_reward_model(RewardConfig(model=tiny_model_config))
+    d = rm.head.weight.shape[1]
+    assert rm.head.bias.item() == 0.0
+    assert abs(rm.head.weight.std().item() - 1 / math.sqrt(d + 1)) < 0.5 / math.sqrt(d + 1)
+
+
+def test_score_is_read_at_the_last_real_token_not_a_pad(tiny_model_config):
+    rm = new_reward_model(RewardConfig(model=tiny_model_config))
+    alone = rm.score(["Hi"], ["a short answer"], normalized=False)
+    with_long_neighbour = rm.score(["Hi", "A much longer prompt " * 5], ["a short answer", "x " * 30],
+                                   normalized=False)
+    assert torch.allclose(alone[0], with_long_neighbour[0], atol=1e-4)
+
+
+def test_training_separates_chosen_from_rejected(tiny_model_config):
+    config = RewardConfig(model=tiny_model_config, steps=30, batch_size=8, learning_rate=3e-3, eval_every=10)
+    seen = []
+    rm, result = train_reward_model(config, _pairs(), on_metrics=seen.append)
+    assert [m["step"] for m in seen] == list(range(1, 31))
+    assert seen[-1]["loss"] < seen[0]["loss"]
+    assert result["accuracy"] == 1.0 and result["margin_mean"] > 0
+    assert "eval/accuracy" in seen[9]
+
+
+@pytest.mark.parametrize("quant", ["none", "4bit"])
+def test_save_then_load_gives_identical_scores(tmp_path, tiny_model_dir, quant):
+    config = RewardConfig(model=ModelConfig(source=tiny_model_dir, quant=quant, lora_r=4, lora_alpha=8),
+                          steps=3, learning_rate=1e-2)
+    rm, _ = train_reward_model(config, _pairs(8))
+    rm.gain, rm.bias = 2.0, -0.5
+    prompts, responses = ["Q1", "A longer question two"], [GOOD, BAD]
+    before = rm.score(prompts, responses)
+    rm.save(tmp_path / "rm")
+    assert (tmp_path / "rm" / "reward" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "rm" / "score_head.safetensors").is_file()
+    loaded = RewardModel.load(tmp_path / "rm")
+    assert (loaded.gain, loaded.bias) == (2.0, -0.5)
+    assert torch.equal(before, loaded.score(prompts, responses))
+
+
+def test_saved_adapter_loads_with_plain_peft(tmp_path, tiny_model_config):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    rm, _ = train_reward_model(RewardConfig(model=tiny_model_config, steps=2), _pairs(6))
+    rm.save(tmp_path / "rm")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_config.source)
+    PeftModel.from_pretrained(base, str(tmp_path / "rm" / "reward"))
+
+
+def test_split_is_seeded_and_keeps_both_sides_non_empty():
+    train, held = split_pairs(_pairs(10), 0.2, seed=0)
+    assert len(train) == 8 and len(held) == 2
+    assert split_pairs(_pairs(10), 0.2, seed=0) == (train, held)
+    with pytest.raises(ValueError, match="at least 2"):
+        split_pairs(_pairs(1), 0.2, 0)
+
+
+def test_evaluate_reports_accuracy_and_margins(tiny_model_config):
+    rm = new_reward_model(RewardConfig(model=tiny_model_config))
+    result = evaluate(rm, _pairs(4))
+    assert len(result["margins"]) == 4
+    assert result["accuracy"] in (0.0, 0.25, 0.5, 0.75, 1.0)
