@@ -44,7 +44,7 @@ def truncate_after_eos(response_ids: torch.Tensor, eos_id: int, pad_id: int):
     has_eos = is_eos.any(1)
     first = torch.where(has_eos, is_eos.float().argmax(1), torch.full_like(has_eos, response_ids.shape[1], dtype=torch.long))
     positions = torch.arange(response_ids.shape[1], device=response_ids.device)[None, :]
-    mask = (positions <= first[:, None]) & (positions < response_ids.shape[1])
+    mask = positions <= first[:, None]
     ids = torch.where(mask, response_ids, torch.full_like(response_ids, pad_id))
     return ids, mask.long(), has_eos
 
@@ -60,7 +60,7 @@ def sample_responses(model, tokenizer, prompts, max_new_tokens: int, temperature
     query_ids, query_mask = left_pad(encoded, tokenizer.pad_token_id, device)
     generation = GenerationConfig(
         do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-        min_new_tokens=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     output = model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=generation)
     response = output[:, query_ids.shape[1]:]

@@ -22,6 +22,7 @@ from .data import read_pairs, read_prompts, write_pairs
 from .runfolder import RunFolder, checkpoint_step
 
 REWARD_KIND, PPO_KIND = "reward_model", "ppo"
+PPO_NORM_SAMPLES = 64  # policy samples for score normalisation when the RM was normalised on another policy
 
 
 class Job:
@@ -93,7 +94,6 @@ def start_reward_job(run_dir: Path, config: RewardConfig, data_path: Path, backg
 def _reward_body(job: Job) -> str:
     from safetensors.torch import load_file, save_file
 
-    from .models import load_model_and_tokenizer  # noqa: F401  (import cost paid here, not at startup)
     from .reward import normalize_on_policy, train_reward_model, unique_prompts
 
     run = job.run
@@ -175,7 +175,7 @@ def _ppo_body(job: Job) -> str:
         reward_model.gain, reward_model.bias = norm["gain"], norm["bias"]
     elif config.normalize_reward and reward_model.normalized_on != config.model.source:
         run.log("reward model was not normalised on this policy; normalising on its samples")
-        normalize_on_policy(reward_model, trainer.model.peft, trainer.tokenizer, prompts, 64,
+        normalize_on_policy(reward_model, trainer.model.peft, trainer.tokenizer, prompts, PPO_NORM_SAMPLES,
                             config.response_length, config.temperature, config.model.chat_template)
     norm_file.write_text(json.dumps({"gain": reward_model.gain, "bias": reward_model.bias}) + "\n")
 

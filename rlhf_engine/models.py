@@ -8,7 +8,6 @@ read as safetensors only.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -279,13 +278,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         if p.requires_grad:
             trainable += n
     return trainable, total
-
-
-@contextlib.contextmanager
-def seeded(seed: int):
-    """Seed Python, NumPy and torch for a block (used for reproducible rollouts in tests and evals)."""
-    set_seed(seed)
-    yield
 
 
 def set_seed(seed: int) -> None:

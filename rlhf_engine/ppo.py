@@ -356,7 +356,7 @@ class PPOTrainer:
         check_finite("log-probs", batch["logprobs"], self.step_count)
         rollout_s = time.perf_counter() - started
         batch = self.advantages(batch)
-        beta = self.kl_ctl.value
+        beta, lr = self.kl_ctl.value, self.scheduler.get_last_lr()[0]
         stats = self.update(batch)
         self.scheduler.step()
         kl_per_response = batch["kl"].sum(1)
@@ -381,7 +381,7 @@ class PPOTrainer:
             "loss/value": stats["vf"],
             "grad_norm": stats["grad_norm"],
             "beta": beta,
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": lr,
             "response_length": batch["rollout"].response_lengths.float().mean().item(),
             "eos_fraction": batch["rollout"].has_eos.float().mean().item(),
             "time/rollout_s": rollout_s,

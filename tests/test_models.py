@@ -85,3 +85,28 @@ def test_dropout_is_off(tiny_model_config):
     model, _ = load_model_and_tokenizer(tiny_model_config)
     assert not model.training
     assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+
+
+def test_recomputed_logprobs_match_what_generate_sampled_from(tiny_model_config):
+    """Left padding, position ids and the temperature agree between generate() and our forward pass."""
+    from transformers import GenerationConfig
+
+    from rlhf_engine.generation import truncate_after_eos
+    from rlhf_engine.models import encode_prompt, left_pad
+
+    model, tokenizer = load_model_and_tokenizer(tiny_model_config)
+    ids, mask = left_pad([encode_prompt(tokenizer, p) for p in ["Hi", "Tell me a long story about a cat."]],
+                         tokenizer.pad_token_id)
+    torch.manual_seed(1)
+    out = model.generate(input_ids=ids, attention_mask=mask, output_scores=True, return_dict_in_generate=True,
+                         generation_config=GenerationConfig(do_sample=True, temperature=0.7, top_k=0, top_p=1.0,
+                                                            max_new_tokens=5, pad_token_id=tokenizer.pad_token_id,
+                                                            eos_token_id=tokenizer.eos_token_id))
+    response = out.sequences[:, ids.shape[1]:]
+    response, response_mask, _ = truncate_after_eos(response, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    sampled = torch.stack(out.scores, 1).log_softmax(-1).gather(2, response.unsqueeze(-1)).squeeze(-1)
+    full_mask = torch.cat([mask, response_mask], 1)
+    ours = token_logprobs(response_logits(model, torch.cat([ids, response], 1), full_mask, response.shape[1], 0.7),
+                          response)
+    real = response_mask.bool()
+    assert torch.allclose(ours[real], sampled[real], atol=1e-4)
