@@ -1,7 +1,7 @@
 """Built-in offline demo: a prompt set and a simulated annotator.
 
-The "gold" annotator scores a response by its VADER sentiment (compound score in [-1, 1]) and
-prefers the more positive of two completions. With it a user with no data can run the whole loop:
+The "gold" annotator scores a response by its VADER sentiment (compound score in [-1, 1]), ranks
+a few completions of one prompt and pairs the most positive with the least positive. With it a user with no data can run the whole loop:
 the base model writes two completions per prompt, the annotator labels them, a reward model learns
 the labels, and PPO learns to write more positive text, which the gold scorer can check on held-out
 prompts.
@@ -18,7 +18,7 @@ from .data import PreferencePair
 
 PROMPTS_FILE = Path(__file__).parent / "assets" / "demo_prompts.txt"
 HELD_OUT_EVERY = 5  # every 5th demo prompt is kept out of training, for gold evaluation
-MIN_GOLD_GAP = 0.3  # completions closer than this in gold score are a tie: the annotator skips them
+MIN_GOLD_GAP = 0.5  # best and worst completions closer than this in gold score are a tie: the prompt is skipped
 
 
 def demo_prompts() -> list[str]:
@@ -48,11 +48,16 @@ def gold_score(text: str) -> float:
 
 def gold_label(prompt, first: str, second: str) -> PreferencePair | None:
     """The annotator's choice between two completions; None for a tie (gap below MIN_GOLD_GAP)."""
-    a, b = gold_score(first), gold_score(second)
-    if abs(a - b) < MIN_GOLD_GAP or first.strip() == second.strip():
+    return gold_best_worst(prompt, [first, second])
+
+
+def gold_best_worst(prompt, completions: Sequence[str]) -> PreferencePair | None:
+    """The annotator ranks completions and pairs its favourite with its least favourite; None for a tie."""
+    scored = sorted(((gold_score(text), text) for text in completions), key=lambda item: item[0])
+    (low, worst), (high, best) = scored[0], scored[-1]
+    if high - low < MIN_GOLD_GAP or best.strip() == worst.strip():
         return None
-    chosen, rejected = (first, second) if a > b else (second, first)
-    return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected)
+    return PreferencePair(prompt=prompt, chosen=best, rejected=worst)
 
 
 def make_demo_pairs(
@@ -62,16 +67,18 @@ def make_demo_pairs(
     prompts: Sequence[str] | None = None,
     response_length: int = 32,
     temperature: float = 1.0,
+    completions_per_prompt: int = 4,
     batch_size: int = 16,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
     model_and_tokenizer=None,
 ) -> list[PreferencePair]:
-    """n simulated preference pairs: two sampled completions per training prompt, labelled by the gold annotator.
+    """n simulated preference pairs from the base model's own completions, labelled by the gold annotator.
 
-    Prompts are cycled (in a seeded order) until n non-tied pairs exist.
+    For each training prompt (seeded shuffle, cycled) the model samples ``completions_per_prompt``
+    completions; the annotator pairs the one it likes best with the one it likes least, and skips
+    the prompt when they tie.
     """
-    import random
-
+    from .batching import batch_indices
     from .generation import decode_responses, sample_responses
     from .models import load_model_and_tokenizer, set_seed
 
@@ -81,20 +88,19 @@ def make_demo_pairs(
     if not pool:
         raise ValueError("no prompts to make pairs from")
     set_seed(seed)
-    order = random.Random(seed)
+    per_batch = max(1, batch_size // completions_per_prompt)
     pairs: list[PreferencePair] = []
-    attempts = 0
+    step = 0
     while len(pairs) < n:
-        if attempts > 20 * n + 100:
-            raise RuntimeError(f"only {len(pairs)} of {n} pairs after {attempts} prompts: completions too often tie")
-        batch = [pool[order.randrange(len(pool))] for _ in range(batch_size // 2)]
-        doubled = batch + batch
-        rollout = sample_responses(model, tokenizer, doubled, response_length, temperature, config.chat_template)
+        step += 1
+        if step * per_batch > 20 * n + 100:
+            raise RuntimeError(f"only {len(pairs)} of {n} pairs after {step * per_batch} prompts: completions tie too often")
+        batch = [pool[i] for i in batch_indices(len(pool), per_batch, step, seed)]
+        repeated = [p for p in batch for _ in range(completions_per_prompt)]
+        rollout = sample_responses(model, tokenizer, repeated, response_length, temperature, config.chat_template)
         texts = decode_responses(tokenizer, rollout)
-        half = len(batch)
         for i, prompt in enumerate(batch):
-            attempts += 1
-            pair = gold_label(prompt, texts[i], texts[half + i])
+            pair = gold_best_worst(prompt, texts[i * completions_per_prompt:(i + 1) * completions_per_prompt])
             if pair is not None and len(pairs) < n:
                 pairs.append(pair)
         on_progress(len(pairs), n)

@@ -1,6 +1,7 @@
 """The built-in demo prompts and the simulated (gold) annotator."""
 
-from rlhf_engine.demo import demo_prompt_split, demo_prompts, gold_label, gold_score, make_demo_pairs
+from rlhf_engine.demo import (demo_prompt_split, demo_prompts, gold_best_worst, gold_label, gold_score,
+                              make_demo_pairs)
 
 
 def test_demo_prompt_set_is_large_varied_and_split():
@@ -23,6 +24,12 @@ def test_near_ties_are_skipped():
     assert gold_label("p", "The table is brown.", "The chair is brown and fine.") is None
 
 
+def test_the_annotator_pairs_its_favourite_with_its_least_favourite():
+    completions = ["It was fine.", "It was awful and sad.", "It was wonderful, I loved it!", "It was ok."]
+    pair = gold_best_worst("p", completions)
+    assert (pair.chosen, pair.rejected) == ("It was wonderful, I loved it!", "It was awful and sad.")
+
+
 def test_make_demo_pairs_labels_model_completions(tiny_model_config, monkeypatch):
     import rlhf_engine.demo as demo
 
@@ -32,5 +39,5 @@ def test_make_demo_pairs_labels_model_completions(tiny_model_config, monkeypatch
                             prompts=["It was a great", "I did not like"])
     assert len(pairs) == 3
     for pair in pairs:
-        assert len(pair.chosen) - len(pair.rejected) >= 3
+        assert len(pair.chosen) - len(pair.rejected) >= 5  # the gold gap is at least 0.5
         assert pair.prompt in ("It was a great", "I did not like")
