@@ -124,9 +124,10 @@ def _reward_body(job: Job) -> str:
         return "stopped"
     run.log(f"held-out accuracy {result['accuracy']:.3f}, mean margin {result['margin_mean']:.3f}; "
             f"normalising scores on {config.norm_samples} samples of the base model")
-    with rm.backbone.disable_adapter():
-        norm = normalize_on_policy(rm, rm.backbone, rm.tokenizer, unique_prompts(pairs), config.norm_samples,
-                                   config.norm_response_length, config.norm_temperature, config.model.chat_template)
+    # the initial policy is the RM's own base model: sample with the adapter off, score with it on
+    norm = normalize_on_policy(rm, rm.backbone, rm.tokenizer, unique_prompts(pairs), config.norm_samples,
+                               config.norm_response_length, config.norm_temperature, config.model.chat_template,
+                               policy_context=rm.backbone.disable_adapter)
     rm.normalized_on = config.model.source
     rm.save(run.path)
     (run.path / "eval.json").write_text(json.dumps({**result, **norm}, indent=2) + "\n")

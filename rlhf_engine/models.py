@@ -269,17 +269,6 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts (4-bit weights count as their logical size)."""
-    trainable = total = 0
-    for p in model.parameters():
-        n = p.numel() * (2 if getattr(p, "quant_type", None) is not None or p.dtype == torch.uint8 else 1)
-        total += n
-        if p.requires_grad:
-            trainable += n
-    return trainable, total
-
-
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     import random

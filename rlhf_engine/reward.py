@@ -9,6 +9,7 @@ folder plus ``score_head.safetensors`` and ``reward_model.json``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -182,13 +183,18 @@ def evaluate(rm: RewardModel, pairs: Sequence[PreferencePair], batch_size: int =
 @torch.no_grad()
 def normalize_on_policy(rm: RewardModel, policy, policy_tokenizer, prompts: Sequence, n_samples: int,
                         response_length: int, temperature: float, chat_template: bool = True,
-                        batch_size: int = 16) -> dict:
-    """Set gain/bias so scores of the policy's own samples have mean 0 and std 1 (Ziegler et al.)."""
+                        batch_size: int = 16, policy_context: Callable = contextlib.nullcontext) -> dict:
+    """Set gain/bias so scores of the policy's own samples have mean 0 and std 1 (Ziegler et al.).
+
+    ``policy_context`` is entered only while sampling: when the policy is the RM's own base with its
+    adapter disabled, the scoring must still run with the adapter on.
+    """
     chosen_prompts = [prompts[i % len(prompts)] for i in range(n_samples)]
     raw = []
     for i in range(0, n_samples, batch_size):
         batch = chosen_prompts[i:i + batch_size]
-        rollout = sample_responses(policy, policy_tokenizer, batch, response_length, temperature, chat_template)
+        with policy_context():
+            rollout = sample_responses(policy, policy_tokenizer, batch, response_length, temperature, chat_template)
         raw.append(rm.score(batch, decode_responses(policy_tokenizer, rollout), normalized=False))
     scores = torch.cat(raw)
     mean, std = scores.mean().item(), scores.std().item() if len(scores) > 1 else 1.0

@@ -80,3 +80,22 @@ def test_evaluate_reports_accuracy_and_margins(tiny_model_config):
     result = evaluate(rm, _pairs(4))
     assert len(result["margins"]) == 4
     assert result["accuracy"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def test_normalisation_scores_with_the_adapter_on_while_sampling_with_it_off(tiny_model_config):
+    from rlhf_engine.generation import decode_responses, sample_responses
+    from rlhf_engine.models import set_seed
+    from rlhf_engine.reward import normalize_on_policy
+
+    config = RewardConfig(model=tiny_model_config, steps=5, learning_rate=3e-2)
+    rm, _ = train_reward_model(config, _pairs(8))
+    prompts = [f"Prompt {i}" for i in range(8)]
+    set_seed(5)
+    normalize_on_policy(rm, rm.backbone, rm.tokenizer, prompts, 8, 6, 0.7, batch_size=8,
+                        policy_context=rm.backbone.disable_adapter)
+    set_seed(5)
+    with rm.backbone.disable_adapter():
+        texts = decode_responses(rm.tokenizer, sample_responses(rm.backbone, rm.tokenizer, prompts, 6, 0.7))
+    scores = rm.score(prompts, texts)
+    assert abs(scores.mean().item()) < 1e-4
+    assert abs(scores.std().item() - 1.0) < 1e-4
