@@ -130,3 +130,20 @@ def test_completed_runs_cannot_be_resumed_and_missing_runs_are_reported(reward_d
         resume_job(reward_dir)
     with pytest.raises(FileNotFoundError):
         resume_job(tmp_path / "nothing")
+
+
+def test_reward_job_stops_and_resumes_from_its_checkpoint(runs_dir, tiny_model_config, pairs_file):
+    config = RewardConfig(model=tiny_model_config, steps=30, eval_every=10, checkpoint_every=2, norm_samples=4,
+                          norm_response_length=4)
+    job = start_reward_job(runs_dir / "rm-stop", config, pairs_file)
+    while len(job.run.metrics()) < 3 and job.alive:
+        time.sleep(0.02)
+    job.stop()
+    assert job.join(timeout=120) == "stopped"
+    stopped_at = job.run.status()["step"]
+    assert 3 <= stopped_at < 30
+    assert job.run.latest_checkpoint().name == f"step-{stopped_at:06d}"
+    resumed = resume_job(runs_dir / "rm-stop", background=False)
+    assert resumed.state == "completed", resumed.run.status()
+    assert [m["step"] for m in resumed.run.metrics()] == list(range(1, 31))
+    assert (runs_dir / "rm-stop" / "reward_model.json").is_file()
