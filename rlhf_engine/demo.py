@@ -1,10 +1,10 @@
 """Built-in offline demo: a prompt set and a simulated annotator.
 
 The "gold" annotator scores a response by its VADER sentiment (compound score in [-1, 1]), ranks
-a few completions of one prompt and pairs the most positive with the least positive. With it a user with no data can run the whole loop:
-the base model writes two completions per prompt, the annotator labels them, a reward model learns
-the labels, and PPO learns to write more positive text, which the gold scorer can check on held-out
-prompts.
+a few completions of one prompt and pairs the most positive with the least positive. With it a user
+with no data can run the whole loop: the base model writes four completions per prompt, the annotator
+labels them, a reward model learns the labels, and PPO learns to write more positive text, which the
+gold scorer can check on held-out prompts.
 """
 
 from __future__ import annotations
