@@ -32,6 +32,18 @@ def reward_dir(runs_dir, tiny_model_config, pairs_file):
     return runs_dir / "rm"
 
 
+def _stop_after(job, steps: int) -> int:
+    """Stop a background job once it has logged ``steps`` steps; check it stopped at a checkpoint."""
+    while len(job.run.metrics()) < steps and job.alive:
+        time.sleep(0.02)
+    job.stop()
+    assert job.join(timeout=120) == "stopped"
+    stopped_at = job.run.status()["step"]
+    assert stopped_at >= steps
+    assert job.run.latest_checkpoint().name == f"step-{stopped_at:06d}"
+    return stopped_at
+
+
 def _ppo_config(model_config, **kw):
     return PPOConfig(model=model_config, batch_size=2, response_length=4, **kw)
 
@@ -73,13 +85,8 @@ def test_ppo_job_logs_every_metric_and_samples_each_step(runs_dir, tiny_model_co
 def test_stop_then_resume_continues_from_the_checkpoint(runs_dir, tiny_model_config, reward_dir):
     config = _ppo_config(tiny_model_config, steps=4, checkpoint_every=1)
     job = start_ppo_job(runs_dir / "ppo-stop", config, reward_dir)
-    while len(job.run.metrics()) < 2 and job.alive:
-        time.sleep(0.05)
-    job.stop()
-    assert job.join(timeout=120) == "stopped"
-    stopped_at = job.run.status()["step"]
-    assert 2 <= stopped_at < 4
-    assert job.run.latest_checkpoint().name == f"step-{stopped_at:06d}"
+    stopped_at = _stop_after(job, 2)
+    assert stopped_at < 4
     resumed = resume_job(runs_dir / "ppo-stop", background=False)
     assert resumed.state == "completed", resumed.run.status()
     assert [m["step"] for m in resumed.run.metrics()] == [1, 2, 3, 4]
@@ -136,13 +143,8 @@ def test_reward_job_stops_and_resumes_from_its_checkpoint(runs_dir, tiny_model_c
     config = RewardConfig(model=tiny_model_config, steps=30, eval_every=10, checkpoint_every=2, norm_samples=4,
                           norm_response_length=4)
     job = start_reward_job(runs_dir / "rm-stop", config, pairs_file)
-    while len(job.run.metrics()) < 3 and job.alive:
-        time.sleep(0.02)
-    job.stop()
-    assert job.join(timeout=120) == "stopped"
-    stopped_at = job.run.status()["step"]
-    assert 3 <= stopped_at < 30
-    assert job.run.latest_checkpoint().name == f"step-{stopped_at:06d}"
+    stopped_at = _stop_after(job, 3)
+    assert stopped_at < 30
     resumed = resume_job(runs_dir / "rm-stop", background=False)
     assert resumed.state == "completed", resumed.run.status()
     assert [m["step"] for m in resumed.run.metrics()] == list(range(1, 31))
