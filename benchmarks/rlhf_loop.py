@@ -49,17 +49,20 @@ def run_phase(name: str, args: list[str], results: dict) -> None:
 
 
 def gold_eval(out: Path, policies: dict[str, Path | None], samples_per_prompt: int, seed: int) -> dict:
-    """Mean gold (VADER) score of sampled responses to the held-out demo prompts, per policy."""
+    """Per policy, on sampled responses to the held-out demo prompts (T 0.7, 32 tokens): the mean gold
+    (VADER) score, and the KL to the reference in nats per response (sum over response tokens of
+    log pi - log pi_ref, whose mean over the policy's own samples estimates KL(pi || pi_ref))."""
     import torch
     from peft import PeftModel
 
     from rlhf_engine.config import ModelConfig
     from rlhf_engine.demo import demo_prompt_split, gold_score
-    from rlhf_engine.generation import decode_responses, sample_responses
+    from rlhf_engine.generation import decode_responses, response_logits, sample_responses, token_logprobs
     from rlhf_engine.models import load_model_and_tokenizer, set_seed
 
     held_out = demo_prompt_split()[1]
     prompts = [p for p in held_out for _ in range(samples_per_prompt)]
+    temperature, length = 0.7, 32
     scores = {}
     for name, adapter in policies.items():
         model, tokenizer = load_model_and_tokenizer(ModelConfig(quant="none"))
@@ -67,13 +70,23 @@ def gold_eval(out: Path, policies: dict[str, Path | None], samples_per_prompt: i
             model = PeftModel.from_pretrained(model, str(adapter))
         set_seed(seed)
         texts: list[str] = []
+        kls: list[float] = []
         for i in range(0, len(prompts), 16):
-            rollout = sample_responses(model, tokenizer, prompts[i:i + 16], 32, 0.7)
+            rollout = sample_responses(model, tokenizer, prompts[i:i + 16], length, temperature)
             texts.extend(decode_responses(tokenizer, rollout))
+            if adapter is not None:
+                with torch.no_grad():
+                    ids, mask, tokens = rollout.input_ids, rollout.attention_mask, rollout.response_ids
+                    logp = token_logprobs(response_logits(model, ids, mask, length, temperature), tokens)
+                    with model.disable_adapter():
+                        ref = token_logprobs(response_logits(model, ids, mask, length, temperature), tokens)
+                kls.extend(((logp - ref) * rollout.response_mask).sum(1).tolist())
         gold = [gold_score(t) for t in texts]
         scores[name] = {"gold_mean": sum(gold) / len(gold), "n": len(gold),
+                        "kl_to_reference": sum(kls) / len(kls) if kls else 0.0,
                         "examples": [{"prompt": p, "response": t} for p, t in zip(prompts[:6:samples_per_prompt], texts[:6:samples_per_prompt])]}
-        print(f"   gold {name}: {scores[name]['gold_mean']:.3f} over {len(gold)} responses", flush=True)
+        print(f"   {name}: gold {scores[name]['gold_mean']:.3f}, KL to reference "
+              f"{scores[name]['kl_to_reference']:.2f} nats, over {len(gold)} responses", flush=True)
         del model
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return scores
@@ -83,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--pairs", type=int, default=256)
+    parser.add_argument("--completions", type=int, default=4, help="completions per prompt for the demo pairs")
     parser.add_argument("--rm-steps", type=int, default=120)
     parser.add_argument("--rm-quant", default="4bit")
     parser.add_argument("--ppo-steps", type=int, default=30)
@@ -104,7 +118,7 @@ def main() -> None:
     pairs = out / "pairs.jsonl"
     if not pairs.exists():
         run_phase("make-demo-pairs", ["make-demo-pairs", "--n", str(args.pairs), "--out", str(pairs),
-                                      "--seed", str(args.seed)], results)
+                                      "--completions", str(args.completions), "--seed", str(args.seed)], results)
     rm_dir = out / "rm"
     if not (rm_dir / "reward_model.json").exists():
         run_phase("train-rm", ["train-rm", "--data", str(pairs), "--out", str(rm_dir), "--steps", str(args.rm_steps),

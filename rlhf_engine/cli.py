@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -51,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="model source (default: bundled SmolLM2-135M-Instruct)")
     p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="none",
                    help="quantization for generating the completions (default none: fastest on CPU)")
+    p.add_argument("--completions", type=_positive_int, default=4,
+                   help="completions per prompt; the annotator pairs the most and least positive (default 4)")
+    p.add_argument("--temperature", type=_positive_float, default=0.7,
+                   help="sampling temperature of the completions (default 0.7, as PPO samples)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("train-rm", help="train a Bradley-Terry reward model with QLoRA")
@@ -77,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--response-length", type=_positive_int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--temperature", type=float)
+    p.add_argument("--temperature", type=_positive_float)
     p.add_argument("--missing-eos-penalty", type=float)
     p.add_argument("--checkpoint-every", type=_positive_int)
     p.add_argument("--seed", type=int, default=0)
@@ -90,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", type=Path, help="PEFT adapter folder, or a PPO run folder (uses its policy/)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=_positive_int, default=64)
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--temperature", type=_positive_float, default=0.7)
     p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="none")
     p.add_argument("--seed", type=int, default=0)
 
@@ -132,7 +146,10 @@ def _make_demo_pairs(args) -> int:
     if args.out.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
         raise UserError(f"--out must end in .jsonl, .csv or .parquet, got {args.out.name!r}")
     config = ModelConfig(source=args.model, quant=args.quant)
-    pairs = make_demo_pairs(args.n, config, seed=args.seed,
+    if args.completions < 2:
+        raise UserError(f"--completions must be at least 2 (a pair needs two), got {args.completions}")
+    pairs = make_demo_pairs(args.n, config, seed=args.seed, temperature=args.temperature,
+                            completions_per_prompt=args.completions,
                             on_progress=lambda done, total: print(f"\r{done}/{total} pairs", end="", file=sys.stderr, flush=True))
     print(file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)

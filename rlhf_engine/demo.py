@@ -19,6 +19,7 @@ from .data import PreferencePair
 PROMPTS_FILE = Path(__file__).parent / "assets" / "demo_prompts.txt"
 HELD_OUT_EVERY = 5  # every 5th demo prompt is kept out of training, for gold evaluation
 MIN_GOLD_GAP = 0.5  # best and worst completions closer than this in gold score are a tie: the prompt is skipped
+DEMO_TEMPERATURE = 0.7  # sampling temperature of the completions: PPO's, so the RM learns on text like the policy's
 
 
 def demo_prompts() -> list[str]:
@@ -66,7 +67,7 @@ def make_demo_pairs(
     seed: int = 0,
     prompts: Sequence[str] | None = None,
     response_length: int = 32,
-    temperature: float = 1.0,
+    temperature: float = DEMO_TEMPERATURE,
     completions_per_prompt: int = 4,
     batch_size: int = 16,
     on_progress: Callable[[int, int], None] = lambda done, total: None,

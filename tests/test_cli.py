@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from rlhf_engine.cli import main
-from rlhf_engine.data import PreferencePair, write_pairs
+from rlhf_engine.data import PreferencePair, read_pairs, write_pairs
 
 
 def run_cli(*args, cwd=None):
@@ -42,6 +42,8 @@ def test_a_bad_file_exits_2_with_one_line_and_no_traceback(tmp_path):
     (["ppo", "--reward", "nowhere", "--out", "x", "--kl-estimator", "k9"], "invalid choice"),
     (["ppo", "--reward", "nowhere", "--out", "x", "--kl-coef", "-1"], "number >= 0"),
     (["train-rm", "--data", "x.csv"], "required"),
+    (["ppo", "--reward", "nowhere", "--out", "x", "--temperature", "0"], "number > 0"),
+    (["make-demo-pairs", "--n", "2", "--out", "x.jsonl", "--temperature", "-1"], "number > 0"),
 ])
 def test_bad_flags_exit_2(argv, words, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -55,6 +57,7 @@ def test_bad_flags_exit_2(argv, words, capsys):
     (["resume", "/no/such/run"], "no run at"),
     (["validate-data", "/no/such/file.csv"], "file not found"),
     (["sample", "--model", "./no/such/model", "--prompt", "hi"], "model folder not found"),
+    (["make-demo-pairs", "--n", "2", "--out", "OUT.jsonl", "--completions", "1"], "at least 2"),
 ])
 def test_user_errors_exit_2_with_one_line(argv, words, tmp_path, capsys):
     argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
@@ -89,3 +92,20 @@ def test_train_rm_ppo_sample_and_runs_from_the_command_line(tmp_path, tiny_model
 def test_make_demo_pairs_rejects_an_unknown_output_type(tmp_path, capsys):
     assert main(["make-demo-pairs", "--n", "2", "--out", str(tmp_path / "x.xlsx")]) == 2
     assert ".jsonl, .csv or .parquet" in capsys.readouterr().err
+
+
+def test_make_demo_pairs_passes_completions_and_temperature(tmp_path, monkeypatch, capsys):
+    import rlhf_engine.demo as demo
+
+    seen = {}
+
+    def fake(n, config, **kwargs):
+        seen.update(kwargs, n=n, source=config.source)
+        return [PreferencePair("p", "good", "bad")] * n
+
+    monkeypatch.setattr(demo, "make_demo_pairs", fake)
+    out = tmp_path / "pairs.jsonl"
+    argv = ["make-demo-pairs", "--n", "3", "--out", str(out), "--completions", "8", "--temperature", "0.9"]
+    assert main(argv) == 0
+    assert seen["completions_per_prompt"] == 8 and seen["temperature"] == 0.9 and seen["n"] == 3
+    assert len(read_pairs(out)) == 3 and "wrote 3 pairs" in capsys.readouterr().out
