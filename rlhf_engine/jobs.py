@@ -19,6 +19,7 @@ import torch
 
 from .config import PPOConfig, RewardConfig, from_dict, to_dict
 from .data import read_pairs, read_prompts, write_pairs
+from .models import policy_name
 from .runfolder import RunFolder, checkpoint_step
 
 REWARD_KIND, PPO_KIND = "reward_model", "ppo"
@@ -128,7 +129,7 @@ def _reward_body(job: Job) -> str:
     norm = normalize_on_policy(rm, rm.backbone, rm.tokenizer, unique_prompts(pairs), config.norm_samples,
                                config.norm_response_length, config.norm_temperature, config.model.chat_template,
                                policy_context=rm.backbone.disable_adapter)
-    rm.normalized_on = config.model.source
+    rm.normalized_on = policy_name(config.model)
     rm.save(run.path)
     (run.path / "eval.json").write_text(json.dumps({**result, **norm}, indent=2) + "\n")
     run.set_status("running", step=config.steps, eval_accuracy=result["accuracy"],
@@ -174,8 +175,9 @@ def _ppo_body(job: Job) -> str:
     if norm_file.is_file():
         norm = json.loads(norm_file.read_text())
         reward_model.gain, reward_model.bias = norm["gain"], norm["bias"]
-    elif config.normalize_reward and reward_model.normalized_on != config.model.source:
-        run.log("reward model was not normalised on this policy; normalising on its samples")
+    elif config.normalize_reward and reward_model.normalized_on != policy_name(config.model):
+        run.log(f"reward model was normalised on {reward_model.normalized_on}, not on this policy "
+                f"({policy_name(config.model)}); normalising on its samples")
         normalize_on_policy(reward_model, trainer.model.peft, trainer.tokenizer, prompts, PPO_NORM_SAMPLES,
                             config.response_length, config.temperature, config.model.chat_template)
     norm_file.write_text(json.dumps({"gain": reward_model.gain, "bias": reward_model.bias}) + "\n")

@@ -126,6 +126,16 @@ def choose_dtype(preference: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def policy_name(config: ModelConfig) -> str:
+    """Which initial policy a model config gives here: source, quantization and the dtype it resolves to.
+
+    Two configs with different names sample differently, so reward scores normalised on one are not
+    normalised on the other.
+    """
+    dtype = str(choose_dtype(config.dtype, choose_device(config.device))).removeprefix("torch.")
+    return f"{config.source} ({config.quant}, {dtype})"
+
+
 def quantization_config(quant: str, dtype: torch.dtype):
     """bitsandbytes settings for 4-bit NF4 (QLoRA: double quantization) or 8-bit; None for no quantization."""
     if quant == "none":

@@ -1,5 +1,6 @@
 """Background jobs on the tiny model: run folders, stop and resume, failures surfaced."""
 
+import dataclasses
 import json
 import time
 
@@ -9,6 +10,7 @@ import torch
 from rlhf_engine.config import PPOConfig, RewardConfig
 from rlhf_engine.data import DataError, PreferencePair, write_pairs
 from rlhf_engine.jobs import resume_job, start_ppo_job, start_reward_job
+from rlhf_engine.models import policy_name
 from rlhf_engine.runfolder import RunFolder, read_jsonl
 
 PPO_METRICS = ("objective/scores", "objective/kl", "objective/non_score_reward", "objective/rlhf_reward",
@@ -48,13 +50,13 @@ def _ppo_config(model_config, **kw):
     return PPOConfig(model=model_config, batch_size=2, response_length=4, **kw)
 
 
-def test_reward_job_writes_its_run_folder(reward_dir):
+def test_reward_job_writes_its_run_folder(reward_dir, tiny_model_config):
     run = RunFolder(reward_dir)
     assert [m["step"] for m in run.metrics()] == [1, 2, 3, 4]
     evaluation = json.loads((reward_dir / "eval.json").read_text())
     assert {"accuracy", "margin_mean", "norm/raw_std"} <= set(evaluation)
     meta = json.loads((reward_dir / "reward_model.json").read_text())
-    assert meta["gain"] != 1.0 and meta["normalized_on"]
+    assert meta["gain"] != 1.0 and meta["normalized_on"] == f"{tiny_model_config.source} (none, float32)"
     assert "started" in run.events() and "completed" in run.events()
 
 
@@ -80,6 +82,19 @@ def test_ppo_job_logs_every_metric_and_samples_each_step(runs_dir, tiny_model_co
     for adapter in ("policy", "value"):
         assert (runs_dir / "ppo" / adapter / "adapter_model.safetensors").is_file()
     assert (runs_dir / "ppo" / "checkpoints" / "step-000002" / "trainer_state.pt").is_file()
+    assert "normalising on its samples" not in job.run.events()  # same policy as the reward model's
+
+
+def test_ppo_renormalises_the_reward_on_a_policy_that_samples_differently(runs_dir, tiny_model_config, reward_dir):
+    """Ziegler et al.: scores have mean 0, std 1 on the initial policy; another dtype is another policy."""
+    model_config = dataclasses.replace(tiny_model_config, dtype="bfloat16")
+    assert policy_name(model_config) != policy_name(tiny_model_config)
+    job = start_ppo_job(runs_dir / "ppo-bf16", _ppo_config(model_config, steps=1), reward_dir, background=False)
+    assert job.state == "completed", job.run.status()
+    assert "normalising on its samples" in job.run.events()
+    norm = json.loads((runs_dir / "ppo-bf16" / "reward_norm.json").read_text())
+    stored = json.loads((reward_dir / "reward_model.json").read_text())
+    assert (norm["gain"], norm["bias"]) != (stored["gain"], stored["bias"])
 
 
 def test_stop_then_resume_continues_from_the_checkpoint(runs_dir, tiny_model_config, reward_dir):
