@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -82,7 +83,9 @@ def gold_eval(out: Path, policies: dict[str, Path | None], samples_per_prompt: i
                         ref = token_logprobs(response_logits(model, ids, mask, length, temperature), tokens)
                 kls.extend(((logp - ref) * rollout.response_mask).sum(1).tolist())
         gold = [gold_score(t) for t in texts]
-        scores[name] = {"gold_mean": sum(gold) / len(gold), "n": len(gold),
+        std = statistics.stdev(gold)
+        scores[name] = {"gold_mean": sum(gold) / len(gold), "gold_std": std, "gold_sem": std / len(gold) ** 0.5,
+                        "n": len(gold),
                         "kl_to_reference": sum(kls) / len(kls) if kls else 0.0,
                         "examples": [{"prompt": p, "response": t} for p, t in zip(prompts[:6:samples_per_prompt], texts[:6:samples_per_prompt])]}
         print(f"   {name}: gold {scores[name]['gold_mean']:.3f}, KL to reference "
