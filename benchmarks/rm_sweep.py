@@ -25,7 +25,8 @@ from rlhf_engine.batching import batch_indices  # noqa: E402
 from rlhf_engine.config import ModelConfig, RewardConfig  # noqa: E402
 from rlhf_engine.data import read_pairs  # noqa: E402
 from rlhf_engine.models import set_seed  # noqa: E402
-from rlhf_engine.reward import bradley_terry_loss, evaluate, new_reward_model, pair_scores, split_pairs  # noqa: E402
+from rlhf_engine.reward import (  # noqa: E402
+    bradley_terry_loss, evaluate, linear_warmup_decay, new_reward_model, pair_scores, split_pairs)
 
 
 def main() -> None:
@@ -51,9 +52,7 @@ def main() -> None:
     adapter = [p for p in rm.parameters() if p.requires_grad and id(p) not in head_ids]
     optimizer = torch.optim.AdamW([{"params": adapter, "lr": args.lr}, {"params": head, "lr": args.head_lr or args.lr}],
                                   weight_decay=config.weight_decay)
-    warmup = max(1, int(args.steps * config.warmup_ratio))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (args.steps - s) / max(1, args.steps - warmup))))
+    scheduler = linear_warmup_decay(optimizer, args.steps, config.warmup_ratio)
     started = time.perf_counter()
     for step in range(1, args.steps + 1):
         batch = [train[i] for i in batch_indices(len(train), config.batch_size, step, config.seed)]

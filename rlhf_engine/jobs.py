@@ -175,9 +175,9 @@ def _ppo_body(job: Job) -> str:
     if norm_file.is_file():
         norm = json.loads(norm_file.read_text())
         reward_model.gain, reward_model.bias = norm["gain"], norm["bias"]
-    elif config.normalize_reward and reward_model.normalized_on != policy_name(config.model):
+    elif config.normalize_reward and reward_model.normalized_on != (policy := policy_name(config.model)):
         run.log(f"reward model was normalised on {reward_model.normalized_on}, not on this policy "
-                f"({policy_name(config.model)}); normalising on its samples")
+                f"({policy}); normalising on its samples")
         normalize_on_policy(reward_model, trainer.model.peft, trainer.tokenizer, prompts, PPO_NORM_SAMPLES,
                             config.response_length, config.temperature, config.model.chat_template)
     norm_file.write_text(json.dumps({"gain": reward_model.gain, "bias": reward_model.bias}) + "\n")

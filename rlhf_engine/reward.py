@@ -203,6 +203,14 @@ def normalize_on_policy(rm: RewardModel, policy, policy_tokenizer, prompts: Sequ
     return {"norm/raw_mean": mean, "norm/raw_std": std, "norm/samples": len(scores)}
 
 
+def linear_warmup_decay(optimizer, steps: int, warmup_ratio: float):
+    """Learning rate rising linearly over the first ``warmup_ratio`` of steps, then falling linearly to 0."""
+    warmup = max(1, int(steps * warmup_ratio))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    )
+
+
 def train_reward_model(
     config: RewardConfig,
     pairs: Sequence[PreferencePair],
@@ -221,10 +229,7 @@ def train_reward_model(
     rm = new_reward_model(config)
     params = [p for p in rm.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    warmup = max(1, int(config.steps * config.warmup_ratio))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (config.steps - s) / max(1, config.steps - warmup)))
-    )
+    scheduler = linear_warmup_decay(optimizer, config.steps, config.warmup_ratio)
     start = 0
     if resume is not None:
         rm.load_state_dict(resume["model"], strict=False)
