@@ -187,7 +187,9 @@ class PolicyAndValue(nn.Module):
         peft_model.add_adapter(VALUE, lora_config(config.model))
         hidden = base.config.hidden_size
         head = nn.Linear(hidden, 1)
-        nn.init.normal_(head.weight, std=1.0 / math.sqrt(hidden + 1))
+        # Zero-initialised, as in Ziegler et al.'s code (lm-human-preferences: value head scale 0): the
+        # first advantages are then the discounted scores, not the noise of a random head.
+        nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
         head.to(peft_model.device)
         model = cls(peft_model, head)

@@ -42,7 +42,7 @@ def test_one_update_raises_high_scored_responses_and_lowers_low_scored_ones(tiny
 
 def test_value_head_learns_the_returns(tiny_model_config):
     config = PPOConfig(model=tiny_model_config, steps=1, batch_size=8, kl_coef=0.0, learning_rate=3e-3,
-                       response_length=8, lr_schedule="constant", cliprange_value=10.0)
+                       response_length=8, lr_schedule="constant", cliprange_value=10.0, vf_coef=1.0, ppo_epochs=16)
     trainer = PPOTrainer(config, FirstHalfWins(), [f"prompt number {i}" for i in range(8)])
     batch = trainer.advantages(trainer.rollout(trainer.next_prompts()))
     roll, mask = batch["rollout"], batch["mask"]
@@ -55,3 +55,15 @@ def test_value_head_learns_the_returns(tiny_model_config):
     before = value_error()
     trainer.update(batch)
     assert value_error() < 0.5 * before
+
+
+def test_the_value_head_starts_at_zero_so_first_advantages_are_the_discounted_scores(tiny_model_config):
+    """lm-human-preferences initialises the value head with zeros (the reward head with N(0, 1/sqrt(d+1)))."""
+    config = PPOConfig(model=tiny_model_config, steps=1, batch_size=4, kl_coef=0.0, response_length=6)
+    trainer = PPOTrainer(config, FirstHalfWins(), [f"prompt number {i}" for i in range(4)])
+    batch = trainer.rollout(trainer.next_prompts())
+    assert torch.count_nonzero(batch["values"]) == 0
+    advantages = trainer.advantages(batch)["advantages"]
+    mask = batch["rollout"].response_mask.bool()
+    last = mask.sum(1) - 1
+    assert (advantages[torch.arange(4), last] * batch["scores"] > 0).all()  # sign of the score at the end
