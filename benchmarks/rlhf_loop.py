@@ -84,15 +84,28 @@ def gold_eval(out: Path, policies: dict[str, Path | None], samples_per_prompt: i
                 kls.extend(((logp - ref) * rollout.response_mask).sum(1).tolist())
         gold = [gold_score(t) for t in texts]
         std = statistics.stdev(gold)
+        per_prompt = [statistics.fmean(gold[i:i + samples_per_prompt]) for i in range(0, len(gold), samples_per_prompt)]
         scores[name] = {"gold_mean": sum(gold) / len(gold), "gold_std": std, "gold_sem": std / len(gold) ** 0.5,
-                        "n": len(gold),
+                        "n": len(gold), "per_prompt": per_prompt,
                         "kl_to_reference": sum(kls) / len(kls) if kls else 0.0,
                         "examples": [{"prompt": p, "response": t} for p, t in zip(prompts[:6:samples_per_prompt], texts[:6:samples_per_prompt])]}
+        if "reference" in scores and name != "reference":
+            scores[name] |= paired_difference(per_prompt, scores["reference"]["per_prompt"])
         print(f"   {name}: gold {scores[name]['gold_mean']:.3f}, KL to reference "
-              f"{scores[name]['kl_to_reference']:.2f} nats, over {len(gold)} responses", flush=True)
+              f"{scores[name]['kl_to_reference']:.2f} nats, over {len(gold)} responses"
+              + (f"; minus reference, paired by prompt: {scores[name]['gain_over_reference']:+.3f} "
+                 f"± {scores[name]['gain_sem']:.3f}" if "gain_sem" in scores[name] else ""), flush=True)
         del model
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return scores
+
+
+def paired_difference(policy: list[float], reference: list[float]) -> dict:
+    """Mean gold gain over the reference, prompt by prompt, with its standard error (prompts vary far more
+    than the policies do, so pairing by prompt gives a much tighter error than two independent means)."""
+    diffs = [p - r for p, r in zip(policy, reference)]
+    return {"gain_over_reference": statistics.fmean(diffs),
+            "gain_sem": statistics.stdev(diffs) / len(diffs) ** 0.5, "prompts": len(diffs)}
 
 
 def main() -> None:

@@ -47,6 +47,26 @@ def gold_score(text: str) -> float:
     return float(_vader().polarity_scores(text)["compound"])
 
 
+class GoldReward:
+    """The gold annotator as a reward model (same ``score``/``gain``/``bias`` as RewardModel).
+
+    PPO against it optimises the true demo objective, with no reward-model error: a sanity check that
+    PPO itself raises a reward that is right by construction.
+    """
+
+    normalized_on = None
+
+    def __init__(self, gain: float = 1.0, bias: float = 0.0):
+        self.gain = gain  # scores are gain * gold + bias, like a normalised reward model
+        self.bias = bias
+
+    def score(self, prompts: Sequence, responses: Sequence[str], normalized: bool = True):
+        import torch
+
+        raw = torch.tensor([gold_score(text) for text in responses], dtype=torch.float32)
+        return raw * self.gain + self.bias if normalized else raw
+
+
 def gold_label(prompt, first: str, second: str) -> PreferencePair | None:
     """The annotator's choice between two completions; None for a tie (gap below MIN_GOLD_GAP)."""
     return gold_best_worst(prompt, [first, second])

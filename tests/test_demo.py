@@ -1,7 +1,9 @@
 """The built-in demo prompts and the simulated (gold) annotator."""
 
-from rlhf_engine.demo import (demo_prompt_split, demo_prompts, gold_best_worst, gold_label, gold_score,
-                              make_demo_pairs)
+import pytest
+
+from rlhf_engine.demo import (GoldReward, demo_prompt_split, demo_prompts, gold_best_worst, gold_label,
+                              gold_score, make_demo_pairs)
 
 
 def test_demo_prompt_set_is_large_varied_and_split():
@@ -18,6 +20,14 @@ def test_gold_annotator_prefers_positive_text():
     assert gold_score("This was awful and I hated every minute.") < -0.5
     pair = gold_label("p", "It was terrible.", "It was great fun!")
     assert pair.chosen == "It was great fun!" and pair.rejected == "It was terrible."
+
+
+def test_gold_reward_scores_like_a_reward_model():
+    responses = ["What a wonderful, lovely day.", "This is awful and I hate it."]
+    reward = GoldReward(gain=2.0, bias=-0.5)
+    raw = reward.score(["p", "p"], responses, normalized=False)
+    assert raw.tolist() == pytest.approx([gold_score(r) for r in responses])
+    assert reward.score(["p", "p"], responses).tolist() == pytest.approx([2 * g - 0.5 for g in raw.tolist()])
 
 
 def test_near_ties_are_skipped():
