@@ -7,8 +7,7 @@ Run by hand, one setting per call (the sweep in benchmarks/RESULTS.md is a list 
     .venv/bin/python benchmarks/rm_sweep.py --pairs out/pairs.jsonl --pooling mean
 
 It uses the engine's model, split, loss and evaluation; only the optimiser is built here, so the
-score head can get its own learning rate (``--head-lr``), which the engine does not offer; ``--pooling mean``
-swaps the engine's last-token score for a response-mean one, an experiment the engine does not offer either.
+score head can get its own learning rate (``--head-lr``), which the engine does not offer.
 """
 
 from __future__ import annotations
@@ -31,25 +30,6 @@ from rlhf_engine.reward import (  # noqa: E402
     bradley_terry_loss, evaluate, linear_warmup_decay, new_reward_model, pair_scores, split_pairs)
 
 
-def response_mean_scorer(rm):
-    """A forward for ``rm`` that puts the head on the mean of the response tokens' final hidden states
-    (response = the tokens after the chat prompt's last ``<|im_start|>assistant\\n``, EOS included)."""
-    from rlhf_engine.generation import last_hidden_state
-
-    start_id = rm.tokenizer.convert_tokens_to_ids("<|im_start|>")
-    header = len(rm.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"])
-
-    def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = last_hidden_state(rm.backbone, input_ids, attention_mask)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
-        last_start = torch.where(input_ids == start_id, positions, torch.full_like(positions, -1)).max(1).values
-        response = (positions >= (last_start + header)[:, None]) & attention_mask.bool()
-        pooled = (hidden * response[..., None]).sum(1) / response.sum(1, keepdim=True).clamp(min=1)
-        return rm.head(pooled.to(rm.head.weight.dtype)).squeeze(-1)
-
-    return forward
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=Path, required=True)
@@ -60,18 +40,16 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--quant", default="4bit")
     parser.add_argument("--pooling", choices=("last", "mean"), default="last",
-                        help="score the last real token (the engine's, per DESIGN.md) or the mean of the response tokens")
+                        help="score the last real token (the default) or the mean of the response tokens")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     config = RewardConfig(model=ModelConfig(quant=args.quant, lora_r=args.lora_r, lora_alpha=2 * args.lora_r),
-                          steps=args.steps, learning_rate=args.lr)
+                          steps=args.steps, learning_rate=args.lr, pooling=args.pooling)
     set_seed(config.seed)
     train, held_out = split_pairs(read_pairs(args.pairs), config.eval_fraction, config.seed)
     rm = new_reward_model(config)
-    if args.pooling == "mean":
-        rm.forward = response_mean_scorer(rm)
     head = list(rm.head.parameters())
     head_ids = {id(p) for p in head}
     adapter = [p for p in rm.parameters() if p.requires_grad and id(p) not in head_ids]

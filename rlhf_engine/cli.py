@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="4bit")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--pooling", choices=("last", "mean"),
+                   help="score from the last real token (default, as in Ziegler et al.) or the mean of the response tokens")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("ppo", help="PPO against a reward model with a KL penalty to the reference")
@@ -167,7 +169,8 @@ def _train_rm(args) -> int:
     from .jobs import start_reward_job
 
     config = RewardConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
-                          **_overrides(args, {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate"}))
+                          **_overrides(args, {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate",
+                                              "pooling": "pooling"}))
     job = start_reward_job(args.out, config, args.data)
     return _follow(job, ("loss", "accuracy", "eval/accuracy"))
 

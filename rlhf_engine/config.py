@@ -17,6 +17,7 @@ QUANT_CHOICES = ("4bit", "8bit", "none")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 KL_ESTIMATORS = ("k1", "k3")
+POOLINGS = ("last", "mean")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RewardConfig:
     warmup_ratio: float = 0.03  # linear warm-up share of steps, then linear decay to 0 (QLoRA: 0.03)
     max_grad_norm: float = 1.0  # gradient clipping
     max_length: int = 256  # tokens of prompt + response; longer pairs are cut from the left of the prompt
+    pooling: str = "last"  # head reads the last real token (EOS; Ziegler et al.) or the "mean" of the response tokens
     eval_fraction: float = 0.2  # share of pairs held out for accuracy and margins
     eval_every: int = 20  # evaluate on the held-out pairs every N steps
     norm_samples: int = 64  # responses of the initial policy used to normalise scores to mean 0, std 1
@@ -64,6 +66,7 @@ class RewardConfig:
             self.model = ModelConfig(**self.model)
         _check_positive("steps", self.steps)
         _check_positive("batch_size", self.batch_size)
+        _check_choice("pooling", self.pooling, POOLINGS)
         if not 0.0 < self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be between 0 and 1, got {self.eval_fraction}")
 

@@ -1,6 +1,7 @@
 """Bradley-Terry reward model: a (4-bit) base with a LoRA adapter and a linear score head.
 
-The score is read at the last real token of prompt + response + EOS (never at a pad), the head starts
+The score is read at the last real token of prompt + response + EOS (never at a pad), or, with
+``pooling="mean"``, from the mean of the response tokens' states (EOS included); the head starts
 at N(0, 1/sqrt(d+1)) (Ziegler et al. 2019), and scores are normalised to mean 0, std 1 on responses
 of the initial policy; the gain and bias are stored with the model. A saved model is a PEFT adapter
 folder plus ``score_head.safetensors`` and ``reward_model.json``:
@@ -51,7 +52,8 @@ class RewardModel(nn.Module):
     """Base LM + LoRA adapter + linear head on the last real token's hidden state."""
 
     def __init__(self, backbone, tokenizer, head: nn.Linear, model_config: ModelConfig,
-                 gain: float = 1.0, bias: float = 0.0, max_length: int = 256, normalized_on: str | None = None):
+                 gain: float = 1.0, bias: float = 0.0, max_length: int = 256, normalized_on: str | None = None,
+                 pooling: str = "last"):
         super().__init__()
         self.backbone = backbone
         self.tokenizer = tokenizer
@@ -61,29 +63,41 @@ class RewardModel(nn.Module):
         self.bias = bias
         self.max_length = max_length
         self.normalized_on = normalized_on
+        self.pooling = pooling
 
     @property
     def device(self) -> torch.device:
         return self.head.weight.device
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Raw (unnormalised) scores [B]."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                response_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw (unnormalised) scores [B]; ``response_mask`` (1 on response tokens) is needed for mean pooling."""
         hidden = last_hidden_state(self.backbone, input_ids, attention_mask)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        last = hidden[rows, score_index(attention_mask)]
-        return self.head(last.to(self.head.weight.dtype)).squeeze(-1)
+        if self.pooling == "mean":
+            if response_mask is None:
+                raise ValueError("a mean-pooled reward model needs the response mask")
+            weights = response_mask.to(hidden.dtype).unsqueeze(-1)
+            features = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        else:
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            features = hidden[rows, score_index(attention_mask)]
+        return self.head(features.to(self.head.weight.dtype)).squeeze(-1)
 
-    def encode(self, prompt, response: str) -> list[int]:
-        """Tokens of prompt (chat-formatted) + response + EOS, cut from the left to max_length."""
+    def encode(self, prompt, response: str) -> tuple[list[int], int]:
+        """Tokens of prompt (chat-formatted) + response + EOS, cut from the left to max_length, and how
+        many of them (at the end) are the response with its EOS."""
         prompt_ids = encode_prompt(self.tokenizer, prompt, self.model_config.chat_template)
         response_ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
-        ids = prompt_ids + response_ids + [self.tokenizer.eos_token_id]
-        return ids[-self.max_length:]
+        ids = (prompt_ids + response_ids + [self.tokenizer.eos_token_id])[-self.max_length:]
+        return ids, min(len(response_ids) + 1, len(ids))
 
     def batch(self, prompts: Sequence, responses: Sequence[str]):
-        """(input_ids, attention_mask) for prompt/response pairs, left-padded."""
+        """(input_ids, attention_mask, response_mask) for prompt/response pairs, left-padded."""
         encoded = [self.encode(p, r) for p, r in zip(prompts, responses)]
-        return left_pad(encoded, self.tokenizer.pad_token_id, self.device)
+        ids, mask = left_pad([tokens for tokens, _ in encoded], self.tokenizer.pad_token_id, self.device)
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        response_starts = torch.tensor([ids.shape[1] - n for _, n in encoded], device=ids.device)
+        return ids, mask, (positions[None, :] >= response_starts[:, None]).long()
 
     @torch.no_grad()
     def score(self, prompts: Sequence, responses: Sequence[str], normalized: bool = True,
@@ -91,8 +105,7 @@ class RewardModel(nn.Module):
         """Scores of responses to prompts; normalised with the stored gain and bias unless asked not to."""
         out = []
         for i in range(0, len(prompts), batch_size):
-            ids, mask = self.batch(prompts[i:i + batch_size], responses[i:i + batch_size])
-            out.append(self(ids, mask).float().cpu())
+            out.append(self(*self.batch(prompts[i:i + batch_size], responses[i:i + batch_size])).float().cpu())
         raw = torch.cat(out) if out else torch.zeros(0)
         return raw * self.gain + self.bias if normalized else raw
 
@@ -109,6 +122,7 @@ class RewardModel(nn.Module):
             "bias": self.bias,
             "max_length": self.max_length,
             "normalized_on": self.normalized_on,
+            "pooling": self.pooling,
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -129,7 +143,7 @@ class RewardModel(nn.Module):
         head = nn.Linear(state["weight"].shape[1], 1).to(backbone.device)
         head.load_state_dict(state)
         return cls(backbone, tokenizer, head, config, meta["gain"], meta["bias"], meta["max_length"],
-                   meta.get("normalized_on"))
+                   meta.get("normalized_on"), meta.get("pooling", "last"))
 
 
 def new_reward_model(config: RewardConfig) -> RewardModel:
@@ -143,7 +157,7 @@ def new_reward_model(config: RewardConfig) -> RewardModel:
     nn.init.normal_(head.weight, std=1.0 / math.sqrt(hidden + 1))
     nn.init.zeros_(head.bias)
     head.to(backbone.device)
-    return RewardModel(backbone, tokenizer, head, config.model, max_length=config.max_length)
+    return RewardModel(backbone, tokenizer, head, config.model, max_length=config.max_length, pooling=config.pooling)
 
 
 def split_pairs(pairs: Sequence[PreferencePair], eval_fraction: float, seed: int):
@@ -160,8 +174,7 @@ def pair_scores(rm: RewardModel, pairs: Sequence[PreferencePair]):
     """(chosen scores, rejected scores) computed in one batch of 2B sequences."""
     prompts = [p.prompt for p in pairs] * 2
     responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    ids, mask = rm.batch(prompts, responses)
-    scores = rm(ids, mask).float()
+    scores = rm(*rm.batch(prompts, responses)).float()
     return scores[: len(pairs)], scores[len(pairs):]
 
 

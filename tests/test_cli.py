@@ -42,6 +42,7 @@ def test_a_bad_file_exits_2_with_one_line_and_no_traceback(tmp_path):
     (["ppo", "--reward", "nowhere", "--out", "x", "--kl-estimator", "k9"], "invalid choice"),
     (["ppo", "--reward", "nowhere", "--out", "x", "--kl-coef", "-1"], "number >= 0"),
     (["train-rm", "--data", "x.csv"], "required"),
+    (["train-rm", "--data", "x.csv", "--out", "y", "--pooling", "max"], "invalid choice"),
     (["ppo", "--reward", "nowhere", "--out", "x", "--temperature", "0"], "number > 0"),
     (["make-demo-pairs", "--n", "2", "--out", "x.jsonl", "--temperature", "-1"], "number > 0"),
 ])
@@ -69,9 +70,10 @@ def test_user_errors_exit_2_with_one_line(argv, words, tmp_path, capsys):
 def test_train_rm_ppo_sample_and_runs_from_the_command_line(tmp_path, tiny_model_dir, good_pairs):
     rm = tmp_path / "runs" / "rm"
     result = run_cli("train-rm", "--data", good_pairs, "--out", rm, "--model", tiny_model_dir, "--steps", "2",
-                     "--quant", "none")
+                     "--quant", "none", "--pooling", "mean")
     assert result.returncode == 0, result.stderr
     assert "completed" in result.stdout
+    assert json.loads((rm / "reward_model.json").read_text())["pooling"] == "mean"
     ppo = tmp_path / "runs" / "ppo"
     result = run_cli("ppo", "--reward", rm, "--out", ppo, "--model", tiny_model_dir, "--steps", "2", "--quant",
                      "none", "--batch-size", "2", "--response-length", "4", "--kl-coef", "0.2", "--kl-estimator",

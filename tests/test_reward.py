@@ -31,6 +31,25 @@ def test_score_is_read_at_the_last_real_token_not_a_pad(tiny_model_config):
     assert torch.allclose(alone[0], with_long_neighbour[0], atol=1e-4)
 
 
+def test_mean_pooling_averages_the_response_tokens_whatever_the_padding(tiny_model_config):
+    from rlhf_engine.generation import last_hidden_state
+    from rlhf_engine.models import encode_prompt
+
+    rm = new_reward_model(RewardConfig(model=tiny_model_config, pooling="mean"))
+    prompt, response = "Hi", "a short answer"
+    prompt_ids = encode_prompt(rm.tokenizer, prompt, True)
+    response_ids = rm.tokenizer(response, add_special_tokens=False)["input_ids"] + [rm.tokenizer.eos_token_id]
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.no_grad():
+        hidden = last_hidden_state(rm.backbone, ids, torch.ones_like(ids))
+        by_hand = rm.head(hidden[0, -len(response_ids):].mean(0)).item()
+    with_long_neighbour = rm.score([prompt, "A much longer prompt " * 5], [response, "x " * 30], normalized=False)
+    assert with_long_neighbour[0].item() == pytest.approx(by_hand, abs=1e-4)
+    last = new_reward_model(RewardConfig(model=tiny_model_config))
+    last.head.load_state_dict(rm.head.state_dict())
+    assert last.score([prompt], [response], normalized=False).item() != pytest.approx(by_hand, abs=1e-4)
+
+
 def test_training_separates_chosen_from_rejected(tiny_model_config):
     config = RewardConfig(model=tiny_model_config, steps=30, batch_size=8, learning_rate=3e-3, eval_every=10)
     seen = []
@@ -41,10 +60,10 @@ def test_training_separates_chosen_from_rejected(tiny_model_config):
     assert "eval/accuracy" in seen[9]
 
 
-@pytest.mark.parametrize("quant", ["none", "4bit"])
-def test_save_then_load_gives_identical_scores(tmp_path, tiny_model_dir, quant):
+@pytest.mark.parametrize("quant, pooling", [("none", "last"), ("4bit", "last"), ("none", "mean")])
+def test_save_then_load_gives_identical_scores(tmp_path, tiny_model_dir, quant, pooling):
     config = RewardConfig(model=ModelConfig(source=tiny_model_dir, quant=quant, lora_r=4, lora_alpha=8),
-                          steps=3, learning_rate=1e-2)
+                          steps=3, learning_rate=1e-2, pooling=pooling)
     rm, _ = train_reward_model(config, _pairs(8))
     rm.gain, rm.bias = 2.0, -0.5
     prompts, responses = ["Q1", "A longer question two"], [GOOD, BAD]
@@ -53,7 +72,7 @@ def test_save_then_load_gives_identical_scores(tmp_path, tiny_model_dir, quant):
     assert (tmp_path / "rm" / "reward" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "rm" / "score_head.safetensors").is_file()
     loaded = RewardModel.load(tmp_path / "rm")
-    assert (loaded.gain, loaded.bias) == (2.0, -0.5)
+    assert (loaded.gain, loaded.bias, loaded.pooling) == (2.0, -0.5, pooling)
     assert torch.equal(before, loaded.score(prompts, responses))
 
 
