@@ -3,6 +3,7 @@
 Run by hand (not in CI), on the machine whose figures you want:
 
     .venv/bin/python benchmarks/rlhf_loop.py --out benchmarks/out
+    .venv/bin/python benchmarks/rlhf_loop.py --out benchmarks/out-mean --rm-pooling mean   # the 80 % reward model
 
 Each phase runs as the CLI a user would type (``python -m rlhf_engine ...``) in a child process whose
 resident memory is sampled every 0.2 s, so wall time and peak RSS are per phase. Then the gold
@@ -115,6 +116,7 @@ def main() -> None:
     parser.add_argument("--completions", type=int, default=4, help="completions per prompt for the demo pairs")
     parser.add_argument("--rm-steps", type=int, default=120)
     parser.add_argument("--rm-quant", default="4bit")
+    parser.add_argument("--rm-pooling", default="last", choices=("last", "mean"))
     parser.add_argument("--ppo-steps", type=int, default=30)
     parser.add_argument("--ppo-quant", default="none", help="none is fastest on CPU; 4bit on CUDA")
     parser.add_argument("--betas", default="0.2,0.01")
@@ -138,7 +140,7 @@ def main() -> None:
     rm_dir = out / "rm"
     if not (rm_dir / "reward_model.json").exists():
         run_phase("train-rm", ["train-rm", "--data", str(pairs), "--out", str(rm_dir), "--steps", str(args.rm_steps),
-                               "--quant", args.rm_quant, "--seed", str(args.seed)], results)
+                               "--quant", args.rm_quant, "--pooling", args.rm_pooling, "--seed", str(args.seed)], results)
     results["reward_model"] = {k: v for k, v in json.loads((rm_dir / "eval.json").read_text()).items() if k != "margins"}
 
     policies: dict[str, Path | None] = {"reference": None}
