@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rlhf_engine.config import ModelConfig, PPOConfig  # noqa: E402
-from rlhf_engine.demo import GoldReward, demo_prompt_split, gold_score  # noqa: E402
+from rlhf_engine.demo import GoldReward, demo_prompt_split  # noqa: E402
 from rlhf_engine.ppo import PPOTrainer  # noqa: E402
+from rlhf_engine.reward import normalize_on_policy  # noqa: E402
 from rlhf_loop import gold_eval  # noqa: E402
 
 NORM_SAMPLES = 64  # initial-policy responses the gold scores are normalised on
@@ -51,10 +52,10 @@ def main() -> None:
     train, _ = demo_prompt_split()
     reward = GoldReward()
     trainer = PPOTrainer(config, reward, train)
-    initial = [gold_score(t) for t in trainer.generate(train[:NORM_SAMPLES])]
-    mean, std = statistics.fmean(initial), statistics.stdev(initial)
-    reward.gain, reward.bias = 1.0 / std, -mean / std
-    print(f"initial policy: gold mean {mean:.3f}, std {std:.3f} on {len(initial)} samples", flush=True)
+    norm = normalize_on_policy(reward, trainer.model.peft, trainer.tokenizer, train, NORM_SAMPLES,
+                               config.response_length, config.temperature, config.model.chat_template)
+    mean, std = norm["norm/raw_mean"], norm["norm/raw_std"]
+    print(f"initial policy: gold mean {mean:.3f}, std {std:.3f} on {norm['norm/samples']} samples", flush=True)
 
     history = []
     with open(args.out / "metrics.jsonl", "w") as log:

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf_engine.batching import batch_indices  # noqa: E402
-from rlhf_engine.config import ModelConfig, RewardConfig  # noqa: E402
+from rlhf_engine.config import POOLINGS, ModelConfig, RewardConfig  # noqa: E402
 from rlhf_engine.data import read_pairs  # noqa: E402
 from rlhf_engine.models import set_seed  # noqa: E402
 from rlhf_engine.reward import (  # noqa: E402
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--quant", default="4bit")
-    parser.add_argument("--pooling", choices=("last", "mean"), default="last",
+    parser.add_argument("--pooling", choices=POOLINGS, default="last",
                         help="score the last real token (the default) or the mean of the response tokens")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from .config import KL_ESTIMATORS, POOLINGS
+
 EXIT_USER_ERROR = 2
 
 
@@ -75,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="4bit")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--pooling", choices=("last", "mean"),
+    p.add_argument("--pooling", choices=POOLINGS,
                    help="score from the last real token (default, as in Ziegler et al.) or the mean of the response tokens")
     p.add_argument("--seed", type=int, default=0)
 
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-coef", type=_non_negative_float, help="beta, the KL penalty weight")
     p.add_argument("--adaptive-kl", action="store_true", help="adapt beta towards --kl-target (Ziegler et al.)")
     p.add_argument("--kl-target", type=_non_negative_float)
-    p.add_argument("--kl-estimator", choices=("k1", "k3"))
+    p.add_argument("--kl-estimator", choices=KL_ESTIMATORS)
     p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="4bit")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--response-length", type=_positive_int)

@@ -49,7 +49,7 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Te
 
 
 class RewardModel(nn.Module):
-    """Base LM + LoRA adapter + linear head on the last real token's hidden state."""
+    """Base LM + LoRA adapter + linear head on the last real token's hidden state (or the response mean)."""
 
     def __init__(self, backbone, tokenizer, head: nn.Linear, model_config: ModelConfig,
                  gain: float = 1.0, bias: float = 0.0, max_length: int = 256, normalized_on: str | None = None,
