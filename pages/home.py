@@ -1,26 +1,56 @@
-"""Home: the RLHF loop and where this project stands (runs are read from the run folders)."""
-
-from pathlib import Path
+"""Home: the RLHF loop as a picture, and where this project stands on each step."""
 
 import streamlit as st
 
-from rlhf_engine.runfolder import list_runs
+from dashboard.state import workspace
+from dashboard.widgets import STATE_ICONS, queue_notice
 
-RUNS_ROOT = Path("runs")
+LOOP = """
+digraph {
+  rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="sans-serif"];
+  edge [fontname="sans-serif", fontsize=10];
+  base [label="1. Pretrained model\\n(policy at start = reference)"];
+  prefs [label="Preference pairs\\n(prompt, chosen, rejected)", fillcolor="#fff7e6"];
+  rm [label="2. Reward model\\nQLoRA + Bradley–Terry"];
+  ppo [label="3. PPO\\nmaximise score − β·KL(policy‖reference)"];
+  tuned [label="Tuned policy", fillcolor="#eaf7ea"];
+  base -> rm [label="same base"]; prefs -> rm; base -> ppo [label="policy + frozen reference"];
+  rm -> ppo [label="scores"]; ppo -> tuned;
+}
+"""
 
+ws = workspace()
 st.title("RLHF Workbench")
-st.markdown(
-    "1. **Pretrained model** — the bundled SmolLM2-135M-Instruct works offline.\n"
-    "2. **Reward model** — learned from preference pairs (QLoRA, Bradley–Terry loss).\n"
-    "3. **PPO** — the policy is tuned against the reward, with a KL penalty to the reference model."
-)
-st.info("The interactive pages are coming next. Meanwhile every step runs from the command line: "
-        "`python -m rlhf_engine --help`.")
-runs = list_runs(RUNS_ROOT)
-st.subheader(f"Runs in {RUNS_ROOT}/")
-if not runs:
-    st.write("No runs yet.")
-for run in runs:
-    status = run.status()
-    st.text(f"{run.id}: {run.config().get('kind', '?')} — {status['state']} "
-            f"(step {status.get('step', 0)}/{status.get('total_steps', '?')})")
+st.caption(f"Workspace: `{ws.root}` — everything below is read from it, so a reload or restart loses nothing.")
+st.graphviz_chart(LOOP)
+queue_notice()
+
+col_model, col_pairs, col_rm, col_ppo = st.columns(4)
+with col_model:
+    st.subheader("1. Model")
+    config = ws.model_config()
+    chosen = "chosen" if ws.model_chosen() else "default (not changed yet)"
+    st.write(f"`{config.source}` · {config.quant} · {chosen}")
+    st.page_link("pages/model.py", label="Choose or try the model", icon="🧠")
+with col_pairs:
+    st.subheader("Preference pairs")
+    st.metric("pairs stored", ws.store().count())
+    st.page_link("pages/preferences.py", label="Upload, collect or simulate pairs", icon="⚖️")
+with col_rm:
+    st.subheader("2. Reward model")
+    rms = ws.runs_of("reward_model")
+    done = [r for r in rms if r.status().get("state") == "completed"]
+    st.metric("reward models trained", len(done))
+    for run in rms[:3]:
+        st.caption(f"{STATE_ICONS.get(run.status()['state'], '')} {run.id} — {run.status()['state']}")
+    st.page_link("pages/reward_model.py", label="Train and evaluate", icon="🏅")
+with col_ppo:
+    st.subheader("3. PPO")
+    ppo_runs = ws.runs_of("ppo")
+    st.metric("PPO runs", len(ppo_runs))
+    for run in ppo_runs[:3]:
+        status = run.status()
+        st.caption(f"{STATE_ICONS.get(status['state'], '')} {run.id} — {status['state']}, "
+                   f"step {status.get('step', 0)}/{status.get('total_steps', '?')}")
+    st.page_link("pages/ppo.py", label="Fine-tune the policy", icon="🔁")
+st.page_link("pages/runs.py", label="Compare all runs", icon="📈")

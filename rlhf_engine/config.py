@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,6 +101,7 @@ class PPOConfig:
     missing_eos_penalty: float | None = None  # if set, the score of a response with no EOS is replaced by this
     checkpoint_every: int = 10  # write a resumable checkpoint every N steps
     samples_per_step: int = 4  # (prompt, response, score, KL) rows logged each step
+    probe_every: int = 10  # answer the fixed probe prompts with the current policy every N steps (0 = never)
     seed: int = 0  # seeds Python, NumPy and torch (and the prompt order)
 
     def __post_init__(self) -> None:
@@ -115,6 +117,27 @@ class PPOConfig:
             raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """The one-line comment of each field of a config dataclass, read from this file's source.
+
+    The comments are the documentation of every knob; the dashboard shows them next to the widgets.
+    """
+    import inspect
+
+    source = inspect.getsource(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    found = {}
+    for match in re.finditer(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE):
+        if match.group(1) in names:
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    """The default value of each field of a config dataclass (the literature defaults)."""
+    return {name: value for name, value in to_dict(cls()).items()}
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

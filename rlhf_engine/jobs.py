@@ -12,18 +12,21 @@ from __future__ import annotations
 import json
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from .config import PPOConfig, RewardConfig, from_dict, to_dict
+from .config import ModelConfig, PPOConfig, RewardConfig, from_dict, to_dict
 from .data import read_pairs, read_prompts, write_pairs
 from .models import policy_name
 from .runfolder import RunFolder, checkpoint_step
 
-REWARD_KIND, PPO_KIND = "reward_model", "ppo"
+REWARD_KIND, PPO_KIND, DEMO_PAIRS_KIND = "reward_model", "ppo", "demo_pairs"
 PPO_NORM_SAMPLES = 64  # policy samples for score normalisation when the RM was normalised on another policy
+N_PROBES = 3  # probe prompts answered by the reference and the policy during PPO
+PROBE_SEED = 1234  # sampling seed of probe answers, so the policy's answers differ only by training
 
 
 class Job:
@@ -83,19 +86,24 @@ def describe_error(err: BaseException) -> str:
 # Reward model
 # ----------------------------------------------------------------------------------------------
 
-def start_reward_job(run_dir: Path, config: RewardConfig, data_path: Path, background: bool = True) -> Job:
-    """Validate the pairs, create the run folder (with a copy of the pairs) and start training."""
+def prepare_reward_job(run_dir: Path, config: RewardConfig, data_path: Path) -> Job:
+    """Validate the pairs and create the run folder (state queued, with a copy of the pairs); not started."""
     pairs = read_pairs(data_path)  # raises DataError before anything is created
     run = RunFolder(run_dir)
     run.create(REWARD_KIND, {"config": to_dict(config), "data": str(data_path), "pairs": len(pairs)}, config.steps)
     write_pairs(pairs, run.path / "pairs.jsonl")
-    return _launch(Job(run, _reward_body), background)
+    return Job(run, _reward_body)
+
+
+def start_reward_job(run_dir: Path, config: RewardConfig, data_path: Path, background: bool = True) -> Job:
+    """Validate the pairs, create the run folder and start training."""
+    return _launch(prepare_reward_job(run_dir, config, data_path), background)
 
 
 def _reward_body(job: Job) -> str:
     from safetensors.torch import load_file, save_file
 
-    from .reward import normalize_on_policy, train_reward_model, unique_prompts
+    from .reward import held_out_scores, normalize_on_policy, split_pairs, train_reward_model, unique_prompts
 
     run = job.run
     config = from_dict(RewardConfig, run.config()["config"])
@@ -131,6 +139,8 @@ def _reward_body(job: Job) -> str:
                                policy_context=rm.backbone.disable_adapter)
     rm.normalized_on = policy_name(config.model)
     rm.save(run.path)
+    held_out = split_pairs(pairs, config.eval_fraction, config.seed)[1]
+    result["held_out"] = held_out_scores(rm, held_out)
     (run.path / "eval.json").write_text(json.dumps({**result, **norm}, indent=2) + "\n")
     run.set_status("running", step=config.steps, eval_accuracy=result["accuracy"],
                    eval_margin=result["margin_mean"])
@@ -141,20 +151,31 @@ def _reward_body(job: Job) -> str:
 # PPO
 # ----------------------------------------------------------------------------------------------
 
-def start_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_path: Path | None = None,
-                  background: bool = True) -> Job:
-    """Check the reward model and prompts, create the run folder and start PPO."""
+def prepare_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_path: Path | None = None) -> Job:
+    """Check the reward model and prompts and create the run folder (state queued); not started.
+
+    The probe prompts (answered by the reference and, every ``probe_every`` steps, by the policy) are
+    the first held-out demo prompts, or the first prompts of a user's prompt file.
+    """
     from .demo import demo_prompt_split
 
     reward_dir = Path(reward_dir)
     if not (reward_dir / "reward_model.json").is_file():
         raise FileNotFoundError(f"{reward_dir} holds no trained reward model (no reward_model.json)")
     prompts = read_prompts(prompts_path) if prompts_path else demo_prompt_split()[0]
+    probes = prompts[:N_PROBES] if prompts_path else demo_prompt_split()[1][:N_PROBES]
     run = RunFolder(run_dir)
     run.create(PPO_KIND, {"config": to_dict(config), "reward": str(reward_dir.resolve()),
                           "prompts": str(prompts_path) if prompts_path else "demo"}, config.steps)
     (run.path / "prompts.json").write_text(json.dumps([_jsonable(p) for p in prompts]) + "\n")
-    return _launch(Job(run, _ppo_body), background)
+    (run.path / "probe_prompts.json").write_text(json.dumps([_jsonable(p) for p in probes]) + "\n")
+    return Job(run, _ppo_body)
+
+
+def start_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_path: Path | None = None,
+                  background: bool = True) -> Job:
+    """Check the reward model and prompts, create the run folder and start PPO."""
+    return _launch(prepare_ppo_job(run_dir, config, reward_dir, prompts_path), background)
 
 
 def _jsonable(prompt):
@@ -191,6 +212,9 @@ def _ppo_body(job: Job) -> str:
         run.truncate_to_step(0)
     run.log(f"PPO: beta={trainer.kl_ctl.value:g} ({'adaptive' if config.adaptive_kl else 'fixed'}), "
             f"KL estimator {config.kl_estimator}, {len(prompts)} prompts")
+    probes = _load_probes(run)
+    if probes and config.probe_every and not any(r["policy"] == "reference" for r in run.probes()):
+        _answer_probes(run, trainer, probes, reference=True)
     while trainer.step_count < config.steps:
         if job.stop_event.is_set():
             if trainer.step_count and (latest is None or checkpoint_step(latest) != trainer.step_count):
@@ -200,9 +224,72 @@ def _ppo_body(job: Job) -> str:
         run.append_metrics(metrics)
         run.append_samples(samples)
         run.set_status("running", step=trainer.step_count)
+        if probes and config.probe_every and (trainer.step_count % config.probe_every == 0
+                                              or trainer.step_count == config.steps):
+            _answer_probes(run, trainer, probes, reference=False)
         if trainer.step_count % config.checkpoint_every == 0 and trainer.step_count < config.steps:
             latest = run.write_checkpoint(trainer.step_count, trainer.save_checkpoint)
     trainer.model.save_adapters(run.path)  # final policy/ and value/ adapters at the top of the run folder
+    return "completed"
+
+
+def _load_probes(run: RunFolder) -> list:
+    path = run.path / "probe_prompts.json"
+    if not path.is_file():
+        return []
+    return [tuple(p) if isinstance(p, list) else p for p in json.loads(path.read_text())]
+
+
+def _answer_probes(run: RunFolder, trainer, probes: list, reference: bool) -> None:
+    """Answer the probe prompts with a fixed seed, leaving the training RNG untouched."""
+    from .data import prompt_text
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(PROBE_SEED)
+        answers = trainer.generate(probes, use_reference=reference)
+    step = 0 if reference else trainer.step_count
+    run.append_probes([{"step": step, "policy": "reference" if reference else "policy",
+                        "prompt": prompt_text(p), "response": a} for p, a in zip(probes, answers)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Simulated preference pairs (the gold annotator), stored in a PairStore when complete
+# ----------------------------------------------------------------------------------------------
+
+class _Stopped(Exception):
+    pass
+
+
+def prepare_demo_pairs_job(run_dir: Path, n: int, store_path: Path, model_config: ModelConfig | None = None,
+                           seed: int = 0) -> Job:
+    """Create the run folder of a make-demo-pairs job (progress = pairs made); not started."""
+    run = RunFolder(run_dir)
+    run.create(DEMO_PAIRS_KIND, {"config": {"n": n, "seed": seed, "model": to_dict(model_config or ModelConfig())},
+                                 "store": str(Path(store_path).resolve())}, n)
+    return Job(run, _demo_pairs_body)
+
+
+def _demo_pairs_body(job: Job) -> str:
+    from .data import PairStore
+    from .demo import make_demo_pairs
+
+    run = job.run
+    saved = run.config()
+    model_config = from_dict(ModelConfig, saved["config"]["model"])
+
+    def progress(done: int, total: int) -> None:
+        run.set_status("running", step=done)
+        if job.stop_event.is_set():
+            raise _Stopped
+
+    try:
+        pairs = make_demo_pairs(saved["config"]["n"], model_config, seed=saved["config"]["seed"], on_progress=progress)
+    except _Stopped:
+        return "stopped"  # nothing stored: the store gets all the pairs or none
+    write_pairs(pairs, run.path / "pairs.jsonl")
+    PairStore(saved["store"]).add_many(pairs, source="simulated")
+    run.log(f"stored {len(pairs)} simulated pairs in {saved['store']}")
+    run.set_status("running", step=len(pairs))
     return "completed"
 
 
@@ -210,6 +297,11 @@ def _ppo_body(job: Job) -> str:
 
 def resume_job(run_dir: Path, background: bool = True) -> Job:
     """Continue a stopped, failed or interrupted run from its last checkpoint (or from the start)."""
+    return _launch(prepare_resume(run_dir), background)
+
+
+def prepare_resume(run_dir: Path) -> Job:
+    """The Job that continues a stopped, failed or interrupted run (state set to queued); not started."""
     run = RunFolder(run_dir)
     if not run.exists():
         raise FileNotFoundError(f"no run at {run_dir}")
@@ -219,9 +311,9 @@ def resume_job(run_dir: Path, background: bool = True) -> Job:
     if state == "completed":
         raise ValueError(f"run {run.id} has completed; nothing to resume")
     kind = run.config()["kind"]
-    body = {REWARD_KIND: _reward_body, PPO_KIND: _ppo_body}[kind]
+    body = {REWARD_KIND: _reward_body, PPO_KIND: _ppo_body, DEMO_PAIRS_KIND: _demo_pairs_body}[kind]
     run.set_status("queued")
-    return _launch(Job(run, body), background)
+    return Job(run, body)
 
 
 def _launch(job: Job, background: bool) -> Job:
@@ -229,3 +321,78 @@ def _launch(job: Job, background: bool) -> Job:
     if not background:
         job.join()
     return job
+
+
+class JobQueue:
+    """One heavy job per device at a time: submitted jobs wait (state queued) and run in submission order.
+
+    The dashboard keeps one queue per server process; the CLI runs one job per process and needs none.
+    A job stopped while it waits is marked stopped and never starts.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._pending: deque[Job] = deque()
+        self._current: Job | None = None
+        self._worker: threading.Thread | None = None
+
+    def submit(self, job: Job) -> Job:
+        """Queue a prepared (not started) job; it starts when the jobs before it have ended."""
+        with self._lock:
+            if any(j.run.path.resolve() == job.run.path.resolve() for j in self.jobs()):
+                raise ValueError(f"run {job.run.id} is already queued or running")
+            self._pending.append(job)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="job-queue", daemon=True)
+                self._worker.start()
+            self._lock.notify_all()
+        return job
+
+    def jobs(self) -> list[Job]:
+        """The running job (if any) followed by the waiting ones."""
+        with self._lock:
+            return ([self._current] if self._current is not None else []) + list(self._pending)
+
+    def find(self, run_path: Path) -> Job | None:
+        """The queued or running job of a run folder, if this queue holds one."""
+        target = Path(run_path).resolve()
+        return next((j for j in self.jobs() if j.run.path.resolve() == target), None)
+
+    def position(self, job: Job) -> int:
+        """0 for the running job, 1 for the next one, and so on; -1 if not held."""
+        jobs = self.jobs()
+        return jobs.index(job) if job in jobs else -1
+
+    def stop(self, job: Job) -> None:
+        """Stop a running job (it checkpoints and ends) or take a waiting one off the queue."""
+        with self._lock:
+            waiting = job in self._pending
+            if waiting:
+                self._pending.remove(job)
+        job.stop()
+        if waiting:
+            job.run.log("stopped before it started")
+            job.run.set_status("stopped")
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no job is running or waiting; return whether that happened in time."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._current is None and not self._pending, timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._worker = None
+                    self._lock.notify_all()
+                    return
+                job = self._current = self._pending.popleft()
+            if job.stop_event.is_set():
+                job.run.log("stopped before it started")
+                job.run.set_status("stopped")
+            else:
+                job.start()
+                job.join()
+            with self._lock:
+                self._current = None
+                self._lock.notify_all()

@@ -291,6 +291,20 @@ def checkpoint_state(rm: RewardModel, optimizer, scheduler, step: int) -> dict:
     return {"model": model, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
 
 
+@torch.no_grad()
+def held_out_scores(rm: RewardModel, pairs: Sequence[PreferencePair], batch_size: int = 16) -> list[dict]:
+    """Normalised scores and response lengths (tokens) of each held-out pair: for margin and length plots."""
+    rows = []
+    for i in range(0, len(pairs), batch_size):
+        batch = pairs[i:i + batch_size]
+        chosen, rejected = (s * rm.gain + rm.bias for s in pair_scores(rm, batch))
+        for pair, c, r in zip(batch, chosen.tolist(), rejected.tolist()):
+            rows.append({"chosen_score": c, "rejected_score": r,
+                         "chosen_tokens": len(rm.tokenizer(pair.chosen, add_special_tokens=False)["input_ids"]),
+                         "rejected_tokens": len(rm.tokenizer(pair.rejected, add_special_tokens=False)["input_ids"])})
+    return rows
+
+
 def unique_prompts(pairs: Sequence[PreferencePair]) -> list[str]:
     """Prompt texts of pairs, deduplicated in order (the prompts used for score normalisation)."""
     seen: dict[str, object] = {}

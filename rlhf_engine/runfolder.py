@@ -5,6 +5,7 @@ runs/<run-id>/
   status.json       state, step, total steps, error, pid; written atomically
   metrics.jsonl     one JSON object per step
   samples.jsonl     logged samples (prompt, response, score, KL)
+  probes.jsonl      answers of the reference and the policy to fixed probe prompts (PPO)
   events.log        human-readable log
   checkpoints/step-NNNNNN/   resumable state, written to a temp folder then renamed
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -126,6 +128,18 @@ class RunFolder:
     def samples(self) -> list[dict]:
         return read_jsonl(self.path / "samples.jsonl")
 
+    def append_probes(self, rows: list[dict]) -> None:
+        self._append(self.path / "probes.jsonl", rows)
+
+    def probes(self) -> list[dict]:
+        """Answers to the probe prompts: the reference's (step 0) and the policy's every few steps."""
+        return read_jsonl(self.path / "probes.jsonl")
+
+    def eval(self) -> dict:
+        """eval.json of a finished reward-model run, or {}."""
+        path = self.path / "eval.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
     def log(self, message: str) -> None:
         """One line in events.log."""
         with open(self.path / "events.log", "a", encoding="utf-8") as f:
@@ -137,7 +151,7 @@ class RunFolder:
 
     def truncate_to_step(self, step: int) -> None:
         """Drop metrics and samples logged after ``step`` (before resuming from that checkpoint)."""
-        for name in ("metrics.jsonl", "samples.jsonl"):
+        for name in ("metrics.jsonl", "samples.jsonl", "probes.jsonl"):
             rows = [r for r in read_jsonl(self.path / name) if r.get("step", 0) <= step]
             atomic_write_text(self.path / name, "".join(json.dumps(r) + "\n" for r in rows))
 
@@ -175,6 +189,23 @@ class RunFolder:
         for old in sorted(p for p in self.checkpoint_root.glob("step-*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+def safe_name(name: str, what: str = "run name") -> str:
+    """A run or file name that is one plain name: letters, digits, '.', '_' and '-', no leading dot.
+
+    Raises ValueError for names that would leave the runs folder (``../x``, ``a/b``) or are empty.
+    """
+    name = name.strip()
+    if not name or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}", name):
+        raise ValueError(f"{what} {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', "
+                         "not starting with '.'")
+    return name
+
+
+def new_run_name(prefix: str) -> str:
+    """prefix-YYYYmmdd-HHMMSS in local time."""
+    return f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def checkpoint_step(folder: Path) -> int:

@@ -1,20 +1,261 @@
-"""The dashboard placeholder renders and lists runs from the run folders."""
+"""Every dashboard page through Streamlit's AppTest, on a temporary workspace and the tiny model."""
+
+from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from rlhf_engine.config import ModelConfig, RewardConfig, to_dict
+from rlhf_engine.data import PairStore, PreferencePair
+from rlhf_engine.jobs import start_reward_job
+from rlhf_engine.runfolder import RunFolder
 
-def test_home_page_renders_and_lists_runs(tmp_path, monkeypatch):
-    run = tmp_path / "runs" / "rm-demo"
-    run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"kind": "reward_model"}))
-    (run / "status.json").write_text(json.dumps({"state": "completed", "step": 5, "total_steps": 5}))
-    monkeypatch.chdir(tmp_path)
-    import pathlib
+APP = Path(__file__).resolve().parents[1] / "app.py"
+PAIRS = [PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.", "Awful, bad, terrible.")
+         for i in range(10)]
 
-    app = pathlib.Path(__file__).resolve().parents[1] / "app.py"
-    at = AppTest.from_file(str(app), default_timeout=60).run()
-    assert not at.exception
+
+def tiny_config(tiny_model_dir: str) -> ModelConfig:
+    return ModelConfig(source=tiny_model_dir, quant="none", lora_r=4, lora_alpha=8)
+
+
+def make_workspace(root: Path, tiny_model_dir: str, pairs=()) -> Path:
+    (root / "runs").mkdir(parents=True, exist_ok=True)
+    (root / "model.json").write_text(json.dumps(to_dict(tiny_config(tiny_model_dir))))
+    if pairs:
+        PairStore(root / "pairs.sqlite").add_many(pairs, source="test")
+    return root
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, tiny_model_dir) -> Path:
+    root = make_workspace(tmp_path / "ws", tiny_model_dir)
+    monkeypatch.setenv("RLHF_WORKSPACE", str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_workspace(tmp_path_factory, tiny_model_dir) -> Path:
+    """A workspace with stored pairs and a completed tiny reward model (trained through the engine)."""
+    root = make_workspace(tmp_path_factory.mktemp("trained") / "ws", tiny_model_dir, PAIRS)
+    config = RewardConfig(model=tiny_config(tiny_model_dir), steps=4, eval_every=2, norm_samples=4,
+                          norm_response_length=4)
+    from rlhf_engine.data import write_pairs
+
+    write_pairs(PAIRS, root / "pairs.jsonl")
+    job = start_reward_job(root / "runs" / "rm-tiny", config, root / "pairs.jsonl", background=False)
+    assert job.state == "completed", job.run.status()
+    return root
+
+
+def open_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.text])
+
+
+# ---------------------------------------------------------------------------------------------- home
+
+def test_home_shows_the_loop_and_where_the_project_stands(workspace):
+    PairStore(workspace / "pairs.sqlite").add_many(PAIRS[:3], source="test")
+    run = RunFolder(workspace / "runs" / "ppo-old")
+    run.create("ppo", {"config": {}}, 10)
+    run.set_status("running", step=4)  # this process is alive, so it reads as running
+    at = open_page()
     assert at.title[0].value == "RLHF Workbench"
-    assert any("rm-demo: reward_model — completed (step 5/5)" in t.value for t in at.text)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["pairs stored"] == "3" and metrics["PPO runs"] == "1"
+    assert "ppo-old — running, step 4/10" in texts(at)
+    links = {link.proto.page for link in at.get("page_link")}
+    assert {"model", "preferences", "reward_model", "ppo", "runs"} <= links
+
+
+def test_a_run_whose_process_died_shows_as_interrupted_with_resume(workspace):
+    run = RunFolder(workspace / "runs" / "ppo-dead")
+    run.create("ppo", {"config": {}}, 10)
+    status = json.loads((run.path / "status.json").read_text())
+    (run.path / "status.json").write_text(json.dumps({**status, "state": "running", "pid": 2**22 + 12345}))
+    at = open_page("pages/runs.py")
+    assert "interrupted" in at.dataframe[0].value["state"].tolist()
+    assert any(b.label == "Resume" for b in at.button)
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+def test_model_page_shows_what_is_loaded_and_chats(workspace):
+    at = open_page("pages/model.py")
+    labels = [m.label for m in at.metric]
+    assert labels == ["parameters", "memory", "device", "dtype · quantization"]
+    assert at.metric[2].value == "cpu"
+    at.chat_input[0].set_value("Hello there").run()
+    assert not at.exception
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]
+
+
+def test_model_page_reports_a_bad_source_plainly(workspace):
+    at = open_page("pages/model.py")
+    at.radio[0].set_value("Local folder")
+    at.text_input[0].set_value(str(workspace / "no-such-model"))
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("Loading the model failed" in e.value for e in at.error)
+    assert json.loads((workspace / "model.json").read_text())["source"] != str(workspace / "no-such-model")
+
+
+# ---------------------------------------------------------------------------------------------- preferences
+
+def test_upload_previews_then_stores(workspace):
+    at = open_page("pages/preferences.py")
+    lines = "".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n"
+                    for p in PAIRS[:3])
+    at.file_uploader[0].set_value(("mine.jsonl", lines.encode(), "application/json")).run()
+    assert not at.exception
+    assert any("mine.jsonl: 3 valid pairs" in s.value for s in at.success)
+    assert len(at.dataframe[0].value) == 3
+    assert PairStore(workspace / "pairs.sqlite").count() == 0  # nothing stored before the click
+    next(b for b in at.button if b.label == "Add 3 pairs to the store").click().run()
+    assert PairStore(workspace / "pairs.sqlite").count() == 3
+
+
+def test_bad_upload_names_file_and_row_and_stores_nothing(workspace):
+    at = open_page("pages/preferences.py")
+    bad = b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n'
+    at.file_uploader[0].set_value(("broken.jsonl", bad, "application/json")).run()
+    assert not at.exception
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert message.startswith("broken.jsonl: row 2:") and "rejected" in message
+    assert not any(b.label.startswith("Add ") for b in at.button)
+    assert PairStore(workspace / "pairs.sqlite").count() == 0
+
+
+def test_collect_stores_the_picked_answer_at_once(workspace):
+    at = open_page("pages/preferences.py")
+    at.text_input(key="collect.typed").set_value("Tell me about the sea.")
+    at.button(key="collect.generate").click().run()
+    assert not at.exception
+    answers = at.session_state["candidate"]["answers"]
+    store = PairStore(workspace / "pairs.sqlite")
+    at.button(key="collect.Skip").click().run()
+    assert store.count() == 0
+    at.button(key="collect.generate").click().run()
+    answers = at.session_state["candidate"]["answers"]
+    at.button(key="collect.B is better").click().run()
+    if answers[0].strip() == answers[1].strip():
+        assert store.count() == 0
+    else:
+        stored = store.list()[0].pair
+        assert store.count() == 1 and stored.chosen == answers[1] and stored.rejected == answers[0]
+        assert stored.prompt == "Tell me about the sea."
+
+
+def test_browse_filters_and_deletes(workspace):
+    store = PairStore(workspace / "pairs.sqlite")
+    store.add_many(PAIRS[:3] + [PreferencePair("A question on whales", "Good", "Bad")], source="test")
+    at = open_page("pages/preferences.py")
+    at.text_input(key="browse.search").set_value("whales").run()
+    frame = at.dataframe[0].value
+    assert frame["prompt"].tolist() == ["A question on whales"]
+    at.multiselect(key="browse.delete").set_value(frame["id"].tolist()).run()
+    at.button(key="browse.delete_btn").click().run()
+    assert store.count() == 3 and store.count("whales") == 0
+    at.selectbox(key="browse.format").set_value("csv")
+    at.button(key="browse.export").click().run()
+    assert at.get("download_button")[0].proto.label == "Download pairs.csv"
+
+
+# ---------------------------------------------------------------------------------------------- reward model
+
+def test_reward_model_page_trains_in_the_background_and_evaluates(workspace):
+    PairStore(workspace / "pairs.sqlite").add_many(PAIRS, source="test")
+    at = open_page("pages/reward_model.py")
+    at.text_input[0].set_value("rm-page")
+    at.number_input(key="rm.steps").set_value(3)
+    at.selectbox[0].set_value("none")  # quantization: the tiny model runs unquantized
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run = RunFolder(workspace / "runs" / "rm-page")
+    wait_for(lambda: run.status()["state"] in ("completed", "failed"))
+    assert run.status()["state"] == "completed", run.status()
+    at.run()
+    assert "3 steps plotted" in texts(at)
+    assert {"held-out accuracy", "mean margin (raw)", "held-out pairs"} <= {m.label for m in at.metric}
+    assert len(at.get("plotly_chart")) == 4  # loss, accuracy, margin histogram, score vs length
+    at.button(key="rm.try.score").click().run()
+    assert not at.exception
+    assert any(m.label == "score (normalised)" for m in at.metric)
+
+
+# ---------------------------------------------------------------------------------------------- PPO and runs
+
+def test_ppo_page_shows_every_knob_with_its_default(trained_workspace, monkeypatch):
+    monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
+    at = open_page("pages/ppo.py")
+    for key in ("kl_coef", "kl_target", "steps", "batch_size", "response_length", "temperature", "ppo_epochs",
+                "cliprange", "cliprange_value", "learning_rate", "vf_coef", "lam", "gamma"):
+        widget = at.number_input(key=f"ppo.{key}")
+        assert "Default:" in widget.help, key
+    assert at.number_input(key="ppo.kl_coef").value == 0.05
+    assert "Default: 'k1'" in at.selectbox(key="ppo.kl_estimator").help
+    assert at.checkbox(key="ppo.adaptive_kl").value is False
+
+
+def test_a_tiny_ppo_run_started_from_the_page_produces_metric_points(trained_workspace, monkeypatch):
+    monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
+    at = open_page("pages/ppo.py")
+    at.text_input[0].set_value("ppo-page")
+    for key, value in (("steps", 3), ("batch_size", 2), ("response_length", 4), ("probe_every", 2)):
+        at.number_input(key=f"ppo.{key}").set_value(value)
+    next(b for b in at.button if b.label == "Start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run = RunFolder(trained_workspace / "runs" / "ppo-page")
+    wait_for(lambda: len(run.metrics()) >= 1 or run.status()["state"] == "failed")
+    at.run()
+    assert not at.exception
+    plotted = int(next(c.value for c in at.caption if c.value.endswith("steps plotted")).split()[0])
+    assert plotted >= 1
+    wait_for(lambda: run.status()["state"] in ("completed", "failed"))
+    assert run.status()["state"] == "completed", run.status()
+    at.run()
+    assert "3 steps plotted" in texts(at)
+    assert len(at.get("plotly_chart")) == 7
+    assert len(at.dataframe[0].value) == 3 * 2  # samples of every step, newest first
+    assert "policy at step 3" in texts(at)
+
+
+def test_runs_page_compares_runs(trained_workspace, monkeypatch):
+    monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
+    for beta, name in ((0.05, "ppo-a"), (0.5, "ppo-b")):
+        run = RunFolder(trained_workspace / "runs" / name)
+        run.create("ppo", {"config": {"kl_coef": beta}}, 2)
+        for step in (1, 2):
+            run.append_metrics({"step": step, "objective/scores": step * beta, "objective/kl": step / beta,
+                                "beta": beta})
+        run.set_status("completed", step=2)
+    at = open_page("pages/runs.py")
+    table = at.dataframe[0].value
+    assert {"ppo-a", "ppo-b", "rm-tiny"} <= set(table["run"])
+    at.radio(key="runs.kind").set_value("ppo").run()
+    assert {"ppo-a", "ppo-b"} <= set(at.multiselect(key="runs.sel").value)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # the overlay and the reward-vs-KL scatter
+    scatter = json.loads(charts[1].proto.spec)
+    assert {"ppo-a", "ppo-b"} <= set(scatter["data"][0]["text"])

@@ -9,7 +9,7 @@ import torch
 
 from rlhf_engine.config import PPOConfig, RewardConfig
 from rlhf_engine.data import DataError, PreferencePair, write_pairs
-from rlhf_engine.jobs import resume_job, start_ppo_job, start_reward_job
+from rlhf_engine.jobs import Job, resume_job, start_ppo_job, start_reward_job
 from rlhf_engine.models import policy_name
 from rlhf_engine.runfolder import RunFolder, read_jsonl
 
@@ -164,3 +164,80 @@ def test_reward_job_stops_and_resumes_from_its_checkpoint(runs_dir, tiny_model_c
     assert resumed.state == "completed", resumed.run.status()
     assert [m["step"] for m in resumed.run.metrics()] == list(range(1, 31))
     assert (runs_dir / "rm-stop" / "reward_model.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- queue
+
+def _waiting_job(run_dir, release):
+    """A job whose body waits for ``release``."""
+    run = RunFolder(run_dir)
+    run.create("test", {}, 1)
+
+    def body(job):
+        release.wait(30)
+        return "completed"
+
+    return Job(run, body)
+
+
+def test_queue_runs_one_job_at_a_time_in_order(runs_dir):
+    import threading
+
+    from rlhf_engine.jobs import JobQueue
+
+    queue = JobQueue()
+    first_release, second_release = threading.Event(), threading.Event()
+    first = queue.submit(_waiting_job(runs_dir / "a", first_release))
+    second = queue.submit(_waiting_job(runs_dir / "b", second_release))
+    deadline = time.time() + 10
+    while first.state != "running" and time.time() < deadline:
+        time.sleep(0.01)
+    assert first.state == "running" and second.state == "queued"
+    assert queue.position(first) == 0 and queue.position(second) == 1
+    assert queue.find(runs_dir / "b") is second
+    with pytest.raises(ValueError, match="already queued or running"):  # a second Start of the same run
+        queue.submit(Job(RunFolder(runs_dir / "b"), lambda job: "completed"))
+    first_release.set()
+    second_release.set()
+    assert queue.wait_idle(timeout=10)
+    assert first.state == second.state == "completed"
+    assert queue.jobs() == []
+
+
+def test_queue_stop_takes_a_waiting_job_off_the_queue(runs_dir):
+    import threading
+
+    from rlhf_engine.jobs import JobQueue
+
+    queue = JobQueue()
+    release = threading.Event()
+    first = queue.submit(_waiting_job(runs_dir / "a", release))
+    second = queue.submit(_waiting_job(runs_dir / "b", threading.Event()))
+    queue.stop(second)
+    assert second.state == "stopped" and queue.jobs() == [first]
+    release.set()
+    assert queue.wait_idle(timeout=10)
+    assert first.state == "completed" and second.state == "stopped"
+    assert not second.thread.is_alive() and "stopped before it started" in second.run.events()
+
+
+def test_ppo_job_answers_probe_prompts(reward_dir, runs_dir, tiny_model_config):
+    config = _ppo_config(tiny_model_config, steps=3, probe_every=2)
+    job = start_ppo_job(runs_dir / "probes", config, reward_dir, background=False)
+    assert job.state == "completed"
+    probes = job.run.probes()
+    prompts = json.loads((job.run.path / "probe_prompts.json").read_text())
+    assert len(prompts) == 3
+    by_step = {}
+    for row in probes:
+        by_step.setdefault((row["policy"], row["step"]), []).append(row["prompt"])
+    # the reference once at the start, the policy at step 2 (probe_every) and at the last step
+    assert sorted(by_step) == [("policy", 2), ("policy", 3), ("reference", 0)]
+    assert all(v == prompts for v in by_step.values())
+
+
+def test_reward_eval_has_held_out_scores_and_lengths(reward_dir):
+    evaluation = json.loads((reward_dir / "eval.json").read_text())
+    rows = evaluation["held_out"]
+    assert len(rows) == evaluation["held_out_pairs"] == len(evaluation["margins"])
+    assert all(r["chosen_tokens"] > 0 and r["rejected_tokens"] > 0 for r in rows)

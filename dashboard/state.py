@@ -1,0 +1,130 @@
+"""Shared state of the dashboard: the workspace folder, the job queue and loaded models.
+
+Everything a page shows comes from the workspace on disk (run folders, the pair store, the chosen
+model), so a reload, a second tab or a server restart shows the same project. Objects shared by all
+sessions of one server (the job queue, loaded models) are ``st.cache_resource``.
+
+Workspace layout (``RLHF_WORKSPACE``, default ``workspace/``)::
+
+    workspace/model.json      the model chosen on the Model page (a ModelConfig)
+    workspace/pairs.sqlite    preference pairs: uploaded, collected and simulated
+    workspace/runs/<run-id>/  one run folder per job (reward model, PPO, simulated pairs)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from rlhf_engine.config import ModelConfig, from_dict, to_dict
+from rlhf_engine.data import PairStore
+from rlhf_engine.jobs import JobQueue
+from rlhf_engine.runfolder import RunFolder, atomic_write_text, list_runs
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of one project's files."""
+
+    root: Path
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def store_path(self) -> Path:
+        return self.root / "pairs.sqlite"
+
+    @property
+    def model_file(self) -> Path:
+        return self.root / "model.json"
+
+    def store(self) -> PairStore:
+        return PairStore(self.store_path)
+
+    def model_config(self) -> ModelConfig:
+        """The model chosen on the Model page; the bundled default until one is chosen."""
+        if self.model_file.is_file():
+            return from_dict(ModelConfig, json.loads(self.model_file.read_text()))
+        return default_model_config()
+
+    def model_chosen(self) -> bool:
+        return self.model_file.is_file()
+
+    def save_model_config(self, config: ModelConfig) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.model_file, json.dumps(to_dict(config), indent=2) + "\n")
+
+    def runs_of(self, kind: str) -> list[RunFolder]:
+        """Run folders of one kind, newest first."""
+        found = []
+        for run in list_runs(self.runs):
+            try:
+                if run.config().get("kind") == kind:
+                    found.append(run)
+            except (OSError, ValueError):
+                continue
+        return found
+
+
+def workspace() -> Workspace:
+    """The workspace of this server: $RLHF_WORKSPACE or ./workspace."""
+    root = Path(os.environ.get("RLHF_WORKSPACE", "workspace")).resolve()
+    (root / "runs").mkdir(parents=True, exist_ok=True)
+    return Workspace(root)
+
+
+def default_model_config() -> ModelConfig:
+    """The bundled model; unquantized on CPU, where fp32 generates faster than 4-bit (RESULTS.md)."""
+    import torch
+
+    return ModelConfig(quant="4bit" if torch.cuda.is_available() else "none")
+
+
+@st.cache_resource
+def job_queue() -> JobQueue:
+    """One queue per server: one heavy job at a time, the rest wait in order."""
+    return JobQueue()
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def loaded_model(config_json: str):
+    """(model, tokenizer, facts) of a ModelConfig given as JSON; the last one loaded stays in memory."""
+    from rlhf_engine.models import load_model_and_tokenizer
+
+    config = from_dict(ModelConfig, json.loads(config_json))
+    model, tokenizer = load_model_and_tokenizer(config)
+    param = next(model.parameters())
+    facts = {
+        "source": config.source,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "memory_mib": model.get_memory_footprint() / 2**20,
+        "device": str(param.device),
+        "dtype": str(param.dtype).replace("torch.", ""),
+        "quantization": config.quant,
+        "vocabulary": len(tokenizer),
+    }
+    return model, tokenizer, facts
+
+
+def model_for(config: ModelConfig):
+    """The cached (model, tokenizer, facts) of a ModelConfig."""
+    return loaded_model(json.dumps(to_dict(config), sort_keys=True))
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def loaded_reward_model(folder: str, saved_at: float):
+    """A trained reward model, reloaded when its folder is rewritten (saved_at = mtime of its metadata)."""
+    from rlhf_engine.reward import RewardModel
+
+    return RewardModel.load(Path(folder))
+
+
+def reward_model_for(folder: Path):
+    meta = Path(folder) / "reward_model.json"
+    return loaded_reward_model(str(folder), meta.stat().st_mtime)

@@ -1,0 +1,107 @@
+"""Widgets shared by pages: config knobs with their documentation, run pickers and status lines."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import streamlit as st
+
+from rlhf_engine.config import field_defaults, field_help
+from rlhf_engine.jobs import describe_error
+from rlhf_engine.runfolder import RunFolder
+
+STATE_ICONS = {"queued": "⏳", "running": "▶️", "completed": "✅", "stopped": "⏹️", "failed": "❌",
+               "interrupted": "⚠️", "unknown": "❔"}
+
+
+@contextlib.contextmanager
+def engine_errors(action: str) -> Iterator[None]:
+    """Show an engine error as one plain message on the page instead of a traceback."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - any failure of the engine becomes a message
+        st.error(f"{action} failed: {describe_error(err)}")
+
+
+def knob(cls: type, name: str, key_prefix: str, value=None, **kwargs):
+    """One widget for a config field, its help text and literature default taken from the dataclass.
+
+    The widget kind follows the default's type: checkbox (bool), number input (int/float) or text.
+    """
+    default = field_defaults(cls)[name]
+    value = default if value is None else value
+    note = field_help(cls).get(name, "")
+    help_text = f"{note}. Default: {default!r}."
+    label = kwargs.pop("label", name)
+    key = f"{key_prefix}.{name}"
+    if isinstance(default, bool):
+        return st.checkbox(label, value=value, help=help_text, key=key, **kwargs)
+    if isinstance(default, int):
+        return int(st.number_input(label, value=int(value), step=1, help=help_text, key=key, **kwargs))
+    if isinstance(default, float):
+        return float(st.number_input(label, value=float(value), format="%g", help=help_text, key=key, **kwargs))
+    return st.text_input(label, value=str(value), help=help_text, key=key, **kwargs)
+
+
+def choice_knob(cls: type, name: str, options: Sequence[str], key_prefix: str, label: str | None = None):
+    """A selectbox for a config field with fixed choices."""
+    default = field_defaults(cls)[name]
+    return st.selectbox(label or name, list(options), index=list(options).index(default),
+                        help=f"{field_help(cls).get(name, '')}. Default: {default!r}.", key=f"{key_prefix}.{name}")
+
+
+def changed_fields(config) -> dict:
+    """Fields of a config that differ from their defaults (for a short summary line)."""
+    defaults = field_defaults(type(config))
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.name != "model" and getattr(config, f.name) != defaults[f.name]}
+
+
+def status_line(run: RunFolder) -> str:
+    """'▶️ ppo-… — running, step 3/30' with the error of a failed run."""
+    status = run.status()
+    state = status.get("state", "unknown")
+    text = f"{STATE_ICONS.get(state, '')} **{run.id}** — {state}, step {status.get('step', 0)}/{status.get('total_steps', '?')}"
+    if status.get("error"):
+        text += f" — {status['error']}"
+    return text
+
+
+def run_picker(runs: Sequence[RunFolder], label: str, key: str) -> RunFolder | None:
+    """A selectbox of run ids (newest first); None if there are none. The state is shown by status_line."""
+    if not runs:
+        return None
+    by_id = {r.id: r for r in runs}
+    return by_id.get(st.selectbox(label, list(by_id), key=key))
+
+
+def job_controls(run: RunFolder, key: str) -> None:
+    """Stop (queued or running here) or Resume (stopped, failed or interrupted) for one run."""
+    from rlhf_engine.jobs import prepare_resume
+
+    from .state import job_queue
+
+    queue = job_queue()
+    state = run.status().get("state")
+    job = queue.find(run.path)
+    if job is not None:
+        if st.button("Stop", key=f"{key}.stop", help="Stop after the current step; a checkpoint is kept"):
+            queue.stop(job)
+            st.rerun()
+    elif state in ("stopped", "failed", "interrupted"):
+        if st.button("Resume", key=f"{key}.resume", help="Continue from the last checkpoint"):
+            with engine_errors("Resume"):
+                queue.submit(prepare_resume(run.path))
+                st.rerun()
+
+
+def queue_notice() -> None:
+    """Say plainly what the device is busy with, if anything."""
+    from .state import job_queue
+
+    jobs = job_queue().jobs()
+    if jobs:
+        waiting = f"; {len(jobs) - 1} waiting" if len(jobs) > 1 else ""
+        st.caption(f"Device busy with **{jobs[0].run.id}**{waiting}. New jobs wait their turn (one at a time).")

@@ -1,0 +1,147 @@
+"""PPO: every knob with its meaning and literature default; Start, Stop, Resume; live plots and samples."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import plots
+from dashboard.state import job_queue, workspace
+from dashboard.widgets import choice_knob, engine_errors, job_controls, knob, queue_notice, run_picker, status_line
+from rlhf_engine.config import KL_ESTIMATORS, PPOConfig
+from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_ppo_job
+from rlhf_engine.runfolder import new_run_name, safe_name
+
+K = "ppo"
+ws = workspace()
+st.title("PPO")
+st.caption("The policy (base + LoRA) writes answers, the reward model scores them, and PPO raises the "
+           "probability of well-scored answers. Each token also pays β·KL to the frozen reference, "
+           "so the policy cannot drift far from the base model to please the reward model.")
+
+reward_models = [r for r in ws.runs_of(REWARD_KIND) if r.status().get("state") == "completed"]
+with st.expander("Start a new run", expanded=not ws.runs_of(PPO_KIND)):
+    if not reward_models:
+        st.info("Train a reward model first (Reward model page).")
+    with st.form("ppo-form"):
+        col_name, col_rm = st.columns(2)
+        name = col_name.text_input("Run name", value=new_run_name("ppo"))
+        rm_id = col_rm.selectbox("Reward model", [r.id for r in reward_models])
+        st.markdown("**KL penalty**")
+        c = st.columns(4)
+        with c[0]:
+            kl_coef = knob(PPOConfig, "kl_coef", K, label="β (KL coefficient)")
+        with c[1]:
+            adaptive = knob(PPOConfig, "adaptive_kl", K, label="adaptive β")
+        with c[2]:
+            kl_target = knob(PPOConfig, "kl_target", K, label="KL target (nats)")
+        with c[3]:
+            estimator = choice_knob(PPOConfig, "kl_estimator", KL_ESTIMATORS, K, label="KL estimator")
+        st.markdown("**Rollouts**")
+        c = st.columns(4)
+        with c[0]:
+            steps = knob(PPOConfig, "steps", K, label="PPO steps")
+        with c[1]:
+            batch_size = knob(PPOConfig, "batch_size", K, label="batch (prompts per step)")
+        with c[2]:
+            response_length = knob(PPOConfig, "response_length", K, label="response length (tokens)")
+        with c[3]:
+            temperature = knob(PPOConfig, "temperature", K, label="temperature")
+        st.markdown("**Update**")
+        c = st.columns(4)
+        with c[0]:
+            ppo_epochs = knob(PPOConfig, "ppo_epochs", K, label="PPO epochs")
+            num_mini_batches = knob(PPOConfig, "num_mini_batches", K, label="minibatches")
+        with c[1]:
+            cliprange = knob(PPOConfig, "cliprange", K, label="policy clip range")
+            cliprange_value = knob(PPOConfig, "cliprange_value", K, label="value clip range")
+        with c[2]:
+            learning_rate = knob(PPOConfig, "learning_rate", K, label="learning rate")
+            lr_schedule = choice_knob(PPOConfig, "lr_schedule", ("linear", "constant"), K, label="lr schedule")
+        with c[3]:
+            vf_coef = knob(PPOConfig, "vf_coef", K, label="value loss weight")
+            lam = knob(PPOConfig, "lam", K, label="GAE λ")
+        with st.popover("More: γ, reward handling, seed"):
+            gamma = knob(PPOConfig, "gamma", K, label="γ (discount)")
+            whiten_rewards = knob(PPOConfig, "whiten_rewards", K, label="whiten rewards")
+            normalize_reward = knob(PPOConfig, "normalize_reward", K, label="normalise RM scores")
+            use_eos_penalty = st.checkbox("penalise answers with no EOS", key=f"{K}.use_eos_penalty",
+                                          help="Subtract a fixed amount from the score of answers cut at the length cap")
+            eos_penalty = st.number_input("missing-EOS penalty (score units)", value=1.0, key=f"{K}.eos_penalty")
+            max_grad_norm = knob(PPOConfig, "max_grad_norm", K, label="gradient clip")
+            checkpoint_every = knob(PPOConfig, "checkpoint_every", K, label="checkpoint every (steps)")
+            probe_every = knob(PPOConfig, "probe_every", K, label="probe answers every (steps)")
+            seed = knob(PPOConfig, "seed", K, label="seed")
+        st.caption(f"Policy base: `{ws.model_config().source}` ({ws.model_config().quant}); change it on the Model page.")
+        start = st.form_submit_button("Start", type="primary", disabled=not reward_models)
+    if start:
+        with engine_errors("Starting PPO"):
+            config = PPOConfig(
+                model=ws.model_config(), steps=steps, batch_size=batch_size, num_mini_batches=num_mini_batches,
+                ppo_epochs=ppo_epochs, learning_rate=learning_rate, lr_schedule=lr_schedule,
+                max_grad_norm=max_grad_norm, response_length=response_length, temperature=temperature,
+                kl_coef=kl_coef, adaptive_kl=adaptive, kl_target=kl_target, kl_estimator=estimator, gamma=gamma,
+                lam=lam, cliprange=cliprange, cliprange_value=cliprange_value, vf_coef=vf_coef,
+                whiten_rewards=whiten_rewards, normalize_reward=normalize_reward,
+                missing_eos_penalty=eos_penalty if use_eos_penalty else None,
+                checkpoint_every=checkpoint_every, probe_every=probe_every, seed=seed,
+            )
+            job = prepare_ppo_job(ws.runs / safe_name(name), config, ws.runs / rm_id)
+            job_queue().submit(job)
+            st.session_state["ppo.run"] = job.run.id
+queue_notice()
+
+runs = ws.runs_of(PPO_KIND)
+if st.session_state.get("ppo.run") in [r.id for r in runs]:
+    runs.sort(key=lambda r: r.id != st.session_state["ppo.run"])
+run = run_picker(runs, "PPO run", "ppo.pick")
+if run is None:
+    st.info("No PPO run yet.")
+    st.stop()
+
+
+@st.fragment(run_every=1.0)
+def live(run):
+    status = run.status()
+    config = run.config().get("config", {})
+    st.markdown(status_line(run))
+    total = max(int(status.get("total_steps", 1)), 1)
+    st.progress(min(int(status.get("step", 0)) / total, 1.0))
+    st.caption(f"β {config.get('kl_coef')} ({'adaptive' if config.get('adaptive_kl') else 'fixed'}) · "
+               f"KL estimator {config.get('kl_estimator')} · batch {config.get('batch_size')} · "
+               f"{config.get('response_length')} tokens · T {config.get('temperature')}")
+    job_controls(run, "ppo")
+    if status.get("state") == "failed":
+        st.error(f"The run failed: {status.get('error')}. The full log is in {run.path / 'events.log'}.")
+    rows = run.metrics()
+    st.caption(f"{len(rows)} steps plotted")
+    for start in range(0, len(plots.PPO_PANELS), 3):
+        cols = st.columns(3)
+        for col, (title, metrics) in zip(cols, plots.PPO_PANELS[start:start + 3]):
+            col.plotly_chart(plots.metric_figure(rows, metrics, title, PPO_KIND), key=f"ppo.{title}")
+
+    st.subheader("Samples")
+    samples = run.samples()
+    if samples:
+        frame = pd.DataFrame(samples[::-1])[["step", "prompt", "response", "score", "kl"]]
+        st.dataframe(frame, hide_index=True, height=260,
+                     column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                                    "kl": st.column_config.NumberColumn("KL (nats)", format="%.3f")})
+    else:
+        st.caption("The first samples appear after the first step.")
+
+    st.subheader("Probe prompts: reference vs current policy")
+    probes = run.probes()
+    reference = {p["prompt"]: p["response"] for p in probes if p["policy"] == "reference"}
+    latest_step = max((p["step"] for p in probes if p["policy"] == "policy"), default=None)
+    policy = {p["prompt"]: p["response"] for p in probes if p["policy"] == "policy" and p["step"] == latest_step}
+    if not reference:
+        st.caption("The reference answers the probe prompts when the run starts.")
+    for prompt, answer in reference.items():
+        st.markdown(f"**{prompt}**")
+        col_ref, col_pol = st.columns(2)
+        col_ref.caption("reference (frozen base)")
+        col_ref.text(answer)
+        col_pol.caption(f"policy at step {latest_step}" if latest_step else "policy (after the first probe step)")
+        col_pol.text(policy.get(prompt, "—"))
+
+
+live(run)

@@ -1,0 +1,157 @@
+"""Preferences: upload pairs, collect them by picking A or B, simulate them, browse and export the store."""
+
+import random
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.state import job_queue, model_for, workspace
+from dashboard.widgets import engine_errors, job_controls, queue_notice, status_line
+from rlhf_engine.data import DataError, PreferencePair, prompt_text, read_pairs, write_pairs
+from rlhf_engine.demo import demo_prompt_split
+from rlhf_engine.generation import decode_responses, sample_responses
+from rlhf_engine.jobs import DEMO_PAIRS_KIND, prepare_demo_pairs_job
+from rlhf_engine.runfolder import new_run_name, safe_name
+
+PREVIEW_ROWS = 20
+PAGE_SIZE = 50
+ws = workspace()
+store = ws.store()
+
+st.title("Preferences")
+st.caption(f"**{store.count()}** pairs stored in `{ws.store_path.name}`. The reward model trains on all of them.")
+upload_tab, collect_tab, simulate_tab, browse_tab = st.tabs(["Upload", "Collect", "Simulate", "Browse & export"])
+
+
+def pairs_frame(pairs):
+    return pd.DataFrame([{"prompt": prompt_text(p.prompt), "chosen": p.chosen, "rejected": p.rejected}
+                         for p in pairs])
+
+
+# --------------------------------------------------------------------------------------------- upload
+with upload_tab:
+    st.write("A CSV, JSONL or Parquet file with columns `prompt`, `chosen`, `rejected` (or conversational "
+             "message lists, or full chosen/rejected transcripts sharing a prefix).")
+    uploaded = st.file_uploader("Pairs file", type=["csv", "jsonl", "json", "parquet"], key="upload")
+    if uploaded is not None:
+        try:
+            name = safe_name(Path(uploaded.name).name, "file name")
+        except ValueError:
+            name = "upload" + Path(uploaded.name).suffix.lower()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(uploaded.getvalue())
+            try:
+                pairs = read_pairs(path)
+            except DataError as err:
+                pairs = None
+                where = f"row {err.row}: " if err.row is not None else ""
+                st.error(f"{uploaded.name}: {where}{err.problem}")
+        if pairs is not None:
+            st.success(f"{uploaded.name}: {len(pairs)} valid pairs.")
+            st.dataframe(pairs_frame(pairs[:PREVIEW_ROWS]), hide_index=True)
+            if st.button(f"Add {len(pairs)} pairs to the store", type="primary", key="upload.add"):
+                with engine_errors("Storing the pairs"):
+                    store.add_many(pairs, source=f"upload:{uploaded.name}")
+                    st.success(f"Stored {len(pairs)} pairs from {uploaded.name}.")
+
+# --------------------------------------------------------------------------------------------- collect
+with collect_tab:
+    st.write("The model writes two answers; pick the better one. A or B is stored at once. "
+             "Tie and skip store nothing (a tie carries no preference for the Bradley–Terry loss).")
+    prompts = demo_prompt_split()[0]
+    col_pick, col_type = st.columns(2)
+    picked = col_pick.selectbox("Pick a prompt", prompts, key="collect.pick")
+    typed = col_type.text_input("…or type your own", key="collect.typed")
+    if st.button("Write two answers", key="collect.generate"):
+        prompt = typed.strip() or picked
+        with engine_errors("Generating"), st.spinner("The model is writing two answers…"):
+            config = ws.model_config()
+            model, tokenizer, _ = model_for(config)
+            rollout = sample_responses(model, tokenizer, [prompt, prompt], 64, 0.9, config.chat_template)
+            st.session_state.candidate = {"prompt": prompt, "answers": decode_responses(tokenizer, rollout)}
+    candidate = st.session_state.get("candidate")
+    if candidate:
+        st.markdown("**Prompt**")
+        st.text(candidate["prompt"])
+        col_a, col_b = st.columns(2)
+        for col, label, text in ((col_a, "A", candidate["answers"][0]), (col_b, "B", candidate["answers"][1])):
+            col.markdown(f"**{label}**")
+            col.text(text)
+        buttons = st.columns(4)
+        choice = next((label for col, label in zip(buttons, ("A is better", "B is better", "Tie", "Skip"))
+                       if col.button(label, key=f"collect.{label}")), None)
+        if choice:
+            a, b = candidate["answers"]
+            if choice.startswith(("A", "B")) and a.strip() == b.strip():
+                st.warning("The two answers are identical; nothing stored.")
+            elif choice.startswith(("A", "B")):
+                chosen, rejected = (a, b) if choice.startswith("A") else (b, a)
+                with engine_errors("Storing the pair"):
+                    pair_id = store.add(PreferencePair(candidate["prompt"], chosen, rejected), source="collected")
+                    st.success(f"Stored pair #{pair_id}.")
+            else:
+                st.session_state.ties = st.session_state.get("ties", 0) + (choice == "Tie")
+                st.info(f"{choice}: nothing stored.")
+            st.session_state.candidate = None
+
+# --------------------------------------------------------------------------------------------- simulate
+with simulate_tab:
+    st.write("Simulated pairs: the chosen model writes 4 completions per demo prompt and the **gold "
+             "annotator** (VADER sentiment) pairs the most positive with the least positive. The demo "
+             "reward model then learns to prefer positive text. ~2.4 s per pair on 2 CPU cores.")
+    n = st.number_input("pairs to make", 1, 5000, 64, step=16, key="simulate.n")
+    if st.button("Make simulated pairs", key="simulate.start"):
+        with engine_errors("Starting"):
+            job = prepare_demo_pairs_job(ws.runs / new_run_name("pairs"), int(n), ws.store_path, ws.model_config(),
+                                         seed=random.randrange(2**31))
+            job_queue().submit(job)
+            st.session_state.simulate_run = str(job.run.path)
+    queue_notice()
+
+    @st.fragment(run_every=1.0)
+    def simulate_progress():
+        runs = ws.runs_of(DEMO_PAIRS_KIND)
+        if not runs:
+            return
+        run = runs[0]
+        status = run.status()
+        total = max(int(status.get("total_steps", 1)), 1)
+        st.markdown(status_line(run))
+        st.progress(min(int(status.get("step", 0)) / total, 1.0),
+                    text=f"{status.get('step', 0)} of {total} pairs (stored together when all are made)")
+        job_controls(run, "simulate")
+
+    simulate_progress()
+
+# --------------------------------------------------------------------------------------------- browse
+with browse_tab:
+    search = st.text_input("Filter (case-insensitive, prompt or answers)", key="browse.search")
+    total = store.count(search or None)
+    pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+    page = st.number_input(f"page (of {pages})", 1, pages, 1, key="browse.page")
+    rows = store.list(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, search=search or None)
+    st.caption(f"{total} matching pairs")
+    if rows:
+        frame = pd.DataFrame([{"id": r.id, "source": r.source, "prompt": prompt_text(r.pair.prompt),
+                               "chosen": r.pair.chosen, "rejected": r.pair.rejected, "added": r.created_at}
+                              for r in rows])
+        st.dataframe(frame, hide_index=True)
+        col_del, col_btn = st.columns([3, 1])
+        to_delete = col_del.multiselect("Delete pairs (by id)", [r.id for r in rows], key="browse.delete")
+        if col_btn.button("Delete selected", disabled=not to_delete, key="browse.delete_btn"):
+            deleted = sum(store.delete(pid) for pid in to_delete)
+            st.success(f"Deleted {deleted} pairs.")
+            st.rerun()
+    st.markdown("**Export every stored pair**")
+    fmt = st.selectbox("Export format", ["jsonl", "csv", "parquet"], key="browse.format")
+    if store.count() and st.button("Prepare export", key="browse.export"):
+        with engine_errors("Export"), tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"pairs.{fmt}"
+            write_pairs(store.all_pairs(), path)
+            st.session_state.export = (path.name, path.read_bytes())
+    if st.session_state.get("export"):
+        name, data = st.session_state.export
+        st.download_button(f"Download {name}", data, file_name=name, key="browse.download")

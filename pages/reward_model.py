@@ -1,0 +1,105 @@
+"""Reward model: train one on the stored pairs in the background, watch it learn, evaluate it, try it."""
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import plots
+from dashboard.state import job_queue, reward_model_for, workspace
+from dashboard.widgets import choice_knob, engine_errors, job_controls, knob, queue_notice, run_picker, status_line
+from rlhf_engine.config import POOLINGS, QUANT_CHOICES, ModelConfig, RewardConfig, field_help
+from rlhf_engine.jobs import REWARD_KIND, prepare_reward_job
+from rlhf_engine.runfolder import new_run_name, safe_name
+
+ws = workspace()
+store = ws.store()
+n_pairs = store.count()
+st.title("Reward model")
+st.caption("A Bradley–Terry model: the base model with a LoRA adapter and a linear head, trained so that "
+           "score(chosen) > score(rejected). Scores are then normalised to mean 0, std 1 on the base "
+           "model's own answers, as PPO expects.")
+
+with st.expander("Train a new reward model", expanded=not ws.runs_of(REWARD_KIND)):
+    base = ws.model_config()
+    with st.form("rm-form"):
+        name = st.text_input("Run name", value=new_run_name("rm"))
+        col1, col2, col3 = st.columns(3)
+        with col1:
+            steps = knob(RewardConfig, "steps", "rm")
+            lr = knob(RewardConfig, "learning_rate", "rm", label="learning rate")
+        with col2:
+            lora_r = knob(ModelConfig, "lora_r", "rm", label="LoRA rank")
+            batch_size = knob(RewardConfig, "batch_size", "rm", label="batch size (pairs)")
+        with col3:
+            quant = st.selectbox("quantization", QUANT_CHOICES, index=QUANT_CHOICES.index("4bit"),
+                                 help=field_help(ModelConfig)["quant"] + ". Default: '4bit' (QLoRA).")
+            pooling = choice_knob(RewardConfig, "pooling", POOLINGS, "rm")
+        st.caption(f"Base model `{base.source}` (change it on the Model page). Trains on all {n_pairs} stored pairs; "
+                   f"{RewardConfig().eval_fraction:.0%} are held out for evaluation.")
+        start = st.form_submit_button("Train", type="primary", disabled=n_pairs < 2)
+    if n_pairs < 2:
+        st.info("Store at least two pairs on the Preferences page first.")
+    if start:
+        with engine_errors("Starting the reward model"):
+            model = dataclasses.replace(base, quant=quant, lora_r=lora_r, lora_alpha=2 * lora_r)
+            config = RewardConfig(model=model, steps=steps, learning_rate=lr, batch_size=batch_size, pooling=pooling)
+            with tempfile.TemporaryDirectory() as tmp:
+                data = Path(tmp) / "pairs.jsonl"
+                store.export(data)
+                job = prepare_reward_job(ws.runs / safe_name(name), config, data)
+            job_queue().submit(job)
+            st.session_state["rm.run"] = job.run.id
+queue_notice()
+
+runs = ws.runs_of(REWARD_KIND)
+if st.session_state.get("rm.run") in [r.id for r in runs]:
+    runs.sort(key=lambda r: r.id != st.session_state["rm.run"])
+run = run_picker(runs, "Reward model run", "rm.pick")
+
+
+@st.fragment(run_every=1.0)
+def live(run):
+    status = run.status()
+    st.markdown(status_line(run))
+    total = max(int(status.get("total_steps", 1)), 1)
+    st.progress(min(int(status.get("step", 0)) / total, 1.0))
+    job_controls(run, "rm")
+    rows = run.metrics()
+    st.caption(f"{len(rows)} steps plotted")
+    cols = st.columns(len(plots.RM_PANELS))
+    for col, (title, metrics) in zip(cols, plots.RM_PANELS):
+        col.plotly_chart(plots.metric_figure(rows, metrics, title, REWARD_KIND), key=f"rm.{title}")
+    if status.get("state") == "failed":
+        st.error(f"The run failed: {status.get('error')}. The full log is in {run.path / 'events.log'}.")
+
+
+if run is None:
+    st.info("No reward model yet.")
+    st.stop()
+live(run)
+
+evaluation = run.eval()
+if evaluation:
+    st.subheader("Evaluation on held-out pairs")
+    cols = st.columns(3)
+    cols[0].metric("held-out accuracy", f"{evaluation['accuracy']:.1%}",
+                   help="Share of held-out pairs where the chosen answer scores higher")
+    cols[1].metric("mean margin (raw)", f"{evaluation['margin_mean']:.3f}")
+    cols[2].metric("held-out pairs", evaluation.get("held_out_pairs", len(evaluation.get("margins", []))))
+    col_hist, col_len = st.columns(2)
+    col_hist.plotly_chart(plots.margin_histogram(evaluation.get("margins", [])), key="rm.margins")
+    if evaluation.get("held_out"):
+        col_len.plotly_chart(plots.score_length_scatter(evaluation["held_out"]), key="rm.length")
+
+    st.subheader("Try it")
+    prompt = st.text_area("Prompt", "Describe a rainy afternoon.", key="rm.try.prompt")
+    response = st.text_area("Response", "It was a calm, lovely afternoon with the soft sound of rain.",
+                            key="rm.try.response")
+    if st.button("Score", key="rm.try.score"):
+        with engine_errors("Scoring"), st.spinner("Loading the reward model…"):
+            rm = reward_model_for(run.path)
+            score = rm.score([prompt], [response])[0].item()
+            st.metric("score (normalised)", f"{score:+.3f}",
+                      help="0 is the base model's average answer; +1 is one standard deviation better")

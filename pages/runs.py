@@ -1,0 +1,71 @@
+"""Runs: every run with its state; one metric overlaid across runs; reward against KL across PPO runs."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import plots
+from dashboard.state import workspace
+from dashboard.widgets import job_controls, run_picker
+from rlhf_engine.jobs import PPO_KIND
+from rlhf_engine.runfolder import list_runs
+
+LAST_STEPS = 5  # the scatter uses the mean of each run's last 5 steps
+
+ws = workspace()
+st.title("Runs")
+runs = list_runs(ws.runs)
+if not runs:
+    st.info(f"No runs in {ws.runs} yet.")
+    st.stop()
+
+
+def kind_of(run) -> str:
+    try:
+        return run.config().get("kind", "?")
+    except (OSError, ValueError):
+        return "?"
+
+
+def table():
+    rows = []
+    for run in runs:
+        status = run.status()
+        rows.append({"run": run.id, "kind": kind_of(run), "state": status.get("state"),
+                     "step": f"{status.get('step', 0)}/{status.get('total_steps', '?')}",
+                     "created": status.get("created_at", ""), "error": status.get("error") or ""})
+    return pd.DataFrame(rows)
+
+
+st.dataframe(table(), hide_index=True)
+with st.expander("Stop or resume a run"):
+    picked = run_picker(runs, "Run", "runs.control")
+    if picked is not None:
+        job_controls(picked, "runs")
+
+st.subheader("Compare a metric")
+ppo_runs = [r for r in runs if kind_of(r) == PPO_KIND]
+kinds = sorted({kind_of(r) for r in runs if kind_of(r) in ("ppo", "reward_model")})
+if kinds:
+    kind = st.radio("Runs of kind", kinds, horizontal=True, key="runs.kind")
+    of_kind = [r for r in runs if kind_of(r) == kind]
+    selected = st.multiselect("Runs", [r.id for r in of_kind], default=[r.id for r in of_kind[:4]], key="runs.sel")
+    series = {r.id: r.metrics() for r in of_kind if r.id in selected}
+    names = sorted({k for rows in series.values() for row in rows for k in row
+                    if k != "step" and isinstance(row[k], (int, float))})
+    if names:
+        default = "objective/scores" if "objective/scores" in names else names[0]
+        metric = st.selectbox("Metric", names, index=names.index(default), key="runs.metric",
+                              format_func=lambda m: f"{m} — {plots.label(m)}" if m in plots.METRIC_LABELS else m)
+        st.plotly_chart(plots.overlay_figure(series, metric, kind), key="runs.overlay")
+
+st.subheader("Reward vs KL")
+points = []
+for run in ppo_runs:
+    rows = run.metrics()[-LAST_STEPS:]
+    if rows:
+        points.append({"run": run.id, "kl": sum(r["objective/kl"] for r in rows) / len(rows),
+                       "score": sum(r["objective/scores"] for r in rows) / len(rows), "beta": rows[-1]["beta"]})
+if points:
+    st.plotly_chart(plots.reward_kl_scatter(points), key="runs.scatter")
+else:
+    st.caption("PPO runs appear here once they have logged a step.")

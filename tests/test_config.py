@@ -1,0 +1,32 @@
+"""Config documentation (the dashboard's help texts) and run-name safety."""
+
+import dataclasses
+
+import pytest
+
+from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig, field_defaults, field_help
+from rlhf_engine.runfolder import safe_name
+
+
+@pytest.mark.parametrize("cls", [ModelConfig, RewardConfig, PPOConfig])
+def test_every_knob_has_a_one_line_help(cls):
+    helps = field_help(cls)
+    knobs = [f.name for f in dataclasses.fields(cls) if f.name != "model"]
+    assert [k for k in knobs if not helps.get(k)] == []
+    assert all("\n" not in text and len(text) > 10 for text in helps.values())
+
+
+def test_help_and_defaults_match_the_source():
+    assert field_help(PPOConfig)["kl_coef"] == "beta, the KL penalty weight (TRL default 0.05)"
+    assert field_help(PPOConfig)["missing_eos_penalty"].startswith("if set")
+    assert field_defaults(PPOConfig)["cliprange"] == 0.2 and field_defaults(RewardConfig)["pooling"] == "last"
+
+
+@pytest.mark.parametrize("name", ["../x", "../../etc/passwd", "a/b", ".hidden", "", " ", "x" * 101, "a\\b", "né"])
+def test_unsafe_names_are_refused(name):
+    with pytest.raises(ValueError, match="not allowed"):
+        safe_name(name)
+
+
+def test_plain_names_pass():
+    assert safe_name(" ppo-beta0.05_run1 ") == "ppo-beta0.05_run1"
