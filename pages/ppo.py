@@ -112,11 +112,18 @@ def live(run):
     if status.get("state") == "failed":
         st.error(f"The run failed: {status.get('error')}. The full log is in {run.path / 'events.log'}.")
     rows = run.metrics()
-    st.caption(f"{len(rows)} steps plotted")
+    pending = status.get("rollout") if status.get("state") == "running" else None
+    if pending and rows and pending["step"] <= rows[-1]["step"]:
+        pending = None
+    phase = {"rollout": "generating and scoring", "update": "updating"}.get(status.get("phase"), "")
+    st.caption(f"{len(rows)} steps plotted" + (f" + step {pending['step']}'s rollout (hollow marker, update running)"
+                                              if pending else "")
+               + (f" · now {phase} step {int(status.get('step', 0)) + 1}" if status.get("state") == "running"
+                  and phase else ""))
     for start in range(0, len(plots.PPO_PANELS), 3):
         cols = st.columns(3)
         for col, (title, metrics) in zip(cols, plots.PPO_PANELS[start:start + 3]):
-            col.plotly_chart(plots.metric_figure(rows, metrics, title, PPO_KIND), key=f"ppo.{title}")
+            col.plotly_chart(plots.metric_figure(rows, metrics, title, PPO_KIND, pending), key=f"ppo.{title}")
 
     st.subheader("Samples")
     samples = run.samples()

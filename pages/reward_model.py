@@ -33,8 +33,10 @@ with st.expander("Train a new reward model", expanded=not ws.runs_of(REWARD_KIND
             lora_r = knob(ModelConfig, "lora_r", "rm", label="LoRA rank")
             batch_size = knob(RewardConfig, "batch_size", "rm", label="batch size (pairs)")
         with col3:
-            quant = st.selectbox("quantization", QUANT_CHOICES, index=QUANT_CHOICES.index("4bit"),
-                                 help=field_help(ModelConfig)["quant"] + ". Default: '4bit' (QLoRA).")
+            quant = st.selectbox("quantization", QUANT_CHOICES, index=QUANT_CHOICES.index(base.quant),
+                                 help=field_help(ModelConfig)["quant"] + ". Default: the Model page's choice, so "
+                                 "scores are normalised on the same policy PPO starts from (else PPO renormalises "
+                                 "on 64 of its own samples first).")
             pooling = choice_knob(RewardConfig, "pooling", POOLINGS, "rm")
         st.caption(f"Base model `{base.source}` (change it on the Model page). Trains on all {n_pairs} stored pairs; "
                    f"{RewardConfig().eval_fraction:.0%} are held out for evaluation.")

@@ -212,20 +212,24 @@ def _ppo_body(job: Job) -> str:
         run.truncate_to_step(0)
     run.log(f"PPO: beta={trainer.kl_ctl.value:g} ({'adaptive' if config.adaptive_kl else 'fixed'}), "
             f"KL estimator {config.kl_estimator}, {len(prompts)} prompts")
-    probes = _load_probes(run)
-    if probes and config.probe_every and not any(r["policy"] == "reference" for r in run.probes()):
-        _answer_probes(run, trainer, probes, reference=True)
+    probes = _load_probes(run) if config.probe_every else []
+
+    def on_rollout(rollout: dict) -> None:  # the step's score and KL, shown while its update runs
+        run.set_status("running", phase="update", rollout=rollout)
+
     while trainer.step_count < config.steps:
         if job.stop_event.is_set():
             if trainer.step_count and (latest is None or checkpoint_step(latest) != trainer.step_count):
                 run.write_checkpoint(trainer.step_count, trainer.save_checkpoint)
             return "stopped"
-        metrics, samples = trainer.step()
+        run.set_status("running", phase="rollout", rollout=None)
+        metrics, samples = trainer.step(on_rollout)
         run.append_metrics(metrics)
         run.append_samples(samples)
-        run.set_status("running", step=trainer.step_count)
-        if probes and config.probe_every and (trainer.step_count % config.probe_every == 0
-                                              or trainer.step_count == config.steps):
+        run.set_status("running", step=trainer.step_count, phase="rollout", rollout=None)
+        if probes and not any(r["policy"] == "reference" for r in run.probes()):  # after step 1: the first
+            _answer_probes(run, trainer, probes, reference=True)  # plotted point should not wait for them
+        if probes and (trainer.step_count % config.probe_every == 0 or trainer.step_count == config.steps):
             _answer_probes(run, trainer, probes, reference=False)
         if trainer.step_count % config.checkpoint_every == 0 and trainer.step_count < config.steps:
             latest = run.write_checkpoint(trainer.step_count, trainer.save_checkpoint)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -347,8 +347,12 @@ class PPOTrainer:
         idx = batch_indices(len(self.prompts), self.config.batch_size, self.step_count + 1, self.config.seed)
         return [self.prompts[i] for i in idx]
 
-    def step(self) -> tuple[dict, list[dict]]:
-        """One PPO iteration: rollout, advantages, update. Returns (metrics, samples)."""
+    def step(self, on_rollout: Callable[[dict], None] | None = None) -> tuple[dict, list[dict]]:
+        """One PPO iteration: rollout, advantages, update. Returns (metrics, samples).
+
+        ``on_rollout`` receives the metrics known once the rollout is scored (score, KL, entropy, …),
+        before the update starts: a live view can show them while the update runs.
+        """
         cfg = self.config
         started = time.perf_counter()
         self.step_count += 1
@@ -356,37 +360,40 @@ class PPOTrainer:
         batch = self.rollout(prompts)
         check_finite("reward-model score", batch["scores"], self.step_count)
         check_finite("log-probs", batch["logprobs"], self.step_count)
-        rollout_s = time.perf_counter() - started
         batch = self.advantages(batch)
         beta, lr = self.kl_ctl.value, self.scheduler.get_last_lr()[0]
-        stats = self.update(batch)
-        self.scheduler.step()
-        kl_per_response = batch["kl"].sum(1)
-        mean_kl = kl_per_response.mean().item()
-        self.kl_ctl.update(mean_kl, cfg.batch_size)
-        elapsed = time.perf_counter() - started
         mask = batch["mask"]
+        kl_per_response = batch["kl"].sum(1)
         non_score = batch["non_score"].sum(1)
-        tokens = mask.sum().item()
-        metrics = {
+        rollout_metrics = {
             "step": self.step_count,
             "objective/scores": batch["scores"].mean().item(),
             "objective/raw_scores": batch["raw_scores"].mean().item(),
-            "objective/kl": mean_kl,
+            "objective/kl": kl_per_response.mean().item(),
             "objective/non_score_reward": non_score.mean().item(),
             "objective/rlhf_reward": (batch["scores"] + non_score).mean().item(),
             "objective/entropy": (batch["entropy"] * mask).sum(1).mean().item(),
+            "beta": beta,
+            "response_length": batch["rollout"].response_lengths.float().mean().item(),
+            "eos_fraction": batch["rollout"].has_eos.float().mean().item(),
+            "time/rollout_s": time.perf_counter() - started,
+        }
+        if on_rollout is not None:
+            on_rollout(dict(rollout_metrics))
+        stats = self.update(batch)
+        self.scheduler.step()
+        self.kl_ctl.update(rollout_metrics["objective/kl"], cfg.batch_size)
+        elapsed = time.perf_counter() - started
+        tokens = mask.sum().item()
+        metrics = {
+            **rollout_metrics,
             "policy/approxkl": stats["approxkl"],
             "policy/clipfrac": stats["clipfrac"],
             "val/clipfrac": stats["vf_clipfrac"],
             "loss/policy": stats["pg"],
             "loss/value": stats["vf"],
             "grad_norm": stats["grad_norm"],
-            "beta": beta,
             "lr": lr,
-            "response_length": batch["rollout"].response_lengths.float().mean().item(),
-            "eos_fraction": batch["rollout"].has_eos.float().mean().item(),
-            "time/rollout_s": rollout_s,
             "time/step_s": elapsed,
             "tokens_per_s": tokens / elapsed,
         }

@@ -67,3 +67,21 @@ def test_the_value_head_starts_at_zero_so_first_advantages_are_the_discounted_sc
     mask = batch["rollout"].response_mask.bool()
     last = mask.sum(1) - 1
     assert (advantages[torch.arange(4), last] * batch["scores"] > 0).all()  # sign of the score at the end
+
+
+def test_rollout_metrics_are_reported_before_the_update_and_match_the_logged_step(tiny_model_config):
+    config = PPOConfig(model=tiny_model_config, steps=2, batch_size=4, response_length=4)
+    trainer = PPOTrainer(config, FirstHalfWins(), [f"prompt number {i}" for i in range(8)])
+    initial = [p.detach().clone() for p in trainer.params]
+    seen = []
+
+    def on_rollout(metrics):
+        seen.append((metrics, all(torch.equal(p, q) for p, q in zip(trainer.params, initial))))
+
+    metrics, _ = trainer.step(on_rollout)
+    (early, unchanged), = seen
+    assert unchanged  # called before the update touched the weights
+    assert not all(torch.equal(p, q) for p, q in zip(trainer.params, initial))
+    assert "loss/policy" not in early and early["step"] == 1
+    for key, value in early.items():
+        assert metrics[key] == value, key
