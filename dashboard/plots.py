@@ -6,49 +6,50 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-STEP_AXIS = {"ppo": "PPO step (one rollout + update)", "reward_model": "optimiser step"}
+STEP_AXIS = {"ppo": "PPO step", "reward_model": "optimiser step"}
 
-# metric name -> axis label with unit
+# metric name -> short axis label with its unit (the panel titles and README say more)
 METRIC_LABELS = {
-    "objective/scores": "RM score (normalised: mean 0, std 1 on the initial policy)",
-    "objective/raw_scores": "RM score (raw head output)",
-    "objective/rlhf_reward": "RLHF reward = score − β·KL (score units)",
+    "objective/scores": "RM score (normalised)",
+    "objective/raw_scores": "RM score (raw)",
+    "objective/rlhf_reward": "score − β·KL",
     "objective/non_score_reward": "−β·KL (score units)",
-    "objective/kl": "KL to reference (nats per response)",
-    "objective/entropy": "entropy (nats per response)",
-    "beta": "β (score units per nat)",
-    "policy/clipfrac": "policy clip fraction (share of tokens)",
-    "val/clipfrac": "value clip fraction (share of tokens)",
-    "policy/approxkl": "approx. KL old→new policy (nats per token)",
-    "loss/policy": "policy loss (advantage units)",
-    "loss/value": "value loss (squared score units)",
+    "objective/kl": "KL (nats / response)",
+    "objective/entropy": "entropy (nats / response)",
+    "beta": "β (score units / nat)",
+    "policy/clipfrac": "policy clip fraction",
+    "val/clipfrac": "value clip fraction",
+    "policy/approxkl": "approx. KL (nats / token)",
+    "loss/policy": "policy loss",
+    "loss/value": "value loss (score units²)",
     "time/step_s": "step time (s)",
     "time/rollout_s": "rollout time (s)",
-    "tokens_per_s": "throughput (response tokens / s)",
+    "tokens_per_s": "tokens / s",
     "response_length": "response length (tokens)",
-    "eos_fraction": "responses ending with EOS (share)",
-    "grad_norm": "gradient norm (before clipping)",
+    "eos_fraction": "share ending with EOS",
+    "grad_norm": "gradient norm",
     "lr": "learning rate",
-    "loss": "Bradley–Terry loss (nats per pair)",
+    "loss": "BT loss (nats / pair)",
     "accuracy": "accuracy (share of pairs)",
-    "eval/accuracy": "held-out accuracy (share of pairs)",
-    "margin": "score margin chosen − rejected (raw units)",
-    "eval/margin": "held-out margin chosen − rejected (raw units)",
+    "eval/accuracy": "held-out accuracy (share)",
+    "margin": "margin (raw score units)",
+    "eval/margin": "held-out margin (raw units)",
 }
+SHARE_METRICS = {"policy/clipfrac", "val/clipfrac", "accuracy", "eval/accuracy", "eos_fraction"}
 
 # the PPO page's live panels: (title, metrics drawn on one set of axes)
 PPO_PANELS = (
-    ("Score and RLHF reward", ("objective/scores", "objective/rlhf_reward")),
+    ("Score and RLHF reward (score units)", ("objective/scores", "objective/rlhf_reward")),
     ("KL to the reference", ("objective/kl",)),
     ("β (KL coefficient)", ("beta",)),
     ("Entropy", ("objective/entropy",)),
-    ("Clip fraction", ("policy/clipfrac", "val/clipfrac")),
+    ("Clip fraction (share of tokens)", ("policy/clipfrac", "val/clipfrac")),
     ("Value loss", ("loss/value",)),
-    ("Step time", ("time/step_s", "time/rollout_s")),
+    ("Step time (s)", ("time/step_s", "time/rollout_s")),
 )
 RM_PANELS = (
     ("Loss", ("loss",)),
-    ("Accuracy", ("accuracy", "eval/accuracy")),
+    ("Accuracy (share of pairs)", ("accuracy", "eval/accuracy")),
 )
 
 
@@ -56,9 +57,9 @@ def label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 280) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0, xanchor="right"))
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 300) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.3, "x": 0})
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title)
     return fig
@@ -81,10 +82,11 @@ def metric_figure(rows: Sequence[dict], metrics: Sequence[str], title: str, kind
             fig.add_trace(go.Scatter(x=[pending["step"]], y=[pending[metric]], mode="markers",
                                      marker=dict(symbol="circle-open", size=10),
                                      name=f"{metric}, step {pending['step']} (update running)"))
-    y_title = label(metrics[0]) if len(metrics) == 1 else " / ".join(m.split("/")[-1] for m in metrics)
-    if len(metrics) > 1 and all(label(m).endswith(")") for m in metrics):
-        y_title = f"{y_title} ({label(metrics[0]).rsplit('(', 1)[1]}"
-    return _layout(fig, title, STEP_AXIS.get(kind, "step"), y_title)
+    fig = _layout(fig, title, STEP_AXIS.get(kind, "step"), label(metrics[0]) if len(metrics) == 1 else "")
+    fig.update_xaxes(tickformat="d")
+    if set(metrics) <= SHARE_METRICS:
+        fig.update_yaxes(range=[-0.02, 1.02])
+    return fig
 
 
 def overlay_figure(series: dict[str, Sequence[dict]], metric: str, kind: str = "ppo") -> go.Figure:
@@ -105,8 +107,8 @@ def reward_kl_scatter(points: Sequence[dict]) -> go.Figure:
         customdata=[[p["beta"]] for p in points],
         hovertemplate="%{text}<br>KL %{x:.3f} nats<br>score %{y:.3f}<br>β %{customdata[0]:g}<extra></extra>",
     ))
-    return _layout(fig, "Reward vs KL (mean of each run's last 5 steps)", label("objective/kl"),
-                   label("objective/scores"), height=420)
+    return _layout(fig, "Reward vs KL (mean of each run's last 5 steps)", "KL to reference (nats per response)",
+                   "RM score (normalised: mean 0, std 1 on the initial policy)", height=420)
 
 
 def margin_histogram(margins: Sequence[float]) -> go.Figure:
@@ -123,4 +125,4 @@ def score_length_scatter(rows: Sequence[dict]) -> go.Figure:
         fig.add_trace(go.Scatter(x=[r[f"{which}_tokens"] for r in rows], y=[r[f"{which}_score"] for r in rows],
                                  mode="markers", name=which))
     return _layout(fig, "Score vs response length (held-out pairs)", "response length (tokens)",
-                   label("objective/scores"))
+                   "score (normalised)")

@@ -12,8 +12,9 @@ from rlhf_engine.config import field_defaults, field_help
 from rlhf_engine.jobs import describe_error
 from rlhf_engine.runfolder import RunFolder
 
-STATE_ICONS = {"queued": "⏳", "running": "▶️", "completed": "✅", "stopped": "⏹️", "failed": "❌",
-               "interrupted": "⚠️", "unknown": "❔"}
+STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:",
+               "completed": ":material/check_circle:", "stopped": ":material/stop_circle:",
+               "failed": ":material/error:", "interrupted": ":material/warning:", "unknown": ":material/help:"}
 
 
 @contextlib.contextmanager
@@ -23,6 +24,18 @@ def engine_errors(action: str) -> Iterator[None]:
         yield
     except Exception as err:  # noqa: BLE001 - any failure of the engine becomes a message
         st.error(f"{action} failed: {describe_error(err)}")
+
+
+def flash(message: str) -> None:
+    """Rerun the page and show a success message at the top once (after an action changed what it shows)."""
+    st.session_state["flash"] = message
+    st.rerun()
+
+
+def show_flash() -> None:
+    message = st.session_state.pop("flash", None)
+    if message:
+        st.success(message)
 
 
 def knob(cls: type, name: str, key_prefix: str, value=None, **kwargs):
@@ -69,6 +82,16 @@ def status_line(run: RunFolder) -> str:
     return text
 
 
+def rerun_when_finished(run: RunFolder, state: str) -> None:
+    """From inside a live fragment: rerun the whole page once when a run it watched leaves queued/running,
+    so the parts outside the fragment (evaluation, Resume) catch up."""
+    key = f"watched_state.{run.path}"
+    before = st.session_state.get(key)
+    st.session_state[key] = state
+    if before in ("queued", "running") and state not in ("queued", "running"):
+        st.rerun(scope="app")
+
+
 def run_picker(runs: Sequence[RunFolder], label: str, key: str) -> RunFolder | None:
     """A selectbox of run ids (newest first); None if there are none. The state is shown by status_line."""
     if not runs:
@@ -95,6 +118,13 @@ def job_controls(run: RunFolder, key: str) -> None:
             with engine_errors("Resume"):
                 queue.submit(prepare_resume(run.path))
                 st.rerun()
+
+
+def queue_position(job) -> int:
+    """0 if the job is running (or already done), n if n jobs are ahead of it."""
+    from .state import job_queue
+
+    return max(job_queue().position(job), 0)
 
 
 def queue_notice() -> None:

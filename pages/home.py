@@ -31,11 +31,11 @@ with col_model:
     config = ws.model_config()
     chosen = "chosen" if ws.model_chosen() else "default (not changed yet)"
     st.write(f"`{config.source}` · {config.quant} · {chosen}")
-    st.page_link("pages/model.py", label="Choose or try the model", icon="🧠")
+    st.page_link("pages/model.py", label="Choose or try the model", icon=":material/neurology:")
 with col_pairs:
     st.subheader("Preference pairs")
     st.metric("pairs stored", ws.store().count())
-    st.page_link("pages/preferences.py", label="Upload, collect or simulate pairs", icon="⚖️")
+    st.page_link("pages/preferences.py", label="Upload, collect or simulate pairs", icon=":material/balance:")
 with col_rm:
     st.subheader("2. Reward model")
     rms = ws.runs_of("reward_model")
@@ -43,7 +43,7 @@ with col_rm:
     st.metric("reward models trained", len(done))
     for run in rms[:3]:
         st.caption(f"{STATE_ICONS.get(run.status()['state'], '')} {run.id} — {run.status()['state']}")
-    st.page_link("pages/reward_model.py", label="Train and evaluate", icon="🏅")
+    st.page_link("pages/reward_model.py", label="Train and evaluate", icon=":material/military_tech:")
 with col_ppo:
     st.subheader("3. PPO")
     ppo_runs = ws.runs_of("ppo")
@@ -52,5 +52,5 @@ with col_ppo:
         status = run.status()
         st.caption(f"{STATE_ICONS.get(status['state'], '')} {run.id} — {status['state']}, "
                    f"step {status.get('step', 0)}/{status.get('total_steps', '?')}")
-    st.page_link("pages/ppo.py", label="Fine-tune the policy", icon="🔁")
-st.page_link("pages/runs.py", label="Compare all runs", icon="📈")
+    st.page_link("pages/ppo.py", label="Fine-tune the policy", icon=":material/autorenew:")
+st.page_link("pages/runs.py", label="Compare all runs", icon=":material/monitoring:")

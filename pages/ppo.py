@@ -5,7 +5,19 @@ import streamlit as st
 
 from dashboard import plots
 from dashboard.state import job_queue, workspace
-from dashboard.widgets import choice_knob, engine_errors, job_controls, knob, queue_notice, run_picker, status_line
+from dashboard.widgets import (
+    choice_knob,
+    engine_errors,
+    flash,
+    job_controls,
+    knob,
+    queue_notice,
+    queue_position,
+    rerun_when_finished,
+    run_picker,
+    show_flash,
+    status_line,
+)
 from rlhf_engine.config import KL_ESTIMATORS, PPOConfig
 from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_ppo_job
 from rlhf_engine.runfolder import new_run_name, safe_name
@@ -13,6 +25,7 @@ from rlhf_engine.runfolder import new_run_name, safe_name
 K = "ppo"
 ws = workspace()
 st.title("PPO")
+show_flash()
 st.caption("The policy (base + LoRA) writes answers, the reward model scores them, and PPO raises the "
            "probability of well-scored answers. Each token also pays β·KL to the frozen reference, "
            "so the policy cannot drift far from the base model to please the reward model.")
@@ -21,9 +34,10 @@ reward_models = [r for r in ws.runs_of(REWARD_KIND) if r.status().get("state") =
 with st.expander("Start a new run", expanded=not ws.runs_of(PPO_KIND)):
     if not reward_models:
         st.info("Train a reward model first (Reward model page).")
+    st.session_state.setdefault("ppo.name", new_run_name("ppo"))
     with st.form("ppo-form"):
         col_name, col_rm = st.columns(2)
-        name = col_name.text_input("Run name", value=new_run_name("ppo"))
+        name = col_name.text_input("Run name", key="ppo.name")
         rm_id = col_rm.selectbox("Reward model", [r.id for r in reward_models])
         st.markdown("**KL penalty**")
         c = st.columns(4)
@@ -87,6 +101,9 @@ with st.expander("Start a new run", expanded=not ws.runs_of(PPO_KIND)):
             job = prepare_ppo_job(ws.runs / safe_name(name), config, ws.runs / rm_id)
             job_queue().submit(job)
             st.session_state["ppo.run"] = job.run.id
+            st.session_state.pop("ppo.name")  # the next run gets a new name
+            flash(f"Started {job.run.id}." if queue_position(job) == 0 else f"Queued {job.run.id}: it starts when "
+                  "the job before it ends (one heavy job at a time).")
 queue_notice()
 
 runs = ws.runs_of(PPO_KIND)
@@ -101,6 +118,7 @@ if run is None:
 @st.fragment(run_every=1.0)
 def live(run):
     status = run.status()
+    rerun_when_finished(run, status.get("state"))
     config = run.config().get("config", {})
     st.markdown(status_line(run))
     total = max(int(status.get("total_steps", 1)), 1)

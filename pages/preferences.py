@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.state import job_queue, model_for, workspace
-from dashboard.widgets import engine_errors, job_controls, queue_notice, status_line
+from dashboard.widgets import engine_errors, flash, job_controls, queue_notice, show_flash, status_line
 from rlhf_engine.data import DataError, PreferencePair, prompt_text, read_pairs, write_pairs
 from rlhf_engine.demo import demo_prompt_split
 from rlhf_engine.generation import decode_responses, sample_responses
@@ -21,6 +21,7 @@ ws = workspace()
 store = ws.store()
 
 st.title("Preferences")
+show_flash()
 st.caption(f"**{store.count()}** pairs stored in `{ws.store_path.name}`. The reward model trains on all of them.")
 upload_tab, collect_tab, simulate_tab, browse_tab = st.tabs(["Upload", "Collect", "Simulate", "Browse & export"])
 
@@ -49,13 +50,17 @@ with upload_tab:
                 pairs = None
                 where = f"row {err.row}: " if err.row is not None else ""
                 st.error(f"{uploaded.name}: {where}{err.problem}")
-        if pairs is not None:
+        stored_uploads = st.session_state.setdefault("stored_uploads", set())
+        if pairs is not None and uploaded.file_id in stored_uploads:
+            st.info(f"{uploaded.name} is stored ({len(pairs)} pairs). Remove it above to upload another file.")
+        elif pairs is not None:
             st.success(f"{uploaded.name}: {len(pairs)} valid pairs.")
             st.dataframe(pairs_frame(pairs[:PREVIEW_ROWS]), hide_index=True)
             if st.button(f"Add {len(pairs)} pairs to the store", type="primary", key="upload.add"):
                 with engine_errors("Storing the pairs"):
                     store.add_many(pairs, source=f"upload:{uploaded.name}")
-                    st.success(f"Stored {len(pairs)} pairs from {uploaded.name}.")
+                    stored_uploads.add(uploaded.file_id)  # a second click cannot store the file twice
+                    flash(f"Stored {len(pairs)} pairs from {uploaded.name}.")
 
 # --------------------------------------------------------------------------------------------- collect
 with collect_tab:

@@ -8,7 +8,19 @@ import streamlit as st
 
 from dashboard import plots
 from dashboard.state import job_queue, reward_model_for, workspace
-from dashboard.widgets import choice_knob, engine_errors, job_controls, knob, queue_notice, run_picker, status_line
+from dashboard.widgets import (
+    choice_knob,
+    engine_errors,
+    flash,
+    job_controls,
+    knob,
+    queue_notice,
+    queue_position,
+    rerun_when_finished,
+    run_picker,
+    show_flash,
+    status_line,
+)
 from rlhf_engine.config import POOLINGS, QUANT_CHOICES, ModelConfig, RewardConfig, field_help
 from rlhf_engine.jobs import REWARD_KIND, prepare_reward_job
 from rlhf_engine.runfolder import new_run_name, safe_name
@@ -17,14 +29,16 @@ ws = workspace()
 store = ws.store()
 n_pairs = store.count()
 st.title("Reward model")
+show_flash()
 st.caption("A Bradley–Terry model: the base model with a LoRA adapter and a linear head, trained so that "
            "score(chosen) > score(rejected). Scores are then normalised to mean 0, std 1 on the base "
            "model's own answers, as PPO expects.")
 
 with st.expander("Train a new reward model", expanded=not ws.runs_of(REWARD_KIND)):
     base = ws.model_config()
+    st.session_state.setdefault("rm.name", new_run_name("rm"))
     with st.form("rm-form"):
-        name = st.text_input("Run name", value=new_run_name("rm"))
+        name = st.text_input("Run name", key="rm.name")
         col1, col2, col3 = st.columns(3)
         with col1:
             steps = knob(RewardConfig, "steps", "rm")
@@ -53,6 +67,9 @@ with st.expander("Train a new reward model", expanded=not ws.runs_of(REWARD_KIND
                 job = prepare_reward_job(ws.runs / safe_name(name), config, data)
             job_queue().submit(job)
             st.session_state["rm.run"] = job.run.id
+            st.session_state.pop("rm.name")  # the next run gets a new name
+            flash(f"Started {job.run.id}." if queue_position(job) == 0 else f"Queued {job.run.id}: it starts when "
+                  "the job before it ends (one heavy job at a time).")
 queue_notice()
 
 runs = ws.runs_of(REWARD_KIND)
@@ -64,6 +81,7 @@ run = run_picker(runs, "Reward model run", "rm.pick")
 @st.fragment(run_every=1.0)
 def live(run):
     status = run.status()
+    rerun_when_finished(run, status.get("state"))
     st.markdown(status_line(run))
     total = max(int(status.get("total_steps", 1)), 1)
     st.progress(min(int(status.get("step", 0)) / total, 1.0))

@@ -152,6 +152,8 @@ class RunFolder:
     def truncate_to_step(self, step: int) -> None:
         """Drop metrics and samples logged after ``step`` (before resuming from that checkpoint)."""
         for name in ("metrics.jsonl", "samples.jsonl", "probes.jsonl"):
+            if not (self.path / name).is_file():
+                continue
             rows = [r for r in read_jsonl(self.path / name) if r.get("step", 0) <= step]
             atomic_write_text(self.path / name, "".join(json.dumps(r) + "\n" for r in rows))
 

@@ -133,6 +133,11 @@ def test_upload_previews_then_stores(workspace):
     assert PairStore(workspace / "pairs.sqlite").count() == 0  # nothing stored before the click
     next(b for b in at.button if b.label == "Add 3 pairs to the store").click().run()
     assert PairStore(workspace / "pairs.sqlite").count() == 3
+    assert at.success[0].value == "Stored 3 pairs from mine.jsonl."
+    assert "**3** pairs stored" in at.caption[0].value
+    assert not any(b.label.startswith("Add ") for b in at.button)  # the same file cannot be stored twice
+    at.run()
+    assert PairStore(workspace / "pairs.sqlite").count() == 3
 
 
 def test_bad_upload_names_file_and_row_and_stores_nothing(workspace):
@@ -259,3 +264,30 @@ def test_runs_page_compares_runs(trained_workspace, monkeypatch):
     assert len(charts) == 2  # the overlay and the reward-vs-KL scatter
     scatter = json.loads(charts[1].proto.spec)
     assert {"ppo-a", "ppo-b"} <= set(scatter["data"][0]["text"])
+
+
+def test_a_second_job_waits_in_the_queue_and_the_page_says_so(trained_workspace, monkeypatch):
+    import threading
+
+    from dashboard.state import job_queue
+    from rlhf_engine.jobs import Job
+
+    monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
+    release = threading.Event()
+    blocker = RunFolder(trained_workspace / "runs" / "blocker")
+    blocker.create("test", {}, 1)
+    job_queue().submit(Job(blocker, lambda job: "completed" if release.wait(120) else "failed"))
+    try:
+        at = open_page("pages/reward_model.py")
+        at.text_input[0].set_value("rm-queued")
+        at.number_input(key="rm.steps").set_value(2)
+        next(b for b in at.button if b.label == "Train").click().run()
+        assert not at.exception and not at.error
+        assert at.success[0].value.startswith("Queued rm-queued: it starts when the job before it ends")
+        assert "Device busy with **blocker**; 1 waiting" in texts(at)
+        assert RunFolder(trained_workspace / "runs" / "rm-queued").status()["state"] == "queued"
+    finally:
+        release.set()
+    run = RunFolder(trained_workspace / "runs" / "rm-queued")
+    wait_for(lambda: run.status()["state"] in ("completed", "failed"))
+    assert run.status()["state"] == "completed" and blocker.status()["state"] == "completed"
