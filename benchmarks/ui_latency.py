@@ -27,8 +27,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from browser import (CAPTION, SUCCESS, UPLOADER_INPUT, chromium_page, dashboard_server, open_page,  # noqa: E402
-                     plotted_points, screenshot, wait_idle)
+from browser import (  # noqa: E402
+    CAPTION,
+    SUCCESS,
+    UPLOADER_INPUT,
+    chromium_page,
+    dashboard_server,
+    open_page,
+    plotted_points,
+    screenshot,
+    wait_idle,
+)
 
 PAGES = ("Home", "Model", "Preferences", "Reward model", "PPO", "Runs")
 

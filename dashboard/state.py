@@ -23,7 +23,9 @@ import streamlit as st
 from rlhf_engine.config import ModelConfig, from_dict, to_dict
 from rlhf_engine.data import PairStore
 from rlhf_engine.jobs import JobQueue
-from rlhf_engine.runfolder import RunFolder, atomic_write_text, list_runs
+from rlhf_engine.runfolder import ACTIVE_STATES, RunFolder, atomic_write_text, list_runs
+
+LIVE_REFRESH_S = 1.0  # seconds between refreshes of a live view
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,29 @@ def loaded_reward_model(folder: str, saved_at: float):
     from rlhf_engine.reward import RewardModel
 
     return RewardModel.load(Path(folder))
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _metric_figures(folder: str, signature: tuple, panels: tuple, kind: str, pending_json: str):
+    from . import plots
+
+    rows = RunFolder(Path(folder)).metrics()
+    pending = json.loads(pending_json) if pending_json else None
+    return [plots.metric_figure(rows, metrics, title, kind, pending) for title, metrics in panels], len(rows)
+
+
+def metric_figures(run: RunFolder, panels: tuple, kind: str, pending: dict | None = None):
+    """(figures, number of logged steps) of a run's panels, rebuilt only when metrics.jsonl changes:
+    live pages redraw every second and building plotly figures costs CPU that training needs."""
+    path = run.path / "metrics.jsonl"
+    stat = path.stat() if path.is_file() else None
+    signature = (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
+    return _metric_figures(str(run.path), signature, panels, kind, json.dumps(pending) if pending else "")
+
+
+def refresh_interval(run: RunFolder) -> float | None:
+    """Live parts refresh once a second while a run is queued or running, and not at all otherwise."""
+    return LIVE_REFRESH_S if run.status().get("state") in ACTIVE_STATES else None
 
 
 def reward_model_for(folder: Path):

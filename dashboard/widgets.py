@@ -76,7 +76,8 @@ def status_line(run: RunFolder) -> str:
     """'▶️ ppo-… — running, step 3/30' with the error of a failed run."""
     status = run.status()
     state = status.get("state", "unknown")
-    text = f"{STATE_ICONS.get(state, '')} **{run.id}** — {state}, step {status.get('step', 0)}/{status.get('total_steps', '?')}"
+    step = f"step {status.get('step', 0)}/{status.get('total_steps', '?')}"
+    text = f"{STATE_ICONS.get(state, '')} **{run.id}** — {state}, {step}"
     if status.get("error"):
         text += f" — {status['error']}"
     return text

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import plots
-from dashboard.state import job_queue, workspace
+from dashboard.state import job_queue, metric_figures, refresh_interval, workspace
 from dashboard.widgets import (
     choice_knob,
     engine_errors,
@@ -78,13 +78,14 @@ with st.expander("Start a new run", expanded=not ws.runs_of(PPO_KIND)):
             whiten_rewards = knob(PPOConfig, "whiten_rewards", K, label="whiten rewards")
             normalize_reward = knob(PPOConfig, "normalize_reward", K, label="normalise RM scores")
             use_eos_penalty = st.checkbox("penalise answers with no EOS", key=f"{K}.use_eos_penalty",
-                                          help="Subtract a fixed amount from the score of answers cut at the length cap")
+                                          help="Subtract a fixed amount from the score of answers cut at the cap")
             eos_penalty = st.number_input("missing-EOS penalty (score units)", value=1.0, key=f"{K}.eos_penalty")
             max_grad_norm = knob(PPOConfig, "max_grad_norm", K, label="gradient clip")
             checkpoint_every = knob(PPOConfig, "checkpoint_every", K, label="checkpoint every (steps)")
             probe_every = knob(PPOConfig, "probe_every", K, label="probe answers every (steps)")
             seed = knob(PPOConfig, "seed", K, label="seed")
-        st.caption(f"Policy base: `{ws.model_config().source}` ({ws.model_config().quant}); change it on the Model page.")
+        base = ws.model_config()
+        st.caption(f"Policy base: `{base.source}` ({base.quant}); change it on the Model page.")
         start = st.form_submit_button("Start", type="primary", disabled=not reward_models)
     if start:
         with engine_errors("Starting PPO"):
@@ -115,7 +116,6 @@ if run is None:
     st.stop()
 
 
-@st.fragment(run_every=1.0)
 def live(run):
     status = run.status()
     rerun_when_finished(run, status.get("state"))
@@ -138,10 +138,10 @@ def live(run):
                                               if pending else "")
                + (f" · now {phase} step {int(status.get('step', 0)) + 1}" if status.get("state") == "running"
                   and phase else ""))
-    for start in range(0, len(plots.PPO_PANELS), 3):
-        cols = st.columns(3)
-        for col, (title, metrics) in zip(cols, plots.PPO_PANELS[start:start + 3]):
-            col.plotly_chart(plots.metric_figure(rows, metrics, title, PPO_KIND, pending), key=f"ppo.{title}")
+    figures, _ = metric_figures(run, plots.PPO_PANELS, PPO_KIND, pending)
+    for start in range(0, len(figures), 3):
+        for col, (title, _), figure in zip(st.columns(3), plots.PPO_PANELS[start:start + 3], figures[start:start + 3]):
+            col.plotly_chart(figure, key=f"ppo.{title}")
 
     st.subheader("Samples")
     samples = run.samples()
@@ -169,4 +169,4 @@ def live(run):
         col_pol.text(policy.get(prompt, "—"))
 
 
-live(run)
+st.fragment(live, run_every=refresh_interval(run))(run)

@@ -7,8 +7,16 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard.state import job_queue, model_for, workspace
-from dashboard.widgets import engine_errors, flash, job_controls, queue_notice, show_flash, status_line
+from dashboard.state import job_queue, model_for, refresh_interval, workspace
+from dashboard.widgets import (
+    engine_errors,
+    flash,
+    job_controls,
+    queue_notice,
+    rerun_when_finished,
+    show_flash,
+    status_line,
+)
 from rlhf_engine.data import DataError, PreferencePair, prompt_text, read_pairs, write_pairs
 from rlhf_engine.demo import demo_prompt_split
 from rlhf_engine.generation import decode_responses, sample_responses
@@ -116,20 +124,18 @@ with simulate_tab:
             st.session_state.simulate_run = str(job.run.path)
     queue_notice()
 
-    @st.fragment(run_every=1.0)
-    def simulate_progress():
-        runs = ws.runs_of(DEMO_PAIRS_KIND)
-        if not runs:
-            return
-        run = runs[0]
+    def simulate_progress(run):
         status = run.status()
+        rerun_when_finished(run, status.get("state"))
         total = max(int(status.get("total_steps", 1)), 1)
         st.markdown(status_line(run))
         st.progress(min(int(status.get("step", 0)) / total, 1.0),
                     text=f"{status.get('step', 0)} of {total} pairs (stored together when all are made)")
         job_controls(run, "simulate")
 
-    simulate_progress()
+    simulate_runs = ws.runs_of(DEMO_PAIRS_KIND)
+    if simulate_runs:
+        st.fragment(simulate_progress, run_every=refresh_interval(simulate_runs[0]))(simulate_runs[0])
 
 # --------------------------------------------------------------------------------------------- browse
 with browse_tab:

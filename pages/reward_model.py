@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import plots
-from dashboard.state import job_queue, reward_model_for, workspace
+from dashboard.state import job_queue, metric_figures, refresh_interval, reward_model_for, workspace
 from dashboard.widgets import (
     choice_knob,
     engine_errors,
@@ -78,7 +78,6 @@ if st.session_state.get("rm.run") in [r.id for r in runs]:
 run = run_picker(runs, "Reward model run", "rm.pick")
 
 
-@st.fragment(run_every=1.0)
 def live(run):
     status = run.status()
     rerun_when_finished(run, status.get("state"))
@@ -86,11 +85,10 @@ def live(run):
     total = max(int(status.get("total_steps", 1)), 1)
     st.progress(min(int(status.get("step", 0)) / total, 1.0))
     job_controls(run, "rm")
-    rows = run.metrics()
-    st.caption(f"{len(rows)} steps plotted")
-    cols = st.columns(len(plots.RM_PANELS))
-    for col, (title, metrics) in zip(cols, plots.RM_PANELS):
-        col.plotly_chart(plots.metric_figure(rows, metrics, title, REWARD_KIND), key=f"rm.{title}")
+    figures, steps = metric_figures(run, plots.RM_PANELS, REWARD_KIND)
+    st.caption(f"{steps} steps plotted")
+    for col, (title, _), figure in zip(st.columns(len(figures)), plots.RM_PANELS, figures):
+        col.plotly_chart(figure, key=f"rm.{title}")
     if status.get("state") == "failed":
         st.error(f"The run failed: {status.get('error')}. The full log is in {run.path / 'events.log'}.")
 
@@ -98,7 +96,7 @@ def live(run):
 if run is None:
     st.info("No reward model yet.")
     st.stop()
-live(run)
+st.fragment(live, run_every=refresh_interval(run))(run)
 
 evaluation = run.eval()
 if evaluation:

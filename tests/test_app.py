@@ -291,3 +291,38 @@ def test_a_second_job_waits_in_the_queue_and_the_page_says_so(trained_workspace,
     run = RunFolder(trained_workspace / "runs" / "rm-queued")
     wait_for(lambda: run.status()["state"] in ("completed", "failed"))
     assert run.status()["state"] == "completed" and blocker.status()["state"] == "completed"
+
+
+def test_simulated_pairs_run_in_the_background_and_are_stored_together(workspace, monkeypatch):
+    import rlhf_engine.demo as demo
+
+    def fake_make_demo_pairs(n, model_config, seed=0, on_progress=lambda done, total: None, **kw):
+        made = []
+        for i in range(n):
+            made.append(PreferencePair(f"prompt {i}", "Lovely.", "Awful."))
+            on_progress(len(made), n)
+        return made
+
+    monkeypatch.setattr(demo, "make_demo_pairs", fake_make_demo_pairs)  # the gold annotator on the tiny model
+    at = open_page("pages/preferences.py")  # would tie forever: its text has no sentiment
+    at.number_input(key="simulate.n").set_value(5)
+    at.button(key="simulate.start").click().run()
+    assert not at.exception and not at.error
+    run = next((workspace / "runs").iterdir())
+    wait_for(lambda: RunFolder(run).status()["state"] in ("completed", "failed"))
+    at.run()
+    assert PairStore(workspace / "pairs.sqlite").count() == 5
+    assert {r.source for r in PairStore(workspace / "pairs.sqlite").list()} == {"simulated"}
+    assert "5 of 5 pairs" in at.get("progress")[0].proto.text
+
+
+def test_a_failed_run_shows_its_reason_on_the_page(trained_workspace, monkeypatch):
+    monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
+    run = RunFolder(trained_workspace / "runs" / "ppo-failed")
+    run.create("ppo", {"config": {"kl_coef": 0.05}}, 10)
+    run.set_status("failed", step=2, error="NonFiniteError: objective/kl is NaN or infinite at step 3")
+    at = open_page("pages/ppo.py")
+    at.selectbox(key="ppo.pick").set_value("ppo-failed").run()
+    assert not at.exception
+    assert any("The run failed: NonFiniteError: objective/kl is NaN" in e.value for e in at.error)
+    assert any(b.label == "Resume" for b in at.button)

@@ -9,9 +9,22 @@ import time
 from pathlib import Path
 
 import pytest
+from browser import (
+    ERROR,
+    EXCEPTION,
+    NAV_LINK,
+    ROOT,
+    SUCCESS,
+    UPLOADER_INPUT,
+    caption_number,
+    chromium_page,
+    dashboard_server,
+    open_page,
+    plotted_points,
+    screenshot,
+    wait_idle,
+)
 
-from browser import (CAPTION, ERROR, EXCEPTION, NAV_LINK, ROOT, SUCCESS, UPLOADER_INPUT, caption_number,
-                     chromium_page, dashboard_server, open_page, plotted_points, screenshot, wait_idle)
 from rlhf_engine.config import ModelConfig, to_dict
 
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "test-artifacts" / "screenshots"))
@@ -65,7 +78,8 @@ def test_the_loop_by_clicking_in_chromium(workspace, tmp_path):
         # Home: the loop and the pages
         open_page(page, url)
         expect(page.get_by_role("heading", name="RLHF Workbench")).to_be_visible()
-        nav = [page.locator(NAV_LINK).nth(i).inner_text().split("\n")[-1] for i in range(page.locator(NAV_LINK).count())]
+        links = page.locator(NAV_LINK)
+        nav = [links.nth(i).inner_text().split("\n")[-1] for i in range(links.count())]
         assert nav == ["Home", "Model", "Preferences", "Reward model", "PPO", "Runs"]
         screenshot(page, SHOTS / "1-home.png")
 

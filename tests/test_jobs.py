@@ -241,3 +241,29 @@ def test_reward_eval_has_held_out_scores_and_lengths(reward_dir):
     rows = evaluation["held_out"]
     assert len(rows) == evaluation["held_out_pairs"] == len(evaluation["margins"])
     assert all(r["chosen_tokens"] > 0 and r["rejected_tokens"] > 0 for r in rows)
+
+
+def test_demo_pairs_job_stores_all_pairs_or_none(tmp_path, monkeypatch, tiny_model_config):
+    import rlhf_engine.demo as demo
+    from rlhf_engine.data import PairStore
+    from rlhf_engine.jobs import prepare_demo_pairs_job
+
+    def fake(n, model_config, seed=0, on_progress=lambda done, total: None, **kw):
+        made = []
+        for i in range(n):
+            made.append(PreferencePair(f"p{i}", "good", "bad"))
+            on_progress(len(made), n)
+            time.sleep(0.05)
+        return made
+
+    monkeypatch.setattr(demo, "make_demo_pairs", fake)
+    store = tmp_path / "pairs.sqlite"
+    done = prepare_demo_pairs_job(tmp_path / "runs" / "a", 4, store, tiny_model_config).start()
+    assert done.join(30) == "completed" and PairStore(store).count() == 4
+    assert done.run.status()["step"] == 4 and len(read_jsonl(done.run.path / "pairs.jsonl")) == 4
+    stopped = prepare_demo_pairs_job(tmp_path / "runs" / "b", 200, store, tiny_model_config).start()
+    while stopped.run.status().get("step", 0) < 2:
+        time.sleep(0.01)
+    stopped.stop()
+    assert stopped.join(30) == "stopped"
+    assert PairStore(store).count() == 4  # nothing of the stopped job was stored
