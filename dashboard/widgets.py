@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Iterator, Sequence
 
 import streamlit as st
@@ -17,13 +18,22 @@ STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circl
                "failed": ":material/error:", "interrupted": ":material/warning:", "unknown": ":material/help:"}
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md(text) -> str:
+    """User, model or file text made safe to place inside Markdown: every special character escaped,
+    so it shows as typed (no links, images, HTML or formatting)."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
 @contextlib.contextmanager
 def engine_errors(action: str) -> Iterator[None]:
     """Show an engine error as one plain message on the page instead of a traceback."""
     try:
         yield
     except Exception as err:  # noqa: BLE001 - any failure of the engine becomes a message
-        st.error(f"{action} failed: {describe_error(err)}")
+        st.error(f"{action} failed: {md(describe_error(err))}")
 
 
 def flash(message: str) -> None:
@@ -77,9 +87,9 @@ def status_line(run: RunFolder) -> str:
     status = run.status()
     state = status.get("state", "unknown")
     step = f"step {status.get('step', 0)}/{status.get('total_steps', '?')}"
-    text = f"{STATE_ICONS.get(state, '')} **{run.id}** — {state}, {step}"
+    text = f"{STATE_ICONS.get(state, '')} **{md(run.id)}** — {state}, {step}"
     if status.get("error"):
-        text += f" — {status['error']}"
+        text += f" — {md(status['error'])}"
     return text
 
 
@@ -135,4 +145,4 @@ def queue_notice() -> None:
     jobs = job_queue().jobs()
     if jobs:
         waiting = f"; {len(jobs) - 1} waiting" if len(jobs) > 1 else ""
-        st.caption(f"Device busy with **{jobs[0].run.id}**{waiting}. New jobs wait their turn (one at a time).")
+        st.caption(f"Device busy with **{md(jobs[0].run.id)}**{waiting}. New jobs wait their turn (one at a time).")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from dashboard.state import workspace
-from dashboard.widgets import STATE_ICONS, queue_notice
+from dashboard.widgets import STATE_ICONS, md, queue_notice
 
 LOOP = """
 digraph {
@@ -42,7 +42,7 @@ with col_rm:
     done = [r for r in rms if r.status().get("state") == "completed"]
     st.metric("reward models trained", len(done))
     for run in rms[:3]:
-        st.caption(f"{STATE_ICONS.get(run.status()['state'], '')} {run.id} — {run.status()['state']}")
+        st.caption(f"{STATE_ICONS.get(run.status()['state'], '')} {md(run.id)} — {run.status()['state']}")
     st.page_link("pages/reward_model.py", label="Train and evaluate", icon=":material/military_tech:")
 with col_ppo:
     st.subheader("3. PPO")
@@ -50,7 +50,7 @@ with col_ppo:
     st.metric("PPO runs", len(ppo_runs))
     for run in ppo_runs[:3]:
         status = run.status()
-        st.caption(f"{STATE_ICONS.get(status['state'], '')} {run.id} — {status['state']}, "
+        st.caption(f"{STATE_ICONS.get(status['state'], '')} {md(run.id)} — {status['state']}, "
                    f"step {status.get('step', 0)}/{status.get('total_steps', '?')}")
     st.page_link("pages/ppo.py", label="Fine-tune the policy", icon=":material/autorenew:")
 st.page_link("pages/runs.py", label="Compare all runs", icon=":material/monitoring:")

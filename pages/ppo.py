@@ -11,6 +11,7 @@ from dashboard.widgets import (
     flash,
     job_controls,
     knob,
+    md,
     queue_notice,
     queue_position,
     rerun_when_finished,
@@ -128,7 +129,7 @@ def live(run):
                f"{config.get('response_length')} tokens · T {config.get('temperature')}")
     job_controls(run, "ppo")
     if status.get("state") == "failed":
-        st.error(f"The run failed: {status.get('error')}. The full log is in {run.path / 'events.log'}.")
+        st.error(f"The run failed: {md(status.get('error'))}. The full log is in `{run.path / 'events.log'}`.")
     rows = run.metrics()
     pending = status.get("rollout") if status.get("state") == "running" else None
     if pending and rows and pending["step"] <= rows[-1]["step"]:
@@ -161,7 +162,7 @@ def live(run):
     if not reference:
         st.caption("The reference answers the probe prompts when the run starts.")
     for prompt, answer in reference.items():
-        st.markdown(f"**{prompt}**")
+        st.markdown(f"**{md(prompt)}**")
         col_ref, col_pol = st.columns(2)
         col_ref.caption("reference (frozen base)")
         col_ref.text(answer)

@@ -12,6 +12,7 @@ from dashboard.widgets import (
     engine_errors,
     flash,
     job_controls,
+    md,
     queue_notice,
     rerun_when_finished,
     show_flash,
@@ -57,18 +58,18 @@ with upload_tab:
             except DataError as err:
                 pairs = None
                 where = f"row {err.row}: " if err.row is not None else ""
-                st.error(f"{uploaded.name}: {where}{err.problem}")
+                st.error(md(f"{uploaded.name}: {where}{err.problem}"))
         stored_uploads = st.session_state.setdefault("stored_uploads", set())
         if pairs is not None and uploaded.file_id in stored_uploads:
-            st.info(f"{uploaded.name} is stored ({len(pairs)} pairs). Remove it above to upload another file.")
+            st.info(f"{md(uploaded.name)} is stored ({len(pairs)} pairs). Remove it above to upload another file.")
         elif pairs is not None:
-            st.success(f"{uploaded.name}: {len(pairs)} valid pairs.")
+            st.success(f"{md(uploaded.name)}: {len(pairs)} valid pairs.")
             st.dataframe(pairs_frame(pairs[:PREVIEW_ROWS]), hide_index=True)
             if st.button(f"Add {len(pairs)} pairs to the store", type="primary", key="upload.add"):
                 with engine_errors("Storing the pairs"):
                     store.add_many(pairs, source=f"upload:{uploaded.name}")
                     stored_uploads.add(uploaded.file_id)  # a second click cannot store the file twice
-                    flash(f"Stored {len(pairs)} pairs from {uploaded.name}.")
+                    flash(f"Stored {len(pairs)} pairs from {md(uploaded.name)}.")
 
 # --------------------------------------------------------------------------------------------- collect
 with collect_tab:

@@ -14,6 +14,7 @@ from dashboard.widgets import (
     flash,
     job_controls,
     knob,
+    md,
     queue_notice,
     queue_position,
     rerun_when_finished,
@@ -90,7 +91,7 @@ def live(run):
     for col, (title, _), figure in zip(st.columns(len(figures)), plots.RM_PANELS, figures):
         col.plotly_chart(figure, key=f"rm.{title}")
     if status.get("state") == "failed":
-        st.error(f"The run failed: {status.get('error')}. The full log is in {run.path / 'events.log'}.")
+        st.error(f"The run failed: {md(status.get('error'))}. The full log is in `{run.path / 'events.log'}`.")
 
 
 if run is None:

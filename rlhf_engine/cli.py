@@ -50,6 +50,11 @@ _positive_float = _float_above(0.0, inclusive=False)
 _non_negative_float = _float_above(0.0, inclusive=True)
 
 
+WORKSPACE = Path(os.environ.get("RLHF_WORKSPACE", "workspace"))  # the dashboard's workspace
+DEFAULT_RUNS = WORKSPACE / "runs"
+DEFAULT_STORE = WORKSPACE / "pairs.sqlite"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rlhf_engine", description="RLHF Workbench engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", choices=POOLINGS,
                    help="score from the last real token (default, as in Ziegler et al.) or the mean of the response tokens")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other RewardConfig field, e.g. --set eval_every=10 (repeatable)")
 
     p = sub.add_parser("ppo", help="PPO against a reward model with a KL penalty to the reference")
     p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
@@ -99,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing-eos-penalty", type=float)
     p.add_argument("--checkpoint-every", type=_positive_int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other PPOConfig field, e.g. --set ppo_epochs=2 --set cliprange=0.1 (repeatable)")
 
     p = sub.add_parser("resume", help="continue a stopped, failed or interrupted run from its last checkpoint")
     p.add_argument("run", type=Path)
@@ -113,7 +122,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("runs", help="list runs with their state and last metrics")
-    p.add_argument("root", nargs="?", type=Path, default=Path("runs"))
+    p.add_argument("root", nargs="?", type=Path, default=DEFAULT_RUNS,
+                   help=f"folder of run folders (default {DEFAULT_RUNS}, the dashboard's)")
+
+    p = sub.add_parser("pairs", help="the preference-pair store the dashboard uses (SQLite)")
+    p.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"store file (default {DEFAULT_STORE})")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("add", help="validate a pairs file and store all its pairs (or none)")
+    a.add_argument("file", type=Path)
+    a = actions.add_parser("list", help="stored pairs, newest first")
+    a.add_argument("--search", help="case-insensitive text in the prompt or answers")
+    a.add_argument("--limit", type=_positive_int, default=20)
+    actions.add_parser("count", help="number of stored pairs")
+    a = actions.add_parser("delete", help="delete pairs by id")
+    a.add_argument("ids", type=int, nargs="+")
+    a = actions.add_parser("export", help="write every stored pair to a .jsonl, .csv or .parquet file")
+    a.add_argument("out", type=Path)
+
+    p = sub.add_parser("collect", help="collect pairs by hand: the model answers twice, you pick the better one")
+    p.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"store file (default {DEFAULT_STORE})")
+    p.add_argument("--model", default="default")
+    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="none")
+    p.add_argument("--prompt", action="append", help="prompt to ask (repeatable); default: the demo prompts")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    p.add_argument("--temperature", type=_positive_float, default=0.9)
+    p.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -166,13 +199,42 @@ def _overrides(args, mapping: dict[str, str]) -> dict:
     return {field: getattr(args, flag) for flag, field in mapping.items() if getattr(args, flag, None) is not None}
 
 
+def _set_fields(cls, assignments: list[str]) -> dict:
+    """--set FIELD=VALUE pairs, each value parsed as its field's default is typed."""
+    from .config import field_defaults
+
+    defaults = {k: v for k, v in field_defaults(cls).items() if k != "model"}
+    fields = {}
+    for item in assignments:
+        name, sep, text = item.partition("=")
+        if not sep or name not in defaults:
+            raise UserError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(defaults))}")
+        default = defaults[name]
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                value = text.lower() in ("true", "1")
+            elif isinstance(default, int):
+                value = int(text)
+            elif isinstance(default, float) or default is None:
+                value = None if text.lower() == "none" else float(text)
+            else:
+                value = text
+        except ValueError:
+            raise UserError(f"--set {item!r}: {text!r} is not a valid {type(default).__name__}") from None
+        fields[name] = value
+    return fields
+
+
 def _train_rm(args) -> int:
     from .config import ModelConfig, RewardConfig
     from .jobs import start_reward_job
 
     config = RewardConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
                           **_overrides(args, {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate",
-                                              "pooling": "pooling"}))
+                                              "pooling": "pooling"}),
+                          **_set_fields(RewardConfig, args.set))
     job = start_reward_job(args.out, config, args.data)
     return _follow(job, ("loss", "accuracy", "eval/accuracy"))
 
@@ -188,7 +250,7 @@ def _ppo(args) -> int:
         "checkpoint_every": "checkpoint_every",
     })
     config = PPOConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
-                       adaptive_kl=args.adaptive_kl, **fields)
+                       adaptive_kl=args.adaptive_kl, **{**fields, **_set_fields(PPOConfig, args.set)})
     if args.prompts is not None and not args.prompts.exists():
         raise UserError(f"{args.prompts}: file not found")
     job = start_ppo_job(args.out, config, args.reward, args.prompts)
@@ -274,6 +336,71 @@ def _runs(args) -> int:
     return 0
 
 
+def _pairs(args) -> int:
+    from .data import PairStore, prompt_text, read_pairs
+
+    if args.action == "add":
+        pairs = read_pairs(args.file)  # the whole file is checked before anything is stored
+        PairStore(args.store).add_many(pairs, source=f"upload:{args.file.name}")
+        print(f"stored {len(pairs)} pairs from {args.file} in {args.store}")
+        return 0
+    if not args.store.is_file():
+        raise UserError(f"{args.store}: no pair store yet (add pairs first)")
+    store = PairStore(args.store)
+    if args.action == "count":
+        print(store.count())
+    elif args.action == "list":
+        for row in store.list(limit=args.limit, search=args.search):
+            print(f"#{row.id} [{row.source}] {prompt_text(row.pair.prompt)!r}\n"
+                  f"  chosen:   {row.pair.chosen!r}\n  rejected: {row.pair.rejected!r}")
+    elif args.action == "delete":
+        missing = [i for i in args.ids if not store.delete(i)]
+        print(f"deleted {len(args.ids) - len(missing)} pairs" + (f"; no pair with id {missing}" if missing else ""))
+        return EXIT_USER_ERROR if missing else 0
+    elif args.action == "export":
+        if args.out.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
+            raise UserError(f"export file must end in .jsonl, .csv or .parquet, got {args.out.name!r}")
+        print(f"wrote {store.export(args.out)} pairs to {args.out}")
+    return 0
+
+
+def _collect(args) -> int:
+    """Two answers per prompt; type a or b to store the pair at once, t (tie) or s (skip) to store nothing."""
+    import random
+
+    from .config import ModelConfig
+    from .data import PairStore, PreferencePair
+    from .demo import demo_prompt_split
+    from .generation import decode_responses, sample_responses
+    from .models import load_model_and_tokenizer, set_seed
+
+    config = ModelConfig(source=args.model, quant=args.quant)
+    model, tokenizer = load_model_and_tokenizer(config)
+    store = PairStore(args.store)
+    set_seed(args.seed)
+    prompts = args.prompt or random.Random(args.seed).sample(demo_prompt_split()[0], len(demo_prompt_split()[0]))
+    stored = 0
+    for prompt in prompts:
+        a, b = decode_responses(tokenizer, sample_responses(model, tokenizer, [prompt, prompt], args.max_new_tokens,
+                                                            args.temperature, config.chat_template))
+        print(f"\nprompt: {prompt}\n\n[A] {a}\n\n[B] {b}\n")
+        answer = ""
+        while answer not in ("a", "b", "t", "s", "q"):
+            try:
+                answer = input("better? a / b / t(ie) / s(kip) / q(uit): ").strip().lower()
+            except EOFError:  # input closed: stop as if q
+                answer = "q"
+        if answer == "q":
+            break
+        if answer in ("a", "b") and a.strip() != b.strip():
+            chosen, rejected = (a, b) if answer == "a" else (b, a)
+            pair_id = store.add(PreferencePair(prompt, chosen, rejected), source="collected")
+            stored += 1
+            print(f"stored pair #{pair_id}")
+    print(f"stored {stored} pairs in {args.store}")
+    return 0
+
+
 COMMANDS = {
     "validate-data": _validate_data,
     "make-demo-pairs": _make_demo_pairs,
@@ -282,6 +409,8 @@ COMMANDS = {
     "resume": _resume,
     "sample": _sample,
     "runs": _runs,
+    "pairs": _pairs,
+    "collect": _collect,
 }
 
 if __name__ == "__main__":  # pragma: no cover

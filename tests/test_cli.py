@@ -111,3 +111,71 @@ def test_make_demo_pairs_passes_completions_and_temperature(tmp_path, monkeypatc
     assert main(argv) == 0
     assert seen["completions_per_prompt"] == 8 and seen["temperature"] == 0.9 and seen["n"] == 3
     assert len(read_pairs(out)) == 3 and "wrote 3 pairs" in capsys.readouterr().out
+
+
+def test_pairs_store_add_list_delete_export(good_pairs, tmp_path, capsys):
+    store = tmp_path / "ws" / "pairs.sqlite"
+    assert main(["pairs", "--store", str(store), "add", str(good_pairs)]) == 0
+    assert main(["pairs", "--store", str(store), "count"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "6"
+    assert main(["pairs", "--store", str(store), "list", "--search", "prompt 3"]) == 0
+    listed = capsys.readouterr().out
+    assert "'Prompt 3'" in listed and "'Prompt 4'" not in listed
+    pair_id = int(listed.split()[0].lstrip("#"))
+    assert main(["pairs", "--store", str(store), "delete", str(pair_id), "9999"]) == 2
+    assert "deleted 1 pairs; no pair with id [9999]" in capsys.readouterr().out
+    out = tmp_path / "export.parquet"
+    assert main(["pairs", "--store", str(store), "export", str(out)]) == 0
+    assert len(read_pairs(out)) == 5
+
+
+def test_pairs_add_of_a_bad_file_stores_nothing(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n')
+    store = tmp_path / "pairs.sqlite"
+    result = run_cli("pairs", "--store", store, "add", bad)
+    assert result.returncode == 2 and "bad.jsonl: row 2" in result.stderr and "Traceback" not in result.stderr
+    assert not store.exists() or main(["pairs", "--store", str(store), "count"]) == 0
+
+
+def test_collect_stores_the_picked_answer(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from rlhf_engine.data import PairStore
+
+    store = tmp_path / "pairs.sqlite"
+    answers = iter(["x", "b", "s"])  # an invalid key is asked again; b stores; s skips; then input ends
+
+    def fake_input(prompt=""):
+        try:
+            return next(answers)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    code = main(["collect", "--store", str(store), "--model", tiny_model_dir, "--max-new-tokens", "8",
+                 "--prompt", "First?", "--prompt", "Second?", "--prompt", "Third?"])
+    assert code == 0
+    rows = PairStore(store).list()
+    out = capsys.readouterr().out
+    assert "stored 1 pairs" in out
+    assert len(rows) == 1 and rows[0].pair.prompt == "First?" and rows[0].source == "collected"
+
+
+@pytest.mark.parametrize("assignment, words", [
+    ("nope=1", "expected FIELD=VALUE"),
+    ("ppo_epochs=two", "'two' is not a valid int"),
+    ("whiten_rewards=maybe", "not a valid bool"),
+])
+def test_bad_set_values_exit_2(assignment, words, tmp_path):
+    result = run_cli("ppo", "--reward", tmp_path, "--out", tmp_path / "x", "--set", assignment)
+    assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
+
+
+def test_set_reaches_the_config():
+    from rlhf_engine.cli import _set_fields
+    from rlhf_engine.config import PPOConfig
+
+    fields = _set_fields(PPOConfig, ["ppo_epochs=2", "cliprange=0.1", "whiten_rewards=true",
+                                     "missing_eos_penalty=1.5", "lr_schedule=constant"])
+    config = PPOConfig(**fields)
+    assert (config.ppo_epochs, config.cliprange, config.whiten_rewards, config.missing_eos_penalty,
+            config.lr_schedule) == (2, 0.1, True, 1.5, "constant")
