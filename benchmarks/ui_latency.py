@@ -33,30 +33,16 @@ from browser import (  # noqa: E402
     UPLOADER_INPUT,
     chromium_page,
     dashboard_server,
+    fill_number,
+    nav_link,
     open_page,
     plotted_points,
     screenshot,
+    select_option,
     wait_idle,
 )
 
 PAGES = ("Home", "Model", "Preferences", "Reward model", "PPO", "Runs")
-
-
-def nav(page, name: str):
-    return page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=name, exact=True)
-
-
-def fill_number(page, label: str, value) -> None:
-    box = page.get_by_label(label, exact=True)
-    box.fill(str(value))
-    box.press("Tab")
-
-
-def select_option(page, label: str, option: str) -> None:
-    box = page.get_by_role("combobox", name=label)
-    box.scroll_into_view_if_needed()
-    box.click()
-    page.get_by_role("option", name=option, exact=True).click()
 
 
 def pending_point_shown(page) -> bool:
@@ -84,7 +70,7 @@ def main() -> int:
         open_page(page, url)
         screenshot(page, shots / "1-home.png")
 
-        nav(page, "Model").click()
+        nav_link(page, "Model").click()
         wait_idle(page)
         page.get_by_text("parameters", exact=True).wait_for()
         chat = page.get_by_placeholder("Ask the model something")
@@ -94,7 +80,7 @@ def main() -> int:
         wait_idle(page)
         screenshot(page, shots / "2-model.png")
 
-        nav(page, "Preferences").click()
+        nav_link(page, "Preferences").click()
         wait_idle(page)
         page.locator(UPLOADER_INPUT).set_input_files(str(args.pairs))
         page.locator(SUCCESS).first.wait_for()
@@ -104,7 +90,7 @@ def main() -> int:
         wait_idle(page)
         screenshot(page, shots / "3-preferences.png")
 
-        nav(page, "Reward model").click()
+        nav_link(page, "Reward model").click()
         wait_idle(page)
         fill_number(page, "steps", args.rm_steps)
         select_option(page, "pooling", "mean")
@@ -115,7 +101,7 @@ def main() -> int:
         wait_idle(page)
         screenshot(page, shots / "4-reward-model.png")
 
-        nav(page, "PPO").click()
+        nav_link(page, "PPO").click()
         wait_idle(page)
         fill_number(page, "PPO steps", args.ppo_steps)
         clicked = time.monotonic()
@@ -131,23 +117,23 @@ def main() -> int:
         for _ in range(3):  # page response time while the run goes
             for name in PAGES:
                 t = time.monotonic()
-                nav(page, name).click()
+                nav_link(page, name).click()
                 page.get_by_role("heading", name="RLHF Workbench" if name == "Home" else name, exact=True).wait_for()
                 wait_idle(page)
                 results["pages"].setdefault(name, []).append(round(time.monotonic() - t, 2))
         results["page_median_s"] = {k: statistics.median(v) for k, v in results["pages"].items()}
         results["page_max_s"] = max(max(v) for v in results["pages"].values())
 
-        nav(page, "PPO").click()
+        nav_link(page, "PPO").click()
         wait_idle(page)
         while plotted_points(page)[:1] in ([], [0]) or plotted_points(page)[0] < args.shot_after:
             page.wait_for_timeout(1000)
         wait_idle(page)
         screenshot(page, shots / "5-ppo.png")
-        nav(page, "Runs").click()
+        nav_link(page, "Runs").click()
         wait_idle(page)
         screenshot(page, shots / "6-runs.png")
-        nav(page, "PPO").click()
+        nav_link(page, "PPO").click()
         wait_idle(page)
         page.get_by_role("button", name="Stop").click()
         page.get_by_text("— stopped, step").wait_for(timeout=600_000)

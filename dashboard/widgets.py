@@ -103,12 +103,38 @@ def rerun_when_finished(run: RunFolder, state: str) -> None:
         st.rerun(scope="app")
 
 
+def run_header(run: RunFolder, key: str) -> dict:
+    """Inside a live fragment: the run's state line, progress bar, Stop/Resume and its error; returns status."""
+    status = run.status()
+    rerun_when_finished(run, status.get("state"))
+    st.markdown(status_line(run))
+    st.progress(min(int(status.get("step", 0)) / max(int(status.get("total_steps", 1)), 1), 1.0))
+    job_controls(run, key)
+    if status.get("state") == "failed":
+        st.error(f"The run failed: {md(status.get('error'))}. The full log is in `{run.path / 'events.log'}`.")
+    return status
+
+
 def run_picker(runs: Sequence[RunFolder], label: str, key: str) -> RunFolder | None:
-    """A selectbox of run ids (newest first); None if there are none. The state is shown by status_line."""
+    """A selectbox of run ids (newest first, the run this session last started on top); None if there are
+    none. The state is shown by status_line."""
     if not runs:
         return None
-    by_id = {r.id: r for r in runs}
+    started = st.session_state.get(f"{key}.started")
+    by_id = {r.id: r for r in sorted(runs, key=lambda r: r.id != started)}
     return by_id.get(st.selectbox(label, list(by_id), key=key))
+
+
+def submit_job(job, picker_key: str, name_key: str) -> None:
+    """Queue a prepared job, show it in the run picker, give the next run a new name, and say what happened."""
+    from .state import job_queue
+
+    job_queue().submit(job)
+    st.session_state[f"{picker_key}.started"] = job.run.id
+    st.session_state[picker_key] = job.run.id  # the picker shows the new run (it is drawn after the form)
+    st.session_state.pop(name_key, None)
+    flash(f"Started {job.run.id}." if queue_position(job) == 0 else
+          f"Queued {job.run.id}: it starts when the job before it ends (one heavy job at a time).")
 
 
 def job_controls(run: RunFolder, key: str) -> None:

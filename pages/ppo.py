@@ -4,20 +4,17 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import plots
-from dashboard.state import job_queue, metric_figures, refresh_interval, workspace
+from dashboard.state import metric_figures, refresh_interval, workspace
 from dashboard.widgets import (
     choice_knob,
     engine_errors,
-    flash,
-    job_controls,
     knob,
     md,
     queue_notice,
-    queue_position,
-    rerun_when_finished,
+    run_header,
     run_picker,
     show_flash,
-    status_line,
+    submit_job,
 )
 from rlhf_engine.config import KL_ESTIMATORS, PPOConfig
 from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_ppo_job
@@ -101,35 +98,21 @@ with st.expander("Start a new run", expanded=not ws.runs_of(PPO_KIND)):
                 checkpoint_every=checkpoint_every, probe_every=probe_every, seed=seed,
             )
             job = prepare_ppo_job(ws.runs / safe_name(name), config, ws.runs / rm_id)
-            job_queue().submit(job)
-            st.session_state["ppo.run"] = job.run.id
-            st.session_state.pop("ppo.name")  # the next run gets a new name
-            flash(f"Started {job.run.id}." if queue_position(job) == 0 else f"Queued {job.run.id}: it starts when "
-                  "the job before it ends (one heavy job at a time).")
+            submit_job(job, "ppo.pick", "ppo.name")
 queue_notice()
 
-runs = ws.runs_of(PPO_KIND)
-if st.session_state.get("ppo.run") in [r.id for r in runs]:
-    runs.sort(key=lambda r: r.id != st.session_state["ppo.run"])
-run = run_picker(runs, "PPO run", "ppo.pick")
+run = run_picker(ws.runs_of(PPO_KIND), "PPO run", "ppo.pick")
 if run is None:
     st.info("No PPO run yet.")
     st.stop()
 
 
 def live(run):
-    status = run.status()
-    rerun_when_finished(run, status.get("state"))
+    status = run_header(run, "ppo")
     config = run.config().get("config", {})
-    st.markdown(status_line(run))
-    total = max(int(status.get("total_steps", 1)), 1)
-    st.progress(min(int(status.get("step", 0)) / total, 1.0))
     st.caption(f"β {config.get('kl_coef')} ({'adaptive' if config.get('adaptive_kl') else 'fixed'}) · "
                f"KL estimator {config.get('kl_estimator')} · batch {config.get('batch_size')} · "
                f"{config.get('response_length')} tokens · T {config.get('temperature')}")
-    job_controls(run, "ppo")
-    if status.get("state") == "failed":
-        st.error(f"The run failed: {md(status.get('error'))}. The full log is in `{run.path / 'events.log'}`.")
     rows = run.metrics()
     pending = status.get("rollout") if status.get("state") == "running" else None
     if pending and rows and pending["step"] <= rows[-1]["step"]:

@@ -7,20 +7,16 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import plots
-from dashboard.state import job_queue, metric_figures, refresh_interval, reward_model_for, workspace
+from dashboard.state import metric_figures, refresh_interval, reward_model_for, workspace
 from dashboard.widgets import (
     choice_knob,
     engine_errors,
-    flash,
-    job_controls,
     knob,
-    md,
     queue_notice,
-    queue_position,
-    rerun_when_finished,
+    run_header,
     run_picker,
     show_flash,
-    status_line,
+    submit_job,
 )
 from rlhf_engine.config import POOLINGS, QUANT_CHOICES, ModelConfig, RewardConfig, field_help
 from rlhf_engine.jobs import REWARD_KIND, prepare_reward_job
@@ -66,32 +62,18 @@ with st.expander("Train a new reward model", expanded=not ws.runs_of(REWARD_KIND
                 data = Path(tmp) / "pairs.jsonl"
                 store.export(data)
                 job = prepare_reward_job(ws.runs / safe_name(name), config, data)
-            job_queue().submit(job)
-            st.session_state["rm.run"] = job.run.id
-            st.session_state.pop("rm.name")  # the next run gets a new name
-            flash(f"Started {job.run.id}." if queue_position(job) == 0 else f"Queued {job.run.id}: it starts when "
-                  "the job before it ends (one heavy job at a time).")
+            submit_job(job, "rm.pick", "rm.name")
 queue_notice()
 
-runs = ws.runs_of(REWARD_KIND)
-if st.session_state.get("rm.run") in [r.id for r in runs]:
-    runs.sort(key=lambda r: r.id != st.session_state["rm.run"])
-run = run_picker(runs, "Reward model run", "rm.pick")
+run = run_picker(ws.runs_of(REWARD_KIND), "Reward model run", "rm.pick")
 
 
 def live(run):
-    status = run.status()
-    rerun_when_finished(run, status.get("state"))
-    st.markdown(status_line(run))
-    total = max(int(status.get("total_steps", 1)), 1)
-    st.progress(min(int(status.get("step", 0)) / total, 1.0))
-    job_controls(run, "rm")
+    run_header(run, "rm")
     figures, steps = metric_figures(run, plots.RM_PANELS, REWARD_KIND)
     st.caption(f"{steps} steps plotted")
     for col, (title, _), figure in zip(st.columns(len(figures)), plots.RM_PANELS, figures):
         col.plotly_chart(figure, key=f"rm.{title}")
-    if status.get("state") == "failed":
-        st.error(f"The run failed: {md(status.get('error'))}. The full log is in `{run.path / 'events.log'}`.")
 
 
 if run is None:

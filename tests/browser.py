@@ -115,6 +115,26 @@ def caption_number(page, containing: str) -> int:
     return int(text.split()[0])
 
 
+def nav_link(page, name: str):
+    """The sidebar link of a page, by its title."""
+    return page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=name, exact=True)
+
+
+def fill_number(page, label: str, value) -> None:
+    """Type into a number input and leave it, so Streamlit takes the value."""
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def select_option(page, label: str, option: str) -> None:
+    """Pick an option of a selectbox (scrolled into view first: a click that scrolls closes the list)."""
+    box = page.get_by_role("combobox", name=label)
+    box.scroll_into_view_if_needed()
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
 def screenshot(page, path: Path) -> Path:
     """The whole page: Streamlit scrolls inside stMain, so grow the viewport to its height first."""
     size = page.viewport_size

@@ -19,6 +19,8 @@ from browser import (
     caption_number,
     chromium_page,
     dashboard_server,
+    fill_number,
+    nav_link,
     open_page,
     plotted_points,
     screenshot,
@@ -44,10 +46,6 @@ def workspace(tmp_path, tiny_model_dir) -> Path:
     return root
 
 
-def nav_link(page, name: str):
-    return page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=name, exact=True)
-
-
 def wait_for_points(page, n: int, timeout_s: float = 180) -> list[int]:
     """Poll the charts until the first one plots at least n logged steps."""
     deadline = time.monotonic() + timeout_s
@@ -57,12 +55,6 @@ def wait_for_points(page, n: int, timeout_s: float = 180) -> list[int]:
             return points
         assert time.monotonic() < deadline, f"the plot has {points} points, waiting for {n}"
         page.wait_for_timeout(250)
-
-
-def fill_number(page, label: str, value) -> None:
-    box = page.get_by_label(label, exact=True)
-    box.fill(str(value))
-    box.press("Tab")
 
 
 @pytest.mark.slow
