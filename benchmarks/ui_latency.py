@@ -31,12 +31,13 @@ from browser import (  # noqa: E402
     CAPTION,
     SUCCESS,
     UPLOADER_INPUT,
+    app_button,
     chromium_page,
     dashboard_server,
     fill_number,
+    logged_points,
     nav_link,
     open_page,
-    plotted_points,
     screenshot,
     select_option,
     wait_idle,
@@ -106,13 +107,13 @@ def main() -> int:
         fill_number(page, "PPO steps", args.ppo_steps)
         clicked = time.monotonic()
         page.get_by_role("button", name="Start").click()
-        while not pending_point_shown(page) and plotted_points(page)[:1] in ([], [0]):
+        while not pending_point_shown(page) and not logged_points(page):
             page.wait_for_timeout(100)
         results["start_to_rollout_point_s"] = round(time.monotonic() - clicked, 1)
-        while plotted_points(page)[:1] in ([], [0]):
+        while not logged_points(page):
             page.wait_for_timeout(100)
         results["start_to_first_step_point_s"] = round(time.monotonic() - clicked, 1)
-        print(json.dumps(results), flush=True)
+        save(args.out, results)
 
         for _ in range(3):  # page response time while the run goes
             for name in PAGES:
@@ -123,10 +124,11 @@ def main() -> int:
                 results["pages"].setdefault(name, []).append(round(time.monotonic() - t, 2))
         results["page_median_s"] = {k: statistics.median(v) for k, v in results["pages"].items()}
         results["page_max_s"] = max(max(v) for v in results["pages"].values())
+        save(args.out, results)
 
         nav_link(page, "PPO").click()
         wait_idle(page)
-        while plotted_points(page)[:1] in ([], [0]) or plotted_points(page)[0] < args.shot_after:
+        while logged_points(page) < args.shot_after:
             page.wait_for_timeout(1000)
         wait_idle(page)
         screenshot(page, shots / "5-ppo.png")
@@ -135,12 +137,21 @@ def main() -> int:
         screenshot(page, shots / "6-runs.png")
         nav_link(page, "PPO").click()
         wait_idle(page)
-        page.get_by_role("button", name="Stop").click()
+        app_button(page, "Stop").click()
         page.get_by_text("— stopped, step").wait_for(timeout=600_000)
 
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    metrics = [json.loads(line) for run in (workspace / "runs").glob("ppo-*")
+               for line in (run / "metrics.jsonl").read_text().splitlines()]
+    results["ppo_step_s"] = [round(m["time/step_s"], 1) for m in metrics]
+    results["ppo_rollout_s"] = [round(m["time/rollout_s"], 1) for m in metrics]
+    save(args.out, results)
     print(json.dumps(results, indent=2))
     return 0
+
+
+def save(out: Path, results: dict) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results), flush=True)
 
 
 def _cores() -> int:

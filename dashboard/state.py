@@ -145,9 +145,14 @@ def metric_figures(run: RunFolder, panels: tuple, kind: str, pending: dict | Non
     return _metric_figures(str(run.path), signature, panels, kind, json.dumps(pending) if pending else "")
 
 
+def is_live(run: RunFolder) -> bool:
+    """Queued or running, or its job (process) not yet ended."""
+    return run.status().get("state") in ACTIVE_STATES or job_queue().find(run.path) is not None
+
+
 def refresh_interval(run: RunFolder) -> float | None:
-    """Live parts refresh once a second while a run is queued or running, and not at all otherwise."""
-    return LIVE_REFRESH_S if run.status().get("state") in ACTIVE_STATES else None
+    """Live parts refresh once a second while a run is live, and not at all otherwise."""
+    return LIVE_REFRESH_S if is_live(run) else None
 
 
 def reward_model_for(folder: Path):

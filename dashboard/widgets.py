@@ -93,20 +93,22 @@ def status_line(run: RunFolder) -> str:
     return text
 
 
-def rerun_when_finished(run: RunFolder, state: str) -> None:
-    """From inside a live fragment: rerun the whole page once when a run it watched leaves queued/running,
-    so the parts outside the fragment (evaluation, Resume) catch up."""
-    key = f"watched_state.{run.path}"
-    before = st.session_state.get(key)
-    st.session_state[key] = state
-    if before in ("queued", "running") and state not in ("queued", "running"):
+def rerun_when_finished(run: RunFolder) -> None:
+    """From inside a live fragment: rerun the whole page once when a run it watched stops being live, so
+    the parts outside the fragment (evaluation, Resume, the refresh itself) catch up."""
+    from .state import is_live
+
+    key = f"watched_live.{run.path}"
+    before, now = st.session_state.get(key), is_live(run)
+    st.session_state[key] = now
+    if before and not now:
         st.rerun(scope="app")
 
 
 def run_header(run: RunFolder, key: str) -> dict:
     """Inside a live fragment: the run's state line, progress bar, Stop/Resume and its error; returns status."""
     status = run.status()
-    rerun_when_finished(run, status.get("state"))
+    rerun_when_finished(run)
     st.markdown(status_line(run))
     st.progress(min(int(status.get("step", 0)) / max(int(status.get("total_steps", 1)), 1), 1.0))
     job_controls(run, key)
@@ -127,9 +129,11 @@ def run_picker(runs: Sequence[RunFolder], label: str, key: str) -> RunFolder | N
 
 def submit_job(job, picker_key: str, name_key: str) -> None:
     """Queue a prepared job, show it in the run picker, give the next run a new name, and say what happened."""
+    from rlhf_engine.jobs import ProcessJob
+
     from .state import job_queue
 
-    job_queue().submit(job)
+    job = job_queue().submit(ProcessJob(job.run))  # its own process: see ProcessJob
     st.session_state[f"{picker_key}.started"] = job.run.id
     st.session_state[picker_key] = job.run.id  # the picker shows the new run (it is drawn after the form)
     st.session_state.pop(name_key, None)
@@ -146,15 +150,16 @@ def job_controls(run: RunFolder, key: str) -> None:
     queue = job_queue()
     state = run.status().get("state")
     job = queue.find(run.path)
-    if job is not None:
+    if job is not None and state in ("queued", "running"):
         if st.button("Stop", key=f"{key}.stop", help="Stop after the current step; a checkpoint is kept"):
             queue.stop(job)
             st.rerun()
+    elif job is not None:
+        st.caption("The job is ending…")
     elif state in ("stopped", "failed", "interrupted"):
         if st.button("Resume", key=f"{key}.resume", help="Continue from the last checkpoint"):
             with engine_errors("Resume"):
-                queue.submit(prepare_resume(run.path))
-                st.rerun()
+                submit_job(prepare_resume(run.path), key, f"{key}.name")
 
 
 def queue_position(job) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard.state import job_queue, model_for, refresh_interval, workspace
+from dashboard.state import model_for, refresh_interval, workspace
 from dashboard.widgets import (
     engine_errors,
     flash,
@@ -17,6 +17,7 @@ from dashboard.widgets import (
     rerun_when_finished,
     show_flash,
     status_line,
+    submit_job,
 )
 from rlhf_engine.data import DataError, PreferencePair, prompt_text, read_pairs, write_pairs
 from rlhf_engine.demo import demo_prompt_split
@@ -121,13 +122,12 @@ with simulate_tab:
         with engine_errors("Starting"):
             job = prepare_demo_pairs_job(ws.runs / new_run_name("pairs"), int(n), ws.store_path, ws.model_config(),
                                          seed=random.randrange(2**31))
-            job_queue().submit(job)
-            st.session_state.simulate_run = str(job.run.path)
+            submit_job(job, "simulate", "simulate.name")
     queue_notice()
 
     def simulate_progress(run):
         status = run.status()
-        rerun_when_finished(run, status.get("state"))
+        rerun_when_finished(run)
         total = max(int(status.get("total_steps", 1)), 1)
         st.markdown(status_line(run))
         st.progress(min(int(status.get("step", 0)) / total, 1.0),

@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="none")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("run-job", help="run a prepared (queued) run folder in this process; the dashboard "
+                                       "starts its jobs this way")
+    p.add_argument("run", type=Path)
+
     p = sub.add_parser("runs", help="list runs with their state and last metrics")
     p.add_argument("root", nargs="?", type=Path, default=DEFAULT_RUNS,
                    help=f"folder of run folders (default {DEFAULT_RUNS}, the dashboard's)")
@@ -261,6 +265,29 @@ def _resume(args) -> int:
     from .jobs import PPO_KIND, resume_job
 
     job = resume_job(args.run)
+    keys = (("objective/scores", "objective/kl", "beta", "time/step_s") if job.run.config()["kind"] == PPO_KIND
+            else ("loss", "accuracy", "eval/accuracy"))
+    return _follow(job, keys)
+
+
+def _run_job(args) -> int:
+    """Execute a queued run folder; end it cleanly (checkpoint first) on SIGINT or when the parent exits."""
+    import threading
+    import time
+
+    from .jobs import PPO_KIND, prepared_job
+
+    job = prepared_job(args.run).start()
+    parent = os.getppid()
+
+    def watch_parent() -> None:  # the dashboard server died: stop at the end of the step, with a checkpoint
+        while job.alive:
+            if os.getppid() != parent:
+                job.stop()
+                return
+            time.sleep(1.0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
     keys = (("objective/scores", "objective/kl", "beta", "time/step_s") if job.run.config()["kind"] == PPO_KIND
             else ("loss", "accuracy", "eval/accuracy"))
     return _follow(job, keys)
@@ -409,6 +436,7 @@ COMMANDS = {
     "resume": _resume,
     "sample": _sample,
     "runs": _runs,
+    "run-job": _run_job,
     "pairs": _pairs,
     "collect": _collect,
 }

@@ -10,6 +10,10 @@ last checkpoint.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import traceback
 from collections import deque
@@ -71,6 +75,59 @@ class Job:
             return
         run.log(final_state)
         run.set_status(final_state)
+
+
+class ProcessJob:
+    """A prepared run folder executed by ``python -m rlhf_engine run-job <folder>`` in a process of its own.
+
+    The dashboard runs jobs this way: its own threads (one script run a second per open page) would
+    otherwise compete with training for the GIL, and a job that crashes or runs out of memory cannot take
+    the server with it. stop() sends SIGINT, which the job answers as Ctrl-C: checkpoint, then end.
+    Same interface as Job, so a JobQueue holds either.
+    """
+
+    def __init__(self, run: RunFolder):
+        self.run = run
+        self.stop_event = threading.Event()
+        self.process: subprocess.Popen | None = None
+        self.error: str | None = None
+
+    def start(self) -> "ProcessJob":
+        package_parent = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH"))
+                                                           if p)}
+        with open(self.run.path / "process.log", "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "rlhf_engine", "run-job", str(self.run.path)],
+                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.alive:
+            self.process.send_signal(signal.SIGINT)
+
+    def join(self, timeout: float | None = None) -> str:
+        if self.process is not None:
+            try:
+                code = self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return self.state
+            if self.run.status().get("state") in ("queued", "running", "interrupted"):
+                # the process ended without recording an end (killed, or stopped before it began)
+                if self.stop_event.is_set():
+                    self.run.set_status("stopped")
+                else:
+                    self.error = f"the job process ended with exit code {code}; see process.log in the run folder"
+                    self.run.set_status("failed", error=self.error)
+        return self.state
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def state(self) -> str:
+        return self.run.status().get("state", "unknown")
 
 
 def describe_error(err: BaseException) -> str:
@@ -314,10 +371,17 @@ def prepare_resume(run_dir: Path) -> Job:
         raise ValueError(f"run {run.id} is still {state}")
     if state == "completed":
         raise ValueError(f"run {run.id} has completed; nothing to resume")
-    kind = run.config()["kind"]
-    body = {REWARD_KIND: _reward_body, PPO_KIND: _ppo_body, DEMO_PAIRS_KIND: _demo_pairs_body}[kind]
     run.set_status("queued")
-    return Job(run, body)
+    return prepared_job(run_dir)
+
+
+def prepared_job(run_dir: Path) -> Job:
+    """The Job of a run folder that prepare_* or prepare_resume left queued (what ``run-job`` executes)."""
+    run = RunFolder(run_dir)
+    if not run.exists():
+        raise FileNotFoundError(f"no run at {run_dir}")
+    kind = run.config()["kind"]
+    return Job(run, {REWARD_KIND: _reward_body, PPO_KIND: _ppo_body, DEMO_PAIRS_KIND: _demo_pairs_body}[kind])
 
 
 def _launch(job: Job, background: bool) -> Job:

@@ -109,6 +109,12 @@ def plotted_points(page) -> list[int]:
     return page.evaluate(PLOTTED_POINTS)
 
 
+def logged_points(page) -> int:
+    """Points of the first chart's logged steps (0 while the charts are being redrawn)."""
+    points = plotted_points(page)
+    return points[0] if points else 0
+
+
 def caption_number(page, containing: str) -> int:
     """The leading integer of the first caption containing some text (e.g. '3 steps plotted')."""
     text = page.locator(CAPTION, has_text=containing).first.inner_text()
@@ -118,6 +124,11 @@ def caption_number(page, containing: str) -> int:
 def nav_link(page, name: str):
     """The sidebar link of a page, by its title."""
     return page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=name, exact=True)
+
+
+def app_button(page, name: str):
+    """A button of the app (not Streamlit's own header buttons, such as its 'Stop' of a script run)."""
+    return page.get_by_test_id("stButton").get_by_role("button", name=name)
 
 
 def fill_number(page, label: str, value) -> None:

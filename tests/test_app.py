@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -278,6 +279,7 @@ def test_a_second_job_waits_in_the_queue_and_the_page_says_so(trained_workspace,
     from rlhf_engine.jobs import Job
 
     monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
+    assert job_queue().wait_idle(120)  # job processes of earlier tests have exited
     release = threading.Event()
     blocker = RunFolder(trained_workspace / "runs" / "blocker")
     blocker.create("test", {}, 1)
@@ -298,27 +300,21 @@ def test_a_second_job_waits_in_the_queue_and_the_page_says_so(trained_workspace,
     assert run.status()["state"] == "completed" and blocker.status()["state"] == "completed"
 
 
-def test_simulated_pairs_run_in_the_background_and_are_stored_together(workspace, monkeypatch):
-    import rlhf_engine.demo as demo
-
-    def fake_make_demo_pairs(n, model_config, seed=0, on_progress=lambda done, total: None, **kw):
-        made = []
-        for i in range(n):
-            made.append(PreferencePair(f"prompt {i}", "Lovely.", "Awful."))
-            on_progress(len(made), n)
-        return made
-
-    monkeypatch.setattr(demo, "make_demo_pairs", fake_make_demo_pairs)  # the gold annotator on the tiny model
-    at = open_page("pages/preferences.py")  # would tie forever: its text has no sentiment
+def test_simulated_pairs_run_in_their_own_process_and_stop_storing_nothing(workspace):
+    at = open_page("pages/preferences.py")
     at.number_input(key="simulate.n").set_value(5)
     at.button(key="simulate.start").click().run()
     assert not at.exception and not at.error
-    run = next((workspace / "runs").iterdir())
-    wait_for(lambda: RunFolder(run).status()["state"] in ("completed", "failed"))
+    run = RunFolder(next((workspace / "runs").iterdir()))
+    assert run.config()["kind"] == "demo_pairs"
+    wait_for(lambda: run.status()["state"] == "running")
+    assert run.status()["pid"] != os.getpid()  # the job runs in a process of its own
     at.run()
-    assert PairStore(workspace / "pairs.sqlite").count() == 5
-    assert {r.source for r in PairStore(workspace / "pairs.sqlite").list()} == {"simulated"}
-    assert "5 of 5 pairs" in at.get("progress")[0].proto.text
+    assert "of 5 pairs" in at.get("progress")[0].proto.text
+    next(b for b in at.button if b.label == "Stop").click().run()
+    wait_for(lambda: run.status()["state"] in ("stopped", "failed", "completed"))
+    assert run.status()["state"] == "stopped"
+    assert PairStore(workspace / "pairs.sqlite").count() == 0  # all the pairs or none
 
 
 def test_a_failed_run_shows_its_reason_on_the_page(trained_workspace, monkeypatch):

@@ -16,10 +16,12 @@ from browser import (
     ROOT,
     SUCCESS,
     UPLOADER_INPUT,
+    app_button,
     caption_number,
     chromium_page,
     dashboard_server,
     fill_number,
+    logged_points,
     nav_link,
     open_page,
     plotted_points,
@@ -113,13 +115,13 @@ def test_the_loop_by_clicking_in_chromium(workspace, tmp_path):
         wait_for_points(page, first[0] + 2)
         grown = caption_number(page, "steps plotted")
         assert grown >= first[0] + 2
-        page.get_by_role("button", name="Stop").click()
+        app_button(page, "Stop").click()
         expect(page.get_by_text("— stopped, step")).to_be_visible(timeout=120_000)
+        expect(app_button(page, "Resume")).to_be_visible()  # the job process has ended
         wait_idle(page)
-        stopped = plotted_points(page)[0]
-        page.wait_for_timeout(2500)  # more than two refreshes: nothing new is plotted after the stop
-        assert plotted_points(page)[0] == stopped == caption_number(page, "steps plotted")
-        expect(page.get_by_role("button", name="Resume")).to_be_visible()
+        stopped = logged_points(page)
+        page.wait_for_timeout(2500)  # more than two refresh periods: nothing new is plotted after the stop
+        assert logged_points(page) == stopped == caption_number(page, "steps plotted")
         screenshot(page, SHOTS / "5-ppo.png")
 
         # Runs: both runs, with their states

@@ -267,3 +267,43 @@ def test_demo_pairs_job_stores_all_pairs_or_none(tmp_path, monkeypatch, tiny_mod
     stopped.stop()
     assert stopped.join(30) == "stopped"
     assert PairStore(store).count() == 4  # nothing of the stopped job was stored
+
+
+def test_process_job_runs_a_prepared_run_in_its_own_process(runs_dir, tiny_model_config, pairs_file):
+    import os
+
+    from rlhf_engine.jobs import ProcessJob, prepare_reward_job
+
+    config = RewardConfig(model=tiny_model_config, steps=3, eval_every=3, norm_samples=4, norm_response_length=4)
+    job = ProcessJob(prepare_reward_job(runs_dir / "rm-process", config, pairs_file).run).start()
+    assert job.join(timeout=300) == "completed", (job.run.path / "process.log").read_text()
+    assert job.run.status()["pid"] != os.getpid()
+    assert [m["step"] for m in job.run.metrics()] == [1, 2, 3]
+    assert "step 3" in (job.run.path / "process.log").read_text()
+
+
+def test_process_job_stop_checkpoints_and_a_killed_process_reads_as_failed(runs_dir, tiny_model_config,
+                                                                           reward_dir):
+    import signal
+
+    from rlhf_engine.jobs import ProcessJob, prepare_ppo_job
+
+    job = ProcessJob(prepare_ppo_job(runs_dir / "ppo-process", _ppo_config(tiny_model_config, steps=500),
+                                     reward_dir).run).start()
+    deadline = time.time() + 300
+    while len(job.run.metrics()) < 2:
+        assert time.time() < deadline and job.alive, (job.run.path / "process.log").read_text()
+        time.sleep(0.1)
+    job.stop()  # SIGINT: the job answers as to Ctrl-C
+    assert job.join(timeout=120) == "stopped"
+    stopped_at = job.run.status()["step"]
+    assert job.run.latest_checkpoint().name == f"step-{stopped_at:06d}"
+
+    from rlhf_engine.jobs import prepare_resume
+
+    killed = ProcessJob(prepare_resume(job.run.path).run).start()
+    while killed.run.status()["state"] != "running":
+        time.sleep(0.05)
+    killed.process.send_signal(signal.SIGKILL)
+    assert killed.join(timeout=60) == "failed"
+    assert "exit code -9" in killed.run.status()["error"]
