@@ -108,10 +108,10 @@ def main() -> int:
         clicked = time.monotonic()
         page.get_by_role("button", name="Start").click()
         while not pending_point_shown(page) and not logged_points(page):
-            page.wait_for_timeout(100)
+            page.wait_for_timeout(250)
         results["start_to_rollout_point_s"] = round(time.monotonic() - clicked, 1)
         while not logged_points(page):
-            page.wait_for_timeout(100)
+            page.wait_for_timeout(250)
         results["start_to_first_step_point_s"] = round(time.monotonic() - clicked, 1)
         save(args.out, results)
 

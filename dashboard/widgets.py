@@ -117,6 +117,39 @@ def run_header(run: RunFolder, key: str) -> dict:
     return status
 
 
+def data_signature(run: RunFolder) -> tuple:
+    """Changes whenever a run's view has something new to draw: metrics, samples, probes, evaluation, or
+    the rollout point of a step still updating."""
+    files = []
+    for name in ("metrics.jsonl", "samples.jsonl", "probes.jsonl", "eval.json"):
+        path = run.path / name
+        stat = path.stat() if path.is_file() else None
+        files.append((stat.st_size, stat.st_mtime_ns) if stat else None)
+    rollout = run.status().get("rollout")
+    return (*files, rollout.get("step") if rollout else None)
+
+
+def live_header(run: RunFolder, key: str, extra=None) -> dict:
+    """The part of a run's view that refreshes every second while the run is live: state, progress,
+    Stop/Resume (and ``extra(status)``). When the run has new data the whole page reruns once, so the
+    charts and tables below are redrawn only then: redrawing seven charts every second cost the CPU
+    that training needs. Returns the status read for this page run."""
+    drawn = f"drawn.{run.path}"
+    st.session_state[drawn] = data_signature(run)  # what the page below this header is drawn from
+
+    def refresh() -> None:
+        status = run_header(run, key)
+        if extra is not None:
+            extra(status)
+        if st.session_state.get(drawn) != data_signature(run):
+            st.rerun(scope="app")
+
+    from .state import refresh_interval
+
+    st.fragment(refresh, run_every=refresh_interval(run))()
+    return run.status()
+
+
 def run_picker(runs: Sequence[RunFolder], label: str, key: str) -> RunFolder | None:
     """A selectbox of run ids (newest first, the run this session last started on top); None if there are
     none. The state is shown by status_line."""

@@ -4,14 +4,14 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import plots
-from dashboard.state import metric_figures, refresh_interval, workspace
+from dashboard.state import metric_figures, workspace
 from dashboard.widgets import (
     choice_knob,
     engine_errors,
     knob,
+    live_header,
     md,
     queue_notice,
-    run_header,
     run_picker,
     show_flash,
     submit_job,
@@ -107,50 +107,49 @@ if run is None:
     st.stop()
 
 
-def live(run):
-    status = run_header(run, "ppo")
-    config = run.config().get("config", {})
-    st.caption(f"β {config.get('kl_coef')} ({'adaptive' if config.get('adaptive_kl') else 'fixed'}) · "
-               f"KL estimator {config.get('kl_estimator')} · batch {config.get('batch_size')} · "
-               f"{config.get('response_length')} tokens · T {config.get('temperature')}")
-    rows = run.metrics()
-    pending = status.get("rollout") if status.get("state") == "running" else None
-    if pending and rows and pending["step"] <= rows[-1]["step"]:
-        pending = None
+def show_phase(status: dict) -> None:
     phase = {"rollout": "generating and scoring", "update": "updating"}.get(status.get("phase"), "")
-    st.caption(f"{len(rows)} steps plotted" + (f" + step {pending['step']}'s rollout (hollow marker, update running)"
-                                              if pending else "")
-               + (f" · now {phase} step {int(status.get('step', 0)) + 1}" if status.get("state") == "running"
-                  and phase else ""))
-    figures, _ = metric_figures(run, plots.PPO_PANELS, PPO_KIND, pending)
-    for start in range(0, len(figures), 3):
-        for col, (title, _), figure in zip(st.columns(3), plots.PPO_PANELS[start:start + 3], figures[start:start + 3]):
-            col.plotly_chart(figure, key=f"ppo.{title}")
-
-    st.subheader("Samples")
-    samples = run.samples()
-    if samples:
-        frame = pd.DataFrame(samples[::-1])[["step", "prompt", "response", "score", "kl"]]
-        st.dataframe(frame, hide_index=True, height=260,
-                     column_config={"score": st.column_config.NumberColumn(format="%.3f"),
-                                    "kl": st.column_config.NumberColumn("KL (nats)", format="%.3f")})
-    else:
-        st.caption("The first samples appear after the first step.")
-
-    st.subheader("Probe prompts: reference vs current policy")
-    probes = run.probes()
-    reference = {p["prompt"]: p["response"] for p in probes if p["policy"] == "reference"}
-    latest_step = max((p["step"] for p in probes if p["policy"] == "policy"), default=None)
-    policy = {p["prompt"]: p["response"] for p in probes if p["policy"] == "policy" and p["step"] == latest_step}
-    if not reference:
-        st.caption("The reference answers the probe prompts when the run starts.")
-    for prompt, answer in reference.items():
-        st.markdown(f"**{md(prompt)}**")
-        col_ref, col_pol = st.columns(2)
-        col_ref.caption("reference (frozen base)")
-        col_ref.text(answer)
-        col_pol.caption(f"policy at step {latest_step}" if latest_step else "policy (after the first probe step)")
-        col_pol.text(policy.get(prompt, "—"))
+    if status.get("state") == "running" and phase:
+        st.caption(f"Now {phase} step {int(status.get('step', 0)) + 1}.")
 
 
-st.fragment(live, run_every=refresh_interval(run))(run)
+status = live_header(run, "ppo", show_phase)
+config = run.config().get("config", {})
+st.caption(f"β {config.get('kl_coef')} ({'adaptive' if config.get('adaptive_kl') else 'fixed'}) · "
+           f"KL estimator {config.get('kl_estimator')} · batch {config.get('batch_size')} · "
+           f"{config.get('response_length')} tokens · T {config.get('temperature')}")
+rows = run.metrics()
+pending = status.get("rollout") if status.get("state") == "running" else None
+if pending and rows and pending["step"] <= rows[-1]["step"]:
+    pending = None
+st.caption(f"{len(rows)} steps plotted" + (f" + step {pending['step']}'s rollout (hollow marker, update running)"
+                                          if pending else ""))
+figures, _ = metric_figures(run, plots.PPO_PANELS, PPO_KIND, pending)
+for start in range(0, len(figures), 3):
+    for col, (title, _), figure in zip(st.columns(3), plots.PPO_PANELS[start:start + 3], figures[start:start + 3]):
+        col.plotly_chart(figure, key=f"ppo.{title}")
+
+st.subheader("Samples")
+samples = run.samples()
+if samples:
+    frame = pd.DataFrame(samples[::-1])[["step", "prompt", "response", "score", "kl"]]
+    st.dataframe(frame, hide_index=True, height=260,
+                 column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                                "kl": st.column_config.NumberColumn("KL (nats)", format="%.3f")})
+else:
+    st.caption("The first samples appear after the first step.")
+
+st.subheader("Probe prompts: reference vs current policy")
+probes = run.probes()
+reference = {p["prompt"]: p["response"] for p in probes if p["policy"] == "reference"}
+latest_step = max((p["step"] for p in probes if p["policy"] == "policy"), default=None)
+policy = {p["prompt"]: p["response"] for p in probes if p["policy"] == "policy" and p["step"] == latest_step}
+if not reference:
+    st.caption("The reference answers the probe prompts after the first step.")
+for prompt, answer in reference.items():
+    st.markdown(f"**{md(prompt)}**")
+    col_ref, col_pol = st.columns(2)
+    col_ref.caption("reference (frozen base)")
+    col_ref.text(answer)
+    col_pol.caption(f"policy at step {latest_step}" if latest_step else "policy (after the first probe step)")
+    col_pol.text(policy.get(prompt, "—"))

@@ -7,13 +7,13 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import plots
-from dashboard.state import metric_figures, refresh_interval, reward_model_for, workspace
+from dashboard.state import metric_figures, reward_model_for, workspace
 from dashboard.widgets import (
     choice_knob,
     engine_errors,
     knob,
+    live_header,
     queue_notice,
-    run_header,
     run_picker,
     show_flash,
     submit_job,
@@ -68,18 +68,14 @@ queue_notice()
 run = run_picker(ws.runs_of(REWARD_KIND), "Reward model run", "rm.pick")
 
 
-def live(run):
-    run_header(run, "rm")
-    figures, steps = metric_figures(run, plots.RM_PANELS, REWARD_KIND)
-    st.caption(f"{steps} steps plotted")
-    for col, (title, _), figure in zip(st.columns(len(figures)), plots.RM_PANELS, figures):
-        col.plotly_chart(figure, key=f"rm.{title}")
-
-
 if run is None:
     st.info("No reward model yet.")
     st.stop()
-st.fragment(live, run_every=refresh_interval(run))(run)
+live_header(run, "rm")
+figures, steps = metric_figures(run, plots.RM_PANELS, REWARD_KIND)
+st.caption(f"{steps} steps plotted")
+for col, (title, _), figure in zip(st.columns(len(figures)), plots.RM_PANELS, figures):
+    col.plotly_chart(figure, key=f"rm.{title}")
 
 evaluation = run.eval()
 if evaluation:
