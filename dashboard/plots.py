@@ -83,7 +83,8 @@ def metric_figure(rows: Sequence[dict], metrics: Sequence[str], title: str, kind
                                      marker=dict(symbol="circle-open", size=10),
                                      name=f"{metric}, step {pending['step']} (update running)"))
     fig = _layout(fig, title, STEP_AXIS.get(kind, "step"), label(metrics[0]) if len(metrics) == 1 else "")
-    fig.update_xaxes(tickformat="d")
+    last_step = max((r["step"] for r in rows), default=0)
+    fig.update_xaxes(tickformat="d", dtick=1 if last_step <= 10 else None)  # whole steps only
     if set(metrics) <= SHARE_METRICS:
         fig.update_yaxes(range=[-0.02, 1.02])
     return fig

@@ -74,6 +74,21 @@ class Workspace:
         return found
 
 
+def require_app_shell() -> None:
+    """Make sure a page runs inside app.py's navigation; call it first on every page.
+
+    Streamlit treats an app with a `pages/` folder as an old-style multipage app until app.py's
+    st.navigation has run once in the server: a first visit straight to, say, /runs after a restart
+    would run pages/runs.py alone, under Streamlit's automatic page list. Clear that (pinned
+    Streamlit's) flag and rerun, so that app.py runs.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def workspace() -> Workspace:
     """The workspace of this server: $RLHF_WORKSPACE or ./workspace."""
     root = Path(os.environ.get("RLHF_WORKSPACE", "workspace")).resolve()

@@ -2,8 +2,10 @@
 
 import streamlit as st
 
-from dashboard.state import workspace
+from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import STATE_ICONS, md, queue_notice
+
+require_app_shell()
 
 LOOP = """
 digraph {

@@ -4,7 +4,7 @@ import dataclasses
 
 import streamlit as st
 
-from dashboard.state import model_for, workspace
+from dashboard.state import model_for, require_app_shell, workspace
 from dashboard.widgets import engine_errors
 from rlhf_engine.config import DTYPE_CHOICES, QUANT_CHOICES, ModelConfig, field_help
 from rlhf_engine.generation import decode_responses, sample_responses
@@ -17,6 +17,8 @@ KINDS = {
 }
 PLACEHOLDERS = {"hub": "HuggingFaceTB/SmolLM2-360M-Instruct", "folder": "/path/to/model-folder",
                 "gguf": "/path/to/model.gguf"}
+
+require_app_shell()
 
 ws = workspace()
 current = ws.model_config()

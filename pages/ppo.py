@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import plots
-from dashboard.state import metric_figures, workspace
+from dashboard.state import metric_figures, require_app_shell, workspace
 from dashboard.widgets import (
     choice_knob,
     engine_errors,
@@ -19,6 +19,8 @@ from dashboard.widgets import (
 from rlhf_engine.config import KL_ESTIMATORS, PPOConfig
 from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_ppo_job
 from rlhf_engine.runfolder import new_run_name, safe_name
+
+require_app_shell()
 
 K = "ppo"
 ws = workspace()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard.state import model_for, refresh_interval, workspace
+from dashboard.state import model_for, refresh_interval, require_app_shell, workspace
 from dashboard.widgets import (
     engine_errors,
     flash,
@@ -24,6 +24,8 @@ from rlhf_engine.demo import demo_prompt_split
 from rlhf_engine.generation import decode_responses, sample_responses
 from rlhf_engine.jobs import DEMO_PAIRS_KIND, prepare_demo_pairs_job
 from rlhf_engine.runfolder import new_run_name, safe_name
+
+require_app_shell()
 
 PREVIEW_ROWS = 20
 PAGE_SIZE = 50

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import plots
-from dashboard.state import metric_figures, reward_model_for, workspace
+from dashboard.state import metric_figures, require_app_shell, reward_model_for, workspace
 from dashboard.widgets import (
     choice_knob,
     engine_errors,
@@ -21,6 +21,8 @@ from dashboard.widgets import (
 from rlhf_engine.config import POOLINGS, QUANT_CHOICES, ModelConfig, RewardConfig, field_help
 from rlhf_engine.jobs import REWARD_KIND, prepare_reward_job
 from rlhf_engine.runfolder import new_run_name, safe_name
+
+require_app_shell()
 
 ws = workspace()
 store = ws.store()

@@ -4,10 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import plots
-from dashboard.state import workspace
+from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import job_controls, run_picker
 from rlhf_engine.jobs import PPO_KIND
 from rlhf_engine.runfolder import list_runs
+
+require_app_shell()
 
 LAST_STEPS = 5  # the scatter uses the mean of each run's last 5 steps
 

@@ -101,7 +101,7 @@ class PPOConfig:
     missing_eos_penalty: float | None = None  # if set, the score of a response with no EOS is replaced by this
     checkpoint_every: int = 10  # write a resumable checkpoint every N steps
     samples_per_step: int = 4  # (prompt, response, score, KL) rows logged each step
-    probe_every: int = 10  # answer the fixed probe prompts with the current policy every N steps (0 = never)
+    probe_every: int = 5  # answer the fixed probe prompts with the current policy every N steps (0 = never)
     seed: int = 0  # seeds Python, NumPy and torch (and the prompt order)
 
     def __post_init__(self) -> None:

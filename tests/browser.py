@@ -149,6 +149,7 @@ def select_option(page, label: str, option: str) -> None:
 def screenshot(page, path: Path) -> Path:
     """The whole page: Streamlit scrolls inside stMain, so grow the viewport to its height first."""
     size = page.viewport_size
+    page.wait_for_timeout(1000)  # charts below the fold are laid out a moment after the script run ends
     height = page.evaluate("""() => Math.max(...['stMain', 'stAppScrollToBottomContainer', 'stAppViewContainer']
         .map(id => document.querySelector(`[data-testid="${id}"]`)).filter(Boolean).map(el => el.scrollHeight))""")
     page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(height, 6000))})

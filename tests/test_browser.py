@@ -69,12 +69,16 @@ def test_the_loop_by_clicking_in_chromium(workspace, tmp_path):
     broken_file.write_text(json.dumps(PAIRS[0]) + "\n" + json.dumps({"prompt": "a", "chosen": "b"}) + "\n")
 
     with dashboard_server(workspace, tmp_path / "streamlit.log") as url, chromium_page() as page:
-        # Home: the loop and the pages
-        open_page(page, url)
-        expect(page.get_by_role("heading", name="RLHF Workbench")).to_be_visible()
+        # a fresh server's first visit straight to a page still gets the app's own navigation
+        open_page(page, f"{url}/runs")
+        expect(page.get_by_role("heading", name="Runs")).to_be_visible()
         links = page.locator(NAV_LINK)
         nav = [links.nth(i).inner_text().split("\n")[-1] for i in range(links.count())]
         assert nav == ["Home", "Model", "Preferences", "Reward model", "PPO", "Runs"]
+
+        # Home: the loop and the pages
+        open_page(page, url)
+        expect(page.get_by_role("heading", name="RLHF Workbench")).to_be_visible()
         screenshot(page, SHOTS / "1-home.png")
 
         # Model: what was loaded
