@@ -2,7 +2,10 @@
 
 import streamlit as st
 
+from dashboard.state import APP_SHELL_KEY
+
 st.set_page_config(page_title="RLHF Workbench", layout="wide")
+st.session_state[APP_SHELL_KEY] = True  # pages check it: see dashboard.state.require_app_shell
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/model.py", title="Model", icon=":material/neurology:"),

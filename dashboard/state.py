@@ -26,6 +26,7 @@ from rlhf_engine.jobs import JobQueue
 from rlhf_engine.runfolder import ACTIVE_STATES, RunFolder, atomic_write_text, list_runs
 
 LIVE_REFRESH_S = 1.0  # seconds between refreshes of a live view
+APP_SHELL_KEY = "app_shell"  # set by app.py in every session it runs in
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,12 @@ def require_app_shell() -> None:
 
     Streamlit treats an app with a `pages/` folder as an old-style multipage app until app.py's
     st.navigation has run once in the server: a first visit straight to, say, /runs after a restart
-    would run pages/runs.py alone, under Streamlit's automatic page list. Clear that (pinned
-    Streamlit's) flag and rerun, so that app.py runs.
+    would run pages/runs.py alone, under Streamlit's automatic page list. app.py marks the sessions it
+    has run in; in any other, clear that (pinned Streamlit's) flag and rerun, so that app.py runs.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if not st.session_state.get(APP_SHELL_KEY):
         PagesManager.uses_pages_directory = False
         st.rerun()
 
