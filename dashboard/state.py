@@ -152,12 +152,25 @@ def _metric_figures(folder: str, signature: tuple, panels: tuple, kind: str, pen
     return [plots.metric_figure(rows, metrics, title, kind, pending) for title, metrics in panels], len(rows)
 
 
-def metric_figures(run: RunFolder, panels: tuple, kind: str, pending: dict | None = None):
-    """(figures, number of logged steps) of a run's panels, rebuilt only when metrics.jsonl changes:
-    live pages redraw every second and building plotly figures costs CPU that training needs."""
-    path = run.path / "metrics.jsonl"
+def file_signature(path: Path) -> tuple[int, int] | None:
+    """(size, mtime) of a file, None if absent: changes whenever the file is written."""
     stat = path.stat() if path.is_file() else None
-    signature = (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
+    return (stat.st_size, stat.st_mtime_ns) if stat else None
+
+
+def data_signature(run: RunFolder) -> tuple:
+    """Changes whenever a run's view has something new to draw: metrics, samples, probes, evaluation, or
+    the rollout point of a step still updating."""
+    rollout = run.status().get("rollout")
+    files = (file_signature(run.path / name)
+             for name in ("metrics.jsonl", "samples.jsonl", "probes.jsonl", "eval.json"))
+    return (*files, rollout.get("step") if rollout else None)
+
+
+def metric_figures(run: RunFolder, panels: tuple, kind: str, pending: dict | None = None):
+    """(figures, number of logged steps) of a run's panels, rebuilt only when metrics.jsonl changes
+    (several sessions may show the same run; building plotly figures costs CPU that training needs)."""
+    signature = file_signature(run.path / "metrics.jsonl")
     return _metric_figures(str(run.path), signature, panels, kind, json.dumps(pending) if pending else "")
 
 

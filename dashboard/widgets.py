@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 
@@ -48,6 +47,11 @@ def show_flash() -> None:
         st.success(message)
 
 
+def knob_help(cls: type, name: str) -> str:
+    """A config field's one-line comment and its default, as a widget's help text."""
+    return f"{field_help(cls).get(name, '')}. Default: {field_defaults(cls)[name]!r}."
+
+
 def knob(cls: type, name: str, key_prefix: str, value=None, **kwargs):
     """One widget for a config field, its help text and literature default taken from the dataclass.
 
@@ -55,8 +59,7 @@ def knob(cls: type, name: str, key_prefix: str, value=None, **kwargs):
     """
     default = field_defaults(cls)[name]
     value = default if value is None else value
-    note = field_help(cls).get(name, "")
-    help_text = f"{note}. Default: {default!r}."
+    help_text = knob_help(cls, name)
     label = kwargs.pop("label", name)
     key = f"{key_prefix}.{name}"
     if isinstance(default, bool):
@@ -72,19 +75,12 @@ def choice_knob(cls: type, name: str, options: Sequence[str], key_prefix: str, l
     """A selectbox for a config field with fixed choices."""
     default = field_defaults(cls)[name]
     return st.selectbox(label or name, list(options), index=list(options).index(default),
-                        help=f"{field_help(cls).get(name, '')}. Default: {default!r}.", key=f"{key_prefix}.{name}")
+                        help=knob_help(cls, name), key=f"{key_prefix}.{name}")
 
 
-def changed_fields(config) -> dict:
-    """Fields of a config that differ from their defaults (for a short summary line)."""
-    defaults = field_defaults(type(config))
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-            if f.name != "model" and getattr(config, f.name) != defaults[f.name]}
-
-
-def status_line(run: RunFolder) -> str:
-    """'▶️ ppo-… — running, step 3/30' with the error of a failed run."""
-    status = run.status()
+def status_line(run: RunFolder, status: dict | None = None) -> str:
+    """'ppo-… — running, step 3/30' (with a state icon) and the error of a failed run."""
+    status = run.status() if status is None else status
     state = status.get("state", "unknown")
     step = f"step {status.get('step', 0)}/{status.get('total_steps', '?')}"
     text = f"{STATE_ICONS.get(state, '')} **{md(run.id)}** — {state}, {step}"
@@ -109,7 +105,7 @@ def run_header(run: RunFolder, key: str) -> dict:
     """Inside a live fragment: the run's state line, progress bar, Stop/Resume and its error; returns status."""
     status = run.status()
     rerun_when_finished(run)
-    st.markdown(status_line(run))
+    st.markdown(status_line(run, status))
     st.progress(min(int(status.get("step", 0)) / max(int(status.get("total_steps", 1)), 1), 1.0))
     job_controls(run, key)
     if status.get("state") == "failed":
@@ -117,23 +113,13 @@ def run_header(run: RunFolder, key: str) -> dict:
     return status
 
 
-def data_signature(run: RunFolder) -> tuple:
-    """Changes whenever a run's view has something new to draw: metrics, samples, probes, evaluation, or
-    the rollout point of a step still updating."""
-    files = []
-    for name in ("metrics.jsonl", "samples.jsonl", "probes.jsonl", "eval.json"):
-        path = run.path / name
-        stat = path.stat() if path.is_file() else None
-        files.append((stat.st_size, stat.st_mtime_ns) if stat else None)
-    rollout = run.status().get("rollout")
-    return (*files, rollout.get("step") if rollout else None)
-
-
 def live_header(run: RunFolder, key: str, extra=None) -> dict:
     """The part of a run's view that refreshes every second while the run is live: state, progress,
     Stop/Resume (and ``extra(status)``). When the run has new data the whole page reruns once, so the
     charts and tables below are redrawn only then: redrawing seven charts every second cost the CPU
     that training needs. Returns the status read for this page run."""
+    from .state import data_signature, refresh_interval
+
     drawn = f"drawn.{run.path}"
     st.session_state[drawn] = data_signature(run)  # what the page below this header is drawn from
 
@@ -143,8 +129,6 @@ def live_header(run: RunFolder, key: str, extra=None) -> dict:
             extra(status)
         if st.session_state.get(drawn) != data_signature(run):
             st.rerun(scope="app")
-
-    from .state import refresh_interval
 
     st.fragment(refresh, run_every=refresh_interval(run))()
     return run.status()

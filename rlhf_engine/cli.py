@@ -240,7 +240,7 @@ def _train_rm(args) -> int:
                                               "pooling": "pooling"}),
                           **_set_fields(RewardConfig, args.set))
     job = start_reward_job(args.out, config, args.data)
-    return _follow(job, ("loss", "accuracy", "eval/accuracy"))
+    return _follow(job)
 
 
 def _ppo(args) -> int:
@@ -258,16 +258,13 @@ def _ppo(args) -> int:
     if args.prompts is not None and not args.prompts.exists():
         raise UserError(f"{args.prompts}: file not found")
     job = start_ppo_job(args.out, config, args.reward, args.prompts)
-    return _follow(job, ("objective/scores", "objective/kl", "beta", "time/step_s"))
+    return _follow(job)
 
 
 def _resume(args) -> int:
-    from .jobs import PPO_KIND, resume_job
+    from .jobs import resume_job
 
-    job = resume_job(args.run)
-    keys = (("objective/scores", "objective/kl", "beta", "time/step_s") if job.run.config()["kind"] == PPO_KIND
-            else ("loss", "accuracy", "eval/accuracy"))
-    return _follow(job, keys)
+    return _follow(resume_job(args.run))
 
 
 def _run_job(args) -> int:
@@ -275,7 +272,7 @@ def _run_job(args) -> int:
     import threading
     import time
 
-    from .jobs import PPO_KIND, prepared_job
+    from .jobs import prepared_job
 
     job = prepared_job(args.run).start()
     parent = os.getppid()
@@ -288,15 +285,20 @@ def _run_job(args) -> int:
             time.sleep(1.0)
 
     threading.Thread(target=watch_parent, daemon=True).start()
-    keys = (("objective/scores", "objective/kl", "beta", "time/step_s") if job.run.config()["kind"] == PPO_KIND
-            else ("loss", "accuracy", "eval/accuracy"))
-    return _follow(job, keys)
+    return _follow(job)
 
 
-def _follow(job, keys) -> int:
+FOLLOWED_METRICS = {  # printed each step by the commands that run a job, by the run's kind
+    "ppo": ("objective/scores", "objective/kl", "beta", "time/step_s"),
+    "reward_model": ("loss", "accuracy", "eval/accuracy"),
+}
+
+
+def _follow(job) -> int:
     """Print one line per logged step until the job ends; Ctrl-C stops it cleanly (checkpoint first)."""
     import time
 
+    keys = FOLLOWED_METRICS.get(job.run.config()["kind"], ())
     seen = len(job.run.metrics())
     try:
         while job.alive:

@@ -137,7 +137,7 @@ def field_help(cls: type) -> dict[str, str]:
 
 def field_defaults(cls: type) -> dict[str, Any]:
     """The default value of each field of a config dataclass (the literature defaults)."""
-    return {name: value for name, value in to_dict(cls()).items()}
+    return to_dict(cls())
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -270,6 +270,7 @@ def _ppo_body(job: Job) -> str:
     run.log(f"PPO: beta={trainer.kl_ctl.value:g} ({'adaptive' if config.adaptive_kl else 'fixed'}), "
             f"KL estimator {config.kl_estimator}, {len(prompts)} prompts")
     probes = _load_probes(run) if config.probe_every else []
+    reference_answered = any(r["policy"] == "reference" for r in run.probes())
 
     def on_rollout(rollout: dict) -> None:  # the step's score and KL, shown while its update runs
         run.set_status("running", phase="update", rollout=rollout)
@@ -284,8 +285,9 @@ def _ppo_body(job: Job) -> str:
         run.append_metrics(metrics)
         run.append_samples(samples)
         run.set_status("running", step=trainer.step_count, phase="rollout", rollout=None)
-        if probes and not any(r["policy"] == "reference" for r in run.probes()):  # after step 1: the first
-            _answer_probes(run, trainer, probes, reference=True)  # plotted point should not wait for them
+        if probes and not reference_answered:  # after step 1: the first plotted point should not wait for them
+            _answer_probes(run, trainer, probes, reference=True)
+            reference_answered = True
         if probes and (trainer.step_count % config.probe_every == 0 or trainer.step_count == config.steps):
             _answer_probes(run, trainer, probes, reference=False)
         if trainer.step_count % config.checkpoint_every == 0 and trainer.step_count < config.steps:
@@ -439,8 +441,7 @@ class JobQueue:
                 self._pending.remove(job)
         job.stop()
         if waiting:
-            job.run.log("stopped before it started")
-            job.run.set_status("stopped")
+            _mark_stopped_before_start(job)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no job is running or waiting; return whether that happened in time."""
@@ -456,11 +457,15 @@ class JobQueue:
                     return
                 job = self._current = self._pending.popleft()
             if job.stop_event.is_set():
-                job.run.log("stopped before it started")
-                job.run.set_status("stopped")
+                _mark_stopped_before_start(job)
             else:
                 job.start()
                 job.join()
             with self._lock:
                 self._current = None
                 self._lock.notify_all()
+
+
+def _mark_stopped_before_start(job) -> None:
+    job.run.log("stopped before it started")
+    job.run.set_status("stopped")
