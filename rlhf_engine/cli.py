@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import KL_ESTIMATORS, POOLINGS
+from .sweep import SWEEPABLE
 
 EXIT_USER_ERROR = 2
 
@@ -55,6 +56,26 @@ DEFAULT_RUNS = WORKSPACE / "runs"
 DEFAULT_STORE = WORKSPACE / "pairs.sqlite"
 
 
+def _add_ppo_knobs(p: argparse.ArgumentParser) -> None:
+    """The PPO settings shared by ``ppo`` and ``sweep``."""
+    p.add_argument("--prompts", type=Path, help="prompts file (.txt one per line, or .jsonl/.csv/.parquet with 'prompt'); default: demo prompts")
+    p.add_argument("--model", default="default", help="policy base model source")
+    p.add_argument("--steps", type=_positive_int)
+    p.add_argument("--kl-coef", type=_non_negative_float, help="beta, the KL penalty weight")
+    p.add_argument("--kl-target", type=_non_negative_float)
+    p.add_argument("--kl-estimator", choices=KL_ESTIMATORS)
+    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="4bit")
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--response-length", type=_positive_int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--temperature", type=_positive_float)
+    p.add_argument("--missing-eos-penalty", type=float)
+    p.add_argument("--checkpoint-every", type=_positive_int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other PPOConfig field, e.g. --set ppo_epochs=2 --set cliprange=0.1 (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rlhf_engine", description="RLHF Workbench engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,23 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ppo", help="PPO against a reward model with a KL penalty to the reference")
     p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
     p.add_argument("--out", type=Path, required=True, help="run folder to create")
-    p.add_argument("--prompts", type=Path, help="prompts file (.txt one per line, or .jsonl/.csv/.parquet with 'prompt'); default: demo prompts")
-    p.add_argument("--model", default="default", help="policy base model source")
-    p.add_argument("--steps", type=_positive_int)
-    p.add_argument("--kl-coef", type=_non_negative_float, help="beta, the KL penalty weight")
+    _add_ppo_knobs(p)
     p.add_argument("--adaptive-kl", action="store_true", help="adapt beta towards --kl-target (Ziegler et al.)")
-    p.add_argument("--kl-target", type=_non_negative_float)
-    p.add_argument("--kl-estimator", choices=KL_ESTIMATORS)
-    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="4bit")
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--response-length", type=_positive_int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--temperature", type=_positive_float)
-    p.add_argument("--missing-eos-penalty", type=float)
-    p.add_argument("--checkpoint-every", type=_positive_int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="any other PPOConfig field, e.g. --set ppo_epochs=2 --set cliprange=0.1 (repeatable)")
+
+    p = sub.add_parser("sweep", help="queue PPO runs that differ only in beta (or one other setting) and run them in turn")
+    p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="sweep folder to create; each run goes beside it as OUT-<label> (e.g. OUT-beta-0.05)")
+    p.add_argument("--kl-coefs", default="0,0.01,0.05,0.2", help="comma-separated betas (default 0,0.01,0.05,0.2)")
+    p.add_argument("--vary", choices=SWEEPABLE, default="kl_coef",
+                   help="the one setting that differs between runs (default kl_coef); give its values with --values")
+    p.add_argument("--values", help="comma-separated values of --vary, e.g. on,off or k1,k3 or none,1.0")
+    p.add_argument("--adaptive", action="store_true",
+                   help="add one run with adaptive beta (starts at --kl-coef, aims at --kl-target)")
+    p.add_argument("--best-of-n", type=int, default=0, metavar="N",
+                   help="also sample N reference answers per prompt: the best-of-n baseline for n = 1, 2, 4, ..., N")
+    p.add_argument("--best-of-n-prompts", type=_positive_int, default=16, help="prompts for best-of-n (default 16)")
+    _add_ppo_knobs(p)
 
     p = sub.add_parser("resume", help="continue a stopped, failed or interrupted run from its last checkpoint")
     p.add_argument("run", type=Path)
@@ -243,22 +264,56 @@ def _train_rm(args) -> int:
     return _follow(job)
 
 
-def _ppo(args) -> int:
+def _ppo_config(args, **fields):
     from .config import ModelConfig, PPOConfig
-    from .jobs import start_ppo_job
 
-    fields = _overrides(args, {
+    flags = _overrides(args, {
         "steps": "steps", "kl_coef": "kl_coef", "kl_target": "kl_target", "kl_estimator": "kl_estimator",
         "batch_size": "batch_size", "response_length": "response_length", "lr": "learning_rate",
         "temperature": "temperature", "missing_eos_penalty": "missing_eos_penalty",
         "checkpoint_every": "checkpoint_every",
     })
-    config = PPOConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
-                       adaptive_kl=args.adaptive_kl, **{**fields, **_set_fields(PPOConfig, args.set)})
     if args.prompts is not None and not args.prompts.exists():
         raise UserError(f"{args.prompts}: file not found")
-    job = start_ppo_job(args.out, config, args.reward, args.prompts)
+    return PPOConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
+                     **{**fields, **flags, **_set_fields(PPOConfig, args.set)})
+
+
+def _ppo(args) -> int:
+    from .jobs import start_ppo_job
+
+    job = start_ppo_job(args.out, _ppo_config(args, adaptive_kl=args.adaptive_kl), args.reward, args.prompts)
     return _follow(job)
+
+
+def _sweep(args) -> int:
+    """Prepare every run of the sweep (all queued), then run them one after another in this process."""
+    from .sweep import parse_values, prepare_sweep
+
+    if args.vary == "kl_coef":
+        if args.values is not None and args.kl_coefs != "0,0.01,0.05,0.2":
+            raise UserError("give the betas with --kl-coefs or --values, not both")
+        values = parse_values("kl_coef", args.values or args.kl_coefs)
+    elif args.values is None:
+        raise UserError(f"--vary {args.vary} needs --values (comma-separated)")
+    else:
+        values = parse_values(args.vary, args.values)
+    if args.best_of_n == 1 or args.best_of_n < 0:
+        raise UserError(f"--best-of-n must be 0 (none) or at least 2, got {args.best_of_n}")
+    jobs = prepare_sweep(args.out, _ppo_config(args), args.reward, args.vary, values, args.adaptive,
+                         args.best_of_n, args.best_of_n_prompts, args.prompts)
+    print(f"sweep {args.out}: {len(jobs)} runs queued: " + ", ".join(job.run.id for job in jobs), flush=True)
+    worst = 0
+    for i, job in enumerate(jobs, 1):
+        print(f"[{i}/{len(jobs)}] {job.run.path}", flush=True)
+        code = _follow(job.start())
+        if job.run.status().get("state") == "stopped":  # Ctrl-C: the rest stay queued; 'resume' runs each
+            print("sweep stopped; the remaining runs stay queued: resume each with 'python -m rlhf_engine resume'",
+                  file=sys.stderr)
+            return 130
+        worst = max(worst, code)
+    print(f"sweep done: python -m rlhf_engine report {args.out} writes its one-file HTML report")
+    return worst
 
 
 def _resume(args) -> int:
@@ -435,6 +490,7 @@ COMMANDS = {
     "make-demo-pairs": _make_demo_pairs,
     "train-rm": _train_rm,
     "ppo": _ppo,
+    "sweep": _sweep,
     "resume": _resume,
     "sample": _sample,
     "runs": _runs,

@@ -19,6 +19,7 @@ DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 KL_ESTIMATORS = ("k1", "k3")
 POOLINGS = ("last", "mean")
+GOLD_CHOICES = ("auto", "on", "off")
 
 
 @dataclass
@@ -97,16 +98,19 @@ class PPOConfig:
     cliprange_value: float = 0.2  # value prediction clip around the rollout values
     vf_coef: float = 0.1  # value loss weight (TRL default 0.1)
     whiten_rewards: bool = False  # whiten per-token rewards without shifting the mean
+    whiten_advantages: bool = True  # whiten advantages over the batch (Huang et al.: on); off = raw GAE advantages
     normalize_reward: bool = True  # scale RM scores to mean 0, std 1 on the initial policy (Ziegler)
     missing_eos_penalty: float | None = None  # if set, the score of a response with no EOS is replaced by this
     checkpoint_every: int = 10  # write a resumable checkpoint every N steps
     samples_per_step: int = 4  # (prompt, response, score, KL) rows logged each step
     probe_every: int = 5  # answer the fixed probe prompts with the current policy every N steps (0 = never)
+    gold_score: str = "auto"  # also log the demo's gold score of each sample: auto = when the RM's pairs are simulated
     seed: int = 0  # seeds Python, NumPy and torch (and the prompt order)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig(**self.model)
+        _check_choice("gold_score", self.gold_score, GOLD_CHOICES)
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _check_choice("lr_schedule", self.lr_schedule, ("linear", "constant"))
         for name in ("steps", "batch_size", "num_mini_batches", "ppo_epochs", "response_length"):

@@ -81,6 +81,15 @@ def gold_best_worst(prompt, completions: Sequence[str]) -> PreferencePair | None
     return PreferencePair(prompt=prompt, chosen=best, rejected=worst)
 
 
+def labelled_by_gold_annotator(pairs: Sequence[PreferencePair]) -> bool:
+    """Whether every pair follows the simulated annotator's rule (chosen beats rejected by MIN_GOLD_GAP).
+
+    Pairs made by ``make_demo_pairs`` always do; human or dataset pairs practically never all do. PPO
+    runs on a reward model trained on such pairs also log the gold score, to show over-optimisation.
+    """
+    return bool(pairs) and all(gold_score(p.chosen) - gold_score(p.rejected) >= MIN_GOLD_GAP for p in pairs)
+
+
 def make_demo_pairs(
     n: int,
     model_config: ModelConfig | None = None,

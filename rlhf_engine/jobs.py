@@ -25,9 +25,9 @@ import torch
 from .config import ModelConfig, PPOConfig, RewardConfig, from_dict, to_dict
 from .data import read_pairs, read_prompts, write_pairs
 from .models import policy_name
-from .runfolder import RunFolder, checkpoint_step
+from .runfolder import RunFolder, atomic_write_text, checkpoint_step
 
-REWARD_KIND, PPO_KIND, DEMO_PAIRS_KIND = "reward_model", "ppo", "demo_pairs"
+REWARD_KIND, PPO_KIND, DEMO_PAIRS_KIND, BEST_OF_N_KIND = "reward_model", "ppo", "demo_pairs", "best_of_n"
 PPO_NORM_SAMPLES = 64  # policy samples for score normalisation when the RM was normalised on another policy
 N_PROBES = 3  # probe prompts answered by the reference and the policy during PPO
 PROBE_SEED = 1234  # sampling seed of probe answers, so the policy's answers differ only by training
@@ -223,7 +223,8 @@ def prepare_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_
     probes = prompts[:N_PROBES] if prompts_path else demo_prompt_split()[1][:N_PROBES]
     run = RunFolder(run_dir)
     run.create(PPO_KIND, {"config": to_dict(config), "reward": str(reward_dir.resolve()),
-                          "prompts": str(prompts_path) if prompts_path else "demo"}, config.steps)
+                          "prompts": str(prompts_path) if prompts_path else "demo",
+                          "gold": uses_gold_score(config, reward_dir)}, config.steps)
     (run.path / "prompts.json").write_text(json.dumps([_jsonable(p) for p in prompts]) + "\n")
     (run.path / "probe_prompts.json").write_text(json.dumps([_jsonable(p) for p in probes]) + "\n")
     return Job(run, _ppo_body)
@@ -235,29 +236,71 @@ def start_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_pa
     return _launch(prepare_ppo_job(run_dir, config, reward_dir, prompts_path), background)
 
 
+def uses_gold_score(config: PPOConfig, reward_dir: Path) -> bool:
+    """Whether a PPO run logs the gold score: on, off, or auto = the RM learnt from simulated pairs."""
+    if config.gold_score != "auto":
+        return config.gold_score == "on"
+    from .demo import labelled_by_gold_annotator
+
+    pairs_file = Path(reward_dir) / "pairs.jsonl"
+    return pairs_file.is_file() and labelled_by_gold_annotator(read_pairs(pairs_file))
+
+
+def reward_normalisation(reward_model, reward_dir: Path, policy_model, tokenizer, prompts: list, config: PPOConfig,
+                         run: RunFolder) -> None:
+    """Set the RM's gain/bias for this policy; normalise on the policy's samples only when needed.
+
+    A reward model is normalised on its own base model when trained. A policy that samples differently
+    (another quantization or dtype) needs its own normalisation; it is kept in the RM folder
+    (``policy_norms.json``), so the runs of a sweep, which share their initial policy, score alike and
+    pay for it once.
+    """
+    from .reward import normalize_on_policy
+
+    policy = policy_name(config.model)
+    if not config.normalize_reward or reward_model.normalized_on == policy:
+        return
+    key = f"{policy}, T {config.temperature:g}, {config.response_length} tokens, seed {config.seed}"
+    cache = Path(reward_dir) / "policy_norms.json"
+    norms = json.loads(cache.read_text()) if cache.is_file() else {}
+    if key in norms:
+        reward_model.gain, reward_model.bias = norms[key]["gain"], norms[key]["bias"]
+        run.log(f"reward normalisation for {key} read from {cache}")
+        return
+    run.log(f"reward model was normalised on {reward_model.normalized_on}, not on this policy "
+            f"({policy}); normalising on its samples")
+    with torch.random.fork_rng(devices=[]):  # the same samples whichever job asks first
+        torch.manual_seed(config.seed)
+        normalize_on_policy(reward_model, policy_model, tokenizer, prompts, PPO_NORM_SAMPLES,
+                            config.response_length, config.temperature, config.model.chat_template)
+    norms = json.loads(cache.read_text()) if cache.is_file() else {}
+    norms[key] = {"gain": reward_model.gain, "bias": reward_model.bias}
+    atomic_write_text(cache, json.dumps(norms, indent=2) + "\n")
+
+
 def _jsonable(prompt):
     return list(prompt) if isinstance(prompt, tuple) else prompt
 
 
 def _ppo_body(job: Job) -> str:
+    from .alarms import check, new_alarms
+    from .demo import gold_score
     from .ppo import PPOTrainer
-    from .reward import RewardModel, normalize_on_policy
+    from .reward import RewardModel
 
     run = job.run
     saved = run.config()
     config = from_dict(PPOConfig, saved["config"])
     prompts = [tuple(p) if isinstance(p, list) else p for p in json.loads((run.path / "prompts.json").read_text())]
     reward_model = RewardModel.load(Path(saved["reward"]))
-    trainer = PPOTrainer(config, reward_model, prompts)
+    trainer = PPOTrainer(config, reward_model, prompts, gold_scorer=gold_score if saved.get("gold") else None)
     norm_file = run.path / "reward_norm.json"
     if norm_file.is_file():
         norm = json.loads(norm_file.read_text())
         reward_model.gain, reward_model.bias = norm["gain"], norm["bias"]
-    elif config.normalize_reward and reward_model.normalized_on != (policy := policy_name(config.model)):
-        run.log(f"reward model was normalised on {reward_model.normalized_on}, not on this policy "
-                f"({policy}); normalising on its samples")
-        normalize_on_policy(reward_model, trainer.model.peft, trainer.tokenizer, prompts, PPO_NORM_SAMPLES,
-                            config.response_length, config.temperature, config.model.chat_template)
+    else:
+        reward_normalisation(reward_model, Path(saved["reward"]), trainer.model.peft, trainer.tokenizer, prompts,
+                             config, run)
     norm_file.write_text(json.dumps({"gain": reward_model.gain, "bias": reward_model.bias}) + "\n")
 
     latest = run.latest_checkpoint()
@@ -271,6 +314,7 @@ def _ppo_body(job: Job) -> str:
             f"KL estimator {config.kl_estimator}, {len(prompts)} prompts")
     probes = _load_probes(run) if config.probe_every else []
     reference_answered = any(r["policy"] == "reference" for r in run.probes())
+    raised = set(run.status().get("alarms", []))
 
     def on_rollout(rollout: dict) -> None:  # the step's score and KL, shown while its update runs
         run.set_status("running", phase="update", rollout=rollout)
@@ -284,7 +328,10 @@ def _ppo_body(job: Job) -> str:
         metrics, samples = trainer.step(on_rollout)
         run.append_metrics(metrics)
         run.append_samples(samples)
-        run.set_status("running", step=trainer.step_count, phase="rollout", rollout=None)
+        for alarm in new_alarms(check(run.metrics(), saved["config"]), raised):  # each alarm logged once per run
+            run.log(f"alarm at step {alarm.step}: {alarm.message} Suggestion: {alarm.suggestion}")
+            raised.add(alarm.code)
+        run.set_status("running", step=trainer.step_count, phase="rollout", rollout=None, alarms=sorted(raised))
         if probes and not reference_answered:  # after step 1: the first plotted point should not wait for them
             _answer_probes(run, trainer, probes, reference=True)
             reference_answered = True
@@ -315,13 +362,74 @@ def _answer_probes(run: RunFolder, trainer, probes: list, reference: bool) -> No
                         "prompt": prompt_text(p), "response": a} for p, a in zip(probes, answers)])
 
 
+class _Stopped(Exception):
+    """Raised from a progress callback when the job was asked to stop."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Best-of-n from the reference: the no-training baseline of a sweep
+# ----------------------------------------------------------------------------------------------
+
+def prepare_best_of_n_job(run_dir: Path, config: PPOConfig, reward_dir: Path, n: int, n_prompts: int = 16,
+                          prompts_path: Path | None = None) -> Job:
+    """Create the run folder of a best-of-n job: ``n`` reference samples for each of ``n_prompts`` prompts.
+
+    ``config`` is the PPO config of the runs it is compared with: same model, response length,
+    temperature, seed and reward normalisation. The result is ``best_of_n.json`` (one row per n).
+    """
+    if n < 2:
+        raise ValueError(f"best-of-n needs n >= 2, got {n}")
+    reward_dir = Path(reward_dir)
+    if not (reward_dir / "reward_model.json").is_file():
+        raise FileNotFoundError(f"{reward_dir} holds no trained reward model (no reward_model.json)")
+    from .demo import demo_prompt_split
+
+    prompts = read_prompts(prompts_path) if prompts_path else demo_prompt_split()[0]
+    from .batching import batch_indices
+
+    chosen = [prompts[i] for i in batch_indices(len(prompts), min(n_prompts, len(prompts)), 1, config.seed)]
+    run = RunFolder(run_dir)
+    run.create(BEST_OF_N_KIND, {"config": to_dict(config), "reward": str(reward_dir.resolve()), "n": n,
+                                "gold": uses_gold_score(config, reward_dir)}, len(chosen) * n)
+    (run.path / "prompts.json").write_text(json.dumps([_jsonable(p) for p in chosen]) + "\n")
+    return Job(run, _best_of_n_body)
+
+
+def _best_of_n_body(job: Job) -> str:
+    from .best_of_n import best_of_n_curve, sample_and_score
+    from .demo import gold_score
+    from .models import load_model_and_tokenizer, set_seed
+    from .reward import RewardModel
+
+    run = job.run
+    saved = run.config()
+    config = from_dict(PPOConfig, saved["config"])
+    prompts = [tuple(p) if isinstance(p, list) else p for p in json.loads((run.path / "prompts.json").read_text())]
+    reward_model = RewardModel.load(Path(saved["reward"]))
+    set_seed(config.seed)
+    model, tokenizer = load_model_and_tokenizer(config.model)
+    reward_normalisation(reward_model, Path(saved["reward"]), model, tokenizer, prompts, config, run)
+
+    def progress(done: int, total: int) -> None:
+        run.set_status("running", step=done)
+        if job.stop_event.is_set():
+            raise _Stopped
+
+    try:
+        proxy, gold = sample_and_score(model, tokenizer, prompts, saved["n"], reward_model, config.response_length,
+                                       config.temperature, config.model.chat_template,
+                                       gold_score if saved.get("gold") else None, on_progress=progress)
+    except _Stopped:
+        return "stopped"
+    rows = best_of_n_curve(proxy, gold)
+    atomic_write_text(run.path / "best_of_n.json", json.dumps({"rows": rows, "proxy": proxy, "gold": gold}) + "\n")
+    run.log("best-of-n: " + ", ".join(f"n={r['n']} KL {r['kl']:.2f} score {r['score']:.3f}" for r in rows))
+    return "completed"
+
+
 # ----------------------------------------------------------------------------------------------
 # Simulated preference pairs (the gold annotator), stored in a PairStore when complete
 # ----------------------------------------------------------------------------------------------
-
-class _Stopped(Exception):
-    pass
-
 
 def prepare_demo_pairs_job(run_dir: Path, n: int, store_path: Path, model_config: ModelConfig | None = None,
                            seed: int = 0) -> Job:
@@ -383,7 +491,9 @@ def prepared_job(run_dir: Path) -> Job:
     if not run.exists():
         raise FileNotFoundError(f"no run at {run_dir}")
     kind = run.config()["kind"]
-    return Job(run, {REWARD_KIND: _reward_body, PPO_KIND: _ppo_body, DEMO_PAIRS_KIND: _demo_pairs_body}[kind])
+    bodies = {REWARD_KIND: _reward_body, PPO_KIND: _ppo_body, DEMO_PAIRS_KIND: _demo_pairs_body,
+              BEST_OF_N_KIND: _best_of_n_body}
+    return Job(run, bodies[kind])
 
 
 def _launch(job: Job, background: bool) -> Job:

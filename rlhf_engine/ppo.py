@@ -166,6 +166,10 @@ def check_finite(name: str, x: torch.Tensor, step: int) -> None:
                              "(try a lower learning rate or a smaller beta)")
 
 
+def _rounded(x: torch.Tensor) -> list[float]:
+    return [round(v, 5) for v in x.detach().float().cpu().tolist()]
+
+
 # ----------------------------------------------------------------------------------------------
 # The models: policy + value adapters on one base; reference = adapters disabled.
 # ----------------------------------------------------------------------------------------------
@@ -249,12 +253,15 @@ class PolicyAndValue(nn.Module):
 class PPOTrainer:
     """Runs PPO iterations; each ``step()`` returns (metrics, samples). Does no file I/O except checkpoints."""
 
-    def __init__(self, config: PPOConfig, reward_model, prompts: Sequence):
+    def __init__(self, config: PPOConfig, reward_model, prompts: Sequence,
+                 gold_scorer: Callable[[str], float] | None = None):
+        """``gold_scorer`` (text -> score), when given, is a true reward logged beside the RM's (demo data)."""
         if not prompts:
             raise ValueError("PPO needs at least one prompt")
         self.config = config
         self.reward_model = reward_model
         self.prompts = list(prompts)
+        self.gold_scorer = gold_scorer
         set_seed(config.seed)
         self.model, self.tokenizer = PolicyAndValue.create(config)
         self.params = self.model.trainable_parameters()
@@ -302,7 +309,8 @@ class PPOTrainer:
         if cfg.whiten_rewards:
             rewards = whiten(rewards, mask, shift_mean=False)
         advantages, returns = gae(rewards, batch["values"], mask, cfg.gamma, cfg.lam)
-        advantages = whiten(advantages, mask)
+        if cfg.whiten_advantages:
+            advantages = whiten(advantages, mask)
         return {**batch, "mask": mask, "kl": kl, "rewards": rewards, "non_score": non_score,
                 "advantages": advantages, "returns": returns}
 
@@ -378,6 +386,9 @@ class PPOTrainer:
             "eos_fraction": batch["rollout"].has_eos.float().mean().item(),
             "time/rollout_s": time.perf_counter() - started,
         }
+        gold = [self.gold_scorer(text) for text in batch["texts"]] if self.gold_scorer else None
+        if gold is not None:
+            rollout_metrics["gold/score"] = sum(gold) / len(gold)
         if on_rollout is not None:
             on_rollout(dict(rollout_metrics))
         stats = self.update(batch)
@@ -400,12 +411,21 @@ class PPOTrainer:
         for name in ("objective/scores", "objective/kl", "loss/policy", "loss/value"):
             if not math.isfinite(metrics[name]):
                 raise NonFiniteError(f"{name} is NaN or infinite at step {self.step_count}; the run was stopped")
-        samples = [
-            {"step": self.step_count, "prompt": prompt_text(prompts[i]), "response": batch["texts"][i],
-             "score": batch["scores"][i].item(), "kl": kl_per_response[i].item()}
-            for i in range(min(cfg.samples_per_step, len(prompts)))
-        ]
+        samples = [self.sample_row(batch, i, prompts[i]) for i in range(min(cfg.samples_per_step, len(prompts)))]
+        if gold is not None:
+            for row, score in zip(samples, gold):
+                row["gold"] = score
         return metrics, samples
+
+    def sample_row(self, batch: dict, i: int, prompt) -> dict:
+        """One logged sample with its token view: each response token with its KL, value and advantage."""
+        n = int(batch["mask"][i].sum().item())
+        ids = batch["rollout"].response_ids[i, :n].tolist()
+        return {"step": self.step_count, "prompt": prompt_text(prompt), "response": batch["texts"][i],
+                "score": batch["scores"][i].item(), "kl": batch["kl"][i].sum().item(),
+                "tokens": [self.tokenizer.decode([t]) for t in ids],
+                "token_kl": _rounded(batch["kl"][i, :n]), "token_value": _rounded(batch["values"][i, :n]),
+                "token_advantage": _rounded(batch["advantages"][i, :n])}
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self, folder: Path) -> None:

@@ -1,0 +1,348 @@
+"""Plain-language health alarms over a PPO run's metric stream.
+
+``check(metrics, config, status)`` reads the per-step metric rows a run has logged so far and returns the
+alarms that hold at the end of the stream, each as an ``Alarm`` with a message (what is happening, with the
+numbers) and a suggestion (what to try). Pure Python, stdlib only; safe to call on a partial, messy stream:
+missing keys, non-numeric values and empty lists are skipped, never raised on.
+
+The alarms:
+
+- ``nan`` (error): a tracked metric is NaN or infinite, or the run failed with a NaN/infinite error.
+- ``kl_negative``: with the k1 estimator, the recent mean KL is clearly below zero, so the sampled tokens are
+  ones the reference model prefers and the KL penalty is paying the policy rather than holding it back.
+- ``kl_runaway``: KL rises step after step and has grown large: the policy is drifting away from the reference
+  without anything stopping it.
+- ``reward_hacking``: (demo data with a gold score only) the reward model's score keeps rising while the true
+  gold score falls: the policy exploits the reward model's mistakes (over-optimisation, Gao et al. 2022).
+- ``entropy_collapse``: entropy per token has fallen to a small fraction of its starting value: the policy
+  answers almost deterministically (mode collapse).
+- ``clipfrac_high``: a large share of tokens hit the PPO clip: each update moves the policy too far.
+- ``value_loss_diverging``: the value loss keeps growing and is far above its best value.
+- ``length_cap``: almost no response ends with EOS, so nearly all of them are cut off at the length cap.
+
+Every alarm looks at the end of the stream only (a short window of the last steps), so an alarm that no longer
+holds disappears on the next check; ``new_alarms`` helps log each alarm once per run.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+ALARM_CODES = (
+    "nan", "kl_negative", "kl_runaway", "reward_hacking", "entropy_collapse", "clipfrac_high",
+    "value_loss_diverging", "length_cap",
+)
+
+# The metric keys whose values are checked for NaN / infinity.
+TRACKED_KEYS = (
+    "objective/kl", "objective/scores", "gold/score", "objective/entropy", "response_length", "eos_fraction",
+    "policy/clipfrac", "loss/value",
+)
+
+# Number of most recent steps whose mean KL is compared with KL_NEGATIVE_BELOW.
+KL_WINDOW = 3
+# A recent mean k1 KL below this many nats per response counts as persistently negative.
+KL_NEGATIVE_BELOW = -0.5
+
+# Number of most recent KL values that must (nearly) all rise for a runaway.
+RUNAWAY_WINDOW = 5
+# How many non-rising steps inside the runaway window are still tolerated.
+RUNAWAY_MAX_DIPS = 1
+# The last KL must exceed at least this many nats per response to count as a runaway...
+RUNAWAY_MIN_KL = 10.0
+# ...and at least this multiple of the KL at the start of the window.
+RUNAWAY_GROWTH = 2.0
+
+# Number of most recent steps over which the proxy and gold score trends (least-squares slopes) are fitted.
+HACK_WINDOW = 5
+# The gold score must have fallen at least this far below its best value so far to count as reward hacking.
+HACK_MIN_DROP = 0.05
+
+# Number of steps averaged at the start and at the end of the run for the short-window alarms below.
+EDGE_WINDOW = 3
+# Entropy per token at the end below this fraction of its value at the start counts as a collapse.
+ENTROPY_COLLAPSE_RATIO = 0.3
+
+# A recent mean clip fraction above this share of tokens counts as too high.
+CLIPFRAC_HIGH = 0.3
+
+# Number of consecutive rises of the value loss (each value larger than the one before) needed to diverge.
+VALUE_LOSS_RISES = 3
+# The last value loss must exceed this multiple of the smallest value loss seen so far...
+VALUE_LOSS_GROWTH = 10.0
+# ...and this absolute floor, so noise near zero does not fire the alarm.
+VALUE_LOSS_FLOOR = 1e-3
+
+# A recent mean share of responses ending with EOS below this means nearly all answers hit the length cap.
+LENGTH_CAP_EOS = 0.05
+
+# Defaults for the PPO settings the alarms read, used where ``config`` is None or lacks a key.
+DEFAULT_KL_ESTIMATOR = "k1"
+DEFAULT_RESPONSE_LENGTH = 32
+DEFAULT_KL_TARGET = 6.0
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """One health problem seen in a PPO run, explained in plain language."""
+
+    code: str        # stable id, one of ALARM_CODES
+    step: int        # PPO step at which the condition was seen (the last step of the window that triggered it)
+    severity: str    # "warning" or "error"
+    message: str     # what is happening, in plain language, with the numbers
+    suggestion: str  # what to try
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (bools and strings excluded), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _rows(metrics: Sequence[Any] | None) -> list[tuple[int, Mapping]]:
+    """The metric rows that are mappings, each with its step (the row's own, else its 1-based position)."""
+    rows = []
+    for position, row in enumerate(metrics or (), start=1):
+        if not isinstance(row, Mapping):
+            continue
+        step = _number(row.get("step"))
+        rows.append((int(step) if step is not None and math.isfinite(step) else position, row))
+    return rows
+
+
+def _series(rows: list[tuple[int, Mapping]], *keys: str) -> list[tuple[int, tuple[float, ...]]]:
+    """(step, values) for every row where all ``keys`` hold finite numbers, in stream order."""
+    out = []
+    for step, row in rows:
+        values = tuple(_number(row.get(key)) for key in keys)
+        if all(v is not None and math.isfinite(v) for v in values):
+            out.append((step, values))
+    return out
+
+
+def _mean(values: Sequence[float]) -> float:
+    """Arithmetic mean of a non-empty sequence."""
+    return sum(values) / len(values)
+
+
+def _slope(values: Sequence[float]) -> float:
+    """Least-squares slope of ``values`` against their positions 0, 1, 2, ..."""
+    n = len(values)
+    x_mean = (n - 1) / 2
+    y_mean = _mean(values)
+    num = sum((i - x_mean) * (y - y_mean) for i, y in enumerate(values))
+    den = sum((i - x_mean) ** 2 for i in range(n))
+    return num / den if den else 0.0
+
+
+def _setting(config: Mapping | None, key: str, default: Any) -> Any:
+    """``config[key]`` when present and not None, else ``default``."""
+    if not isinstance(config, Mapping):
+        return default
+    value = config.get(key)
+    return default if value is None else value
+
+
+def _check_nan(rows, status) -> Alarm | None:
+    """A NaN/infinite tracked metric anywhere in the stream, or a run that failed on one."""
+    suggestion = ("Lower the learning rate, use a smaller β (KL coefficient), and check that the reward "
+                  "model's scores are finite and of a sensible size.")
+    for step, row in rows:
+        for key in TRACKED_KEYS:
+            value = _number(row.get(key))
+            if value is not None and not math.isfinite(value):
+                return Alarm("nan", step, "error",
+                             f"{key} was {value} at step {step}; the run was stopped because training "
+                             "produced NaN or infinite numbers.", suggestion)
+    if isinstance(status, Mapping) and status.get("state") == "failed":
+        error = status.get("error")
+        if isinstance(error, str) and re.search(r"\bnan\b|infinite", error, re.IGNORECASE):
+            found = re.search(r"at step (\d+)", error)
+            step = int(found.group(1)) if found else (rows[-1][0] if rows else 0)
+            return Alarm("nan", step, "error",
+                         f"The run was stopped at step {step} because training produced NaN or infinite "
+                         f"numbers ({error.split(';')[0].strip()}).", suggestion)
+    return None
+
+
+def _check_kl_negative(rows, config) -> Alarm | None:
+    """With k1, the mean KL of the last KL_WINDOW steps below KL_NEGATIVE_BELOW."""
+    if str(_setting(config, "kl_estimator", DEFAULT_KL_ESTIMATOR)).lower() != "k1":
+        return None
+    kl = _series(rows, "objective/kl")[-KL_WINDOW:]
+    if len(kl) < KL_WINDOW:
+        return None
+    mean = _mean([v for _, (v,) in kl])
+    if mean >= KL_NEGATIVE_BELOW:
+        return None
+    step = kl[-1][0]
+    return Alarm(
+        "kl_negative", step, "warning",
+        f"KL is {mean:.2f} nats per response on average over the last {KL_WINDOW} steps (up to step {step}); "
+        "a true KL is never negative.",
+        "The k1 estimator is unbiased but a single batch can go negative; a persistently negative mean means "
+        "the sampled tokens are ones the reference model prefers. Switch to the k3 estimator (never "
+        "negative), or use a larger batch.",
+    )
+
+
+def _check_kl_runaway(rows, config) -> Alarm | None:
+    """The last RUNAWAY_WINDOW KL values (nearly) all rising, ending far above where the window started."""
+    kl = _series(rows, "objective/kl")[-RUNAWAY_WINDOW:]
+    if len(kl) < RUNAWAY_WINDOW:
+        return None
+    values = [v for _, (v,) in kl]
+    dips = sum(1 for a, b in zip(values, values[1:]) if b <= a)
+    first, last = values[0], values[-1]
+    if dips > RUNAWAY_MAX_DIPS or last <= max(RUNAWAY_MIN_KL, RUNAWAY_GROWTH * first):
+        return None
+    step, first_step = kl[-1][0], kl[0][0]
+    if _setting(config, "adaptive_kl", False) is True:
+        target = _number(_setting(config, "kl_target", DEFAULT_KL_TARGET))
+        target_text = f" of {target:.1f} nats" if target is not None else ""
+        suggestion = (f"Adaptive β is on with a KL target{target_text}: lower the target, or lower the learning "
+                      "rate so β has time to catch up.")
+    else:
+        suggestion = "Raise β (the KL coefficient), use adaptive β with a KL target, or lower the learning rate."
+    return Alarm(
+        "kl_runaway", step, "warning",
+        f"KL keeps growing: {first:.2f} nats at step {first_step} to {last:.2f} nats at step {step}; the policy "
+        "is drifting away from the reference model without anything holding it back.",
+        suggestion,
+    )
+
+
+def _check_reward_hacking(rows) -> Alarm | None:
+    """Proxy trending up while gold trends down over HACK_WINDOW steps, gold well below its best."""
+    pairs = _series(rows, "objective/scores", "gold/score")
+    if len(pairs) < HACK_WINDOW:
+        return None
+    window = pairs[-HACK_WINDOW:]
+    if _slope([p for _, (p, _) in window]) <= 0 or _slope([g for _, (_, g) in window]) >= 0:
+        return None
+    best = max(range(len(pairs)), key=lambda i: pairs[i][1][1])
+    best_step, (best_proxy, best_gold) = pairs[best]
+    step, (proxy, gold) = pairs[-1]
+    if gold > best_gold - HACK_MIN_DROP or proxy < best_proxy:
+        return None
+    return Alarm(
+        "reward_hacking", step, "warning",
+        f"The reward model's score keeps rising ({best_proxy:.2f} at step {best_step} to {proxy:.2f} at step "
+        f"{step}) while the true (gold) score falls ({best_gold:.2f} to {gold:.2f}): the policy is exploiting "
+        "the reward model's mistakes (over-optimisation, Gao et al. 2022).",
+        f"Raise β, stop at the checkpoint with the best gold score (step {best_step}), or train the reward "
+        "model on more or fresher preference pairs.",
+    )
+
+
+def _check_entropy_collapse(rows) -> Alarm | None:
+    """Mean entropy per token of the last EDGE_WINDOW steps below ENTROPY_COLLAPSE_RATIO x the first ones."""
+    pairs = [(step, (entropy / length,)) for step, (entropy, length)
+             in _series(rows, "objective/entropy", "response_length") if length > 0]
+    if len(pairs) < 2 * EDGE_WINDOW:
+        return None
+    start = _mean([v for _, (v,) in pairs[:EDGE_WINDOW]])
+    end = _mean([v for _, (v,) in pairs[-EDGE_WINDOW:]])
+    if start <= 0 or end >= ENTROPY_COLLAPSE_RATIO * start:
+        return None
+    step = pairs[-1][0]
+    return Alarm(
+        "entropy_collapse", step, "warning",
+        f"Entropy per token fell from {start:.2f} to {end:.2f} nats ({end / start:.0%} of the start) by step "
+        f"{step}: the policy answers almost deterministically (mode collapse).",
+        "Raise β, lower the learning rate, or raise the sampling temperature.",
+    )
+
+
+def _check_clipfrac_high(rows) -> Alarm | None:
+    """Mean policy/clipfrac of the last EDGE_WINDOW steps above CLIPFRAC_HIGH."""
+    clip = _series(rows, "policy/clipfrac")[-EDGE_WINDOW:]
+    if len(clip) < EDGE_WINDOW:
+        return None
+    mean = _mean([v for _, (v,) in clip])
+    if mean <= CLIPFRAC_HIGH:
+        return None
+    step = clip[-1][0]
+    return Alarm(
+        "clipfrac_high", step, "warning",
+        f"{mean:.0%} of tokens hit the PPO clip on average over the last {EDGE_WINDOW} steps (up to step "
+        f"{step}); PPO is throwing away much of each update.",
+        "Updates move the policy too far per rollout: lower the learning rate or ppo_epochs, or raise "
+        "num_mini_batches.",
+    )
+
+
+def _check_value_loss(rows) -> Alarm | None:
+    """The value loss rising VALUE_LOSS_RISES times in a row to over VALUE_LOSS_GROWTH x its minimum."""
+    losses = _series(rows, "loss/value")
+    if len(losses) < VALUE_LOSS_RISES + 1:
+        return None
+    values = [v for _, (v,) in losses]
+    recent = values[-(VALUE_LOSS_RISES + 1):]
+    if not all(b > a for a, b in zip(recent, recent[1:])):
+        return None
+    lowest, last = min(values), values[-1]
+    if last <= VALUE_LOSS_FLOOR or last <= VALUE_LOSS_GROWTH * lowest:
+        return None
+    step = losses[-1][0]
+    return Alarm(
+        "value_loss_diverging", step, "warning",
+        f"The value loss rose for {VALUE_LOSS_RISES} steps in a row to {last:.3g} at step {step}, over "
+        f"{VALUE_LOSS_GROWTH:g} times its lowest value ({lowest:.3g}); the value head is not keeping up.",
+        "Lower the learning rate or vf_coef, and check cliprange_value; normalised rewards help.",
+    )
+
+
+def _check_length_cap(rows, config) -> Alarm | None:
+    """Mean eos_fraction of the last EDGE_WINDOW steps below LENGTH_CAP_EOS."""
+    eos = _series(rows, "eos_fraction")[-EDGE_WINDOW:]
+    if len(eos) < EDGE_WINDOW:
+        return None
+    mean = _mean([v for _, (v,) in eos])
+    if mean >= LENGTH_CAP_EOS:
+        return None
+    step = eos[-1][0]
+    cap = _number(_setting(config, "response_length", DEFAULT_RESPONSE_LENGTH))
+    cap_text = f"the {int(cap)}-token" if cap is not None and math.isfinite(cap) else "the"
+    penalty = _number(_setting(config, "missing_eos_penalty", None))
+    if penalty is not None:
+        suggestion = (f"Raise response_length; missing_eos_penalty is already set ({penalty:g}), so try a "
+                      "larger penalty so unfinished answers score lower.")
+    else:
+        suggestion = "Raise response_length, or set missing_eos_penalty so unfinished answers score lower."
+    return Alarm(
+        "length_cap", step, "warning",
+        f"Only {mean:.0%} of responses ended with EOS over the last {EDGE_WINDOW} steps (up to step {step}): "
+        f"nearly all answers are cut off at {cap_text} length cap.",
+        suggestion,
+    )
+
+
+def check(metrics: Sequence[dict], config: Mapping | None = None, status: Mapping | None = None) -> list[Alarm]:
+    """All alarms that hold at the end of the metric stream (each code at most once), ordered errors first then by ALARM_CODES order."""
+    rows = _rows(metrics)
+    found = [
+        _check_nan(rows, status),
+        _check_kl_negative(rows, config),
+        _check_kl_runaway(rows, config),
+        _check_reward_hacking(rows),
+        _check_entropy_collapse(rows),
+        _check_clipfrac_high(rows),
+        _check_value_loss(rows),
+        _check_length_cap(rows, config),
+    ]
+    alarms = [alarm for alarm in found if alarm is not None]
+    return sorted(alarms, key=lambda a: (a.severity != "error", ALARM_CODES.index(a.code)))
+
+
+def new_alarms(alarms: Sequence[Alarm], already: set[str]) -> list[Alarm]:
+    """Those whose code is not in `already` (for logging each alarm once per run)."""
+    return [alarm for alarm in alarms if alarm.code not in already]
