@@ -8,10 +8,12 @@ st.set_page_config(page_title="RLHF Workbench", layout="wide")
 st.session_state[APP_SHELL_KEY] = True  # pages check it: see dashboard.state.require_app_shell
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/workshop.py", title="Workshop", icon=":material/school:"),
     st.Page("pages/model.py", title="Model", icon=":material/neurology:"),
     st.Page("pages/preferences.py", title="Preferences", icon=":material/balance:"),
     st.Page("pages/reward_model.py", title="Reward model", icon=":material/military_tech:"),
     st.Page("pages/ppo.py", title="PPO", icon=":material/autorenew:"),
+    st.Page("pages/sweep.py", title="KL sweep", icon=":material/tune:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:"),
 ]
 st.navigation(PAGES).run()

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import streamlit as st
 
-from rlhf_engine.config import field_defaults, field_help
+from rlhf_engine.config import KL_ESTIMATORS, PPOConfig, field_defaults, field_help
 from rlhf_engine.jobs import describe_error
 from rlhf_engine.runfolder import RunFolder
 
@@ -194,3 +194,103 @@ def queue_notice() -> None:
     if jobs:
         waiting = f"; {len(jobs) - 1} waiting" if len(jobs) > 1 else ""
         st.caption(f"Device busy with **{md(jobs[0].run.id)}**{waiting}. New jobs wait their turn (one at a time).")
+
+
+def ppo_knobs(key_prefix: str) -> dict:
+    """Every PPOConfig knob except the model, grouped as on the PPO page; returns PPOConfig keyword arguments.
+
+    Call inside a form. The PPO page and the sweep page share it, so a sweep's runs take the same knobs.
+    """
+    K = key_prefix
+    st.markdown("**KL penalty**")
+    c = st.columns(4)
+    with c[0]:
+        kl_coef = knob(PPOConfig, "kl_coef", K, label="β (KL coefficient)")
+    with c[1]:
+        adaptive = knob(PPOConfig, "adaptive_kl", K, label="adaptive β")
+    with c[2]:
+        kl_target = knob(PPOConfig, "kl_target", K, label="KL target (nats)")
+        kl_horizon = knob(PPOConfig, "kl_horizon", K, label="adaptive horizon (samples)")
+    with c[3]:
+        estimator = choice_knob(PPOConfig, "kl_estimator", KL_ESTIMATORS, K, label="KL estimator")
+    st.markdown("**Rollouts**")
+    c = st.columns(4)
+    with c[0]:
+        steps = knob(PPOConfig, "steps", K, label="PPO steps")
+    with c[1]:
+        batch_size = knob(PPOConfig, "batch_size", K, label="batch (prompts per step)")
+    with c[2]:
+        response_length = knob(PPOConfig, "response_length", K, label="response length (tokens)")
+    with c[3]:
+        temperature = knob(PPOConfig, "temperature", K, label="temperature")
+    st.markdown("**Update**")
+    c = st.columns(4)
+    with c[0]:
+        ppo_epochs = knob(PPOConfig, "ppo_epochs", K, label="PPO epochs")
+        num_mini_batches = knob(PPOConfig, "num_mini_batches", K, label="minibatches")
+    with c[1]:
+        cliprange = knob(PPOConfig, "cliprange", K, label="policy clip range")
+        cliprange_value = knob(PPOConfig, "cliprange_value", K, label="value clip range")
+    with c[2]:
+        learning_rate = knob(PPOConfig, "learning_rate", K, label="learning rate")
+        lr_schedule = choice_knob(PPOConfig, "lr_schedule", ("linear", "constant"), K, label="lr schedule")
+    with c[3]:
+        vf_coef = knob(PPOConfig, "vf_coef", K, label="value loss weight")
+        lam = knob(PPOConfig, "lam", K, label="GAE λ")
+    with st.popover("More: γ, implementation details, seed"):
+        gamma = knob(PPOConfig, "gamma", K, label="γ (discount)")
+        whiten_rewards = knob(PPOConfig, "whiten_rewards", K, label="whiten rewards")
+        whiten_advantages = knob(PPOConfig, "whiten_advantages", K, label="whiten advantages")
+        normalize_reward = knob(PPOConfig, "normalize_reward", K, label="normalise RM scores")
+        use_eos_penalty = st.checkbox("penalise answers with no EOS", key=f"{K}.use_eos_penalty",
+                                      help="Subtract a fixed amount from the score of answers cut at the cap")
+        eos_penalty = st.number_input("missing-EOS penalty (score units)", value=1.0, key=f"{K}.eos_penalty")
+        max_grad_norm = knob(PPOConfig, "max_grad_norm", K, label="gradient clip")
+        checkpoint_every = knob(PPOConfig, "checkpoint_every", K, label="checkpoint every (steps)")
+        probe_every = knob(PPOConfig, "probe_every", K, label="probe answers every (steps)")
+        seed = knob(PPOConfig, "seed", K, label="seed")
+    return dict(
+        steps=steps, batch_size=batch_size, num_mini_batches=num_mini_batches, ppo_epochs=ppo_epochs,
+        learning_rate=learning_rate, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm,
+        response_length=response_length, temperature=temperature, kl_coef=kl_coef, adaptive_kl=adaptive,
+        kl_target=kl_target, kl_horizon=kl_horizon, kl_estimator=estimator, gamma=gamma, lam=lam,
+        cliprange=cliprange, cliprange_value=cliprange_value, vf_coef=vf_coef, whiten_rewards=whiten_rewards,
+        whiten_advantages=whiten_advantages, normalize_reward=normalize_reward,
+        missing_eos_penalty=eos_penalty if use_eos_penalty else None, checkpoint_every=checkpoint_every,
+        probe_every=probe_every, seed=seed,
+    )
+
+
+ALARM_HELP = ("Checked after every step on the run's metrics; each comes with what to try. "
+              "They are rules of thumb, not proof: read the plots below.")
+
+
+def health_alarms(rows: list[dict], config: dict, status: dict) -> None:
+    """The run's health alarms in plain language, each with a suggestion (none: a quiet caption)."""
+    from rlhf_engine.alarms import check
+
+    alarms = check(rows, config, status)
+    if not alarms and rows:
+        st.caption(":material/health_and_safety: No health alarm. " + ALARM_HELP)
+    for alarm in alarms:
+        show = st.error if alarm.severity == "error" else st.warning
+        show(f"**{md(alarm.message)}**  \n{md(alarm.suggestion)}", icon=":material/warning:")
+
+
+def token_view(samples: list[dict], key: str) -> None:
+    """Pick a logged sample; draw its tokens with their KL to the reference, value and advantage."""
+    from rlhf_engine.figures import token_heatmap
+
+    with_tokens = [s for s in samples if s.get("tokens")]
+    if not with_tokens:
+        return
+    st.markdown("**Token view**: where in an answer the policy left the reference (KL), what the value "
+                "head expected (value) and which tokens PPO pushes up or down (advantage).")
+    steps = sorted({s["step"] for s in with_tokens})
+    col_step, col_sample = st.columns([1, 3])
+    step = col_step.selectbox("step", steps[::-1], key=f"{key}.step")
+    at_step = [s for s in with_tokens if s["step"] == step]
+    index = col_sample.selectbox("sample", range(len(at_step)), key=f"{key}.sample",
+                                 format_func=lambda i: f"{i + 1}: {at_step[i]['response'][:80]}")
+    sample = at_step[min(index, len(at_step) - 1)]
+    st.plotly_chart(token_heatmap(sample), key=f"{key}.heatmap")

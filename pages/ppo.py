@@ -6,17 +6,18 @@ import streamlit as st
 from dashboard import plots
 from dashboard.state import metric_figures, require_app_shell, workspace
 from dashboard.widgets import (
-    choice_knob,
     engine_errors,
-    knob,
+    health_alarms,
     live_header,
     md,
+    ppo_knobs,
     queue_notice,
     run_picker,
     show_flash,
     submit_job,
+    token_view,
 )
-from rlhf_engine.config import KL_ESTIMATORS, PPOConfig
+from rlhf_engine.config import PPOConfig
 from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_ppo_job
 from rlhf_engine.runfolder import new_run_name, safe_name
 
@@ -39,66 +40,13 @@ with st.expander("Start a new run", expanded=not ws.runs_of(PPO_KIND)):
         col_name, col_rm = st.columns(2)
         name = col_name.text_input("Run name", key="ppo.name")
         rm_id = col_rm.selectbox("Reward model", [r.id for r in reward_models])
-        st.markdown("**KL penalty**")
-        c = st.columns(4)
-        with c[0]:
-            kl_coef = knob(PPOConfig, "kl_coef", K, label="β (KL coefficient)")
-        with c[1]:
-            adaptive = knob(PPOConfig, "adaptive_kl", K, label="adaptive β")
-        with c[2]:
-            kl_target = knob(PPOConfig, "kl_target", K, label="KL target (nats)")
-        with c[3]:
-            estimator = choice_knob(PPOConfig, "kl_estimator", KL_ESTIMATORS, K, label="KL estimator")
-        st.markdown("**Rollouts**")
-        c = st.columns(4)
-        with c[0]:
-            steps = knob(PPOConfig, "steps", K, label="PPO steps")
-        with c[1]:
-            batch_size = knob(PPOConfig, "batch_size", K, label="batch (prompts per step)")
-        with c[2]:
-            response_length = knob(PPOConfig, "response_length", K, label="response length (tokens)")
-        with c[3]:
-            temperature = knob(PPOConfig, "temperature", K, label="temperature")
-        st.markdown("**Update**")
-        c = st.columns(4)
-        with c[0]:
-            ppo_epochs = knob(PPOConfig, "ppo_epochs", K, label="PPO epochs")
-            num_mini_batches = knob(PPOConfig, "num_mini_batches", K, label="minibatches")
-        with c[1]:
-            cliprange = knob(PPOConfig, "cliprange", K, label="policy clip range")
-            cliprange_value = knob(PPOConfig, "cliprange_value", K, label="value clip range")
-        with c[2]:
-            learning_rate = knob(PPOConfig, "learning_rate", K, label="learning rate")
-            lr_schedule = choice_knob(PPOConfig, "lr_schedule", ("linear", "constant"), K, label="lr schedule")
-        with c[3]:
-            vf_coef = knob(PPOConfig, "vf_coef", K, label="value loss weight")
-            lam = knob(PPOConfig, "lam", K, label="GAE λ")
-        with st.popover("More: γ, reward handling, seed"):
-            gamma = knob(PPOConfig, "gamma", K, label="γ (discount)")
-            whiten_rewards = knob(PPOConfig, "whiten_rewards", K, label="whiten rewards")
-            normalize_reward = knob(PPOConfig, "normalize_reward", K, label="normalise RM scores")
-            use_eos_penalty = st.checkbox("penalise answers with no EOS", key=f"{K}.use_eos_penalty",
-                                          help="Subtract a fixed amount from the score of answers cut at the cap")
-            eos_penalty = st.number_input("missing-EOS penalty (score units)", value=1.0, key=f"{K}.eos_penalty")
-            max_grad_norm = knob(PPOConfig, "max_grad_norm", K, label="gradient clip")
-            checkpoint_every = knob(PPOConfig, "checkpoint_every", K, label="checkpoint every (steps)")
-            probe_every = knob(PPOConfig, "probe_every", K, label="probe answers every (steps)")
-            seed = knob(PPOConfig, "seed", K, label="seed")
+        fields = ppo_knobs(K)
         base = ws.model_config()
         st.caption(f"Policy base: `{base.source}` ({base.quant}); change it on the Model page.")
         start = st.form_submit_button("Start", type="primary", disabled=not reward_models)
     if start:
         with engine_errors("Starting PPO"):
-            config = PPOConfig(
-                model=ws.model_config(), steps=steps, batch_size=batch_size, num_mini_batches=num_mini_batches,
-                ppo_epochs=ppo_epochs, learning_rate=learning_rate, lr_schedule=lr_schedule,
-                max_grad_norm=max_grad_norm, response_length=response_length, temperature=temperature,
-                kl_coef=kl_coef, adaptive_kl=adaptive, kl_target=kl_target, kl_estimator=estimator, gamma=gamma,
-                lam=lam, cliprange=cliprange, cliprange_value=cliprange_value, vf_coef=vf_coef,
-                whiten_rewards=whiten_rewards, normalize_reward=normalize_reward,
-                missing_eos_penalty=eos_penalty if use_eos_penalty else None,
-                checkpoint_every=checkpoint_every, probe_every=probe_every, seed=seed,
-            )
+            config = PPOConfig(model=ws.model_config(), **fields)
             job = prepare_ppo_job(ws.runs / safe_name(name), config, ws.runs / rm_id)
             submit_job(job, "ppo.pick", "ppo.name")
 queue_notice()
@@ -126,18 +74,23 @@ if pending and rows and pending["step"] <= rows[-1]["step"]:
     pending = None
 st.caption(f"{len(rows)} steps plotted" + (f" + step {pending['step']}'s rollout (hollow marker, update running)"
                                           if pending else ""))
-figures, _ = metric_figures(run, plots.PPO_PANELS, PPO_KIND, pending)
+health_alarms(rows, config, status)
+panels = plots.ppo_panels(has_gold=run.config().get("gold", False))
+figures, _ = metric_figures(run, panels, PPO_KIND, pending)
 for start in range(0, len(figures), 3):
-    for col, (title, _), figure in zip(st.columns(3), plots.PPO_PANELS[start:start + 3], figures[start:start + 3]):
+    for col, (title, _), figure in zip(st.columns(3), panels[start:start + 3], figures[start:start + 3]):
         col.plotly_chart(figure, key=f"ppo.{title}")
 
 st.subheader("Samples")
 samples = run.samples()
 if samples:
-    frame = pd.DataFrame(samples[::-1])[["step", "prompt", "response", "score", "kl"]]
+    columns = ["step", "prompt", "response", "score", "kl"] + (["gold"] if "gold" in samples[-1] else [])
+    frame = pd.DataFrame(samples[::-1])[columns]
     st.dataframe(frame, hide_index=True, height=260,
-                 column_config={"score": st.column_config.NumberColumn(format="%.3f"),
-                                "kl": st.column_config.NumberColumn("KL (nats)", format="%.3f")})
+                 column_config={"score": st.column_config.NumberColumn("RM score", format="%.3f"),
+                                "kl": st.column_config.NumberColumn("KL (nats)", format="%.3f"),
+                                "gold": st.column_config.NumberColumn("gold score", format="%.3f")})
+    token_view(samples, "ppo.tokens")
 else:
     st.caption("The first samples appear after the first step.")
 

@@ -1,13 +1,15 @@
-"""Runs: every run with its state; one metric overlaid across runs; reward against KL across PPO runs."""
+"""Runs: every run with its state; one metric overlaid across runs; reward against KL across PPO runs; sweeps."""
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import plots
+from dashboard.lab import sweep_picker, sweep_view
 from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import job_controls, run_picker
 from rlhf_engine.jobs import PPO_KIND
 from rlhf_engine.runfolder import list_runs
+from rlhf_engine.sweep import list_sweeps
 
 require_app_shell()
 
@@ -71,3 +73,8 @@ if points:
     st.plotly_chart(plots.reward_kl_scatter(points), key="runs.scatter")
 else:
     st.caption("PPO runs appear here once they have logged a step.")
+
+sweeps = list_sweeps(ws.runs)
+if sweeps:
+    st.subheader("Sweeps")
+    sweep_view(sweep_picker(sweeps, "runs.sweep"), "runs.sweep")

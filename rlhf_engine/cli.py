@@ -1,4 +1,4 @@
-"""Command line: ``python -m rlhf_engine {validate-data,make-demo-pairs,train-rm,ppo,resume,sample,runs}``.
+"""Command line: ``python -m rlhf_engine {validate-data,make-demo-pairs,train-rm,ppo,sweep,resume,sample,report,runs,...}``.
 
 Every user error (bad file, bad flag value, missing run) prints one line on stderr and exits 2.
 """
@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run-job", help="run a prepared (queued) run folder in this process; the dashboard "
                                        "starts its jobs this way")
     p.add_argument("run", type=Path)
+
+    p = sub.add_parser("report", help="write a one-file HTML report of a run or a sweep (plots, settings, samples)")
+    p.add_argument("path", type=Path, help="run folder or sweep folder")
+    p.add_argument("--out", type=Path, help="report file (default PATH/report.html)")
 
     p = sub.add_parser("runs", help="list runs with their state and last metrics")
     p.add_argument("root", nargs="?", type=Path, default=DEFAULT_RUNS,
@@ -399,6 +403,15 @@ def _sample(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from .report import write_report
+
+    if args.out is not None and args.out.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--out must end in .html, got {args.out.name!r}")
+    print(f"wrote {write_report(args.path, args.out)}")
+    return 0
+
+
 def _runs(args) -> int:
     from .runfolder import list_runs
 
@@ -494,6 +507,7 @@ COMMANDS = {
     "resume": _resume,
     "sample": _sample,
     "runs": _runs,
+    "report": _report,
     "run-job": _run_job,
     "pairs": _pairs,
     "collect": _collect,

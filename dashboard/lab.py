@@ -1,0 +1,106 @@
+"""Teaching-lab views shared by the Sweep, Runs and Workshop pages: a sweep's live state, its reward-vs-KL
+frontier with best-of-n, gold vs proxy against √KL, and the one-file HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from rlhf_engine import figures
+from rlhf_engine.sweep import Sweep
+
+from .state import LIVE_REFRESH_S, data_signature, is_live
+from .widgets import flash, md, queue_position
+
+SWEEP_OVERLAYS = ("objective/scores", "gold/score", "objective/kl", "beta", "objective/entropy", "response_length")
+
+
+def submit_sweep(sweep_id: str, jobs: list, picker_key: str) -> None:
+    """Queue every run of a sweep (best-of-n first), in order; show the sweep in the picker; say so."""
+    from rlhf_engine.jobs import ProcessJob
+
+    from .state import job_queue
+
+    queued = [job_queue().submit(ProcessJob(job.run)) for job in jobs]
+    st.session_state[picker_key] = sweep_id
+    ahead = queue_position(queued[0])
+    flash(f"Queued {len(queued)} runs; they run one after another" +
+          (f", after the {ahead} job(s) already waiting." if ahead else ", starting now."))
+
+
+def sweep_picker(sweeps: list[Sweep], key: str) -> Sweep | None:
+    if not sweeps:
+        return None
+    by_id = {s.id: s for s in sweeps}
+    return by_id.get(st.selectbox("Sweep", list(by_id), key=key))
+
+
+def _sweep_signature(sweep: Sweep) -> tuple:
+    return tuple(data_signature(run) + (run.status().get("state"),) for run in sweep.runs())
+
+
+def sweep_live_status(sweep: Sweep, key: str) -> None:
+    """A table of the sweep's runs (state, step) that refreshes every second while any is live; the page
+    reruns when a run logs something new, so the plots below are redrawn only then."""
+    drawn = f"drawn.{sweep.path}"
+    st.session_state[drawn] = _sweep_signature(sweep)
+    live = any(is_live(run) for run in sweep.runs())
+
+    def refresh() -> None:
+        rows = []
+        for run in sweep.runs():
+            status = run.status()
+            rows.append({"run": run.id, "state": status.get("state"),
+                         "step": f"{status.get('step', 0)}/{status.get('total_steps', '?')}",
+                         "error": status.get("error") or ""})
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"{key}.table")
+        if st.session_state.get(drawn) != _sweep_signature(sweep):
+            st.rerun(scope="app")
+
+    st.fragment(refresh, run_every=LIVE_REFRESH_S if live else None)()
+
+
+def sweep_view(sweep: Sweep, key: str) -> None:
+    """Everything a sweep shows: its runs, the frontier, gold vs proxy, overlays and the report."""
+    record = sweep.record()
+    members = sweep.members()
+    st.caption(f"Varies **{md(record['vary'])}** over {md(', '.join(m.label for m in members))}; same seed, "
+               "prompts, reward model and reward normalisation.")
+    sweep_live_status(sweep, key)
+    frontier = sweep.frontier()
+    bon = sweep.best_of_n()
+    if not frontier and not bon:
+        st.caption("The plots appear once the first run has logged a step.")
+        return
+    col_frontier, col_gold = st.columns(2)
+    col_frontier.plotly_chart(figures.frontier_figure(frontier, bon), key=f"{key}.frontier")
+    col_frontier.caption("Each PPO run is one point (the mean of its last steps). The dotted line is best-of-n "
+                         "from the reference: no training, KL = log n − (n−1)/n. A good run lies above it.")
+    series = {m.label: m.run.metrics() for m in members}
+    col_gold.plotly_chart(figures.gold_proxy_figure(series, bon), key=f"{key}.gold")
+    col_gold.caption("Gao et al. 2022 plot reward against √KL. While both rise, optimising the reward model "
+                     "helps; where the RM score (solid) still rises but the gold score (dashed) falls, the "
+                     "policy is exploiting the reward model's mistakes: over-optimisation.")
+    names = [m for m in SWEEP_OVERLAYS if any(r.get(m) is not None for rows in series.values() for r in rows)]
+    if names:
+        metric = st.selectbox("Compare runs on", names, key=f"{key}.metric",
+                              format_func=lambda m: f"{m} — {figures.label(m)}")
+        st.plotly_chart(figures.overlay_figure(series, metric), key=f"{key}.overlay")
+    report_button(sweep.path, key)
+
+
+def report_button(path: Path, key: str) -> None:
+    """Write the one-file HTML report of a run or sweep, then offer it for download."""
+    from rlhf_engine.report import REPORT_FILE, write_report
+
+    col_write, col_get = st.columns([1, 3])
+    if col_write.button("Write HTML report", key=f"{key}.report",
+                        help="Plots, settings, alarms and samples in one file that opens offline"):
+        write_report(path)
+    report = Path(path) / REPORT_FILE
+    if report.is_file():
+        col_get.download_button(f"Download {report.name} ({report.stat().st_size / 1e6:.1f} MB)",
+                                report.read_bytes(), file_name=f"{Path(path).name}-report.html",
+                                mime="text/html", key=f"{key}.download")

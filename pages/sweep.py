@@ -1,0 +1,71 @@
+"""KL sweep: one action queues PPO runs that differ only in β (or one implementation detail), plus an
+optional adaptive-β run and the best-of-n baseline; then the frontier and gold vs proxy, live."""
+
+import streamlit as st
+
+from dashboard.lab import submit_sweep, sweep_picker, sweep_view
+from dashboard.state import require_app_shell, workspace
+from dashboard.widgets import engine_errors, ppo_knobs, queue_notice, show_flash
+from rlhf_engine.config import PPOConfig
+from rlhf_engine.jobs import REWARD_KIND
+from rlhf_engine.runfolder import new_run_name, safe_name
+from rlhf_engine.sweep import SWEEPABLE, list_sweeps, parse_values, prepare_sweep
+
+require_app_shell()
+
+K = "sweep"
+VALUE_HINTS = {"kl_coef": "0, 0.01, 0.05, 0.2", "normalize_reward": "on, off", "whiten_advantages": "on, off",
+               "missing_eos_penalty": "none, 1.0", "kl_estimator": "k1, k3"}
+VARY_LABELS = {"kl_coef": "β (KL coefficient)", "normalize_reward": "reward normalisation",
+               "whiten_advantages": "advantage whitening", "missing_eos_penalty": "missing-EOS penalty",
+               "kl_estimator": "KL estimator (k1 / k3)"}
+
+ws = workspace()
+st.title("KL sweep")
+show_flash()
+st.caption("How much should the policy be allowed to move? A sweep trains the same policy several times, "
+           "changing only β, so the plots show what the KL penalty buys: small β reaches a higher reward-model "
+           "score at a larger KL, and, past some point, a lower true (gold) score. It can vary one "
+           "implementation detail instead (Huang et al. 2023) to see what it changes.")
+
+reward_models = [r for r in ws.runs_of(REWARD_KIND) if r.status().get("state") == "completed"]
+with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
+    if not reward_models:
+        st.info("Train a reward model first (Reward model page).")
+    vary = st.radio("Vary", SWEEPABLE, format_func=VARY_LABELS.get, horizontal=True, key=f"{K}.vary")
+    st.session_state.setdefault(f"{K}.name", new_run_name("sweep"))
+    with st.form("sweep-form"):
+        col_name, col_rm = st.columns(2)
+        name = col_name.text_input("Sweep name", key=f"{K}.name")
+        rm_id = col_rm.selectbox("Reward model", [r.id for r in reward_models])
+        col_values, col_adaptive, col_bon = st.columns(3)
+        values_text = col_values.text_input(f"Values of {VARY_LABELS[vary]} (comma-separated)",
+                                            value=VALUE_HINTS[vary], key=f"{K}.values.{vary}")
+        adaptive = col_adaptive.checkbox("add an adaptive-β run", value=vary == "kl_coef", key=f"{K}.adaptive",
+                                         help="Starts at the β below and adapts it towards the KL target "
+                                              "(Ziegler et al. 2019)")
+        best_of_n = col_bon.number_input("best-of-n baseline: n (0 = none)", 0, 64, 16, key=f"{K}.bon",
+                                         help="Sample n reference answers for 16 prompts; best-of-1…n give a "
+                                              "reward-vs-KL curve with no training")
+        st.markdown("**Settings every run shares** (β here is the adaptive run's start, and every run's β "
+                    "when another setting is varied)")
+        fields = ppo_knobs(K)
+        base = ws.model_config()
+        st.caption(f"Policy base: `{base.source}` ({base.quant}); change it on the Model page.")
+        start = st.form_submit_button("Queue the sweep", type="primary", disabled=not reward_models)
+    if start:
+        with engine_errors("Starting the sweep"):
+            values = parse_values(vary, values_text)
+            config = PPOConfig(model=base, **fields)
+            sweep_dir = ws.runs / safe_name(name, "sweep name")
+            jobs = prepare_sweep(sweep_dir, config, ws.runs / rm_id, vary, values, adaptive, int(best_of_n))
+            st.session_state.pop(f"{K}.name", None)
+            submit_sweep(sweep_dir.name, jobs, f"{K}.pick")
+            st.rerun()
+queue_notice()
+
+sweep = sweep_picker(list_sweeps(ws.runs), f"{K}.pick")
+if sweep is None:
+    st.info("No sweep yet.")
+    st.stop()
+sweep_view(sweep, K)

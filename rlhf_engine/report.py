@@ -1,0 +1,169 @@
+"""A one-file HTML report of a PPO run or a sweep, to share: plots, settings, alarms and samples.
+
+The file needs nothing else (plotly.js is inlined once), so it opens offline in any browser. Every
+piece of text from a run (prompts, answers, labels, errors) is HTML-escaped: a report never executes
+or renders what a model or a data file wrote.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import figures
+from .alarms import check
+from .runfolder import RunFolder
+from .sweep import Sweep
+
+REPORT_FILE = "report.html"
+SAMPLE_ROWS = 8  # samples shown per run: those of its last logged step, up to this many
+SWEEP_OVERLAYS = ("objective/scores", "gold/score", "objective/kl", "beta", "objective/entropy")
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } .num { text-align: right; font-variant-numeric: tabular-nums; }
+.alarm { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5em 1em; margin: 0.5em 0; }
+.error { background: #fdecea; border-left-color: #d93025; } pre { white-space: pre-wrap; margin: 0; }
+"""
+
+
+def write_report(path: Path, out: Path | None = None) -> Path:
+    """Write the report of the run or sweep folder at ``path`` (default ``<path>/report.html``); return its path."""
+    path = Path(path)
+    sweep, run = Sweep(path), RunFolder(path)
+    if sweep.exists():
+        title, body = f"Sweep {sweep.id}", _sweep_body(sweep)
+    elif run.exists():
+        title, body = f"Run {run.id}", _run_body(run)
+    else:
+        raise FileNotFoundError(f"{path} is neither a run folder nor a sweep folder")
+    out = Path(out) if out is not None else path / REPORT_FILE
+    out.write_text(render(title, body), encoding="utf-8")
+    return out
+
+
+def render(title: str, parts: list[str]) -> str:
+    """The whole HTML document; plotly.js is inlined by the first figure that needs it."""
+    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n<h1>{_e(title)}</h1>\n"
+            f"<p>RLHF Workbench report, written {made}.</p>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+class _Figures:
+    """Turns plotly figures into HTML, inlining plotly.js in the first one only."""
+
+    def __init__(self):
+        self.first = True
+
+    def __call__(self, figure) -> str:
+        snippet = figure.to_html(full_html=False, include_plotlyjs=self.first, config={"displaylogo": False})
+        self.first = False
+        return f"<div>{snippet}</div>"
+
+
+def _run_body(run: RunFolder) -> list[str]:
+    saved, status, rows = run.config(), run.status(), run.metrics()
+    config = saved.get("config", {})
+    figure = _Figures()
+    parts = [f"<p>Kind: {_e(saved.get('kind'))} · state: <b>{_e(status.get('state'))}</b> · step "
+             f"{_e(status.get('step', 0))} of {_e(status.get('total_steps', '?'))}</p>"]
+    if status.get("error"):
+        parts.append(f"<div class=\"alarm error\">Error: {_e(status['error'])}</div>")
+    parts += _alarms(rows, config, status)
+    if saved.get("kind") == "ppo":
+        panels = figures.ppo_panels(saved.get("gold", False))
+    elif saved.get("kind") == "reward_model":
+        panels = figures.RM_PANELS
+    else:
+        panels = ()
+    if rows:
+        parts.append("<h2>Metrics</h2>")
+        parts += [figure(figures.metric_figure(rows, metrics, title, saved.get("kind", "ppo")))
+                  for title, metrics in panels]
+    samples = run.samples()
+    if samples:
+        last = [s for s in samples if s["step"] == samples[-1]["step"]][:SAMPLE_ROWS]
+        parts.append(f"<h2>Samples at step {_e(samples[-1]['step'])}</h2>" + _samples_table(last))
+        with_tokens = [s for s in last if s.get("tokens")]
+        if with_tokens:
+            parts.append("<h3>Token view of the first sample</h3>" + figure(figures.token_heatmap(with_tokens[0])))
+    parts.append("<h2>Settings</h2>" + _settings_table(config))
+    return parts
+
+
+def _sweep_body(sweep: Sweep) -> list[str]:
+    record = sweep.record()
+    members = sweep.members()
+    figure = _Figures()
+    states = sweep.states()
+    parts = [f"<p>Varied: <b>{_e(record['vary'])}</b> over {_e(', '.join(m.label for m in members))}; reward "
+             f"model {_e(record['reward'])}. Runs share the seed, prompts and reward normalisation.</p>"]
+    frontier = sweep.frontier()
+    if frontier:
+        has_gold = any("gold" in p for p in frontier)
+        head = "<tr><th>run</th><th>state</th><th>steps</th><th>final β</th><th>final KL (nats)</th>" \
+               "<th>final RM score</th>" + ("<th>final gold score</th>" if has_gold else "") + "</tr>"
+        body = "".join(
+            f"<tr><td>{_e(p['label'])}</td><td>{_e(p['state'])}</td><td class=num>{p['steps']}</td>"
+            f"<td class=num>{_num(p['beta'])}</td><td class=num>{_num(p['kl'])}</td><td class=num>{_num(p['score'])}</td>"
+            + (f"<td class=num>{_num(p.get('gold'))}</td>" if has_gold else "") + "</tr>" for p in frontier)
+        parts.append(f"<h2>Final values (mean of each run's last steps)</h2><table>{head}{body}</table>")
+    not_done = {run: state for run, state in states.items() if state != "completed"}
+    if not_done:
+        parts.append("<p>Not completed: " + _e(", ".join(f"{r} ({s})" for r, s in not_done.items())) + "</p>")
+    bon = sweep.best_of_n()
+    parts.append("<h2>Reward vs KL</h2>" + figure(figures.frontier_figure(frontier, bon)))
+    series = {m.label: m.run.metrics() for m in members}
+    parts.append("<h2>Gold vs proxy against √KL</h2>" + figure(figures.gold_proxy_figure(series, bon)))
+    parts.append("<h2>Runs side by side</h2>")
+    for metric in SWEEP_OVERLAYS:
+        if any(r.get(metric) is not None for rows in series.values() for r in rows):
+            parts.append(figure(figures.overlay_figure(series, metric)))
+    for member in members:
+        alarms = _alarms(member.run.metrics(), member.run.config().get("config", {}), member.run.status())
+        if alarms:
+            parts.append(f"<h3>Alarms of {_e(member.label)}</h3>" + "".join(alarms))
+    for member in members:
+        samples = member.run.samples()
+        if samples:
+            last = [s for s in samples if s["step"] == samples[-1]["step"]][:SAMPLE_ROWS // 2]
+            parts.append(f"<h3>{_e(member.label)}: samples at step {_e(samples[-1]['step'])}</h3>"
+                         + _samples_table(last))
+    parts.append("<h2>Shared settings</h2>" + _settings_table(record["base"]))
+    return parts
+
+
+def _alarms(rows: list[dict], config: dict, status: dict) -> list[str]:
+    return [f"<div class=\"alarm{' error' if a.severity == 'error' else ''}\"><b>{_e(a.message)}</b><br>"
+            f"{_e(a.suggestion)}</div>" for a in check(rows, config, status)]
+
+
+def _samples_table(samples: list[dict]) -> str:
+    has_gold = any("gold" in s for s in samples)
+    head = "<tr><th>prompt</th><th>response</th><th>RM score</th><th>KL (nats)</th>" + \
+           ("<th>gold</th>" if has_gold else "") + "</tr>"
+    body = "".join(
+        f"<tr><td><pre>{_e(s.get('prompt'))}</pre></td><td><pre>{_e(s.get('response'))}</pre></td>"
+        f"<td class=num>{_num(s.get('score'))}</td><td class=num>{_num(s.get('kl'))}</td>"
+        + (f"<td class=num>{_num(s.get('gold'))}</td>" if has_gold else "") + "</tr>" for s in samples)
+    return f"<table>{head}{body}</table>"
+
+
+def _settings_table(config: dict) -> str:
+    rows = "".join(f"<tr><th>{_e(key)}</th><td>{_e(json.dumps(value) if isinstance(value, dict) else value)}</td></tr>"
+                   for key, value in config.items())
+    return f"<table>{rows}</table>"
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _num(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
+

@@ -1,0 +1,55 @@
+"""The workshop preset: the whole RLHF loop sized for a class on a 2-core laptop.
+
+Simulated pairs -> reward model -> a KL sweep with best-of-n, from a fresh clone to the sweep plot in
+about 15 minutes on 2 CPU cores (benchmarks/RESULTS.md). The sizes are far below the literature's:
+the point is to see each piece work and how β changes the outcome, not a strong model. The same steps
+run from the command line with the flags in ``cli_commands()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .config import ModelConfig, PPOConfig, RewardConfig
+
+PAIRS = 48  # simulated preference pairs (4 completions per prompt, the most and least positive paired)
+BETAS = (0.0, 0.01, 0.05, 0.2)  # the sweep's fixed β values (TRL's default 0.05 among them)
+BEST_OF_N = 8  # best-of-1…8 from the reference as the no-training baseline
+BEST_OF_N_PROMPTS = 8  # prompts the best-of-n baseline samples for
+
+
+def reward_config(model: ModelConfig) -> RewardConfig:
+    """A reward model trained in a few minutes: mean pooling (it learns sentiment fastest, RESULTS.md)."""
+    return RewardConfig(model=model, steps=20, batch_size=8, learning_rate=3e-4, max_length=128, pooling="mean",
+                        eval_every=5, norm_samples=32, norm_response_length=24, checkpoint_every=10)
+
+
+def ppo_config(model: ModelConfig) -> PPOConfig:
+    """Short PPO runs: small batches and responses, 2 epochs, a high LoRA rate so β shows within 10 steps.
+
+    The adaptive run aims at 3 nats with a short horizon, so its β visibly moves in 80 samples
+    (Ziegler et al.'s 6 nats and 10000 samples are for runs a thousand times longer).
+    """
+    return PPOConfig(model=model, steps=10, batch_size=8, response_length=24, ppo_epochs=2, learning_rate=5e-4,
+                     kl_target=3.0, kl_horizon=32, checkpoint_every=5, probe_every=0, samples_per_step=4)
+
+
+def cli_commands(workspace: str = "workspace") -> list[str]:
+    """The command-line equivalent of the workshop page, one command per step."""
+    rm, ppo = reward_config(ModelConfig(quant="none")), ppo_config(ModelConfig(quant="none"))
+    defaults = PPOConfig()
+    ppo_sets = " ".join(f"--set {f.name}={getattr(ppo, f.name)}" for f in dataclasses.fields(PPOConfig)
+                        if f.name not in ("model", "steps", "batch_size", "response_length", "learning_rate")
+                        and getattr(ppo, f.name) != getattr(defaults, f.name))
+    return [
+        f"python -m rlhf_engine make-demo-pairs --n {PAIRS} --out {workspace}/workshop-pairs.jsonl",
+        f"python -m rlhf_engine train-rm --data {workspace}/workshop-pairs.jsonl --out {workspace}/runs/workshop-rm "
+        f"--quant none --steps {rm.steps} --lr {rm.learning_rate:g} --pooling {rm.pooling} --set max_length={rm.max_length} "
+        f"--set eval_every={rm.eval_every} --set norm_samples={rm.norm_samples} "
+        f"--set norm_response_length={rm.norm_response_length} --set checkpoint_every={rm.checkpoint_every}",
+        f"python -m rlhf_engine sweep --reward {workspace}/runs/workshop-rm --out {workspace}/runs/workshop-sweep "
+        f"--kl-coefs {','.join(format(b, 'g') for b in BETAS)} --adaptive --best-of-n {BEST_OF_N} "
+        f"--best-of-n-prompts {BEST_OF_N_PROMPTS} --quant none --steps {ppo.steps} --batch-size {ppo.batch_size} "
+        f"--response-length {ppo.response_length} --lr {ppo.learning_rate:g} {ppo_sets}",
+        f"python -m rlhf_engine report {workspace}/runs/workshop-sweep",
+    ]

@@ -1,0 +1,234 @@
+"""The teaching lab on the tiny model: sweeps, gold logging, best-of-n, token view, ablations, the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import itertools
+import json
+import math
+import re
+import statistics
+
+import pytest
+import torch
+
+from rlhf_engine.best_of_n import best_of_n_curve, best_of_n_kl, expected_best_of_n
+from rlhf_engine.cli import main
+from rlhf_engine.config import PPOConfig, RewardConfig
+from rlhf_engine.data import PreferencePair, write_pairs
+from rlhf_engine.demo import gold_score, labelled_by_gold_annotator
+from rlhf_engine.jobs import JobQueue, start_ppo_job, start_reward_job
+from rlhf_engine.report import write_report
+from rlhf_engine.runfolder import RunFolder
+from rlhf_engine.sweep import Sweep, list_sweeps, member_label, parse_values, plan, prepare_sweep
+
+SIMULATED = [PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.", "Awful, bad, terrible.")
+             for i in range(12)]
+# a human might prefer the blunt answer: not the simulated annotator's rule
+HUMAN = SIMULATED[:11] + [PreferencePair("Review it.", "It broke on day one.", "What a lovely, wonderful gadget!")]
+
+
+def _reward_dir(root, model_config, pairs, name="rm"):
+    write_pairs(pairs, root / f"{name}.jsonl")
+    config = RewardConfig(model=model_config, steps=2, eval_every=2, norm_samples=4, norm_response_length=4)
+    job = start_reward_job(root / name, config, root / f"{name}.jsonl", background=False)
+    assert job.state == "completed", job.run.status()
+    return root / name
+
+
+@pytest.fixture
+def simulated_rm(runs_dir, tiny_model_config):
+    return _reward_dir(runs_dir, tiny_model_config, SIMULATED)
+
+
+def _base(model_config, **kw) -> PPOConfig:
+    settings = dict(steps=2, batch_size=2, response_length=5, ppo_epochs=1, probe_every=0)
+    return PPOConfig(model=model_config, **{**settings, **kw})
+
+
+# -- best-of-n ----------------------------------------------------------------------------------
+
+def test_best_of_n_kl_formula_matches_the_exact_kl_of_best_of_n_on_a_fine_distribution():
+    """Best-of-n over M equally likely, distinct-scored outcomes picks rank i with probability
+    (i/M)^n - ((i-1)/M)^n; its KL to the uniform sampler tends to log n - (n-1)/n as M grows."""
+    m = 20000
+    for n in (1, 2, 4, 16):
+        probs = [(i / m) ** n - ((i - 1) / m) ** n for i in range(1, m + 1)]
+        exact = sum(p * math.log(p * m) for p in probs if p > 0)
+        assert best_of_n_kl(n) == pytest.approx(exact, abs=2e-3), n
+    assert best_of_n_kl(1) == 0.0
+    assert best_of_n_kl(2) == pytest.approx(math.log(2) - 0.5)
+    with pytest.raises(ValueError):
+        best_of_n_kl(0)
+
+
+def test_expected_best_of_n_equals_the_average_over_every_subset():
+    proxy = [0.3, -1.2, 2.5, 0.9, 0.1, -0.4]
+    gold = [0.1, 0.2, -0.5, 0.7, 0.0, 0.3]
+    for n in range(1, len(proxy) + 1):
+        subsets = list(itertools.combinations(range(len(proxy)), n))
+        best = [max(s, key=lambda i: proxy[i]) for s in subsets]
+        assert expected_best_of_n(proxy, n) == pytest.approx(statistics.fmean(proxy[i] for i in best))
+        assert expected_best_of_n(proxy, n, gold) == pytest.approx(statistics.fmean(gold[i] for i in best))
+    assert expected_best_of_n(proxy, 1) == pytest.approx(statistics.fmean(proxy))
+    assert expected_best_of_n(proxy, len(proxy)) == max(proxy)
+
+
+def test_best_of_n_curve_rises_with_n_and_uses_the_closed_form_kl():
+    rows = best_of_n_curve([[0.0, 1.0, 2.0, 3.0], [1.0, 1.0, 0.0, 5.0]], [[0, 0, 0, 1], [0, 0, 0, 1]])
+    assert [r["n"] for r in rows] == [1, 2, 4]
+    assert [r["kl"] for r in rows] == [best_of_n_kl(n) for n in (1, 2, 4)]
+    assert rows[0]["score"] < rows[1]["score"] < rows[2]["score"] == 4.0
+    assert rows[2]["gold"] == 1.0
+
+
+# -- gold ---------------------------------------------------------------------------------------
+
+def test_simulated_pairs_are_recognised_and_human_ones_are_not():
+    assert labelled_by_gold_annotator(SIMULATED)
+    assert not labelled_by_gold_annotator(HUMAN)
+    assert not labelled_by_gold_annotator([])
+
+
+def test_ppo_logs_the_gold_score_of_each_sample_when_the_rm_learnt_simulated_pairs(runs_dir, tiny_model_config,
+                                                                                   simulated_rm):
+    job = start_ppo_job(runs_dir / "ppo", _base(tiny_model_config), simulated_rm, background=False)
+    assert job.state == "completed", job.run.status()
+    assert job.run.config()["gold"] is True
+    samples = job.run.samples()
+    assert all(s["gold"] == pytest.approx(gold_score(s["response"])) for s in samples)
+    metrics = job.run.metrics()
+    assert all(isinstance(m["gold/score"], float) and -1 <= m["gold/score"] <= 1 for m in metrics)
+
+
+def test_no_gold_score_for_a_reward_model_of_human_pairs_unless_asked(runs_dir, tiny_model_config):
+    rm = _reward_dir(runs_dir, tiny_model_config, HUMAN, "rm-human")
+    job = start_ppo_job(runs_dir / "ppo-human", _base(tiny_model_config, steps=1), rm, background=False)
+    assert job.run.config()["gold"] is False
+    assert "gold/score" not in job.run.metrics()[0] and "gold" not in job.run.samples()[0]
+    forced = start_ppo_job(runs_dir / "ppo-forced", _base(tiny_model_config, steps=1, gold_score="on"), rm,
+                           background=False)
+    assert "gold/score" in forced.run.metrics()[0]
+
+
+# -- token view and ablations -------------------------------------------------------------------
+
+def test_samples_carry_a_token_view_that_adds_up_to_the_sample(runs_dir, tiny_model_config, simulated_rm):
+    job = start_ppo_job(runs_dir / "ppo", _base(tiny_model_config, steps=2), simulated_rm, background=False)
+    for sample in job.run.samples():
+        n = len(sample["tokens"])
+        assert 1 <= n <= 5
+        assert len(sample["token_kl"]) == len(sample["token_value"]) == len(sample["token_advantage"]) == n
+        assert sum(sample["token_kl"]) == pytest.approx(sample["kl"], abs=1e-3)
+        assert "".join(sample["tokens"]).strip().startswith(sample["response"][:3].strip())
+
+
+def test_advantage_whitening_can_be_switched_off(tiny_model_config):
+    from rlhf_engine.demo import GoldReward
+    from rlhf_engine.ppo import PPOTrainer
+
+    trainer = PPOTrainer(_base(tiny_model_config, whiten_advantages=False), GoldReward(), ["a"])
+    mask = torch.ones(2, 3)
+    batch = {"rollout": type("R", (), {"response_mask": mask})(), "logprobs": torch.zeros(2, 3),
+             "ref_logprobs": torch.zeros(2, 3), "values": torch.zeros(2, 3), "scores": torch.tensor([3.0, 1.0])}
+    raw = trainer.advantages(batch)["advantages"]
+    assert raw[0, -1].item() == pytest.approx(3.0) and raw[1, -1].item() == pytest.approx(1.0)
+    trainer.config = dataclasses.replace(trainer.config, whiten_advantages=True)
+    whitened = trainer.advantages(batch)["advantages"]
+    assert whitened.mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert whitened.std().item() == pytest.approx(1.0, abs=1e-3)
+
+
+# -- sweeps -------------------------------------------------------------------------------------
+
+def test_sweep_values_are_parsed_by_field_and_bad_ones_refused():
+    assert parse_values("kl_coef", "0, 0.01,0.2") == [0.0, 0.01, 0.2]
+    assert parse_values("whiten_advantages", "on,off") == [True, False]
+    assert parse_values("missing_eos_penalty", "none,1.5") == [None, 1.5]
+    assert parse_values("kl_estimator", "k1,k3") == ["k1", "k3"]
+    for field, text in (("kl_coef", "-1"), ("kl_coef", "0,0"), ("kl_estimator", "k2"), ("cliprange", "0.1"),
+                        ("normalize_reward", "maybe"), ("kl_coef", " , ")):
+        with pytest.raises(ValueError):
+            parse_values(field, text)
+    assert member_label("kl_coef", 0.05) == "beta-0.05"
+    assert member_label("missing_eos_penalty", None) == "missing_eos_penalty-none"
+
+
+def test_sweep_plan_changes_only_the_varied_setting(tiny_model_config):
+    base = _base(tiny_model_config, seed=7)
+    members = plan(base, "kl_coef", [0.0, 0.2], adaptive=True)
+    assert [label for label, _ in members] == ["beta-0", "beta-0.2", "adaptive"]
+    for label, config in members:
+        differing = {f.name for f in dataclasses.fields(PPOConfig) if getattr(config, f.name) != getattr(base, f.name)}
+        assert differing <= {"kl_coef", "adaptive_kl"}, label
+        assert config.seed == 7
+    assert members[2][1].adaptive_kl and members[2][1].kl_coef == base.kl_coef
+
+
+def test_a_sweep_queues_its_runs_and_they_run_one_after_another(runs_dir, tiny_model_config, simulated_rm):
+    jobs = prepare_sweep(runs_dir / "sw", _base(tiny_model_config), simulated_rm, "kl_coef", [0.0, 0.2],
+                         adaptive=True, best_of_n=4, best_of_n_prompts=3)
+    assert [j.run.id for j in jobs] == ["sw-best-of-4", "sw-beta-0", "sw-beta-0.2", "sw-adaptive"]
+    assert all(j.run.status()["state"] == "queued" for j in jobs)
+    queue = JobQueue()
+    for job in jobs:
+        queue.submit(job)
+    assert queue.position(jobs[-1]) == 3
+    assert queue.wait_idle(timeout=300)
+    sweep = Sweep(runs_dir / "sw")
+    assert set(sweep.states().values()) == {"completed"}
+    started = [json.loads((j.run.path / "status.json").read_text())["created_at"] for j in jobs]
+    ended = [j.run.events().splitlines()[-1][:25] for j in jobs]
+    firsts = [j.run.events().splitlines()[0][:25] for j in jobs]
+    assert all(ended[i] <= firsts[i + 1] for i in range(len(jobs) - 1)), (started, firsts, ended)
+    assert [m.label for m in sweep.members()] == ["beta-0", "beta-0.2", "adaptive"]
+    assert [m.run.metrics()[-1]["beta"] for m in sweep.members()][:2] == [0.0, 0.2]
+    # same seed, prompts and normalisation: the first rollout is identical in every run
+    first = [m.run.samples()[0]["response"] for m in sweep.members()]
+    assert len(set(first)) == 1
+    frontier = sweep.frontier()
+    assert [p["label"] for p in frontier] == ["beta-0", "beta-0.2", "adaptive"]
+    assert all({"kl", "score", "gold"} <= set(p) for p in frontier)
+    bon = sweep.best_of_n()
+    assert [r["n"] for r in bon] == [1, 2, 4] and bon[2]["kl"] == pytest.approx(math.log(4) - 0.75)
+    assert list_sweeps(runs_dir) and list_sweeps(runs_dir)[0].id == "sw"
+
+
+def test_a_sweep_with_a_clashing_name_or_bad_input_creates_nothing(runs_dir, tiny_model_config, simulated_rm):
+    RunFolder(runs_dir / "sw-beta-0").create("ppo", {}, 1)
+    before = sorted(p.name for p in runs_dir.iterdir())
+    with pytest.raises(FileExistsError):
+        prepare_sweep(runs_dir / "sw", _base(tiny_model_config), simulated_rm, "kl_coef", [0.0, 0.2])
+    with pytest.raises(FileNotFoundError):
+        prepare_sweep(runs_dir / "other", _base(tiny_model_config), runs_dir / "no-rm", "kl_coef", [0.0])
+    with pytest.raises(ValueError):
+        prepare_sweep(runs_dir / "bad name!", _base(tiny_model_config), simulated_rm, "kl_coef", [0.0])
+    assert sorted(p.name for p in runs_dir.iterdir()) == before
+
+
+def test_cli_sweep_varies_an_ablation_and_the_report_escapes_run_text(runs_dir, tiny_model_dir, simulated_rm,
+                                                                      capsys):
+    code = main(["sweep", "--reward", str(simulated_rm), "--out", str(runs_dir / "ab"), "--vary", "whiten_advantages",
+                 "--values", "on,off", "--model", tiny_model_dir, "--quant", "none", "--steps", "1",
+                 "--batch-size", "2", "--response-length", "4", "--set", "probe_every=0"])
+    assert code == 0, capsys.readouterr().err
+    sweep = Sweep(runs_dir / "ab")
+    assert [m.label for m in sweep.members()] == ["whiten_advantages-on", "whiten_advantages-off"]
+    assert [m.run.config()["config"]["whiten_advantages"] for m in sweep.members()] == [True, False]
+    # a model answer with markup must reach the report as text, never as HTML
+    evil = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    member = sweep.members()[0].run
+    rows = member.samples()
+    rows[-1]["response"] = evil
+    (member.path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(runs_dir / "ab")]) == 0
+    text = (runs_dir / "ab" / "report.html").read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.count("<html") == 1
+    assert evil not in text and html.escape(evil) in text
+    assert "Reward vs KL" in text and "whiten_advantages-off" in text and "Gold vs proxy" in text
+    assert len(re.findall(r"<script", text)) >= 3  # plotly.js once, then one script per figure
+    assert main(["report", str(runs_dir / "ab-whiten_advantages-on"), "--out", str(runs_dir / "one.html")]) == 0
+    assert "Samples at step 1" in (runs_dir / "one.html").read_text()
+    assert main(["report", str(runs_dir / "nothing-here")]) == 2
+    assert "neither a run folder nor a sweep folder" in capsys.readouterr().err
