@@ -54,7 +54,7 @@ def sweep_live_status(sweep: Sweep, key: str) -> None:
             status = run.status()
             rows.append({"run": run.id, "state": status.get("state"),
                          "step": f"{status.get('step', 0)}/{status.get('total_steps', '?')}",
-                         "error": status.get("error") or ""})
+                         "alarms": ", ".join(status.get("alarms", [])), "error": status.get("error") or ""})
         st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"{key}.table")
         if st.session_state.get(drawn) != _sweep_signature(sweep):
             st.rerun(scope="app")
@@ -99,6 +99,7 @@ def report_button(path: Path, key: str) -> None:
     if col_write.button("Write HTML report", key=f"{key}.report",
                         help="Plots, settings, alarms and samples in one file that opens offline"):
         write_report(path)
+        st.rerun()  # what depends on the report (the Workshop's last tick, the download) is drawn anew
     report = Path(path) / REPORT_FILE
     if report.is_file():
         col_get.download_button(f"Download {report.name} ({report.stat().st_size / 1e6:.1f} MB)",

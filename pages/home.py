@@ -24,6 +24,8 @@ digraph {
 ws = workspace()
 st.title("RLHF Workbench")
 st.caption(f"Workspace: `{ws.root}` — everything below is read from it, so a reload or restart loses nothing.")
+st.page_link("pages/workshop.py", label="New to RLHF? The Workshop page walks through the loop in five steps "
+             "(about 15 minutes on a laptop)", icon=":material/school:")
 st.graphviz_chart(LOOP)
 queue_notice()
 
@@ -55,4 +57,5 @@ with col_ppo:
         st.caption(f"{STATE_ICONS.get(status['state'], '')} {md(run.id)} — {status['state']}, "
                    f"step {status.get('step', 0)}/{status.get('total_steps', '?')}")
     st.page_link("pages/ppo.py", label="Fine-tune the policy", icon=":material/autorenew:")
+st.page_link("pages/sweep.py", label="Sweep β: reward vs KL, gold vs proxy, best-of-n", icon=":material/tune:")
 st.page_link("pages/runs.py", label="Compare all runs", icon=":material/monitoring:")

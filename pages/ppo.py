@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import plots
+from dashboard.lab import report_button
 from dashboard.state import metric_figures, require_app_shell, workspace
 from dashboard.widgets import (
     engine_errors,
@@ -108,3 +109,6 @@ for prompt, answer in reference.items():
     col_ref.text(answer)
     col_pol.caption(f"policy at step {latest_step}" if latest_step else "policy (after the first probe step)")
     col_pol.text(policy.get(prompt, "—"))
+
+st.subheader("Share")
+report_button(run.path, "ppo")

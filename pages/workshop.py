@@ -21,7 +21,7 @@ ws = workspace()
 st.title("Workshop")
 show_flash()
 st.caption("Five steps, in order. Each button starts the step with settings sized for a laptop "
-           f"(about 15 minutes in all on 2 CPU cores); the other pages show the same runs with every knob. "
+           "(about 15 minutes in all on 2 CPU cores); the other pages show the same runs with every knob. "
            "A step's box ticks when it is done.")
 
 model = ws.model_config()

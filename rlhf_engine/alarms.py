@@ -59,8 +59,10 @@ RUNAWAY_GROWTH = 2.0
 
 # Number of most recent steps over which the proxy and gold score trends (least-squares slopes) are fitted.
 HACK_WINDOW = 5
-# The gold score must have fallen at least this far below its best value so far to count as reward hacking.
-HACK_MIN_DROP = 0.05
+# Steps in the running mean that proxy and gold are smoothed with first (one batch of 8 is noisy: ±0.15 gold).
+HACK_SMOOTH = 3
+# The smoothed gold score must have fallen at least this far below its best to count (gold lies in −1…1).
+HACK_MIN_DROP = 0.1
 
 # Number of steps averaged at the start and at the end of the run for the short-window alarms below.
 EDGE_WINDOW = 3
@@ -221,24 +223,27 @@ def _check_kl_runaway(rows, config) -> Alarm | None:
 
 
 def _check_reward_hacking(rows) -> Alarm | None:
-    """Proxy trending up while gold trends down over HACK_WINDOW steps, gold well below its best."""
+    """Proxy trending up while gold trends down over HACK_WINDOW steps, and the gold score's running mean
+    (HACK_SMOOTH steps) at least HACK_MIN_DROP below its best while the proxy's is above its value there."""
     pairs = _series(rows, "objective/scores", "gold/score")
-    if len(pairs) < HACK_WINDOW:
+    if len(pairs) < max(HACK_WINDOW, HACK_SMOOTH + 1):
         return None
     window = pairs[-HACK_WINDOW:]
     if _slope([p for _, (p, _) in window]) <= 0 or _slope([g for _, (_, g) in window]) >= 0:
         return None
-    best = max(range(len(pairs)), key=lambda i: pairs[i][1][1])
-    best_step, (best_proxy, best_gold) = pairs[best]
-    step, (proxy, gold) = pairs[-1]
+    smooth = [(pairs[i][0], (sum(p for _, (p, _) in pairs[i - HACK_SMOOTH + 1:i + 1]) / HACK_SMOOTH,
+                             sum(g for _, (_, g) in pairs[i - HACK_SMOOTH + 1:i + 1]) / HACK_SMOOTH))
+              for i in range(HACK_SMOOTH - 1, len(pairs))]
+    best_step, (best_proxy, best_gold) = max(smooth, key=lambda item: item[1][1])
+    step, (proxy, gold) = smooth[-1]
     if gold > best_gold - HACK_MIN_DROP or proxy < best_proxy:
         return None
     return Alarm(
         "reward_hacking", step, "warning",
         f"The reward model's score keeps rising ({best_proxy:.2f} at step {best_step} to {proxy:.2f} at step "
-        f"{step}) while the true (gold) score falls ({best_gold:.2f} to {gold:.2f}): the policy is exploiting "
-        "the reward model's mistakes (over-optimisation, Gao et al. 2022).",
-        f"Raise β, stop at the checkpoint with the best gold score (step {best_step}), or train the reward "
+        f"{step}, {HACK_SMOOTH}-step means) while the true (gold) score falls ({best_gold:.2f} to {gold:.2f}): "
+        "the policy is exploiting the reward model's mistakes (over-optimisation, Gao et al. 2022).",
+        f"Raise β, stop at the checkpoint with the best gold score (near step {best_step}), or train the reward "
         "model on more or fresher preference pairs.",
     )
 

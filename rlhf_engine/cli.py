@@ -354,20 +354,24 @@ FOLLOWED_METRICS = {  # printed each step by the commands that run a job, by the
 
 
 def _follow(job) -> int:
-    """Print one line per logged step until the job ends; Ctrl-C stops it cleanly (checkpoint first)."""
+    """Print one line per logged step (and each health alarm once) until the job ends; Ctrl-C stops it
+    cleanly (checkpoint first)."""
     import time
 
     keys = FOLLOWED_METRICS.get(job.run.config()["kind"], ())
     seen = len(job.run.metrics())
+    alarms = len(_alarm_lines(job.run))
     try:
         while job.alive:
             time.sleep(0.5)
             seen = _print_new_metrics(job.run, seen, keys)
+            alarms = _print_new_alarms(job.run, alarms)
     except KeyboardInterrupt:
         print("stopping (writing a checkpoint)...", file=sys.stderr)
         job.stop()
         job.join()
     _print_new_metrics(job.run, seen, keys)
+    _print_new_alarms(job.run, alarms)
     status = job.run.status()
     print(f"run {job.run.path}: {status['state']} at step {status.get('step', 0)}")
     if status["state"] == "failed":
@@ -382,6 +386,17 @@ def _print_new_metrics(run, seen: int, keys) -> int:
         parts = [f"step {row.get('step')}"] + [f"{k} {row[k]:.4g}" for k in keys if isinstance(row.get(k), (int, float))]
         print("  ".join(parts), flush=True)
     return len(rows)
+
+
+def _alarm_lines(run) -> list[str]:
+    return [line.split(" ", 1)[1] for line in run.events().splitlines() if " alarm at step " in line]
+
+
+def _print_new_alarms(run, seen: int) -> int:
+    lines = _alarm_lines(run)
+    for line in lines[seen:]:
+        print(f"  ! {line}", flush=True)
+    return len(lines)
 
 
 def _sample(args) -> int:

@@ -181,31 +181,42 @@ def frontier_figure(points: Sequence[dict], best_of_n: Sequence[dict] = ()) -> g
     _layout(fig, "Reward vs KL: PPO runs (mean of the last steps) and best-of-n", "KL to the reference (nats per response)",
             "RM score (normalised)", height=440)
     if has_gold:
-        fig.update_yaxes(title_text="gold score (VADER, −1…1)", secondary_y=True)
+        fig.update_yaxes(title_text="gold score (VADER, −1…1)", tickformat=".2f", secondary_y=True)
     return fig
 
 
-def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dict] = ()) -> go.Figure:
+def running_mean(values: Sequence[float], width: int) -> list[float]:
+    """Mean of each value with up to width - 1 values before it (one batch per step is noisy)."""
+    return [sum(values[max(0, i - width + 1):i + 1]) / len(values[max(0, i - width + 1):i + 1])
+            for i in range(len(values))]
+
+
+def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dict] = (), smooth: int = 3) -> go.Figure:
     """Gold and proxy reward against sqrt(KL), the axis of Gao et al. 2022 ("Scaling Laws for Reward Model
     Overoptimization"): where the proxy keeps rising and the gold turns down, optimising the RM stopped helping.
 
     series: {run label: metric rows}; each run draws its proxy (solid) and gold (dashed) in one colour.
-    Negative k1 KL estimates are drawn at sqrt(0).
+    KL, proxy and gold are running means over ``smooth`` steps; a negative k1 mean is drawn at sqrt(0).
     """
     colours = ("royalblue", "darkorange", "seagreen", "crimson", "purple", "saddlebrown", "deeppink", "gray")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for i, (name, rows) in enumerate(series.items()):
         colour = colours[i % len(colours)]
-        points = [r for r in rows if isinstance(r.get("objective/kl"), (int, float))]
-        x = [math.sqrt(max(r["objective/kl"], 0.0)) for r in points]
-        fig.add_trace(go.Scatter(x=x, y=[r.get("objective/scores") for r in points], mode="lines+markers",
-                                 name=f"{plain(name)}: RM score", line=dict(color=colour),
-                                 customdata=[r["step"] for r in points],
+        points = [r for r in rows if isinstance(r.get("objective/kl"), (int, float))
+                  and isinstance(r.get("objective/scores"), (int, float))]
+        if not points:
+            continue
+        x = [math.sqrt(max(v, 0.0)) for v in running_mean([r["objective/kl"] for r in points], smooth)]
+        steps = [r["step"] for r in points]
+        fig.add_trace(go.Scatter(x=x, y=running_mean([r["objective/scores"] for r in points], smooth),
+                                 mode="lines+markers", name=f"{plain(name)}: RM score", line=dict(color=colour),
+                                 customdata=steps,
                                  hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>RM score %{y:.3f}<extra></extra>"))
-        if any("gold/score" in r for r in points):
-            fig.add_trace(go.Scatter(x=x, y=[r.get("gold/score") for r in points], mode="lines+markers",
-                                     name=f"{plain(name)}: gold", line=dict(color=colour, dash="dash"),
-                                     marker=dict(symbol="circle-open"), customdata=[r["step"] for r in points],
+        if all(isinstance(r.get("gold/score"), (int, float)) for r in points):
+            fig.add_trace(go.Scatter(x=x, y=running_mean([r["gold/score"] for r in points], smooth),
+                                     mode="lines+markers", name=f"{plain(name)}: gold",
+                                     line=dict(color=colour, dash="dash"), marker=dict(symbol="circle-open"),
+                                     customdata=steps,
                                      hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>gold %{y:.3f}<extra></extra>"),
                           secondary_y=True)
     if best_of_n:
@@ -216,9 +227,9 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
             fig.add_trace(go.Scatter(x=x, y=[r.get("gold") for r in best_of_n], mode="lines+markers",
                                      name="best-of-n: gold", line=dict(color="goldenrod", dash="dot"),
                                      marker=dict(symbol="circle-open")), secondary_y=True)
-    _layout(fig, "Gold vs proxy reward against √KL (Gao et al. 2022)", "√KL to the reference (√nats per response)",
-            "RM score (normalised)", height=460)
-    fig.update_yaxes(title_text="gold score (VADER, −1…1)", secondary_y=True)
+    title = "Gold vs proxy reward against √KL (Gao et al. 2022)" + (f"; {smooth}-step running means" if smooth > 1 else "")
+    _layout(fig, title, "√KL to the reference (√nats per response)", "RM score (normalised)", height=460)
+    fig.update_yaxes(title_text="gold score (VADER, −1…1)", tickformat=".2f", secondary_y=True)
     return fig
 
 

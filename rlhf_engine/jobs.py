@@ -282,18 +282,24 @@ def _jsonable(prompt):
     return list(prompt) if isinstance(prompt, tuple) else prompt
 
 
-def _ppo_body(job: Job) -> str:
-    from .alarms import check, new_alarms
+def _policy_run_inputs(run: RunFolder):
+    """(saved config.json, PPOConfig, prompts, reward model, gold scorer or None) of a PPO or best-of-n run."""
     from .demo import gold_score
-    from .ppo import PPOTrainer
     from .reward import RewardModel
 
-    run = job.run
     saved = run.config()
-    config = from_dict(PPOConfig, saved["config"])
     prompts = [tuple(p) if isinstance(p, list) else p for p in json.loads((run.path / "prompts.json").read_text())]
-    reward_model = RewardModel.load(Path(saved["reward"]))
-    trainer = PPOTrainer(config, reward_model, prompts, gold_scorer=gold_score if saved.get("gold") else None)
+    return (saved, from_dict(PPOConfig, saved["config"]), prompts, RewardModel.load(Path(saved["reward"])),
+            gold_score if saved.get("gold") else None)
+
+
+def _ppo_body(job: Job) -> str:
+    from .alarms import check, new_alarms
+    from .ppo import PPOTrainer
+
+    run = job.run
+    saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(run)
+    trainer = PPOTrainer(config, reward_model, prompts, gold_scorer=gold_scorer)
     norm_file = run.path / "reward_norm.json"
     if norm_file.is_file():
         norm = json.loads(norm_file.read_text())
@@ -379,14 +385,13 @@ def prepare_best_of_n_job(run_dir: Path, config: PPOConfig, reward_dir: Path, n:
     """
     if n < 2:
         raise ValueError(f"best-of-n needs n >= 2, got {n}")
+    from .batching import batch_indices
+    from .demo import demo_prompt_split
+
     reward_dir = Path(reward_dir)
     if not (reward_dir / "reward_model.json").is_file():
         raise FileNotFoundError(f"{reward_dir} holds no trained reward model (no reward_model.json)")
-    from .demo import demo_prompt_split
-
     prompts = read_prompts(prompts_path) if prompts_path else demo_prompt_split()[0]
-    from .batching import batch_indices
-
     chosen = [prompts[i] for i in batch_indices(len(prompts), min(n_prompts, len(prompts)), 1, config.seed)]
     run = RunFolder(run_dir)
     run.create(BEST_OF_N_KIND, {"config": to_dict(config), "reward": str(reward_dir.resolve()), "n": n,
@@ -397,15 +402,10 @@ def prepare_best_of_n_job(run_dir: Path, config: PPOConfig, reward_dir: Path, n:
 
 def _best_of_n_body(job: Job) -> str:
     from .best_of_n import best_of_n_curve, sample_and_score
-    from .demo import gold_score
     from .models import load_model_and_tokenizer, set_seed
-    from .reward import RewardModel
 
     run = job.run
-    saved = run.config()
-    config = from_dict(PPOConfig, saved["config"])
-    prompts = [tuple(p) if isinstance(p, list) else p for p in json.loads((run.path / "prompts.json").read_text())]
-    reward_model = RewardModel.load(Path(saved["reward"]))
+    saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(run)
     set_seed(config.seed)
     model, tokenizer = load_model_and_tokenizer(config.model)
     reward_normalisation(reward_model, Path(saved["reward"]), model, tokenizer, prompts, config, run)
@@ -417,8 +417,8 @@ def _best_of_n_body(job: Job) -> str:
 
     try:
         proxy, gold = sample_and_score(model, tokenizer, prompts, saved["n"], reward_model, config.response_length,
-                                       config.temperature, config.model.chat_template,
-                                       gold_score if saved.get("gold") else None, on_progress=progress)
+                                       config.temperature, config.model.chat_template, gold_scorer,
+                                       on_progress=progress)
     except _Stopped:
         return "stopped"
     rows = best_of_n_curve(proxy, gold)

@@ -44,6 +44,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_health(url: str, proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    """Until the Streamlit server at url answers its health check; raise if its process ends first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited early ({proc.returncode}): {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the dashboard never answered its health check")
+        time.sleep(0.1)
+
+
 @contextmanager
 def dashboard_server(workspace: Path, log_path: Path, env: dict | None = None):
     """`streamlit run app.py` on a free loopback port with RLHF_WORKSPACE set; yields the base URL."""
@@ -54,19 +71,7 @@ def dashboard_server(workspace: Path, log_path: Path, env: dict | None = None):
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "RLHF_WORKSPACE": str(workspace), **(env or {})})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited early ({proc.returncode}): {log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the dashboard never answered its health check")
-            time.sleep(0.1)
+        wait_for_health(f"http://127.0.0.1:{port}", proc, log_path, timeout=60)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -131,12 +131,22 @@ def test_reward_hacking():
     rows = hacked()
     alarm = only(check(rows), "reward_hacking")
     assert alarm.step == STEPS
-    assert "0.30" in alarm.message and "0.10" in alarm.message  # best gold, last gold
-    assert "step 5" in alarm.suggestion  # the checkpoint with the best gold score
+    # 3-step means: best gold (0.25 + 0.3 + 0.26) / 3 = 0.27 ending at step 6; last (0.18 + 0.14 + 0.1) / 3 = 0.14
+    assert "0.27" in alarm.message and "0.14" in alarm.message
+    assert "step 6" in alarm.suggestion  # near the checkpoint with the best gold score
 
 
 def test_reward_hacking_needs_gold_score():
     rows = [{k: v for k, v in row.items() if k != "gold/score"} for row in hacked()]
+    assert check(rows) == []
+
+
+def test_reward_hacking_is_not_raised_by_one_noisy_batch():
+    rows = healthy()
+    for i, row in enumerate(rows):  # proxy rising; gold flat at 0.5 but for a single bad batch at the end
+        row["objective/scores"] = 0.2 + 0.1 * i
+        row["gold/score"] = 0.5
+    rows[-1]["gold/score"] = 0.3
     assert check(rows) == []
 
 

@@ -247,7 +247,8 @@ def test_a_tiny_ppo_run_started_from_the_page_produces_metric_points(trained_wor
     assert run.status()["state"] == "completed", run.status()
     at.run()
     assert "3 steps plotted" in texts(at)
-    assert len(at.get("plotly_chart")) == 7
+    assert run.config()["gold"] is True  # the tiny RM learnt pairs that follow the simulated annotator's rule
+    assert len(at.get("plotly_chart")) == 8 + 1  # seven panels + gold, and the token view
     assert len(at.dataframe[0].value) == 3 * 2  # samples of every step, newest first
     assert "policy at step 3" in texts(at)
 
@@ -327,3 +328,108 @@ def test_a_failed_run_shows_its_reason_on_the_page(trained_workspace, monkeypatc
     assert not at.exception
     assert any("The run failed: NonFiniteError: objective/kl is NaN" in plain(e.value) for e in at.error)
     assert any(b.label == "Resume" for b in at.button)
+
+
+def _fake_ppo_run(root: Path, name: str, rows: list[dict], samples: list[dict] = (), config: dict | None = None,
+                  state: str = "completed") -> RunFolder:
+    run = RunFolder(root / "runs" / name)
+    run.create("ppo", {"config": {"kl_estimator": "k1", "response_length": 16, **(config or {})}}, len(rows))
+    for row in rows:
+        run.append_metrics(row)
+    run.append_samples(list(samples))
+    run.set_status(state, step=len(rows))
+    return run
+
+
+def test_ppo_page_shows_health_alarms_and_the_token_view(workspace):
+    rows = [{"step": s, "objective/kl": -1.5, "objective/scores": 0.1, "objective/entropy": 30.0,
+             "response_length": 16.0, "eos_fraction": 0.0, "policy/clipfrac": 0.05, "loss/value": 0.1, "beta": 0.05}
+            for s in range(1, 5)]
+    sample = {"step": 4, "prompt": "Hi", "response": "<b>bold</b> text", "score": 0.5, "kl": -0.2,
+              "tokens": ["<b>", "bold", "</b>", " text"], "token_kl": [0.1, -0.3, 0.0, 0.0],
+              "token_value": [0.2, 0.1, 0.0, -0.1], "token_advantage": [1.0, -1.0, 0.5, 0.0]}
+    _fake_ppo_run(workspace, "ppo-sick", rows, [sample])
+    at = open_page("pages/ppo.py")
+    warnings = [w.value for w in at.warning]
+    assert any("negative" in w and "k3" in w for w in warnings), warnings  # kl_negative, with its suggestion
+    assert any("length cap" in w and "missing" in w for w in warnings), warnings  # length_cap
+    heatmap = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert [trace["type"] for trace in heatmap["data"]] == ["heatmap"] * 3
+    assert heatmap["data"][0]["text"] == [["&lt;b&gt;", "bold", "&lt;/b&gt;", " text"]]  # shown as text, not markup
+    assert heatmap["data"][2]["z"] == [[1.0, -1.0, 0.5, 0.0]]
+
+
+def test_sweep_page_queues_runs_that_differ_only_in_beta_and_draws_the_frontier(trained_workspace, monkeypatch):
+    from dashboard.state import job_queue
+    from rlhf_engine.sweep import Sweep
+
+    monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
+    assert job_queue().wait_idle(120)
+    at = open_page("pages/sweep.py")
+    at.text_input(key="sweep.name").set_value("sweep-page")
+    at.text_input(key="sweep.values.kl_coef").set_value("0, 0.3")
+    at.number_input(key="sweep.bon").set_value(2)
+    for key, value in (("steps", 2), ("batch_size", 2), ("response_length", 4), ("probe_every", 0)):
+        at.number_input(key=f"sweep.{key}").set_value(value)
+    next(b for b in at.button if b.label == "Queue the sweep").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Queued 4 runs" in at.success[0].value
+    sweep = Sweep(trained_workspace / "runs" / "sweep-page")
+    assert [m.label for m in sweep.members()] == ["beta-0", "beta-0.3", "adaptive"]
+    assert job_queue().wait_idle(300)
+    assert set(sweep.states().values()) == {"completed"}, sweep.states()
+    configs = [m.run.config()["config"] for m in sweep.members()]
+    assert [(c["kl_coef"], c["adaptive_kl"]) for c in configs] == [(0.0, False), (0.3, False), (0.05, True)]
+    assert all({k: v for k, v in c.items() if k not in ("kl_coef", "adaptive_kl")} ==
+               {k: v for k, v in configs[0].items() if k not in ("kl_coef", "adaptive_kl")} for c in configs)
+    at.run()
+    assert not at.exception
+    frontier = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = [trace["name"] for trace in frontier["data"]]
+    assert "best-of-n, RM score" in names and "PPO run, RM score" in names
+    ppo_points = next(t for t in frontier["data"] if t["name"] == "PPO run, RM score")
+    assert ppo_points["text"] == ["beta-0", "beta-0.3", "adaptive"]
+    gold = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert "√KL" in gold["layout"]["xaxis"]["title"]["text"]
+    next(b for b in at.button if b.label == "Write HTML report").click().run()
+    assert (sweep.path / "report.html").is_file()
+    assert any(d.label.startswith("Download report.html") for d in at.get("download_button"))
+    runs_page = open_page("pages/runs.py")
+    assert "Sweeps" in [h.value for h in runs_page.subheader]
+
+
+@pytest.mark.slow
+def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, tiny_model_dir):
+    from rlhf_engine.sweep import Sweep
+
+    def ticks(at) -> list[bool]:
+        return [h.value.startswith(":material/check_box:") for h in at.subheader]
+
+    at = open_page("pages/workshop.py")
+    assert ticks(at) == [True, False, False, False, False]  # the model is chosen in this workspace
+    assert next(b for b in at.button if b.label.startswith("Train the reward model")).disabled
+    PairStore(workspace / "pairs.sqlite").add_many(PAIRS * 5, source="simulated")
+    at.run()
+    assert ticks(at)[:3] == [True, True, False]
+    rm = RunFolder(workspace / "runs" / "workshop-rm")
+    config = RewardConfig(model=tiny_config(tiny_model_dir), steps=2, eval_every=2, norm_samples=4,
+                          norm_response_length=4)
+    from rlhf_engine.data import write_pairs
+
+    write_pairs(PAIRS, workspace / "pairs.jsonl")
+    assert start_reward_job(rm.path, config, workspace / "pairs.jsonl", background=False).state == "completed"
+    at.run()
+    assert ticks(at)[:4] == [True, True, True, False]
+    assert "held-out pairs" in texts(at)
+    next(b for b in at.button if b.label == "Run the KL sweep").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    from dashboard.state import job_queue
+
+    assert job_queue().wait_idle(600)
+    sweep = next(Sweep(p) for p in (workspace / "runs").iterdir() if (p / "sweep.json").is_file())
+    assert set(sweep.states().values()) == {"completed"}, sweep.states()
+    assert [m.label for m in sweep.members()] == ["beta-0", "beta-0.01", "beta-0.05", "beta-0.2", "adaptive"]
+    at.run()
+    assert ticks(at) == [True, True, True, True, False]
+    next(b for b in at.button if b.label == "Write HTML report").click().run()
+    assert ticks(at) == [True] * 5

@@ -74,7 +74,7 @@ def test_the_loop_by_clicking_in_chromium(workspace, tmp_path):
         expect(page.get_by_role("heading", name="Runs")).to_be_visible()
         links = page.locator(NAV_LINK)
         nav = [links.nth(i).inner_text().split("\n")[-1] for i in range(links.count())]
-        assert nav == ["Home", "Model", "Preferences", "Reward model", "PPO", "Runs"]
+        assert nav == ["Home", "Workshop", "Model", "Preferences", "Reward model", "PPO", "KL sweep", "Runs"]
 
         # Home: the loop and the pages
         open_page(page, url)
@@ -127,6 +127,14 @@ def test_the_loop_by_clicking_in_chromium(workspace, tmp_path):
         page.wait_for_timeout(2500)  # more than two refresh periods: nothing new is plotted after the stop
         assert logged_points(page) == stopped == caption_number(page, "steps plotted")
         screenshot(page, SHOTS / "5-ppo.png")
+
+        # KL sweep and Workshop: the teaching pages draw (their runs are tested through AppTest)
+        nav_link(page, "KL sweep").click()
+        wait_idle(page)
+        expect(page.get_by_role("button", name="Queue the sweep")).to_be_visible()
+        nav_link(page, "Workshop").click()
+        wait_idle(page)
+        expect(page.get_by_role("heading", name="Workshop")).to_be_visible()
 
         # Runs: both runs, with their states
         nav_link(page, "Runs").click()

@@ -19,7 +19,6 @@ from rlhf_engine.config import PPOConfig, RewardConfig
 from rlhf_engine.data import PreferencePair, write_pairs
 from rlhf_engine.demo import gold_score, labelled_by_gold_annotator
 from rlhf_engine.jobs import JobQueue, start_ppo_job, start_reward_job
-from rlhf_engine.report import write_report
 from rlhf_engine.runfolder import RunFolder
 from rlhf_engine.sweep import Sweep, list_sweeps, member_label, parse_values, plan, prepare_sweep
 

@@ -1,0 +1,88 @@
+"""PNGs of a sweep's frontier and gold-vs-proxy plots (the dashboard's figures), and a summary table.
+
+    .venv/bin/python benchmarks/sweep_figures.py --sweep workspace/runs/kl-sweep --out docs
+
+Draws the figures with ``rlhf_engine.figures`` (as the dashboard and the report do) in Debian's Chromium
+(no kaleido needed), saves OUT/sweep-frontier.png and OUT/sweep-gold-vs-proxy.png, and prints a Markdown
+table per run: wall time, steps, final β, KL, RM score and gold score (means of the last 3 steps), and where
+the gold score peaked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from browser import chromium_page  # noqa: E402
+
+from rlhf_engine import figures  # noqa: E402
+from rlhf_engine.sweep import Sweep  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    sweep = Sweep(args.sweep)
+    series = {m.label: m.run.metrics() for m in sweep.members()}
+    bon = sweep.best_of_n()
+    drawn = {"sweep-frontier.png": figures.frontier_figure(sweep.frontier(), bon),
+             "sweep-gold-vs-proxy.png": figures.gold_proxy_figure(series, bon)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    with chromium_page(1100, 560) as page:
+        for name, figure in drawn.items():
+            figure.update_layout(width=1060, height=520)
+            page.set_content(figure.to_html(full_html=True, include_plotlyjs=True))
+            page.locator(".js-plotly-plot").wait_for()
+            page.wait_for_timeout(500)
+            page.locator(".js-plotly-plot").screenshot(path=str(args.out / name))
+            print(f"wrote {args.out / name}")
+    print(summary(sweep))
+    return 0
+
+
+def summary(sweep: Sweep) -> str:
+    lines = ["| run | wall time | steps | final β | final KL (nats) | √KL | final RM score | final gold | "
+             "gold peak (3-step mean) at step, √KL |", "|---|---|---|---|---|---|---|---|---|"]
+    for run in sweep.runs():
+        events = run.events().splitlines()
+        wall = _seconds(events[0][:25], events[-1][:25]) if len(events) > 1 else None
+        rows = run.metrics()
+        if run.config()["kind"] == "best_of_n":
+            rows_bon = sweep.best_of_n()
+            top = rows_bon[-1] if rows_bon else {}
+            lines.append(f"| {run.id} (no training) | {wall:.0f} s | — | — | {top.get('kl', 0):.2f} (n={top.get('n')}) | "
+                         f"{math.sqrt(top.get('kl', 0)):.2f} | {top.get('score', 0):.3f} | {top.get('gold', 0):.3f} | — |")
+            continue
+        last = rows[-3:]
+        if not last:
+            lines.append(f"| {run.id} | not started | | | | | | | |")
+            continue
+        kl = sum(r["objective/kl"] for r in last) / len(last)
+        mean = lambda key: sum(r[key] for r in last) / len(last)  # noqa: E731
+        peak = ""
+        if "gold/score" in rows[0]:
+            smooth = [(rows[i]["step"], sum(r["gold/score"] for r in rows[i - 2:i + 1]) / 3,
+                       sum(r["objective/kl"] for r in rows[i - 2:i + 1]) / 3) for i in range(2, len(rows))]
+            step, gold, at_kl = max(smooth, key=lambda item: item[1])
+            peak = f"{gold:.3f} at step {step}, √KL {math.sqrt(max(at_kl, 0)):.2f}"
+        lines.append(f"| {run.id} | {wall:.0f} s | {rows[-1]['step']} | {rows[-1]['beta']:.4g} | {kl:.2f} | "
+                     f"{math.sqrt(max(kl, 0)):.2f} | {mean('objective/scores'):.3f} | "
+                     f"{mean('gold/score') if 'gold/score' in rows[0] else float('nan'):.3f} | {peak} |")
+    return "\n".join(lines)
+
+
+def _seconds(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
