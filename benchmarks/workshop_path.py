@@ -1,7 +1,7 @@
 """The whole workshop path, timed as a participant lives it (run by hand, not in CI).
 
 clone → `make run` (fresh venv from requirements.txt, fresh model cache) → the Workshop page in Chromium:
-"Use the bundled model", "Simulate 48 pairs", "Train the reward model", "Run the KL sweep" → the sweep's
+"Use the bundled model", "Simulate N pairs", "Train the reward model", "Run the KL sweep" → the sweep's
 plots drawn with every run finished. Each button is clicked as soon as the step before it has ended.
 
     .venv/bin/python benchmarks/workshop_path.py --out /tmp/workshop-bench [--screenshots docs]
@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
+from rlhf_engine import workshop  # noqa: E402
 from browser import (  # noqa: E402
     app_button,
     chromium_page,
@@ -71,10 +72,10 @@ def main() -> int:
             mark("Workshop page open")
             app_button(page, "Use the bundled model").click()
             wait_idle(page)
-            app_button(page, "Simulate 48 pairs").click()
+            app_button(page, f"Simulate {workshop.PAIRS} pairs").click()
             mark("clicked Simulate")
-            _wait(lambda: _stored_pairs(workspace) >= 48)
-            mark("48 pairs stored")
+            _wait(lambda: _stored_pairs(workspace) >= workshop.PAIRS)
+            mark(f"{workshop.PAIRS} pairs stored")
             _click_when_enabled(page, "Train the reward model")
             mark("clicked Train")
             _wait(lambda: _completed(workspace, "reward_model"))

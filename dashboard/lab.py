@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from rlhf_engine import figures
 from rlhf_engine.sweep import Sweep
 
-from .state import LIVE_REFRESH_S, data_signature, is_live
-from .widgets import flash, md, queue_position
+from .state import LIVE_REFRESH_S, file_signature, is_live
+from .widgets import flash, md, queue_position, status_line
 
 SWEEP_OVERLAYS = ("objective/scores", "gold/score", "objective/kl", "beta", "objective/entropy", "response_length")
 
@@ -38,24 +37,28 @@ def sweep_picker(sweeps: list[Sweep], key: str) -> Sweep | None:
 
 
 def _sweep_signature(sweep: Sweep) -> tuple:
-    return tuple(data_signature(run) + (run.status().get("state"),) for run in sweep.runs())
+    """Changes when a run of the sweep logs a step or changes state: only then are the plots redrawn (a
+    sweep's plots redrawn on every rollout would take the CPU its runs need)."""
+    return tuple((file_signature(run.path / "metrics.jsonl"), file_signature(run.path / "best_of_n.json"),
+                  run.status().get("state")) for run in sweep.runs())
 
 
 def sweep_live_status(sweep: Sweep, key: str) -> None:
-    """A table of the sweep's runs (state, step) that refreshes every second while any is live; the page
-    reruns when a run logs something new, so the plots below are redrawn only then."""
+    """One line per run of the sweep (state, step, alarms), refreshed every second while any is live; the
+    page reruns when a run logs a step, so the plots below are redrawn only then."""
     drawn = f"drawn.{sweep.path}"
     st.session_state[drawn] = _sweep_signature(sweep)
     live = any(is_live(run) for run in sweep.runs())
 
     def refresh() -> None:
-        rows = []
+        lines = []
         for run in sweep.runs():
             status = run.status()
-            rows.append({"run": run.id, "state": status.get("state"),
-                         "step": f"{status.get('step', 0)}/{status.get('total_steps', '?')}",
-                         "alarms": ", ".join(status.get("alarms", [])), "error": status.get("error") or ""})
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"{key}.table")
+            line = status_line(run, status)
+            if status.get("alarms"):
+                line += f" · alarms: {md(', '.join(status['alarms']))}"
+            lines.append(line)
+        st.markdown("  \n".join(lines))
         if st.session_state.get(drawn) != _sweep_signature(sweep):
             st.rerun(scope="app")
 

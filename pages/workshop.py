@@ -39,11 +39,11 @@ def states() -> tuple:
 
 
 def watch() -> None:
-    """While a step runs: its progress, refreshed every 2 s; the page reruns when a run changes state."""
+    """While a step runs: its progress line, every 2 s; the page reruns when a run changes state."""
     if st.session_state.get(f"{K}.states") != states():
         st.rerun(scope="app")
     for run in list_runs(ws.runs):
-        if run.status().get("state") in ACTIVE_STATES:
+        if run.status().get("state") == "running":
             st.markdown(status_line(run))
     queue_notice()
 
