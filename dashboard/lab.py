@@ -10,9 +10,10 @@ import streamlit as st
 from rlhf_engine import figures
 from rlhf_engine.sweep import Sweep
 
-from .state import LIVE_REFRESH_S, file_signature, is_live
+from .state import file_signature, is_live
 from .widgets import flash, md, queue_position, status_line
 
+SWEEP_REFRESH_S = 2.0  # seconds between refreshes of a live sweep's progress lines (light: several runs)
 SWEEP_OVERLAYS = ("objective/scores", "gold/score", "objective/kl", "beta", "objective/entropy", "response_length")
 
 
@@ -44,7 +45,7 @@ def _sweep_signature(sweep: Sweep) -> tuple:
 
 
 def sweep_live_status(sweep: Sweep, key: str) -> None:
-    """One line per run of the sweep (state, step, alarms), refreshed every second while any is live; the
+    """One line per run of the sweep (state, step, alarms), refreshed every 2 s while any is live; the
     page reruns when a run logs a step, so the plots below are redrawn only then."""
     drawn = f"drawn.{sweep.path}"
     st.session_state[drawn] = _sweep_signature(sweep)
@@ -62,7 +63,7 @@ def sweep_live_status(sweep: Sweep, key: str) -> None:
         if st.session_state.get(drawn) != _sweep_signature(sweep):
             st.rerun(scope="app")
 
-    st.fragment(refresh, run_every=LIVE_REFRESH_S if live else None)()
+    st.fragment(refresh, run_every=SWEEP_REFRESH_S if live else None)()
 
 
 def sweep_view(sweep: Sweep, key: str) -> None:

@@ -114,13 +114,14 @@ step(4, "PPO with a KL penalty: the sweep", bool(done_sweeps))
 st.markdown("PPO makes the policy write answers the reward model scores highly. Left alone, it would find "
             "answers that fool the reward model. So every token pays **β × KL**: how far the policy has moved "
             "from the reference. The sweep trains the policy once per β "
-            f"({', '.join(format(b, 'g') for b in workshop.BETAS)}) plus once with β adapting to a KL target, "
-            f"and samples best-of-{workshop.BEST_OF_N} from the reference as a no-training baseline.")
+            f"({', '.join(format(b, 'g') for b in workshop.BETAS)}) and samples best-of-{workshop.BEST_OF_N} from "
+            "the reference as a no-training baseline. (The KL sweep page can add a run whose β adapts to a KL "
+            "target, and vary other settings.)")
 if st.button("Run the KL sweep", key=f"{K}.sweep", disabled=not reward_runs):
     with engine_errors("Starting the sweep"):
         name = new_run_name("workshop-sweep")
         jobs = prepare_sweep(ws.runs / name, workshop.ppo_config(model), reward_runs[0].path, "kl_coef",
-                             list(workshop.BETAS), adaptive=True, best_of_n=workshop.BEST_OF_N,
+                             list(workshop.BETAS), adaptive=workshop.ADAPTIVE, best_of_n=workshop.BEST_OF_N,
                              best_of_n_prompts=workshop.BEST_OF_N_PROMPTS)
         submit_sweep(name, jobs, f"{K}.sweep.pick")
         st.rerun()

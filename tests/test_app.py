@@ -428,7 +428,10 @@ def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, tiny_model_
     assert job_queue().wait_idle(600)
     sweep = next(Sweep(p) for p in (workspace / "runs").iterdir() if (p / "sweep.json").is_file())
     assert set(sweep.states().values()) == {"completed"}, sweep.states()
-    assert [m.label for m in sweep.members()] == ["beta-0", "beta-0.01", "beta-0.05", "beta-0.2", "adaptive"]
+    from rlhf_engine import workshop
+
+    assert [m.label for m in sweep.members()] == [f"beta-{b:g}" for b in workshop.BETAS]
+    assert sweep.best_of_n_run() is not None
     at.run()
     assert ticks(at) == [True, True, True, True, False]
     next(b for b in at.button if b.label == "Write HTML report").click().run()
