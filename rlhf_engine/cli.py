@@ -312,8 +312,8 @@ def _sweep(args) -> int:
         print(f"[{i}/{len(jobs)}] {job.run.path}", flush=True)
         code = _follow(job.start())
         if job.run.status().get("state") == "stopped":  # Ctrl-C: the rest stay queued; 'resume' runs each
-            print("sweep stopped; the remaining runs stay queued: resume each with 'python -m rlhf_engine resume'",
-                  file=sys.stderr)
+            print("sweep stopped; the runs not started show as interrupted: resume each with "
+                  "'python -m rlhf_engine resume <run folder>'", file=sys.stderr)
             return 130
         worst = max(worst, code)
     print(f"sweep done: python -m rlhf_engine report {args.out} writes its one-file HTML report")
