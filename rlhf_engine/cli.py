@@ -328,11 +328,15 @@ def _resume(args) -> int:
 
 def _run_job(args) -> int:
     """Execute a queued run folder; end it cleanly (checkpoint first) on SIGINT or when the parent exits."""
+    import signal
     import threading
     import time
 
     from .jobs import prepared_job
 
+    # Stop is SIGINT. A server started in the background (`nohup make run &`) passes SIGINT on as ignored,
+    # and Python then never raises KeyboardInterrupt: take it back, or Stop would do nothing.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     job = prepared_job(args.run).start()
     parent = os.getppid()
 

@@ -307,3 +307,25 @@ def test_process_job_stop_checkpoints_and_a_killed_process_reads_as_failed(runs_
     killed.process.send_signal(signal.SIGKILL)
     assert killed.join(timeout=60) == "failed"
     assert "exit code -9" in killed.run.status()["error"]
+
+
+def test_stop_works_when_the_server_was_started_with_sigint_ignored(runs_dir, tiny_model_config, reward_dir):
+    """`nohup make run &` starts the server with SIGINT ignored, and children inherit that: the job process
+    must take SIGINT back, or the dashboard's Stop would do nothing."""
+    import signal
+
+    from rlhf_engine.jobs import ProcessJob, prepare_ppo_job
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        job = ProcessJob(prepare_ppo_job(runs_dir / "ppo-nohup", _ppo_config(tiny_model_config, steps=500),
+                                         reward_dir).run).start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    deadline = time.time() + 300
+    while not job.run.metrics():
+        assert time.time() < deadline and job.alive, (job.run.path / "process.log").read_text()
+        time.sleep(0.1)
+    job.stop()
+    assert job.join(timeout=120) == "stopped"
+    assert len(job.run.metrics()) < 500
