@@ -135,6 +135,14 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
+def _recent_mean(rows, key: str, window: int) -> tuple[int, float] | None:
+    """(last step, mean) of a metric over its last ``window`` values; None while fewer are logged."""
+    values = _series(rows, key)[-window:]
+    if len(values) < window:
+        return None
+    return values[-1][0], _mean([v for _, (v,) in values])
+
+
 def _slope(values: Sequence[float]) -> float:
     """Least-squares slope of ``values`` against their positions 0, 1, 2, ..."""
     n = len(values)
@@ -179,13 +187,10 @@ def _check_kl_negative(rows, config) -> Alarm | None:
     """With k1, the mean KL of the last KL_WINDOW steps below KL_NEGATIVE_BELOW."""
     if str(_setting(config, "kl_estimator", DEFAULT_KL_ESTIMATOR)).lower() != "k1":
         return None
-    kl = _series(rows, "objective/kl")[-KL_WINDOW:]
-    if len(kl) < KL_WINDOW:
+    recent = _recent_mean(rows, "objective/kl", KL_WINDOW)
+    if recent is None or recent[1] >= KL_NEGATIVE_BELOW:
         return None
-    mean = _mean([v for _, (v,) in kl])
-    if mean >= KL_NEGATIVE_BELOW:
-        return None
-    step = kl[-1][0]
+    step, mean = recent
     return Alarm(
         "kl_negative", step, "warning",
         f"KL is {mean:.2f} nats per response on average over the last {KL_WINDOW} steps (up to step {step}); "
@@ -269,13 +274,10 @@ def _check_entropy_collapse(rows) -> Alarm | None:
 
 def _check_clipfrac_high(rows) -> Alarm | None:
     """Mean policy/clipfrac of the last EDGE_WINDOW steps above CLIPFRAC_HIGH."""
-    clip = _series(rows, "policy/clipfrac")[-EDGE_WINDOW:]
-    if len(clip) < EDGE_WINDOW:
+    recent = _recent_mean(rows, "policy/clipfrac", EDGE_WINDOW)
+    if recent is None or recent[1] <= CLIPFRAC_HIGH:
         return None
-    mean = _mean([v for _, (v,) in clip])
-    if mean <= CLIPFRAC_HIGH:
-        return None
-    step = clip[-1][0]
+    step, mean = recent
     return Alarm(
         "clipfrac_high", step, "warning",
         f"{mean:.0%} of tokens hit the PPO clip on average over the last {EDGE_WINDOW} steps (up to step "
@@ -308,13 +310,10 @@ def _check_value_loss(rows) -> Alarm | None:
 
 def _check_length_cap(rows, config) -> Alarm | None:
     """Mean eos_fraction of the last EDGE_WINDOW steps below LENGTH_CAP_EOS."""
-    eos = _series(rows, "eos_fraction")[-EDGE_WINDOW:]
-    if len(eos) < EDGE_WINDOW:
+    recent = _recent_mean(rows, "eos_fraction", EDGE_WINDOW)
+    if recent is None or recent[1] >= LENGTH_CAP_EOS:
         return None
-    mean = _mean([v for _, (v,) in eos])
-    if mean >= LENGTH_CAP_EOS:
-        return None
-    step = eos[-1][0]
+    step, mean = recent
     cap = _number(_setting(config, "response_length", DEFAULT_RESPONSE_LENGTH))
     cap_text = f"the {int(cap)}-token" if cap is not None and math.isfinite(cap) else "the"
     penalty = _number(_setting(config, "missing_eos_penalty", None))
