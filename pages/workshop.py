@@ -28,7 +28,8 @@ model = ws.model_config()
 store = ws.store()
 n_pairs = store.count()
 pair_jobs = ws.runs_of(DEMO_PAIRS_KIND)
-reward_runs = [r for r in ws.runs_of(REWARD_KIND) if r.status().get("state") == "completed"]
+all_reward_runs = ws.runs_of(REWARD_KIND)
+reward_runs = [r for r in all_reward_runs if r.status().get("state") == "completed"]
 sweeps = list_sweeps(ws.runs)
 done_sweeps = [s for s in sweeps if all(state == "completed" for state in s.states().values())]
 
@@ -102,7 +103,7 @@ if st.button("Train the reward model", key=f"{K}.rm", disabled=n_pairs < worksho
             job = prepare_reward_job(ws.runs / new_run_name("workshop-rm"), workshop.reward_config(model), data)
         submit_job(job, f"{K}.rm.pick", f"{K}.rm.name")
         st.rerun()
-latest_rm = ws.runs_of(REWARD_KIND)[0] if ws.runs_of(REWARD_KIND) else None
+latest_rm = all_reward_runs[0] if all_reward_runs else None
 if latest_rm is not None:
     st.markdown(status_line(latest_rm))
     accuracy = latest_rm.eval().get("accuracy")
