@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 from browser import chromium_page  # noqa: E402
 
 from rlhf_engine import figures  # noqa: E402
-from rlhf_engine.sweep import Sweep  # noqa: E402
+from rlhf_engine.figures import running_mean  # noqa: E402
+from rlhf_engine.sweep import FINAL_STEPS, Sweep, final_value  # noqa: E402
 
 
 def main() -> int:
@@ -62,21 +63,20 @@ def summary(sweep: Sweep) -> str:
             lines.append(f"| {run.id} (no training) | {wall:.0f} s | — | — | {top.get('kl', 0):.2f} (n={top.get('n')}) | "
                          f"{math.sqrt(top.get('kl', 0)):.2f} | {top.get('score', 0):.3f} | {top.get('gold', 0):.3f} | — |")
             continue
-        last = rows[-3:]
-        if not last:
+        if not rows:
             lines.append(f"| {run.id} | not started | | | | | | | |")
             continue
-        kl = sum(r["objective/kl"] for r in last) / len(last)
-        mean = lambda key: sum(r[key] for r in last) / len(last)  # noqa: E731
+        kl = final_value(rows, "objective/kl")
+        gold = final_value(rows, "gold/score")
         peak = ""
-        if "gold/score" in rows[0]:
-            smooth = [(rows[i]["step"], sum(r["gold/score"] for r in rows[i - 2:i + 1]) / 3,
-                       sum(r["objective/kl"] for r in rows[i - 2:i + 1]) / 3) for i in range(2, len(rows))]
-            step, gold, at_kl = max(smooth, key=lambda item: item[1])
-            peak = f"{gold:.3f} at step {step}, √KL {math.sqrt(max(at_kl, 0)):.2f}"
+        if gold is not None:  # where the gold score's 3-step running mean was highest
+            smooth_gold = running_mean([r["gold/score"] for r in rows], FINAL_STEPS)
+            smooth_kl = running_mean([r["objective/kl"] for r in rows], FINAL_STEPS)
+            best = max(range(FINAL_STEPS - 1, len(rows)), key=lambda i: smooth_gold[i])
+            peak = f"{smooth_gold[best]:.3f} at step {rows[best]['step']}, √KL {math.sqrt(max(smooth_kl[best], 0)):.2f}"
         lines.append(f"| {run.id} | {wall:.0f} s | {rows[-1]['step']} | {rows[-1]['beta']:.4g} | {kl:.2f} | "
-                     f"{math.sqrt(max(kl, 0)):.2f} | {mean('objective/scores'):.3f} | "
-                     f"{mean('gold/score') if 'gold/score' in rows[0] else float('nan'):.3f} | {peak} |")
+                     f"{math.sqrt(max(kl, 0)):.2f} | {final_value(rows, 'objective/scores'):.3f} | "
+                     f"{gold if gold is not None else float('nan'):.3f} | {peak} |")
     return "\n".join(lines)
 
 

@@ -14,7 +14,6 @@ from .state import file_signature, is_live
 from .widgets import flash, md, queue_position, status_line
 
 SWEEP_REFRESH_S = 2.0  # seconds between refreshes of a live sweep's progress lines (light: several runs)
-SWEEP_OVERLAYS = ("objective/scores", "gold/score", "objective/kl", "beta", "objective/entropy", "response_length")
 
 
 def submit_sweep(sweep_id: str, jobs: list, picker_key: str) -> None:
@@ -87,7 +86,7 @@ def sweep_view(sweep: Sweep, key: str) -> None:
     col_gold.caption("Gao et al. 2022 plot reward against √KL. While both rise, optimising the reward model "
                      "helps; where the RM score (solid) still rises but the gold score (dashed) falls, the "
                      "policy is exploiting the reward model's mistakes: over-optimisation.")
-    names = [m for m in SWEEP_OVERLAYS if any(r.get(m) is not None for rows in series.values() for r in rows)]
+    names = [m for m in figures.SWEEP_OVERLAYS if any(r.get(m) is not None for rows in series.values() for r in rows)]
     if names:
         metric = st.selectbox("Compare runs on", names, key=f"{key}.metric",
                               format_func=lambda m: f"{m} — {figures.label(m)}")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import KL_ESTIMATORS, POOLINGS
-from .sweep import SWEEPABLE
+from .sweep import DEFAULT_BETAS, SWEEPABLE
 
 EXIT_USER_ERROR = 2
 
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
     p.add_argument("--out", type=Path, required=True,
                    help="sweep folder to create; each run goes beside it as OUT-<label> (e.g. OUT-beta-0.05)")
-    p.add_argument("--kl-coefs", default="0,0.01,0.05,0.2", help="comma-separated betas (default 0,0.01,0.05,0.2)")
+    p.add_argument("--kl-coefs", help=f"comma-separated betas (default {','.join(format(b, 'g') for b in DEFAULT_BETAS)})")
     p.add_argument("--vary", choices=SWEEPABLE, default="kl_coef",
                    help="the one setting that differs between runs (default kl_coef); give its values with --values")
     p.add_argument("--values", help="comma-separated values of --vary, e.g. on,off or k1,k3 or none,1.0")
@@ -295,9 +295,10 @@ def _sweep(args) -> int:
     from .sweep import parse_values, prepare_sweep
 
     if args.vary == "kl_coef":
-        if args.values is not None and args.kl_coefs != "0,0.01,0.05,0.2":
+        if args.values is not None and args.kl_coefs is not None:
             raise UserError("give the betas with --kl-coefs or --values, not both")
-        values = parse_values("kl_coef", args.values or args.kl_coefs)
+        given = args.values or args.kl_coefs
+        values = parse_values("kl_coef", given) if given else list(DEFAULT_BETAS)
     elif args.values is None:
         raise UserError(f"--vary {args.vary} needs --values (comma-separated)")
     else:

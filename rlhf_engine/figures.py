@@ -147,6 +147,9 @@ def score_length_scatter(rows: Sequence[dict]) -> go.Figure:
 # The teaching lab: sweeps, best-of-n, gold vs proxy, token view
 # ----------------------------------------------------------------------------------------------
 
+SWEEP_OVERLAYS = ("objective/scores", "gold/score", "objective/kl", "beta", "objective/entropy", "response_length")
+
+
 def plain(text: str) -> str:
     """Text shown literally by plotly, which otherwise reads tags such as <b> or <a> in labels."""
     return html.escape(str(text), quote=False)

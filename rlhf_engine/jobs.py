@@ -321,6 +321,7 @@ def _ppo_body(job: Job) -> str:
     probes = _load_probes(run) if config.probe_every else []
     reference_answered = any(r["policy"] == "reference" for r in run.probes())
     raised = set(run.status().get("alarms", []))
+    history = run.metrics()  # the steps kept after the truncation above; the alarms read this, not the file
 
     def on_rollout(rollout: dict) -> None:  # the step's score and KL, shown while its update runs
         run.set_status("running", phase="update", rollout=rollout)
@@ -334,7 +335,8 @@ def _ppo_body(job: Job) -> str:
         metrics, samples = trainer.step(on_rollout)
         run.append_metrics(metrics)
         run.append_samples(samples)
-        for alarm in new_alarms(check(run.metrics(), saved["config"]), raised):  # each alarm logged once per run
+        history.append(metrics)
+        for alarm in new_alarms(check(history, saved["config"]), raised):  # each alarm logged once per run
             run.log(f"alarm at step {alarm.step}: {alarm.message} Suggestion: {alarm.suggestion}")
             raised.add(alarm.code)
         run.set_status("running", step=trainer.step_count, phase="rollout", rollout=None, alarms=sorted(raised))

@@ -19,7 +19,6 @@ from .sweep import Sweep
 
 REPORT_FILE = "report.html"
 SAMPLE_ROWS = 8  # samples shown per run: those of its last logged step, up to this many
-SWEEP_OVERLAYS = ("objective/scores", "gold/score", "objective/kl", "beta", "objective/entropy")
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -87,7 +86,7 @@ def _run_body(run: RunFolder) -> list[str]:
                   for title, metrics in panels]
     samples = run.samples()
     if samples:
-        last = [s for s in samples if s["step"] == samples[-1]["step"]][:SAMPLE_ROWS]
+        last = _last_step(samples, SAMPLE_ROWS)
         parts.append(f"<h2>Samples at step {_e(samples[-1]['step'])}</h2>" + _samples_table(last))
         with_tokens = [s for s in last if s.get("tokens")]
         if with_tokens:
@@ -121,21 +120,26 @@ def _sweep_body(sweep: Sweep) -> list[str]:
     series = {m.label: m.run.metrics() for m in members}
     parts.append("<h2>Gold vs proxy against √KL</h2>" + figure(figures.gold_proxy_figure(series, bon)))
     parts.append("<h2>Runs side by side</h2>")
-    for metric in SWEEP_OVERLAYS:
+    for metric in figures.SWEEP_OVERLAYS:
         if any(r.get(metric) is not None for rows in series.values() for r in rows):
             parts.append(figure(figures.overlay_figure(series, metric)))
     for member in members:
-        alarms = _alarms(member.run.metrics(), member.run.config().get("config", {}), member.run.status())
+        alarms = _alarms(series[member.label], member.run.config().get("config", {}), member.run.status())
         if alarms:
             parts.append(f"<h3>Alarms of {_e(member.label)}</h3>" + "".join(alarms))
     for member in members:
         samples = member.run.samples()
         if samples:
-            last = [s for s in samples if s["step"] == samples[-1]["step"]][:SAMPLE_ROWS // 2]
+            last = _last_step(samples, SAMPLE_ROWS // 2)
             parts.append(f"<h3>{_e(member.label)}: samples at step {_e(samples[-1]['step'])}</h3>"
                          + _samples_table(last))
     parts.append("<h2>Shared settings</h2>" + _settings_table(record["base"]))
     return parts
+
+
+def _last_step(samples: list[dict], limit: int) -> list[dict]:
+    """Up to ``limit`` samples of the last logged step."""
+    return [s for s in samples if s["step"] == samples[-1]["step"]][:limit]
 
 
 def _alarms(rows: list[dict], config: dict, status: dict) -> list[str]:

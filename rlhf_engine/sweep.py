@@ -21,6 +21,7 @@ from .runfolder import RunFolder, atomic_write_text, safe_name
 SWEEP_FILE = "sweep.json"
 # the settings a sweep can vary: β, or one of the implementation details of Huang et al. 2023
 SWEEPABLE = ("kl_coef", "normalize_reward", "whiten_advantages", "missing_eos_penalty", "kl_estimator")
+DEFAULT_BETAS = (0.0, 0.01, 0.05, 0.2)  # a sweep's β values unless given: none, weak, TRL's default, strong
 FINAL_STEPS = 3  # a run's final values are the mean of its last this-many logged steps (batches are noisy)
 
 
@@ -96,7 +97,7 @@ def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str
     safe_name(sweep_dir.name, "sweep name")
     if (sweep_dir / SWEEP_FILE).exists():
         raise FileExistsError(f"{sweep_dir} already holds a sweep; choose another name")
-    members = plan(base, field, values if values is not None else [0.0, 0.01, 0.05, 0.2], adaptive)
+    members = plan(base, field, values if values is not None else list(DEFAULT_BETAS), adaptive)
     folders = [sweep_dir.parent / f"{sweep_dir.name}-{label}" for label, _ in members]
     bon_folder = sweep_dir.parent / f"{sweep_dir.name}-best-of-{best_of_n}" if best_of_n else None
     for folder in folders + ([bon_folder] if bon_folder else []):
