@@ -1,14 +1,21 @@
 """Built-in offline demo: a prompt set and a simulated annotator.
 
-The "gold" annotator scores a response by its VADER sentiment (compound score in [-1, 1]), ranks
-a few completions of one prompt and pairs the most positive with the least positive. With it a user
-with no data can run the whole loop: the base model writes four completions per prompt, the annotator
-labels them, a reward model learns the labels, and PPO learns to write more positive text, which the
-gold scorer can check on held-out prompts.
+The "gold" annotator likes positive answers and dislikes answers that repeat themselves: its score is
+the VADER sentiment (compound score in [-1, 1]) minus the share of repeated word pairs (Welleck et al.
+2019's seq-rep-2). It ranks a few completions of one prompt and pairs its favourite with its least
+favourite. With it a user with no data can run the whole loop: the base model writes four completions
+per prompt, the annotator labels them, a reward model learns the labels, and PPO learns to write more
+positive text, which the gold scorer can check on held-out prompts.
+
+The base model rarely repeats itself (2 % of its word pairs), so the pairs teach the reward model
+sentiment and next to nothing about repetition. A policy pushed far enough collapses into repeating
+its favourite phrases, which the reward model has never seen and keeps scoring high; the annotator,
+like a person, does not. That gap is what over-optimisation looks like (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +27,8 @@ PROMPTS_FILE = Path(__file__).parent / "assets" / "demo_prompts.txt"
 HELD_OUT_EVERY = 5  # every 5th demo prompt is kept out of training, for gold evaluation
 MIN_GOLD_GAP = 0.5  # best and worst completions closer than this in gold score are a tie: the prompt is skipped
 DEMO_TEMPERATURE = 0.7  # sampling temperature of the completions: PPO's, so the RM learns on text like the policy's
+REPETITION_PENALTY = 1.0  # gold points lost per unit of repetition: a text made of one repeated word pair loses ~1
+WORD = re.compile(r"[\w']+")  # a word, for counting repeated word pairs
 
 
 def demo_prompts() -> list[str]:
@@ -43,8 +52,15 @@ def _vader():
 
 
 def gold_score(text: str) -> float:
-    """The gold annotator's score: VADER compound sentiment in [-1, 1]."""
-    return float(_vader().polarity_scores(text)["compound"])
+    """The gold annotator's score in [-2, 1]: VADER compound sentiment minus REPETITION_PENALTY × repetition."""
+    return float(_vader().polarity_scores(text)["compound"]) - REPETITION_PENALTY * repetition(text)
+
+
+def repetition(text: str) -> float:
+    """Share of the text's word pairs that repeat an earlier pair, in [0, 1) (seq-rep-2 of Welleck et al. 2019)."""
+    words = WORD.findall(text.lower())
+    pairs = list(zip(words, words[1:]))
+    return 1.0 - len(set(pairs)) / len(pairs) if pairs else 0.0
 
 
 class GoldReward:

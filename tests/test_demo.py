@@ -3,7 +3,7 @@
 import pytest
 
 from rlhf_engine.demo import (GoldReward, demo_prompt_split, demo_prompts, gold_best_worst, gold_label,
-                              gold_score, make_demo_pairs)
+                              gold_score, make_demo_pairs, repetition)
 
 
 def test_demo_prompt_set_is_large_varied_and_split():
@@ -20,6 +20,15 @@ def test_gold_annotator_prefers_positive_text():
     assert gold_score("This was awful and I hated every minute.") < -0.5
     pair = gold_label("p", "It was terrible.", "It was great fun!")
     assert pair.chosen == "It was great fun!" and pair.rejected == "It was terrible."
+
+
+def test_gold_annotator_dislikes_repetition_as_a_person_would():
+    assert repetition("What a lovely day, I loved it.") == 0.0
+    assert repetition("great fun great fun great fun") == pytest.approx(3 / 5)  # 5 word pairs, 3 seen before
+    assert repetition("") == 0.0 and repetition("Great!") == 0.0
+    fluent = "I'm thrilled to share my passion and expertise with you today."
+    looping = "I'm thrilled to share my passion and my passion and my passion and my passion."
+    assert gold_score(looping) < gold_score(fluent) - 0.3  # same words, same sentiment: the loop costs it
 
 
 def test_gold_reward_scores_like_a_reward_model():
