@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 
@@ -63,19 +64,36 @@ def knob(cls: type, name: str, key_prefix: str, value=None, **kwargs):
     label = kwargs.pop("label", name)
     key = f"{key_prefix}.{name}"
     if isinstance(default, bool):
-        return st.checkbox(label, value=value, help=help_text, key=key, **kwargs)
+        return st.checkbox(label, help=help_text, key=key, **first_value(key, bool(value)), **kwargs)
     if isinstance(default, int):
-        return int(st.number_input(label, value=int(value), step=1, help=help_text, key=key, **kwargs))
+        return int(st.number_input(label, step=1, help=help_text, key=key, **first_value(key, int(value)), **kwargs))
     if isinstance(default, float):
-        return float(st.number_input(label, value=float(value), format="%g", help=help_text, key=key, **kwargs))
-    return st.text_input(label, value=str(value), help=help_text, key=key, **kwargs)
+        return float(st.number_input(label, format="%g", help=help_text, key=key, **first_value(key, float(value)),
+                                     **kwargs))
+    return st.text_input(label, help=help_text, key=key, **first_value(key, str(value)), **kwargs)
+
+
+def first_value(key: str, value) -> dict:
+    """A widget's ``value`` argument for its first draw; none once the session holds its value (the widget's
+    own, or a preset's from ``fill_knobs``: passing both makes Streamlit warn)."""
+    return {} if key in st.session_state else {"value": value}
+
+
+def fill_knobs(key_prefix: str, values: dict) -> None:
+    """Set the widgets of ``knob``/``choice_knob`` (field name -> value) before they are drawn: a preset.
+
+    Call from a button's on_click callback, which runs before the page draws its widgets.
+    """
+    for name, value in values.items():
+        st.session_state[f"{key_prefix}.{name}"] = value
 
 
 def choice_knob(cls: type, name: str, options: Sequence[str], key_prefix: str, label: str | None = None):
     """A selectbox for a config field with fixed choices."""
     default = field_defaults(cls)[name]
-    return st.selectbox(label or name, list(options), index=list(options).index(default),
-                        help=knob_help(cls, name), key=f"{key_prefix}.{name}")
+    key = f"{key_prefix}.{name}"
+    initial = {} if key in st.session_state else {"index": list(options).index(default)}
+    return st.selectbox(label or name, list(options), help=knob_help(cls, name), key=key, **initial)
 
 
 def status_line(run: RunFolder, status: dict | None = None) -> str:
@@ -244,7 +262,8 @@ def ppo_knobs(key_prefix: str) -> dict:
         normalize_reward = knob(PPOConfig, "normalize_reward", K, label="normalise RM scores")
         use_eos_penalty = st.checkbox("penalise answers with no EOS", key=f"{K}.use_eos_penalty",
                                       help="Subtract a fixed amount from the score of answers cut at the cap")
-        eos_penalty = st.number_input("missing-EOS penalty (score units)", value=1.0, key=f"{K}.eos_penalty")
+        eos_penalty = st.number_input("missing-EOS penalty (score units)", key=f"{K}.eos_penalty",
+                                      **first_value(f"{K}.eos_penalty", 1.0))
         max_grad_norm = knob(PPOConfig, "max_grad_norm", K, label="gradient clip")
         checkpoint_every = knob(PPOConfig, "checkpoint_every", K, label="checkpoint every (steps)")
         probe_every = knob(PPOConfig, "probe_every", K, label="probe answers every (steps)")
@@ -259,6 +278,17 @@ def ppo_knobs(key_prefix: str) -> dict:
         missing_eos_penalty=eos_penalty if use_eos_penalty else None, checkpoint_every=checkpoint_every,
         probe_every=probe_every, seed=seed,
     )
+
+
+def fill_ppo_knobs(key_prefix: str, config: PPOConfig) -> None:
+    """Set every ``ppo_knobs`` widget to a config's value (a preset); call from a button's on_click."""
+    names = [f.name for f in dataclasses.fields(PPOConfig)
+             if f.name not in ("model", "missing_eos_penalty", "samples_per_step", "gold_score")]
+    values = {name: getattr(config, name) for name in names}
+    values["use_eos_penalty"] = config.missing_eos_penalty is not None
+    if config.missing_eos_penalty is not None:
+        values["eos_penalty"] = float(config.missing_eos_penalty)
+    fill_knobs(key_prefix, values)
 
 
 ALARM_HELP = ("Checked after every step on the run's metrics; each comes with what to try. "

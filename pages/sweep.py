@@ -5,7 +5,16 @@ import streamlit as st
 
 from dashboard.lab import submit_sweep, sweep_picker, sweep_view
 from dashboard.state import require_app_shell, workspace
-from dashboard.widgets import engine_errors, ppo_knobs, queue_notice, show_flash
+from dashboard.widgets import (
+    engine_errors,
+    fill_knobs,
+    fill_ppo_knobs,
+    first_value,
+    ppo_knobs,
+    queue_notice,
+    show_flash,
+)
+from rlhf_engine import workshop
 from rlhf_engine.config import PPOConfig
 from rlhf_engine.jobs import REWARD_KIND
 from rlhf_engine.runfolder import new_run_name, safe_name
@@ -20,6 +29,15 @@ VARY_LABELS = {"kl_coef": "β (KL coefficient)", "normalize_reward": "reward nor
                "whiten_advantages": "advantage whitening", "missing_eos_penalty": "missing-EOS penalty",
                "kl_estimator": "KL estimator (k1 / k3)"}
 
+
+
+def use_overopt_preset() -> None:
+    """The over-optimisation demo's sweep (rlhf_engine.workshop) in the form; runs before the widgets."""
+    fill_ppo_knobs(K, workshop.overopt_ppo_config(workspace().model_config()))
+    fill_knobs(K, {"vary": "kl_coef", "values.kl_coef": ", ".join(format(b, "g") for b in workshop.OVEROPT_BETAS),
+                   "adaptive": workshop.OVEROPT_ADAPTIVE, "bon": workshop.OVEROPT_BEST_OF_N})
+
+
 ws = workspace()
 st.title("KL sweep")
 show_flash()
@@ -32,6 +50,11 @@ reward_models = [r for r in ws.runs_of(REWARD_KIND) if r.status().get("state") =
 with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
     if not reward_models:
         st.info("Train a reward model first (Reward model page).")
+    st.button("Fill in the over-optimisation preset", key=f"{K}.preset", on_click=use_overopt_preset,
+              help="60-step runs at a constant learning rate, β 0, 0.01, 0.05, 0.2 and an adaptive run: long "
+                   "enough that at β = 0 the gold score peaks and then falls while the reward model's score "
+                   "keeps rising (about 20 minutes a run on 2 CPU cores; benchmarks/RESULTS.md). Use it with a "
+                   "reward model trained on 256 simulated pairs (Workshop page, 'Go further').")
     vary = st.radio("Vary", SWEEPABLE, format_func=VARY_LABELS.get, horizontal=True, key=f"{K}.vary")
     st.session_state.setdefault(f"{K}.name", new_run_name("sweep"))
     with st.form("sweep-form"):
@@ -40,13 +63,13 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
         rm_id = col_rm.selectbox("Reward model", [r.id for r in reward_models])
         col_values, col_adaptive, col_bon = st.columns(3)
         values_text = col_values.text_input(f"Values of {VARY_LABELS[vary]} (comma-separated)",
-                                            value=VALUE_HINTS[vary], key=f"{K}.values.{vary}")
-        adaptive = col_adaptive.checkbox("add an adaptive-β run", value=vary == "kl_coef", key=f"{K}.adaptive",
+                                            key=f"{K}.values.{vary}", **first_value(f"{K}.values.{vary}", VALUE_HINTS[vary]))
+        adaptive = col_adaptive.checkbox("add an adaptive-β run", key=f"{K}.adaptive",
                                          help="Starts at the β below and adapts it towards the KL target "
-                                              "(Ziegler et al. 2019)")
-        best_of_n = col_bon.number_input("best-of-n baseline: n (0 = none)", 0, 64, 16, key=f"{K}.bon",
+                                              "(Ziegler et al. 2019)", **first_value(f"{K}.adaptive", vary == "kl_coef"))
+        best_of_n = col_bon.number_input("best-of-n baseline: n (0 = none)", 0, 64, key=f"{K}.bon",
                                          help="Sample n reference answers for 16 prompts; best-of-1…n give a "
-                                              "reward-vs-KL curve with no training")
+                                              "reward-vs-KL curve with no training", **first_value(f"{K}.bon", 16))
         st.markdown("**Settings every run shares** (β here is the adaptive run's start, and every run's β "
                     "when another setting is varied)")
         fields = ppo_knobs(K)

@@ -75,8 +75,9 @@ else:
 # 2 -------------------------------------------------------------------------------------------------------
 step(2, "Preferences", n_pairs >= workshop.PAIRS)
 st.markdown("People compare two answers to the same prompt and pick the better one. Here a **simulated "
-            "annotator** does it: it prefers the more *positive* answer (VADER sentiment). Its score is the "
-            "**gold** reward — the truth the reward model can only approximate.")
+            "annotator** does it: it prefers the more *positive* answer (VADER sentiment) and, like a person, "
+            "dislikes answers that repeat themselves. Its score is the **gold** reward — the truth the reward "
+            "model can only approximate.")
 if st.button(f"Simulate {workshop.PAIRS} pairs", key=f"{K}.pairs", disabled=not ws.model_chosen()):
     with engine_errors("Starting"):
         job = prepare_demo_pairs_job(ws.runs / new_run_name("pairs"), workshop.PAIRS, ws.store_path, model,
@@ -139,3 +140,23 @@ if latest_sweep is None:
     st.caption("The plots appear here once the sweep has started.")
 else:
     sweep_view(latest_sweep, f"{K}.view")  # its last button writes the report
+
+# Go further ----------------------------------------------------------------------------------------------
+with st.expander("Go further: see over-optimisation happen (about 2 hours on 2 CPU cores)"):
+    st.markdown(
+        "Five short steps rarely get far enough for the gold score to turn down. With more data and longer "
+        "runs they do: a reward model trained on "
+        f"{workshop.OVEROPT_PAIRS} simulated pairs, and {workshop.overopt_ppo_config(model).steps}-step runs at a "
+        "constant learning rate. At β = 0 the gold score rose with the reward model's score, peaked, and then "
+        "fell while the reward model's score kept rising: the policy had found a way of writing that the "
+        "reward model likes more than the annotator does. Larger β keep the policy near the reference and "
+        "stop short of it (numbers in `benchmarks/RESULTS.md`).")
+    figure = Path(__file__).resolve().parents[1] / "docs" / "overopt-gold-vs-proxy.png"
+    if figure.is_file():
+        st.image(str(figure), caption="Measured on 2 CPU cores: gold (dashed) and reward-model score (solid) "
+                                      "against √KL; the star marks where the gold score peaked.")
+    st.markdown(
+        f"On the pages: **Preferences** — simulate {workshop.OVEROPT_PAIRS} pairs; **Reward model** — "
+        f"{workshop.overopt_reward_config(model).steps} steps, mean pooling; **KL sweep** — the *over-optimisation "
+        "preset* button, then queue. Or from a terminal, one command per step:")
+    st.code("\n".join(workshop.cli_commands(preset="overopt")), language="bash")

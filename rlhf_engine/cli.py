@@ -256,15 +256,19 @@ def _set_fields(cls, assignments: list[str]) -> dict:
     return fields
 
 
-def _train_rm(args) -> int:
+def _reward_config(args):
     from .config import ModelConfig, RewardConfig
+
+    return RewardConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
+                        **_overrides(args, {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate",
+                                            "pooling": "pooling"}),
+                        **_set_fields(RewardConfig, args.set))
+
+
+def _train_rm(args) -> int:
     from .jobs import start_reward_job
 
-    config = RewardConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
-                          **_overrides(args, {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate",
-                                              "pooling": "pooling"}),
-                          **_set_fields(RewardConfig, args.set))
-    job = start_reward_job(args.out, config, args.data)
+    job = start_reward_job(args.out, _reward_config(args), args.data)
     return _follow(job)
 
 

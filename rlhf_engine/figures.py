@@ -20,7 +20,7 @@ METRIC_LABELS = {
     "objective/rlhf_reward": "score − β·KL",
     "objective/non_score_reward": "−β·KL (score units)",
     "objective/kl": "KL (nats / response)",
-    "gold/score": "gold score (VADER, −1…1)",
+    "gold/score": "gold score (sentiment − repetition)",
     "objective/entropy": "entropy (nats / response)",
     "beta": "β (score units / nat)",
     "policy/clipfrac": "policy clip fraction",
@@ -184,7 +184,7 @@ def frontier_figure(points: Sequence[dict], best_of_n: Sequence[dict] = ()) -> g
     _layout(fig, "Reward vs KL: PPO runs (mean of the last steps) and best-of-n", "KL to the reference (nats per response)",
             "RM score (normalised)", height=440)
     if has_gold:
-        fig.update_yaxes(title_text="gold score (VADER, −1…1)", tickformat=".2f", secondary_y=True)
+        fig.update_yaxes(title_text="gold score (sentiment − repetition)", tickformat=".2f", secondary_y=True)
     return fig
 
 
@@ -198,8 +198,9 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
     """Gold and proxy reward against sqrt(KL), the axis of Gao et al. 2022 ("Scaling Laws for Reward Model
     Overoptimization"): where the proxy keeps rising and the gold turns down, optimising the RM stopped helping.
 
-    series: {run label: metric rows}; each run draws its proxy (solid) and gold (dashed) in one colour.
-    KL, proxy and gold are running means over ``smooth`` steps; a negative k1 mean is drawn at sqrt(0).
+    series: {run label: metric rows}; each run draws its proxy (solid) and gold (dashed) in one colour,
+    and a star where its gold score peaked if it came down after. KL, proxy and gold are running means
+    over ``smooth`` steps; a negative k1 mean is drawn at sqrt(0).
     """
     colours = ("royalblue", "darkorange", "seagreen", "crimson", "purple", "saddlebrown", "deeppink", "gray")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
@@ -216,12 +217,20 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
                                  customdata=steps,
                                  hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>RM score %{y:.3f}<extra></extra>"))
         if all(isinstance(r.get("gold/score"), (int, float)) for r in points):
-            fig.add_trace(go.Scatter(x=x, y=running_mean([r["gold/score"] for r in points], smooth),
-                                     mode="lines+markers", name=f"{plain(name)}: gold",
+            gold = running_mean([r["gold/score"] for r in points], smooth)
+            fig.add_trace(go.Scatter(x=x, y=gold, mode="lines+markers", name=f"{plain(name)}: gold",
                                      line=dict(color=colour, dash="dash"), marker=dict(symbol="circle-open"),
                                      customdata=steps,
                                      hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>gold %{y:.3f}<extra></extra>"),
                           secondary_y=True)
+            peak = max(range(len(gold)), key=gold.__getitem__)
+            if peak < len(gold) - 1:  # the gold score came down from its best: mark where
+                fig.add_trace(go.Scatter(x=[x[peak]], y=[gold[peak]], mode="markers", showlegend=False,
+                                         name=f"{plain(name)}: gold peak",
+                                         marker=dict(symbol="star", size=14, color=colour, line=dict(width=1)),
+                                         hovertemplate=f"gold peak, step {steps[peak]}<br>√KL %{{x:.2f}}<br>"
+                                                       "gold %{y:.3f}<extra></extra>"),
+                              secondary_y=True)
     if best_of_n:
         x = [math.sqrt(r["kl"]) for r in best_of_n]
         fig.add_trace(go.Scatter(x=x, y=[r["score"] for r in best_of_n], mode="lines+markers", name="best-of-n: RM score",
@@ -232,7 +241,7 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
                                      marker=dict(symbol="circle-open")), secondary_y=True)
     title = "Gold vs proxy reward against √KL (Gao et al. 2022)" + (f"; {smooth}-step running means" if smooth > 1 else "")
     _layout(fig, title, "√KL to the reference (√nats per response)", "RM score (normalised)", height=460)
-    fig.update_yaxes(title_text="gold score (VADER, −1…1)", tickformat=".2f", secondary_y=True)
+    fig.update_yaxes(title_text="gold score (sentiment − repetition)", tickformat=".2f", secondary_y=True)
     return fig
 
 

@@ -398,6 +398,33 @@ def test_sweep_page_queues_runs_that_differ_only_in_beta_and_draws_the_frontier(
     assert "Sweeps" in [h.value for h in runs_page.subheader]
 
 
+def test_sweep_page_preset_fills_the_form_with_the_overoptimisation_sweep(workspace, monkeypatch):
+    from streamlit.elements.lib import policies
+
+    from rlhf_engine import workshop
+    from rlhf_engine.config import ModelConfig
+
+    warnings = []
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    monkeypatch.setattr(policies._LOGGER, "warning", lambda message, *args, **kw: warnings.append(message % args))
+    at = open_page("pages/sweep.py")
+    next(b for b in at.button if b.label == "Fill in the over-optimisation preset").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert warnings == []  # the preset's values are not fought by the widgets' own defaults
+    preset = workshop.overopt_ppo_config(ModelConfig())
+    for name in ("steps", "batch_size", "response_length", "ppo_epochs", "probe_every", "kl_horizon"):
+        assert at.number_input(key=f"sweep.{name}").value == getattr(preset, name), name
+    for name in ("learning_rate", "kl_coef", "kl_target"):
+        assert at.number_input(key=f"sweep.{name}").value == pytest.approx(getattr(preset, name)), name
+    assert at.selectbox(key="sweep.lr_schedule").value == "constant"
+    assert at.text_input(key="sweep.values.kl_coef").value == "0, 0.01, 0.05, 0.2"
+    assert at.checkbox(key="sweep.adaptive").value is True
+    assert at.number_input(key="sweep.bon").value == workshop.OVEROPT_BEST_OF_N
+    at.run()  # the preset stays through later reruns
+    assert at.number_input(key="sweep.steps").value == preset.steps
+    assert at.selectbox(key="sweep.lr_schedule").value == "constant"
+
+
 @pytest.mark.slow
 def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, tiny_model_dir):
     from rlhf_engine.sweep import Sweep

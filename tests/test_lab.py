@@ -231,3 +231,57 @@ def test_cli_sweep_varies_an_ablation_and_the_report_escapes_run_text(runs_dir, 
     assert "Samples at step 1" in (runs_dir / "one.html").read_text()
     assert main(["report", str(runs_dir / "nothing-here")]) == 2
     assert "neither a run folder nor a sweep folder" in capsys.readouterr().err
+
+
+# -- presets and figures ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset", ["workshop", "overopt"])
+def test_a_presets_commands_build_exactly_the_presets_configs(preset):
+    """The README's command-line route and the pages' buttons must train the same things."""
+    import shlex
+
+    from rlhf_engine import cli, workshop
+    from rlhf_engine.config import ModelConfig
+
+    pairs_cmd, rm_cmd, sweep_cmd, report_cmd = [cli.build_parser().parse_args(shlex.split(c)[3:])
+                                                for c in workshop.cli_commands("ws", preset)]
+    short = preset == "workshop"
+    assert pairs_cmd.n == (workshop.PAIRS if short else workshop.OVEROPT_PAIRS)
+    assert rm_cmd.data == pairs_cmd.out
+    make_rm = workshop.reward_config if short else workshop.overopt_reward_config
+    make_ppo = workshop.ppo_config if short else workshop.overopt_ppo_config
+    assert cli._reward_config(rm_cmd) == make_rm(ModelConfig(quant=rm_cmd.quant))
+    assert str(sweep_cmd.reward) == str(rm_cmd.out)
+    assert cli._ppo_config(sweep_cmd) == make_ppo(ModelConfig(quant="none"))
+    assert tuple(parse_values("kl_coef", sweep_cmd.kl_coefs)) == (workshop.BETAS if short else workshop.OVEROPT_BETAS)
+    assert sweep_cmd.adaptive == (workshop.ADAPTIVE if short else workshop.OVEROPT_ADAPTIVE)
+    assert sweep_cmd.best_of_n == (workshop.BEST_OF_N if short else workshop.OVEROPT_BEST_OF_N)
+    assert str(report_cmd.path) == str(sweep_cmd.out)
+
+
+def test_the_overoptimisation_preset_runs_long_at_a_constant_rate():
+    from rlhf_engine import workshop
+    from rlhf_engine.config import ModelConfig
+
+    short, long = workshop.ppo_config(ModelConfig()), workshop.overopt_ppo_config(ModelConfig())
+    assert long.lr_schedule == "constant" and short.lr_schedule == "linear"
+    assert long.steps * long.batch_size >= 10 * short.steps * short.batch_size
+    assert 0.0 in workshop.OVEROPT_BETAS and workshop.overopt_reward_config(ModelConfig()).pooling == "mean"
+
+
+def test_the_gold_vs_proxy_plot_stars_the_gold_peak_only_when_gold_came_down():
+    from rlhf_engine.figures import gold_proxy_figure
+
+    def rows(gold):
+        return [{"step": i + 1, "objective/kl": float(i * i), "objective/scores": 0.1 * i, "gold/score": g}
+                for i, g in enumerate(gold)]
+
+    def stars(fig):
+        return [t for t in fig.data if getattr(t.marker, "symbol", None) == "star"]
+
+    rising = gold_proxy_figure({"a": rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])}, smooth=1)
+    assert stars(rising) == []
+    turned = gold_proxy_figure({"a": rows([0.1, 0.3, 0.6, 0.5, 0.4, 0.3])}, smooth=1)
+    (star,) = stars(turned)
+    assert star.x == (2.0,) and star.y == (0.6,)  # step 3: KL 4, √KL 2
+    assert "step 3" in star.hovertemplate
