@@ -51,10 +51,10 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
     if not reward_models:
         st.info("Train a reward model first (Reward model page).")
     st.button("Fill in the over-optimisation preset", key=f"{K}.preset", on_click=use_overopt_preset,
-              help="60-step runs at a constant learning rate, β 0, 0.01, 0.05, 0.2 and an adaptive run: long "
-                   "enough that at β = 0 the gold score peaks and then falls while the reward model's score "
-                   "keeps rising (about 20 minutes a run on 2 CPU cores; benchmarks/RESULTS.md). Use it with a "
-                   "reward model trained on 256 simulated pairs (Workshop page, 'Go further').")
+              help="60-step runs at a constant learning rate for β 0, 0.05 and 0.2: long enough that at β = 0 "
+                   "the gold score peaks and then falls while the reward model's score keeps rising (about 20 "
+                   "minutes a run on 2 CPU cores; benchmarks/RESULTS.md). Use it with a reward model trained on "
+                   "256 simulated pairs (Workshop page, 'Go further').")
     vary = st.radio("Vary", SWEEPABLE, format_func=VARY_LABELS.get, horizontal=True, key=f"{K}.vary")
     st.session_state.setdefault(f"{K}.name", new_run_name("sweep"))
     with st.form("sweep-form"):

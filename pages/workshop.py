@@ -142,7 +142,7 @@ else:
     sweep_view(latest_sweep, f"{K}.view")  # its last button writes the report
 
 # Go further ----------------------------------------------------------------------------------------------
-with st.expander("Go further: see over-optimisation happen (about 2 hours on 2 CPU cores)"):
+with st.expander("Go further: see over-optimisation happen (about 1.5 hours on 2 CPU cores)"):
     st.markdown(
         "Five short steps rarely get far enough for the gold score to turn down. With more data and longer "
         "runs they do: a reward model trained on "

@@ -11,6 +11,8 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .alarms import HACK_MIN_DROP
+
 STEP_AXIS = {"ppo": "PPO step", "reward_model": "optimiser step"}
 
 # metric name -> short axis label with its unit (the panel titles and README say more)
@@ -199,8 +201,9 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
     Overoptimization"): where the proxy keeps rising and the gold turns down, optimising the RM stopped helping.
 
     series: {run label: metric rows}; each run draws its proxy (solid) and gold (dashed) in one colour,
-    and a star where its gold score peaked if it came down after. KL, proxy and gold are running means
-    over ``smooth`` steps; a negative k1 mean is drawn at sqrt(0).
+    and a star at its gold peak when the gold score later fell by the reward-hacking alarm's margin
+    (alarms.HACK_MIN_DROP) while the proxy stood higher than at the peak. KL, proxy and gold are
+    running means over ``smooth`` steps; a negative k1 mean is drawn at sqrt(0).
     """
     colours = ("royalblue", "darkorange", "seagreen", "crimson", "purple", "saddlebrown", "deeppink", "gray")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
@@ -212,7 +215,8 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
             continue
         x = [math.sqrt(max(v, 0.0)) for v in running_mean([r["objective/kl"] for r in points], smooth)]
         steps = [r["step"] for r in points]
-        fig.add_trace(go.Scatter(x=x, y=running_mean([r["objective/scores"] for r in points], smooth),
+        proxy = running_mean([r["objective/scores"] for r in points], smooth)
+        fig.add_trace(go.Scatter(x=x, y=proxy,
                                  mode="lines+markers", name=f"{plain(name)}: RM score", line=dict(color=colour),
                                  customdata=steps,
                                  hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>RM score %{y:.3f}<extra></extra>"))
@@ -224,7 +228,8 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
                                      hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>gold %{y:.3f}<extra></extra>"),
                           secondary_y=True)
             peak = max(range(len(gold)), key=gold.__getitem__)
-            if peak < len(gold) - 1:  # the gold score came down from its best: mark where
+            if any(gold[j] <= gold[peak] - HACK_MIN_DROP and proxy[j] > proxy[peak] for j in range(peak + 1, len(gold))):
+                # later the gold score fell clearly below its best while the RM score was higher: mark the best
                 fig.add_trace(go.Scatter(x=[x[peak]], y=[gold[peak]], mode="markers", showlegend=False,
                                          name=f"{plain(name)}: gold peak",
                                          marker=dict(symbol="star", size=14, color=colour, line=dict(width=1)),

@@ -403,6 +403,7 @@ def test_sweep_page_preset_fills_the_form_with_the_overoptimisation_sweep(worksp
 
     from rlhf_engine import workshop
     from rlhf_engine.config import ModelConfig
+    from rlhf_engine.sweep import parse_values
 
     warnings = []
     monkeypatch.setattr(policies, "_shown_default_value_warning", False)
@@ -417,8 +418,8 @@ def test_sweep_page_preset_fills_the_form_with_the_overoptimisation_sweep(worksp
     for name in ("learning_rate", "kl_coef", "kl_target"):
         assert at.number_input(key=f"sweep.{name}").value == pytest.approx(getattr(preset, name)), name
     assert at.selectbox(key="sweep.lr_schedule").value == "constant"
-    assert at.text_input(key="sweep.values.kl_coef").value == "0, 0.01, 0.05, 0.2"
-    assert at.checkbox(key="sweep.adaptive").value is True
+    assert parse_values("kl_coef", at.text_input(key="sweep.values.kl_coef").value) == list(workshop.OVEROPT_BETAS)
+    assert at.checkbox(key="sweep.adaptive").value is workshop.OVEROPT_ADAPTIVE
     assert at.number_input(key="sweep.bon").value == workshop.OVEROPT_BEST_OF_N
     at.run()  # the preset stays through later reruns
     assert at.number_input(key="sweep.steps").value == preset.steps

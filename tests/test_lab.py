@@ -269,7 +269,7 @@ def test_the_overoptimisation_preset_runs_long_at_a_constant_rate():
     assert 0.0 in workshop.OVEROPT_BETAS and workshop.overopt_reward_config(ModelConfig()).pooling == "mean"
 
 
-def test_the_gold_vs_proxy_plot_stars_the_gold_peak_only_when_gold_came_down():
+def test_the_gold_vs_proxy_plot_stars_the_gold_peak_only_when_gold_fell_as_the_proxy_rose():
     from rlhf_engine.figures import gold_proxy_figure
 
     def rows(gold):
@@ -281,6 +281,10 @@ def test_the_gold_vs_proxy_plot_stars_the_gold_peak_only_when_gold_came_down():
 
     rising = gold_proxy_figure({"a": rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])}, smooth=1)
     assert stars(rising) == []
+    wobble = gold_proxy_figure({"a": rows([0.1, 0.3, 0.6, 0.55, 0.58, 0.56])}, smooth=1)
+    assert stars(wobble) == []  # less than the reward-hacking alarm's margin below the best: noise
+    both_fell = [dict(r, **{"objective/scores": -0.1 * r["step"]}) for r in rows([0.1, 0.3, 0.6, 0.5, 0.4, 0.3])]
+    assert stars(gold_proxy_figure({"a": both_fell}, smooth=1)) == []  # not over-optimisation: the proxy fell too
     turned = gold_proxy_figure({"a": rows([0.1, 0.3, 0.6, 0.5, 0.4, 0.3])}, smooth=1)
     (star,) = stars(turned)
     assert star.x == (2.0,) and star.y == (0.6,)  # step 3: KL 4, √KL 2
