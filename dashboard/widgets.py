@@ -73,10 +73,10 @@ def knob(cls: type, name: str, key_prefix: str, value=None, **kwargs):
     return st.text_input(label, help=help_text, key=key, **first_value(key, str(value)), **kwargs)
 
 
-def first_value(key: str, value) -> dict:
-    """A widget's ``value`` argument for its first draw; none once the session holds its value (the widget's
-    own, or a preset's from ``fill_knobs``: passing both makes Streamlit warn)."""
-    return {} if key in st.session_state else {"value": value}
+def first_value(key: str, value, argument: str = "value") -> dict:
+    """A widget's initial-value argument for its first draw; none once the session holds its value (the
+    widget's own, or a preset's from ``fill_knobs``: passing both makes Streamlit warn)."""
+    return {} if key in st.session_state else {argument: value}
 
 
 def fill_knobs(key_prefix: str, values: dict) -> None:
@@ -92,8 +92,8 @@ def choice_knob(cls: type, name: str, options: Sequence[str], key_prefix: str, l
     """A selectbox for a config field with fixed choices."""
     default = field_defaults(cls)[name]
     key = f"{key_prefix}.{name}"
-    initial = {} if key in st.session_state else {"index": list(options).index(default)}
-    return st.selectbox(label or name, list(options), help=knob_help(cls, name), key=key, **initial)
+    return st.selectbox(label or name, list(options), help=knob_help(cls, name), key=key,
+                        **first_value(key, list(options).index(default), "index"))
 
 
 def status_line(run: RunFolder, status: dict | None = None) -> str:

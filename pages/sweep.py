@@ -30,7 +30,6 @@ VARY_LABELS = {"kl_coef": "β (KL coefficient)", "normalize_reward": "reward nor
                "kl_estimator": "KL estimator (k1 / k3)"}
 
 
-
 def use_overopt_preset() -> None:
     """The over-optimisation demo's sweep (rlhf_engine.workshop) in the form; runs before the widgets."""
     fill_ppo_knobs(K, workshop.overopt_ppo_config(workspace().model_config()))
@@ -62,11 +61,13 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
         name = col_name.text_input("Sweep name", key=f"{K}.name")
         rm_id = col_rm.selectbox("Reward model", [r.id for r in reward_models])
         col_values, col_adaptive, col_bon = st.columns(3)
-        values_text = col_values.text_input(f"Values of {VARY_LABELS[vary]} (comma-separated)",
-                                            key=f"{K}.values.{vary}", **first_value(f"{K}.values.{vary}", VALUE_HINTS[vary]))
+        values_key = f"{K}.values.{vary}"
+        values_text = col_values.text_input(f"Values of {VARY_LABELS[vary]} (comma-separated)", key=values_key,
+                                            **first_value(values_key, VALUE_HINTS[vary]))
         adaptive = col_adaptive.checkbox("add an adaptive-β run", key=f"{K}.adaptive",
                                          help="Starts at the β below and adapts it towards the KL target "
-                                              "(Ziegler et al. 2019)", **first_value(f"{K}.adaptive", vary == "kl_coef"))
+                                              "(Ziegler et al. 2019)",
+                                         **first_value(f"{K}.adaptive", vary == "kl_coef"))
         best_of_n = col_bon.number_input("best-of-n baseline: n (0 = none)", 0, 64, key=f"{K}.bon",
                                          help="Sample n reference answers for 16 prompts; best-of-1…n give a "
                                               "reward-vs-KL curve with no training", **first_value(f"{K}.bon", 16))

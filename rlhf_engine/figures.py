@@ -3,10 +3,9 @@ measures and in which unit. Text from runs (tokens, labels) is shown as plain te
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import html
 import math
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -228,7 +227,8 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
                                      hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>gold %{y:.3f}<extra></extra>"),
                           secondary_y=True)
             peak = max(range(len(gold)), key=gold.__getitem__)
-            if any(gold[j] <= gold[peak] - HACK_MIN_DROP and proxy[j] > proxy[peak] for j in range(peak + 1, len(gold))):
+            later = range(peak + 1, len(gold))
+            if any(gold[j] <= gold[peak] - HACK_MIN_DROP and proxy[j] > proxy[peak] for j in later):
                 # later the gold score fell clearly below its best while the RM score was higher: mark the best
                 fig.add_trace(go.Scatter(x=[x[peak]], y=[gold[peak]], mode="markers", showlegend=False,
                                          name=f"{plain(name)}: gold peak",
