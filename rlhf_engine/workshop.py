@@ -76,13 +76,8 @@ def cli_commands(workspace: str = "workspace", preset: str = "workshop") -> list
     best_of_n, bon_prompts = (BEST_OF_N, BEST_OF_N_PROMPTS) if short else (OVEROPT_BEST_OF_N, OVEROPT_BEST_OF_N_PROMPTS)
     name = "workshop" if short else "overopt"
     rm_quant = "none" if short else "4bit"  # as measured: the over-optimisation demo's reward model was 4-bit
-    rm_sets = " ".join(f"--set {f.name}={getattr(rm, f.name)}" for f in dataclasses.fields(RewardConfig)
-                       if f.name not in ("model", "steps", "learning_rate", "pooling", "batch_size")
-                       and getattr(rm, f.name) != getattr(RewardConfig(), f.name))
-    ppo_sets = " ".join(f"--set {f.name}={getattr(ppo, f.name)}" for f in dataclasses.fields(PPOConfig)
-                        if f.name not in ("model", "steps", "batch_size", "response_length", "learning_rate",
-                                          "kl_coef", "kl_target")
-                        and getattr(ppo, f.name) != getattr(PPOConfig(), f.name))
+    rm_sets = _set_flags(rm, ("steps", "learning_rate", "pooling", "batch_size"))
+    ppo_sets = _set_flags(ppo, ("steps", "batch_size", "response_length", "learning_rate", "kl_coef", "kl_target"))
     return [
         f"python -m rlhf_engine make-demo-pairs --n {pairs} --out {workspace}/{name}-pairs.jsonl",
         f"python -m rlhf_engine train-rm --data {workspace}/{name}-pairs.jsonl --out {workspace}/runs/{name}-rm "
@@ -95,3 +90,11 @@ def cli_commands(workspace: str = "workspace", preset: str = "workshop") -> list
         f"--kl-coef {ppo.kl_coef:g} --kl-target {ppo.kl_target:g} {ppo_sets}".rstrip(),
         f"python -m rlhf_engine report {workspace}/runs/{name}-sweep",
     ]
+
+
+def _set_flags(config, flagged: tuple[str, ...]) -> str:
+    """``--set FIELD=VALUE`` for every field that differs from its default and has no flag of its own."""
+    default = type(config)()
+    return " ".join(f"--set {f.name}={getattr(config, f.name)}" for f in dataclasses.fields(config)
+                    if f.name != "model" and f.name not in flagged
+                    and getattr(config, f.name) != getattr(default, f.name))
