@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 QUANT_CHOICES = ("4bit", "8bit", "none")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
@@ -20,6 +20,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 KL_ESTIMATORS = ("k1", "k3")
 POOLINGS = ("last", "mean")
 GOLD_CHOICES = ("auto", "on", "off")
+VALUE_MODELS = ("shared", "separate")
 
 
 @dataclass
@@ -97,6 +98,7 @@ class PPOConfig:
     cliprange: float = 0.2  # policy ratio clip (Schulman et al. 2017: 0.2)
     cliprange_value: float = 0.2  # value prediction clip around the rollout values
     vf_coef: float = 0.1  # value loss weight (TRL default 0.1)
+    value_model: str = "shared"  # "shared": value head on the policy's trunk (Ziegler et al.'s code; one pass), "separate": own LoRA adapter
     whiten_rewards: bool = False  # whiten per-token rewards without shifting the mean
     whiten_advantages: bool = True  # whiten advantages over the batch (Huang et al.: on); off = raw GAE advantages
     normalize_reward: bool = True  # scale RM scores to mean 0, std 1 on the initial policy (Ziegler)
@@ -107,11 +109,16 @@ class PPOConfig:
     gold_score: str = "auto"  # also log the demo's gold score of each sample: auto = when the RM's pairs are simulated
     seed: int = 0  # seeds Python, NumPy and torch (and the prompt order)
 
+    # Fields added after runs were already saved, with the value such a run actually used: a config file
+    # without the field reads with this, so resuming an old run does not change its algorithm.
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"value_model": "separate"}
+
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig(**self.model)
         _check_choice("gold_score", self.gold_score, GOLD_CHOICES)
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        _check_choice("value_model", self.value_model, VALUE_MODELS)
         _check_choice("lr_schedule", self.lr_schedule, ("linear", "constant"))
         for name in ("steps", "batch_size", "num_mini_batches", "ppo_epochs", "response_length"):
             _check_positive(name, getattr(self, name))
@@ -165,6 +172,7 @@ def to_dict(config: Any) -> dict:
 def from_dict(cls: type[Config], data: dict) -> Config:
     """Rebuild a config, ignoring keys this version does not know."""
     known = {f.name for f in dataclasses.fields(cls)}
+    data = {**getattr(cls, "SAVED_BEFORE", {}), **data}
     return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -63,11 +63,9 @@ def sample_responses(model, tokenizer, prompts, max_new_tokens: int, temperature
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     output = model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=generation)
+    # As wide as the longest response (generation stops when every sequence has ended), not always
+    # max_new_tokens: no pass over the batch spends time on columns that are padding in every row.
     response = output[:, query_ids.shape[1]:]
-    if response.shape[1] < max_new_tokens:  # every sequence stopped early: pad to a fixed width
-        extra = torch.full((response.shape[0], max_new_tokens - response.shape[1]), tokenizer.pad_token_id,
-                           dtype=response.dtype, device=response.device)
-        response = torch.cat([response, extra], dim=1)
     response_ids, response_mask, has_eos = truncate_after_eos(response, tokenizer.eos_token_id, tokenizer.pad_token_id)
     return Rollout(query_ids, query_mask, response_ids, response_mask, has_eos)
 
@@ -81,16 +79,24 @@ def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
 
 
 def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int,
-                    temperature: float) -> torch.Tensor:
-    """Logits / T that predict each response token: [B, R, V], computed only where needed."""
+                    temperature: float, with_hidden: bool = False):
+    """Logits / T that predict each response token: [B, R, V], computed only where needed.
+
+    ``with_hidden``: also the final hidden states at those positions, [B, R, d] (for a value head),
+    from the same pass: returns (logits, hidden).
+    """
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
         logits_to_keep=response_length + 1,
+        output_hidden_states=with_hidden,
         use_cache=False,
     )
-    return out.logits[:, :-1].float() / temperature
+    logits = out.logits[:, :-1].float() / temperature
+    if with_hidden:
+        return logits, out.hidden_states[-1][:, -response_length - 1:-1]
+    return logits
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ from .generation import (Rollout, decode_responses, last_hidden_state, response_
 from .models import load_model_and_tokenizer, lora_config, set_seed
 
 POLICY, VALUE = "policy", "value"
+PHASES = ("generate", "forward", "reward", "update")  # timed parts of an iteration, logged as time/<phase>_s
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,12 +176,23 @@ def _rounded(x: torch.Tensor) -> list[float]:
 # ----------------------------------------------------------------------------------------------
 
 class PolicyAndValue(nn.Module):
-    """One base model carrying the policy and value LoRA adapters, plus the value head."""
+    """One base model: the policy (LoRA adapter "policy"), the reference (adapters disabled) and the value.
 
-    def __init__(self, peft_model, value_head: nn.Linear):
+    ``shared``: the value head reads the policy's own last hidden state, as in Ziegler et al.'s code
+    (lm-human-preferences) and TRL's original value-head model, so one pass gives log-probs and values
+    and the value loss also shapes the policy adapter (weighted by vf_coef). Otherwise the value function
+    has its own LoRA adapter "value" on the same base: no shared gradients, but two passes per update.
+    """
+
+    def __init__(self, peft_model, value_head: nn.Linear, shared: bool):
         super().__init__()
         self.peft = peft_model
         self.value_head = value_head
+        self.shared = shared
+
+    @property
+    def adapters(self) -> list[str]:
+        return [POLICY] if self.shared else [POLICY, VALUE]
 
     @classmethod
     def create(cls, config: PPOConfig):
@@ -188,7 +200,9 @@ class PolicyAndValue(nn.Module):
 
         base, tokenizer = load_model_and_tokenizer(config.model)
         peft_model = get_peft_model(base, lora_config(config.model), adapter_name=POLICY)
-        peft_model.add_adapter(VALUE, lora_config(config.model))
+        shared = config.value_model == "shared"
+        if not shared:
+            peft_model.add_adapter(VALUE, lora_config(config.model))
         hidden = base.config.hidden_size
         head = nn.Linear(hidden, 1)
         # Zero-initialised, as in Ziegler et al.'s code (lm-human-preferences: value head scale 0): the
@@ -196,7 +210,7 @@ class PolicyAndValue(nn.Module):
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
         head.to(peft_model.device)
-        model = cls(peft_model, head)
+        model = cls(peft_model, head, shared)
         model.use(POLICY)
         return model, tokenizer
 
@@ -205,13 +219,23 @@ class PolicyAndValue(nn.Module):
         self.peft.set_adapter(adapter)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Both adapters and the value head (requires_grad follows the active adapter, so select by name)."""
-        params = [p for n, p in self.peft.named_parameters() if "lora_" in n]
+        """The adapters and the value head (requires_grad follows the active adapter, so select by name)."""
+        params = [p for n, p in self.peft.named_parameters()
+                  if "lora_" in n and any(f".{adapter}." in n for adapter in self.adapters)]
         return params + list(self.value_head.parameters())
 
     def policy_logits(self, input_ids, attention_mask, response_length: int, temperature: float):
         self.use(POLICY)
         return response_logits(self.peft, input_ids, attention_mask, response_length, temperature)
+
+    def policy_logits_and_values(self, input_ids, attention_mask, response_length: int, temperature: float):
+        """(logits / T [B, R, V], values [B, R]) in one pass; values only with a shared value head, else None."""
+        if not self.shared:
+            return self.policy_logits(input_ids, attention_mask, response_length, temperature), None
+        self.use(POLICY)
+        logits, hidden = response_logits(self.peft, input_ids, attention_mask, response_length, temperature,
+                                         with_hidden=True)
+        return logits, self._head(hidden)
 
     @torch.no_grad()
     def reference_logits(self, input_ids, attention_mask, response_length: int, temperature: float):
@@ -220,16 +244,18 @@ class PolicyAndValue(nn.Module):
 
     def values(self, input_ids, attention_mask, response_length: int):
         """V(s_t) for each response token t: the value head on the hidden state that predicts token t."""
-        self.use(VALUE)
+        self.use(POLICY if self.shared else VALUE)
         hidden = last_hidden_state(self.peft, input_ids, attention_mask)
-        hidden = hidden[:, -response_length - 1:-1]
+        return self._head(hidden[:, -response_length - 1:-1])
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
 
     def save_adapters(self, folder: Path) -> None:
-        """policy/ and value/ as standard PEFT adapter folders; value_head.safetensors."""
+        """policy/ (and value/) as standard PEFT adapter folders; value_head.safetensors."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.peft.save_pretrained(folder, selected_adapters=[POLICY, VALUE])  # -> folder/policy, folder/value
+        self.peft.save_pretrained(folder, selected_adapters=self.adapters)  # -> folder/policy (, folder/value)
         save_file({k: v.detach().float().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
                   str(folder / "value_head.safetensors"))
 
@@ -238,7 +264,7 @@ class PolicyAndValue(nn.Module):
         from peft.utils import set_peft_model_state_dict
 
         folder = Path(folder)
-        for name in (POLICY, VALUE):
+        for name in self.adapters:
             weights = load_file(str(folder / name / "adapter_model.safetensors"))
             set_peft_model_state_dict(self.peft, weights, adapter_name=name)
         head = load_file(str(folder / "value_head.safetensors"))
@@ -265,12 +291,18 @@ class PPOTrainer:
         set_seed(config.seed)
         self.model, self.tokenizer = PolicyAndValue.create(config)
         self.params = self.model.trainable_parameters()
+        if hasattr(reward_model, "share_base") and reward_model.same_base(config.model):
+            reward_model.share_base(self.model.peft)  # one copy of the base weights for all four roles
+            self.model.use(POLICY)
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, eps=1e-5)
         total = config.steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             (lambda s: max(0.0, 1.0 - s / total)) if config.lr_schedule == "linear" else (lambda s: 1.0),
         )
+        # With a shared value head and one minibatch, the first PPO epoch's forward pass would repeat the
+        # rollout's exactly (same weights, same batch): the rollout keeps its graph and the update uses it.
+        self.reuses_rollout_pass = config.value_model == "shared" and config.num_mini_batches == 1
         self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
                        if config.adaptive_kl else FixedKLController(config.kl_coef))
         self.step_count = 0
@@ -280,24 +312,38 @@ class PPOTrainer:
     def rollout(self, prompts: Sequence) -> dict:
         """Sample, score and read log-probs, reference log-probs and values for one batch."""
         cfg = self.config
+        times = {}
+        started = time.perf_counter()
         self.model.use(POLICY)
         roll: Rollout = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
                                          cfg.temperature, cfg.model.chat_template)
+        times["generate"] = time.perf_counter() - started
+        started = time.perf_counter()
         ids, mask, length = roll.input_ids, roll.attention_mask, roll.response_ids.shape[1]
-        logits = self.model.policy_logits(ids, mask, length, cfg.temperature)
-        logprobs = token_logprobs(logits, roll.response_ids)
-        entropy = token_entropy(logits)
+        first_pass = None
+        with torch.set_grad_enabled(self.reuses_rollout_pass):
+            logits, values = self.model.policy_logits_and_values(ids, mask, length, cfg.temperature)
+            logprobs = token_logprobs(logits, roll.response_ids)
+        if self.reuses_rollout_pass:  # kept with its graph: the first epoch's pass, not recomputed
+            first_pass = (logprobs, values)
+            logprobs, values = logprobs.detach(), values.detach()
+        entropy = token_entropy(logits.detach())
         del logits
         ref_logprobs = token_logprobs(self.model.reference_logits(ids, mask, length, cfg.temperature),
                                       roll.response_ids)
-        values = self.model.values(ids, mask, length)
+        if values is None:
+            values = self.model.values(ids, mask, length)
+        times["forward"] = time.perf_counter() - started
+        started = time.perf_counter()
         texts = decode_responses(self.tokenizer, roll)
         raw_scores = self.reward_model.score(list(prompts), texts, normalized=False).to(logprobs.device)
         scores = raw_scores * self.reward_model.gain + self.reward_model.bias if cfg.normalize_reward else raw_scores
         if cfg.missing_eos_penalty is not None:
             scores = torch.where(roll.has_eos, scores, scores - cfg.missing_eos_penalty)
+        times["reward"] = time.perf_counter() - started
         return {"rollout": roll, "texts": texts, "logprobs": logprobs, "ref_logprobs": ref_logprobs,
-                "entropy": entropy, "values": values, "scores": scores.float(), "raw_scores": raw_scores.float()}
+                "entropy": entropy, "values": values, "scores": scores.float(), "raw_scores": raw_scores.float(),
+                "times": times, "first_pass": first_pass}
 
     # -- phase 2 ------------------------------------------------------------------------------
     def advantages(self, batch: dict) -> dict:
@@ -324,23 +370,35 @@ class PPOTrainer:
         size = ids.shape[0]
         mb_size = size // cfg.num_mini_batches
         stats = {"pg": [], "vf": [], "clipfrac": [], "vf_clipfrac": [], "approxkl": [], "grad_norm": []}
+        first_pass = batch.get("first_pass")
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(size, device=ids.device)
             for start in range(0, size, mb_size):
                 mb = order[start:start + mb_size]
                 mask = batch["mask"][mb]
-                logits = self.model.policy_logits(ids[mb], attn[mb], length, cfg.temperature)
-                new_logprobs = token_logprobs(logits, roll.response_ids[mb])
-                del logits
+                # loss = policy loss + vf_coef * value loss; with a separate value adapter its two terms are
+                # back-propagated one after the other (the same gradient, half the activations held at once).
+                if first_pass is not None:  # epoch 1, whole batch, weights untouched: the rollout's own pass
+                    new_logprobs, new_values = (x[mb] for x in first_pass)
+                    first_pass = batch["first_pass"] = None
+                else:
+                    logits, new_values = self.model.policy_logits_and_values(ids[mb], attn[mb], length,
+                                                                             cfg.temperature)
+                    new_logprobs = token_logprobs(logits, roll.response_ids[mb])
+                    del logits
                 pg_loss, clipfrac, approx_kl = policy_loss(new_logprobs, batch["logprobs"][mb],
                                                            batch["advantages"][mb], mask, cfg.cliprange)
                 check_finite("policy loss", pg_loss, self.step_count)
-                pg_loss.backward()
-                new_values = self.model.values(ids[mb], attn[mb], length)
+                if new_values is None:
+                    pg_loss.backward()
+                    new_values = self.model.values(ids[mb], attn[mb], length)
                 vf_loss, vf_clipfrac = value_loss(new_values, batch["values"][mb], batch["returns"][mb], mask,
                                                   cfg.cliprange_value)
                 check_finite("value loss", vf_loss, self.step_count)
-                (cfg.vf_coef * vf_loss).backward()
+                if self.model.shared:
+                    (pg_loss + cfg.vf_coef * vf_loss).backward()
+                else:
+                    (cfg.vf_coef * vf_loss).backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -385,13 +443,16 @@ class PPOTrainer:
             "response_length": batch["rollout"].response_lengths.float().mean().item(),
             "eos_fraction": batch["rollout"].has_eos.float().mean().item(),
             "time/rollout_s": time.perf_counter() - started,
+            **{f"time/{phase}_s": seconds for phase, seconds in batch["times"].items()},
         }
         gold = [self.gold_scorer(text) for text in batch["texts"]] if self.gold_scorer else None
         if gold is not None:
             rollout_metrics["gold/score"] = sum(gold) / len(gold)
         if on_rollout is not None:
             on_rollout(dict(rollout_metrics))
+        update_started = time.perf_counter()
         stats = self.update(batch)
+        update_s = time.perf_counter() - update_started
         self.scheduler.step()
         self.kl_ctl.update(rollout_metrics["objective/kl"], cfg.batch_size)
         elapsed = time.perf_counter() - started
@@ -405,8 +466,10 @@ class PPOTrainer:
             "loss/value": stats["vf"],
             "grad_norm": stats["grad_norm"],
             "lr": lr,
+            "time/update_s": update_s,
             "time/step_s": elapsed,
             "tokens_per_s": tokens / elapsed,
+            "sequence_tokens": int(batch["rollout"].attention_mask.sum().item()),
         }
         for name in ("objective/scores", "objective/kl", "loss/policy", "loss/value"):
             if not math.isfinite(metrics[name]):

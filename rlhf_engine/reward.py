@@ -69,10 +69,49 @@ class RewardModel(nn.Module):
     def device(self) -> torch.device:
         return self.head.weight.device
 
+    def same_base(self, config: ModelConfig) -> bool:
+        """Whether a model loaded with ``config`` has exactly this reward model's base weights."""
+        mine = self.model_config
+        return (config.source, config.quant, config.dtype, config.device) == (mine.source, mine.quant, mine.dtype,
+                                                                              mine.device)
+
+    def share_base(self, peft_model) -> None:
+        """Move this model's adapter onto ``peft_model`` (a PEFT model of the same base) and drop its own base.
+
+        PPO's policy is usually the reward model's base: one copy of the base weights then serves policy,
+        reference, value and reward. Scoring activates the "reward" adapter and puts back the one active before.
+        """
+        from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+        state = get_peft_model_state_dict(self.backbone, adapter_name=ADAPTER_NAME)
+        peft_model.add_adapter(ADAPTER_NAME, self.backbone.peft_config[ADAPTER_NAME])
+        set_peft_model_state_dict(peft_model, state, adapter_name=ADAPTER_NAME)
+        for name, param in peft_model.named_parameters():
+            if f".{ADAPTER_NAME}." in name:
+                param.requires_grad_(False)
+        self.backbone = peft_model
+
+    @contextlib.contextmanager
+    def _reward_adapter(self):
+        """The "reward" adapter active while scoring; the previously active adapter restored after."""
+        previous = getattr(self.backbone, "active_adapter", ADAPTER_NAME)
+        if previous == ADAPTER_NAME:
+            yield
+            return
+        trainable = {n for n, p in self.backbone.named_parameters() if p.requires_grad}
+        self.backbone.set_adapter(ADAPTER_NAME)
+        try:
+            yield
+        finally:
+            self.backbone.set_adapter(previous)
+            for name, param in self.backbone.named_parameters():  # set_adapter also changed what trains
+                param.requires_grad_(name in trainable)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 response_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Raw (unnormalised) scores [B]; ``response_mask`` (1 on response tokens) is needed for mean pooling."""
-        hidden = last_hidden_state(self.backbone, input_ids, attention_mask)
+        with self._reward_adapter():
+            hidden = last_hidden_state(self.backbone, input_ids, attention_mask)
         if self.pooling == "mean":
             if response_mask is None:
                 raise ValueError("a mean-pooled reward model needs the response mask")

@@ -30,3 +30,12 @@ def test_unsafe_names_are_refused(name):
 
 def test_plain_names_pass():
     assert safe_name(" ppo-beta0.05_run1 ") == "ppo-beta0.05_run1"
+
+
+def test_a_run_saved_before_value_model_existed_keeps_its_separate_value_adapter():
+    """Old config.json files have no value_model: they ran with a separate adapter and must resume with one."""
+    from rlhf_engine.config import from_dict, to_dict
+
+    old = {k: v for k, v in to_dict(PPOConfig()).items() if k != "value_model"}
+    assert from_dict(PPOConfig, old).value_model == "separate"
+    assert from_dict(PPOConfig, to_dict(PPOConfig())).value_model == "shared"  # the new default round-trips

@@ -79,8 +79,9 @@ def test_ppo_job_logs_every_metric_and_samples_each_step(runs_dir, tiny_model_co
     samples = job.run.samples()
     assert {s["step"] for s in samples} == {1, 2, 3}
     assert {"prompt", "response", "score", "kl"} <= set(samples[0])
-    for adapter in ("policy", "value"):
-        assert (runs_dir / "ppo" / adapter / "adapter_model.safetensors").is_file()
+    assert (runs_dir / "ppo" / "policy" / "adapter_model.safetensors").is_file()  # the value head shares its trunk
+    assert not (runs_dir / "ppo" / "value").exists()
+    assert (runs_dir / "ppo" / "value_head.safetensors").is_file()
     assert (runs_dir / "ppo" / "checkpoints" / "step-000002" / "trainer_state.pt").is_file()
     assert "normalising on its samples" not in job.run.events()  # same policy as the reward model's
 
