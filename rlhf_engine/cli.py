@@ -15,6 +15,7 @@ from .config import KL_ESTIMATORS, POOLINGS
 from .sweep import DEFAULT_BETAS, SWEEPABLE
 
 EXIT_USER_ERROR = 2
+DATA_PARALLEL_COMMANDS = ("ppo", "resume")  # what runs under `accelerate launch` (rlhf_engine/distributed.py)
 
 
 class UserError(Exception):
@@ -187,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad flags: argparse prints usage + one line, exits 2
     try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by accelerate launch (or torchrun)
+            from . import distributed
+
+            if args.command not in DATA_PARALLEL_COMMANDS:
+                raise UserError(f"'{args.command}' runs in one process; only {' and '.join(DATA_PARALLEL_COMMANDS)} "
+                                "run data-parallel under accelerate launch")
+            distributed.init_from_environment()
         return COMMANDS[args.command](args)
     except (UserError, DataError, ModelSourceError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -288,10 +296,31 @@ def _ppo_config(args, **fields):
 
 
 def _ppo(args) -> int:
-    from .jobs import start_ppo_job
+    from .jobs import prepare_ppo_job
 
-    job = start_ppo_job(args.out, _ppo_config(args, adaptive_kl=args.adaptive_kl), args.reward, args.prompts)
-    return _follow(job)
+    config = _ppo_config(args, adaptive_kl=args.adaptive_kl)
+    return _follow(_prepared_by_main(lambda: prepare_ppo_job(args.out, config, args.reward, args.prompts)).start())
+
+
+def _prepared_by_main(prepare):
+    """The queued Job that ``prepare()`` makes; under accelerate launch process 0 prepares the run folder and
+    the other processes open it once it is there (an error on process 0 stops them all with its message)."""
+    from . import distributed
+    from .jobs import prepared_job
+
+    if not distributed.launched():
+        return prepare()
+    error = None
+    if distributed.is_main():
+        try:
+            path = prepare().run.path
+        except Exception as err:  # noqa: BLE001 - passed to every process, then raised as the user's error
+            error = f"{err}"
+    error = distributed.broadcast_error(error)
+    if error is not None:
+        raise UserError(error)
+    path = distributed.broadcast_error(str(path) if distributed.is_main() else None)  # process 0's folder
+    return prepared_job(Path(path))
 
 
 def _sweep(args) -> int:
@@ -326,9 +355,9 @@ def _sweep(args) -> int:
 
 
 def _resume(args) -> int:
-    from .jobs import resume_job
+    from .jobs import prepare_resume
 
-    return _follow(resume_job(args.run))
+    return _follow(_prepared_by_main(lambda: prepare_resume(args.run)).start())
 
 
 def _run_job(args) -> int:
@@ -367,6 +396,15 @@ def _follow(job) -> int:
     cleanly (checkpoint first)."""
     import time
 
+    from . import distributed
+
+    if not distributed.is_main():  # process 0 prints; the others train beside it
+        try:
+            job.join()
+        except KeyboardInterrupt:
+            job.stop()
+            job.join()
+        return 1 if job.error else 0
     keys = FOLLOWED_METRICS.get(job.run.config()["kind"], ())
     seen = len(job.run.metrics())
     alarms = len(_alarm_lines(job.run))

@@ -25,7 +25,8 @@ import torch
 from .config import ModelConfig, PPOConfig, RewardConfig, from_dict, to_dict
 from .data import read_pairs, read_prompts, write_pairs
 from .models import policy_name
-from .runfolder import RunFolder, atomic_write_text, checkpoint_step
+from . import distributed
+from .runfolder import ReplicaRunFolder, RunFolder, atomic_write_text, checkpoint_step
 
 REWARD_KIND, PPO_KIND, DEMO_PAIRS_KIND, BEST_OF_N_KIND = "reward_model", "ppo", "demo_pairs", "best_of_n"
 PPO_NORM_SAMPLES = 64  # policy samples for score normalisation when the RM was normalised on another policy
@@ -37,6 +38,8 @@ class Job:
     """A run executing in a background thread; stop() asks it to checkpoint and end."""
 
     def __init__(self, run: RunFolder, body: Callable[["Job"], str]):
+        if not distributed.is_main():  # a data-parallel replica: process 0 writes the run folder
+            run = ReplicaRunFolder(run.path)
         self.run = run
         self._body = body
         self.stop_event = threading.Event()
@@ -273,6 +276,8 @@ def reward_normalisation(reward_model, reward_dir: Path, policy_model, tokenizer
         torch.manual_seed(config.seed)
         normalize_on_policy(reward_model, policy_model, tokenizer, prompts, PPO_NORM_SAMPLES,
                             config.response_length, config.temperature, config.model.chat_template)
+    if not distributed.is_main():  # every process computed the same numbers (same seed, weights, prompts)
+        return
     norms = json.loads(cache.read_text()) if cache.is_file() else {}
     norms[key] = {"gain": reward_model.gain, "bias": reward_model.bias}
     atomic_write_text(cache, json.dumps(norms, indent=2) + "\n")
@@ -307,7 +312,9 @@ def _ppo_body(job: Job) -> str:
     else:
         reward_normalisation(reward_model, Path(saved["reward"]), trainer.model.peft, trainer.tokenizer, prompts,
                              config, run)
-    norm_file.write_text(json.dumps({"gain": reward_model.gain, "bias": reward_model.bias}) + "\n")
+    main = distributed.is_main()
+    if main:
+        norm_file.write_text(json.dumps({"gain": reward_model.gain, "bias": reward_model.bias}) + "\n")
 
     latest = run.latest_checkpoint()
     if latest is not None:
@@ -317,8 +324,11 @@ def _ppo_body(job: Job) -> str:
     else:
         run.truncate_to_step(0)
     run.log(f"PPO: beta={trainer.kl_ctl.value:g} ({'adaptive' if config.adaptive_kl else 'fixed'}), "
-            f"KL estimator {config.kl_estimator}, {len(prompts)} prompts")
-    probes = _load_probes(run) if config.probe_every else []
+            f"KL estimator {config.kl_estimator}, {len(prompts)} prompts, value model {config.value_model}")
+    if trainer.world_size > 1:
+        run.log(f"data parallel over {trainer.world_size} processes, "
+                f"{config.batch_size // trainer.world_size} prompts each per step")
+    probes = _load_probes(run) if config.probe_every and main else []  # answered by process 0 alone
     reference_answered = any(r["policy"] == "reference" for r in run.probes())
     raised = set(run.status().get("alarms", []))
     history = run.metrics()  # the steps kept after the truncation above; the alarms read this, not the file
@@ -327,7 +337,7 @@ def _ppo_body(job: Job) -> str:
         run.set_status("running", phase="update", rollout=rollout)
 
     while trainer.step_count < config.steps:
-        if job.stop_event.is_set():
+        if distributed.any_process(job.stop_event.is_set()):  # all processes stop after the same step
             if trainer.step_count and (latest is None or checkpoint_step(latest) != trainer.step_count):
                 run.write_checkpoint(trainer.step_count, trainer.save_checkpoint)
             return "stopped"
@@ -347,7 +357,12 @@ def _ppo_body(job: Job) -> str:
             _answer_probes(run, trainer, probes, reference=False)
         if trainer.step_count % config.checkpoint_every == 0 and trainer.step_count < config.steps:
             latest = run.write_checkpoint(trainer.step_count, trainer.save_checkpoint)
-    trainer.model.save_adapters(run.path)  # final policy/ and value/ adapters at the top of the run folder
+    if trainer.world_size > 1:
+        in_sync = distributed.replicas_in_sync(trainer.params)
+        run.log(f"replicas in sync after {trainer.step_count} steps: {'yes' if in_sync else 'NO'}")
+        run.set_status("running", processes=trainer.world_size, replicas_in_sync=in_sync)
+    if main:
+        trainer.model.save_adapters(run.path)  # final policy/ (and value/) adapters at the top of the run folder
     return "completed"
 
 

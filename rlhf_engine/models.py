@@ -113,7 +113,7 @@ def choose_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ModelSourceError("device 'cuda' was asked for but no CUDA device is available")
-        return torch.device("cuda")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per data-parallel process
     return torch.device("cpu")
 
 

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import distributed
 from .batching import batch_indices
 from .config import PPOConfig
 from .data import prompt_text
@@ -44,17 +45,16 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Unbiased variance of x over positions where mask is 1."""
-    mean = masked_mean(x, mask)
-    n = mask.sum()
-    var = masked_mean((x - mean) ** 2, mask)
-    return var * n / (n - 1).clamp(min=1)
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
+           all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """(x - mean) / std over the mask; with shift_mean=False the mean is added back (rewards keep their sign).
 
-
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x - mean) / std over the mask; with shift_mean=False the mean is added back (rewards keep their sign)."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    ``all_sum`` (a sum over data-parallel processes) makes mean and unbiased variance those of the whole batch.
+    """
+    total = all_sum or (lambda t: t)
+    n = total(mask.sum())
+    mean = total((x * mask).sum()) / n.clamp(min=1)
+    var = total((((x - mean) ** 2) * mask).sum()) / (n - 1).clamp(min=1)
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean
@@ -284,6 +284,9 @@ class PPOTrainer:
         """``gold_scorer`` (text -> score), when given, is a true reward logged beside the RM's (demo data)."""
         if not prompts:
             raise ValueError("PPO needs at least one prompt")
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        if config.batch_size % self.world_size:
+            raise ValueError(f"batch_size {config.batch_size} must be divisible by the {self.world_size} processes")
         self.config = config
         self.reward_model = reward_model
         self.prompts = list(prompts)
@@ -306,6 +309,17 @@ class PPOTrainer:
         self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
                        if config.adaptive_kl else FixedKLController(config.kl_coef))
         self.step_count = 0
+        if self.world_size > 1:  # same initial weights everywhere (seeded above); each process samples its own
+            torch.manual_seed(self._process_seed())
+
+    def _process_seed(self) -> int:
+        """The sampling seed of this data-parallel process from here on (after init or a resume)."""
+        return (self.config.seed * 1_000_003 + self.step_count) * 1_009 + self.rank
+
+    def _check_finite(self, name: str, x: torch.Tensor) -> None:
+        """check_finite, decided on every process at once (one stopping alone would leave the others waiting)."""
+        if distributed.any_process(not bool(torch.isfinite(x).all())):
+            check_finite(name, torch.tensor(float("nan")), self.step_count)
 
     # -- phase 1 ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -353,10 +367,10 @@ class PPOTrainer:
         kl = kl_penalty(batch["logprobs"], batch["ref_logprobs"], cfg.kl_estimator) * mask
         rewards, non_score = per_token_rewards(kl, batch["scores"], mask, self.kl_ctl.value)
         if cfg.whiten_rewards:
-            rewards = whiten(rewards, mask, shift_mean=False)
+            rewards = whiten(rewards, mask, shift_mean=False, all_sum=distributed.all_sum)
         advantages, returns = gae(rewards, batch["values"], mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
-            advantages = whiten(advantages, mask)
+            advantages = whiten(advantages, mask, all_sum=distributed.all_sum)
         return {**batch, "mask": mask, "kl": kl, "rewards": rewards, "non_score": non_score,
                 "advantages": advantages, "returns": returns}
 
@@ -388,17 +402,18 @@ class PPOTrainer:
                     del logits
                 pg_loss, clipfrac, approx_kl = policy_loss(new_logprobs, batch["logprobs"][mb],
                                                            batch["advantages"][mb], mask, cfg.cliprange)
-                check_finite("policy loss", pg_loss, self.step_count)
+                self._check_finite("policy loss", pg_loss)
                 if new_values is None:
                     pg_loss.backward()
                     new_values = self.model.values(ids[mb], attn[mb], length)
                 vf_loss, vf_clipfrac = value_loss(new_values, batch["values"][mb], batch["returns"][mb], mask,
                                                   cfg.cliprange_value)
-                check_finite("value loss", vf_loss, self.step_count)
+                self._check_finite("value loss", vf_loss)
                 if self.model.shared:
                     (pg_loss + cfg.vf_coef * vf_loss).backward()
                 else:
                     (cfg.vf_coef * vf_loss).backward()
+                distributed.average_gradients(self.params)  # data parallel: every replica takes the same step
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -409,9 +424,12 @@ class PPOTrainer:
         return {key: sum(v) / len(v) for key, v in stats.items()}
 
     def next_prompts(self) -> list:
-        """The prompts of the coming step (seeded shuffle per epoch; same on resume)."""
+        """This process's prompts of the coming step (seeded shuffle per epoch; same on resume).
+
+        With several data-parallel processes, each takes every world_size-th prompt of the step's batch.
+        """
         idx = batch_indices(len(self.prompts), self.config.batch_size, self.step_count + 1, self.config.seed)
-        return [self.prompts[i] for i in idx]
+        return [self.prompts[i] for i in idx][self.rank::self.world_size]
 
     def step(self, on_rollout: Callable[[dict], None] | None = None) -> tuple[dict, list[dict]]:
         """One PPO iteration: rollout, advantages, update. Returns (metrics, samples).
@@ -424,8 +442,8 @@ class PPOTrainer:
         self.step_count += 1
         prompts = self.next_prompts()
         batch = self.rollout(prompts)
-        check_finite("reward-model score", batch["scores"], self.step_count)
-        check_finite("log-probs", batch["logprobs"], self.step_count)
+        self._check_finite("reward-model score", batch["scores"])
+        self._check_finite("log-probs", batch["logprobs"])
         batch = self.advantages(batch)
         beta, lr = self.kl_ctl.value, self.scheduler.get_last_lr()[0]
         mask = batch["mask"]
@@ -448,6 +466,8 @@ class PPOTrainer:
         gold = [self.gold_scorer(text) for text in batch["texts"]] if self.gold_scorer else None
         if gold is not None:
             rollout_metrics["gold/score"] = sum(gold) / len(gold)
+        if self.world_size > 1:  # the whole batch's means (equal shares per process)
+            rollout_metrics = {**distributed.mean_over_processes(rollout_metrics), "step": self.step_count}
         if on_rollout is not None:
             on_rollout(dict(rollout_metrics))
         update_started = time.perf_counter()
@@ -471,6 +491,11 @@ class PPOTrainer:
             "tokens_per_s": tokens / elapsed,
             "sequence_tokens": int(batch["rollout"].attention_mask.sum().item()),
         }
+        if self.world_size > 1:
+            local = {k: v for k, v in metrics.items() if k not in rollout_metrics}
+            metrics.update(distributed.mean_over_processes(local))
+            metrics["tokens_per_s"] *= self.world_size  # each process's tokens per second, summed
+            metrics["sequence_tokens"] = int(round(metrics["sequence_tokens"] * self.world_size))
         for name in ("objective/scores", "objective/kl", "loss/policy", "loss/value"):
             if not math.isfinite(metrics[name]):
                 raise NonFiniteError(f"{name} is NaN or infinite at step {self.step_count}; the run was stopped")
@@ -513,6 +538,8 @@ class PPOTrainer:
         self.kl_ctl.value = state["beta"]
         self.step_count = state["step"]
         torch.set_rng_state(state["torch_rng"])
+        if self.world_size > 1:  # the saved RNG is process 0's; every process reseeds for itself
+            torch.manual_seed(self._process_seed())
 
     @torch.no_grad()
     def generate(self, prompts: Sequence, use_reference: bool = False) -> list[str]:

@@ -223,3 +223,31 @@ def list_runs(root: Path) -> list[RunFolder]:
     runs = [RunFolder(p) for p in root.iterdir() if (p / "status.json").is_file()]
     return sorted(runs, key=lambda r: (r.path / "config.json").stat().st_mtime if (r.path / "config.json").exists()
                   else time.time(), reverse=True)
+
+
+class ReplicaRunFolder(RunFolder):
+    """A run folder as seen by a data-parallel process other than process 0: it reads, and writes nothing."""
+
+    def create(self, kind: str, config: dict, total_steps: int) -> None:
+        pass
+
+    def set_status(self, state: str, **fields) -> None:
+        pass
+
+    def append_metrics(self, metrics: dict) -> None:
+        pass
+
+    def append_samples(self, samples: list[dict]) -> None:
+        pass
+
+    def append_probes(self, rows: list[dict]) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+    def truncate_to_step(self, step: int) -> None:
+        pass
+
+    def write_checkpoint(self, step: int, writer) -> Path:
+        return self.checkpoint_root / f"step-{step:06d}"
