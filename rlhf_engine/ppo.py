@@ -15,6 +15,7 @@ The pure functions at the top are the algorithm; ``PPOTrainer`` wires them to th
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -165,6 +166,25 @@ def check_finite(name: str, x: torch.Tensor, step: int) -> None:
     if not torch.isfinite(x).all():
         raise NonFiniteError(f"{name} is NaN or infinite at step {step}; the run was stopped "
                              "(try a lower learning rate or a smaller beta)")
+
+
+def release_free_memory() -> None:
+    """Hand the heap memory that tensors freed back to the OS (glibc's malloc_trim; nothing elsewhere).
+
+    Each phase of an iteration frees large tensors of other sizes than the next phase allocates; glibc keeps
+    them, and the process's resident memory grows towards the sum of the phases' peaks instead of the largest.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 def _rounded(x: torch.Tensor) -> list[float]:
@@ -332,8 +352,20 @@ class PPOTrainer:
         roll: Rollout = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
                                          cfg.temperature, cfg.model.chat_template)
         times["generate"] = time.perf_counter() - started
+        release_free_memory()
+        started = time.perf_counter()
+        texts = decode_responses(self.tokenizer, roll)
+        raw_scores = self.reward_model.score(list(prompts), texts, normalized=False).float()
+        scores = raw_scores * self.reward_model.gain + self.reward_model.bias if cfg.normalize_reward else raw_scores
+        if cfg.missing_eos_penalty is not None:
+            scores = torch.where(roll.has_eos.cpu(), scores, scores - cfg.missing_eos_penalty)
+        times["reward"] = time.perf_counter() - started
         started = time.perf_counter()
         ids, mask, length = roll.input_ids, roll.attention_mask, roll.response_ids.shape[1]
+        ref_logprobs = token_logprobs(self.model.reference_logits(ids, mask, length, cfg.temperature),
+                                      roll.response_ids)
+        release_free_memory()
+        # The policy's pass last: when it is kept for the first epoch, its graph is held from here to the update.
         first_pass = None
         with torch.set_grad_enabled(self.reuses_rollout_pass):
             logits, values = self.model.policy_logits_and_values(ids, mask, length, cfg.temperature)
@@ -341,20 +373,12 @@ class PPOTrainer:
         if self.reuses_rollout_pass:  # kept with its graph: the first epoch's pass, not recomputed
             first_pass = (logprobs, values)
             logprobs, values = logprobs.detach(), values.detach()
-        entropy = token_entropy(logits.detach())
+        entropy = torch.stack([token_entropy(row) for row in logits.detach()])  # a row at a time: less memory
         del logits
-        ref_logprobs = token_logprobs(self.model.reference_logits(ids, mask, length, cfg.temperature),
-                                      roll.response_ids)
         if values is None:
             values = self.model.values(ids, mask, length)
         times["forward"] = time.perf_counter() - started
-        started = time.perf_counter()
-        texts = decode_responses(self.tokenizer, roll)
-        raw_scores = self.reward_model.score(list(prompts), texts, normalized=False).to(logprobs.device)
-        scores = raw_scores * self.reward_model.gain + self.reward_model.bias if cfg.normalize_reward else raw_scores
-        if cfg.missing_eos_penalty is not None:
-            scores = torch.where(roll.has_eos, scores, scores - cfg.missing_eos_penalty)
-        times["reward"] = time.perf_counter() - started
+        scores, raw_scores = scores.to(logprobs.device), raw_scores.to(logprobs.device)
         return {"rollout": roll, "texts": texts, "logprobs": logprobs, "ref_logprobs": ref_logprobs,
                 "entropy": entropy, "values": values, "scores": scores.float(), "raw_scores": raw_scores.float(),
                 "times": times, "first_pass": first_pass}
@@ -417,6 +441,7 @@ class PPOTrainer:
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                release_free_memory()
                 for key, value in (("pg", pg_loss), ("vf", vf_loss), ("clipfrac", clipfrac),
                                    ("vf_clipfrac", vf_clipfrac), ("approxkl", approx_kl), ("grad_norm", grad_norm)):
                     stats[key].append(float(value.detach()) if torch.is_tensor(value) else float(value))

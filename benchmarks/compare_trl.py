@@ -1,0 +1,216 @@
+"""Our PPO and reward-model training against TRL's, side by side in one run on this machine.
+
+Run by hand (not in CI), with nothing else running:
+
+    benchmarks/peer/setup.sh                       # TRL's venvs (trl 1.12.0 for PPO, 1.16.0 for RewardTrainer)
+    .venv/bin/python benchmarks/compare_trl.py --out benchmarks/out/compare
+
+PPO: bundled SmolLM2-135M-Instruct, 8 prompts a batch, 32 new tokens, 4 PPO epochs, one minibatch, LoRA
+rank 8 (alpha 16) on every linear layer, fp32, ``--iterations`` measured after one warm-up. Ours is
+``benchmarks/ppo_speed.py`` (engine defaults otherwise); TRL's is ``benchmarks/peer/trl_ppo.py``
+(``trl.experimental.ppo``: LoRA policy, reference = adapter off, value and reward models as
+``AutoModelForSequenceClassification``, its documented setup). Each side runs in its own process,
+alternately, ``--repeats`` times; the table reports the median over runs of each run's median iteration,
+response tokens per second, and the highest peak RSS of the process. Reward model: the same pairs through
+``benchmarks/rm_speed.py`` and ``benchmarks/peer/trl_reward.py``.
+
+Then the lower bound of one of our iterations: FLOPs of every pass from the model's shapes and the
+measured token counts, over this machine's measured fp32 matmul rate; generation, which reads every
+weight once per new token, over its measured memory bandwidth. Everything goes to ``<out>/compare.json``
+and a Markdown table on stdout (pasted into benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER = ROOT / "benchmarks" / "peer"
+sys.path.insert(0, str(ROOT))
+
+POSITIVE = ["It was a delight from start to finish, and I would gladly go back again next week.",
+            "Wonderful staff, lovely food and a warm room: one of the best evenings we have had.",
+            "A joy to read; the characters feel alive and the ending left me smiling for days."]
+NEGATIVE = ["It was a letdown from start to finish, and I would not go back even if it were free.",
+            "Rude staff, cold food and a noisy room: one of the worst evenings we have had.",
+            "A chore to read; the characters feel flat and the ending left me annoyed for days."]
+
+
+def write_inputs(folder: Path, n_pairs: int) -> tuple[Path, Path]:
+    """The demo prompts (for both PPOs) and preference pairs built on them (for both reward models)."""
+    from rlhf_engine.data import PreferencePair, write_pairs
+    from rlhf_engine.demo import demo_prompts
+
+    prompts = demo_prompts()
+    prompts_file = folder / "prompts.json"
+    prompts_file.write_text(json.dumps(prompts) + "\n")
+    pairs = [PreferencePair(prompts[i % len(prompts)], POSITIVE[i % 3], NEGATIVE[(i + 1) % 3]) for i in range(n_pairs)]
+    pairs_file = folder / "pairs.jsonl"
+    write_pairs(pairs, pairs_file)
+    return prompts_file, pairs_file
+
+
+def run_json(command: list[str], out: Path, log: Path) -> dict:
+    """Run one benchmark process (its output to a log file) and read the JSON it wrote."""
+    print("$", " ".join(command[:2]), "...", flush=True)
+    started = time.perf_counter()
+    with open(log, "w") as f:
+        done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    if done.returncode:
+        raise SystemExit(f"{command[1]} failed (exit {done.returncode}); see {log}")
+    result = json.loads(out.read_text())
+    result["wall_s"] = time.perf_counter() - started
+    return result
+
+
+def matmul_flops_per_s() -> float:
+    """This machine's fp32 matmul rate on all torch threads (best of 3 × 5 products of 2048² matrices)."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = max(best, 5 * 2 * 2048 ** 3 / (time.perf_counter() - started))
+    return best
+
+
+def memory_bytes_per_s() -> float:
+    """Read bandwidth: summing a 1 GiB fp32 tensor (best of 3)."""
+    import torch
+
+    x = torch.ones(256 * 1024 * 1024)
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        x.sum()
+        best = max(best, x.numel() * 4 / (time.perf_counter() - started))
+    return best
+
+
+def lower_bound(model_dir: str, ours: dict, epochs: int, lora_r: int, batch: int) -> dict:
+    """FLOPs of one of our PPO iterations (measured token counts) and the time they need at this machine's rates.
+
+    Per token, a forward pass costs 2 FLOPs per weight of the transformer's linear layers (LoRA included)
+    plus attention (4 · d · context per layer); the LM head (2 · d · V) only where logits are needed (the
+    response). A backward pass through frozen weights computes input gradients only: about one forward again.
+    One iteration: prefill + decoding (generation), the policy pass (kept and reused as the first epoch's),
+    the reference pass, the reward-model pass, then ``epochs`` backward passes and ``epochs - 1`` forward
+    passes. Decoding is bound by memory, not FLOPs: each new token reads every weight once.
+    """
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_dir)
+    d, f, n_layers, vocab = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
+    kv = d * c.num_key_value_heads // c.num_attention_heads
+    linear_shapes = [(d, d), (d, kv), (d, kv), (d, d), (d, f), (d, f), (f, d)]
+    per_layer = sum(i * o + lora_r * (i + o) for i, o in linear_shapes)
+    linear = n_layers * per_layer
+    seq_tokens = ours["sequence_tokens_per_iteration"]
+    resp_tokens = ours["response_tokens_per_iteration"]
+    context = seq_tokens / batch  # mean sequence length
+    attention = n_layers * 4 * d * context / 2  # causal: half the context on average
+    forward = seq_tokens * (2 * linear + attention) + resp_tokens * 2 * d * vocab
+    reward = seq_tokens * (2 * linear + attention)  # its head is d -> 1
+    passes = {"forward (policy, reference, reward)": 2 * forward + reward,
+              "update (epochs x backward, epochs - 1 x forward)": epochs * forward + (epochs - 1) * forward}
+    flops = sum(passes.values())
+    rate = matmul_flops_per_s()
+    bandwidth = memory_bytes_per_s()
+    weight_bytes = 4 * (linear + vocab * d)
+    decode_s = (resp_tokens / batch) * weight_bytes / bandwidth
+    prefill_s = (seq_tokens - resp_tokens) * 2 * linear / rate
+    bound = flops / rate + decode_s + prefill_s
+    return {"matmul_flops_per_s": rate, "memory_bytes_per_s": bandwidth, "flops": flops,
+            "flops_by_phase": passes, "generation_bound_s": decode_s + prefill_s, "compute_bound_s": flops / rate,
+            "iteration_bound_s": bound, "measured_s": ours["median_s"], "ratio": ours["median_s"] / bound}
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--iterations", type=int, default=5, help="measured PPO iterations per run (after 1 warm-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each side, alternating")
+    parser.add_argument("--rm-steps", type=int, default=10, help="measured reward-model steps (after 1 warm-up)")
+    parser.add_argument("--skip-ppo", action="store_true")
+    parser.add_argument("--skip-rm", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    from rlhf_engine.models import resolve_source
+
+    model_dir = resolve_source("default")
+    prompts_file, pairs_file = write_inputs(args.out, n_pairs=8 * (args.rm_steps + 2) * 2)
+    common = ["--batch-size", "8", "--lora-r", "8", "--lora-alpha", "16"]
+    ppo_args = [*common, "--iterations", str(args.iterations), "--warmup", "1", "--response-length", "32",
+                "--epochs", "4"]
+    results: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                                 "torch_threads": torch.get_num_threads(), "torch": torch.__version__}}
+    if not args.skip_ppo:
+        ours, theirs = [], []
+        for k in range(args.repeats):
+            out = args.out / f"ours-ppo-{k}.json"
+            ours.append(run_json([sys.executable, "benchmarks/ppo_speed.py", *ppo_args, "--out", str(out)], out,
+                                 args.out / f"ours-ppo-{k}.log"))
+            out = args.out / f"trl-ppo-{k}.json"
+            theirs.append(run_json([str(PEER / ".venv-ppo/bin/python"), str(PEER / "trl_ppo.py"), "--model", model_dir,
+                                    "--prompts", str(prompts_file), *ppo_args, "--temperature", "0.7",
+                                    "--out", str(out)], out, args.out / f"trl-ppo-{k}.log"))
+        results["ppo"] = {"ours": ours, "trl": theirs}
+        results["lower_bound"] = lower_bound(model_dir, ours[0] | {"median_s": _median(ours, "median_s")}, 4, 8, 8)
+    if not args.skip_rm:
+        rm_args = [*common, "--steps", str(args.rm_steps), "--warmup", "1", "--max-length", "256", "--lr", "1e-4"]
+        out = args.out / "ours-rm.json"
+        ours_rm = run_json([sys.executable, "benchmarks/rm_speed.py", "--pairs", str(pairs_file), *rm_args,
+                            "--out", str(out)], out, args.out / "ours-rm.log")
+        out = args.out / "trl-rm.json"
+        trl_rm = run_json([str(PEER / ".venv-reward/bin/python"), str(PEER / "trl_reward.py"), "--model", model_dir,
+                           "--pairs", str(pairs_file), *rm_args, "--out", str(out)], out, args.out / "trl-rm.log")
+        results["reward"] = {"ours": ours_rm, "trl": trl_rm}
+    (args.out / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
+    print_tables(results)
+
+
+def print_tables(results: dict) -> None:
+    gb = 1024 ** 3
+    if "ppo" in results:
+        print("\n| PPO, one iteration | ours | TRL 1.12.0 | ours / TRL |\n|---|---|---|---|")
+        ours, trl = results["ppo"]["ours"], results["ppo"]["trl"]
+        rows = [("seconds per iteration (median)", _median(ours, "median_s"), _median(trl, "median_s"), "{:.1f} s"),
+                ("response tokens / s", _median(ours, "tokens_per_s"), _median(trl, "tokens_per_s"), "{:.1f}"),
+                ("peak RSS", max(r["peak_rss_bytes"] for r in ours) / gb, max(r["peak_rss_bytes"] for r in trl) / gb,
+                 "{:.2f} GiB")]
+        for name, a, b, fmt in rows:
+            print(f"| {name} | {fmt.format(a)} | {fmt.format(b)} | {a / b:.2f} |")
+        print("\nOur phases (median s): " + ", ".join(
+            f"{k} {statistics.median(r['phases_median_s'][k] for r in ours):.2f}" for k in ours[0]["phases_median_s"]))
+        bound = results["lower_bound"]
+        print(f"\nLower bound: {bound['flops'] / 1e12:.2f} TFLOP at {bound['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s "
+              f"= {bound['compute_bound_s']:.1f} s, generation {bound['generation_bound_s']:.1f} s "
+              f"(memory {bound['memory_bytes_per_s'] / 1e9:.1f} GB/s): {bound['iteration_bound_s']:.1f} s; "
+              f"measured {bound['measured_s']:.1f} s = {bound['ratio']:.2f} x the bound")
+    if "reward" in results:
+        ours, trl = results["reward"]["ours"], results["reward"]["trl"]
+        print("\n| reward model, one step of 8 pairs | ours | TRL 1.16.0 | ours / TRL |\n|---|---|---|---|")
+        print(f"| pairs / s | {ours['pairs_per_s']:.2f} | {trl['pairs_per_s']:.2f} | "
+              f"{ours['pairs_per_s'] / trl['pairs_per_s']:.2f} |")
+        print(f"| peak RSS | {ours['peak_rss_bytes'] / gb:.2f} GiB | {trl['peak_rss_bytes'] / gb:.2f} GiB | "
+              f"{ours['peak_rss_bytes'] / trl['peak_rss_bytes']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

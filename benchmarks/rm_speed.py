@@ -1,0 +1,73 @@
+"""Reward-model training throughput of our engine (pairs per second) and its peak memory.
+
+Run by hand, alone on the machine (``benchmarks/compare_trl.py`` runs it beside TRL's RewardTrainer):
+
+    .venv/bin/python benchmarks/rm_speed.py --pairs pairs.jsonl --steps 10 --warmup 1 --out /tmp/rm.json
+
+Same settings as ``benchmarks/peer/trl_reward.py``: 8 pairs a step, LoRA rank 8 on every linear layer,
+fp32, 256 tokens at most, the score read at the last token. Step times come from the training loop's
+metric callback (one per optimiser step); the held-out evaluation at the end is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rlhf_engine.config import ModelConfig, RewardConfig  # noqa: E402
+from rlhf_engine.data import read_pairs  # noqa: E402
+from rlhf_engine.reward import train_reward_model  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=10, help="measured steps after the warm-up")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--lora-alpha", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--quant", default="none")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    pairs = read_pairs(args.pairs)
+    total = args.warmup + args.steps + 1  # one more: the last step also evaluates the held-out pairs (untimed)
+    config = RewardConfig(model=ModelConfig(quant=args.quant, lora_r=args.lora_r, lora_alpha=args.lora_alpha),
+                          steps=total, batch_size=args.batch_size, learning_rate=args.lr, max_length=args.max_length,
+                          pooling="last", eval_every=total + 1, checkpoint_every=total + 1)
+    marks = [time.perf_counter()]
+    train_reward_model(config, pairs, on_metrics=lambda m: marks.append(time.perf_counter()))
+    step_s = [b - a for a, b in zip(marks, marks[1:])][:args.warmup + args.steps]  # the first includes loading
+    measured = step_s[args.warmup:]
+    median = statistics.median(measured)
+    result = {
+        "peer": "ours-reward",
+        "threads": torch.get_num_threads(),
+        "step_s": step_s,
+        "measured_s": measured,
+        "median_step_s": median,
+        "pairs_per_s": args.batch_size / median,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "settings": {k: str(v) for k, v in vars(args).items() if k != "out"},
+    }
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
