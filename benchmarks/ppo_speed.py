@@ -9,7 +9,8 @@ The settings mirror ``benchmarks/peer/trl_ppo.py`` (TRL's PPO): 8 prompts per ba
 untrained head on the same base (the speed of a step does not depend on what the reward model learnt).
 Writes one JSON object: every iteration's seconds and phases, the median, response tokens per second,
 and peak resident memory of this process (``ru_maxrss``). ``benchmarks/compare_trl.py`` runs it beside
-TRL's trainer.
+TRL's trainer. Under ``accelerate launch --multi_gpu --num_processes N`` it runs data parallel (the batch
+split over the processes); process 0 writes the JSON, with the processes' peak memories summed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rlhf_engine import distributed  # noqa: E402
 from rlhf_engine.cli import _set_fields as set_fields  # noqa: E402
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig, to_dict  # noqa: E402
 from rlhf_engine.demo import demo_prompts  # noqa: E402
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    distributed.init_from_environment()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -74,8 +77,9 @@ def main() -> None:
     for _ in range(config.steps):
         metrics, _ = trainer.step()
         steps.append(metrics)
-        print(f"iteration {metrics['step']}: {metrics['time/step_s']:.2f} s  " +
-              "  ".join(f"{p} {metrics[f'time/{p}_s']:.2f}" for p in PHASES), flush=True)
+        if distributed.is_main():
+            print(f"iteration {metrics['step']}: {metrics['time/step_s']:.2f} s  " +
+                  "  ".join(f"{p} {metrics[f'time/{p}_s']:.2f}" for p in PHASES), flush=True)
     measured = steps[args.warmup:]
     median_s = statistics.median(m["time/step_s"] for m in measured)
     tokens = statistics.median(m["response_length"] * args.batch_size for m in measured)
@@ -91,10 +95,14 @@ def main() -> None:
         "response_tokens_per_iteration": tokens,
         "sequence_tokens_per_iteration": statistics.median(m["sequence_tokens"] for m in measured),
         "tokens_per_s": tokens / median_s,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "processes": distributed.world_size(),
+        "peak_rss_bytes": int(distributed.all_sum(torch.tensor(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                                                                 dtype=torch.float64)).item()),
         "rss_after_load_bytes": rss_after_load,
         "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"config": to_dict(config)},
     }
+    if not distributed.is_main():
+        return
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

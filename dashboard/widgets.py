@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import streamlit as st
 
-from rlhf_engine.config import KL_ESTIMATORS, PPOConfig, field_defaults, field_help
+from rlhf_engine.config import KL_ESTIMATORS, VALUE_MODELS, PPOConfig, field_defaults, field_help
 from rlhf_engine.jobs import describe_error
 from rlhf_engine.runfolder import RunFolder
 
@@ -255,6 +255,7 @@ def ppo_knobs(key_prefix: str) -> dict:
     with c[3]:
         vf_coef = knob(PPOConfig, "vf_coef", K, label="value loss weight")
         lam = knob(PPOConfig, "lam", K, label="GAE λ")
+        value_model = choice_knob(PPOConfig, "value_model", VALUE_MODELS, K, label="value model")
     with st.popover("More: γ, implementation details, seed"):
         gamma = knob(PPOConfig, "gamma", K, label="γ (discount)")
         whiten_rewards = knob(PPOConfig, "whiten_rewards", K, label="whiten rewards")
@@ -273,7 +274,8 @@ def ppo_knobs(key_prefix: str) -> dict:
         learning_rate=learning_rate, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm,
         response_length=response_length, temperature=temperature, kl_coef=kl_coef, adaptive_kl=adaptive,
         kl_target=kl_target, kl_horizon=kl_horizon, kl_estimator=estimator, gamma=gamma, lam=lam,
-        cliprange=cliprange, cliprange_value=cliprange_value, vf_coef=vf_coef, whiten_rewards=whiten_rewards,
+        cliprange=cliprange, cliprange_value=cliprange_value, vf_coef=vf_coef, value_model=value_model,
+        whiten_rewards=whiten_rewards,
         whiten_advantages=whiten_advantages, normalize_reward=normalize_reward,
         missing_eos_penalty=eos_penalty if use_eos_penalty else None, checkpoint_every=checkpoint_every,
         probe_every=probe_every, seed=seed,

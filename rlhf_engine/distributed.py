@@ -52,6 +52,13 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0")) if launched() else 0
 
 
+def _device() -> torch.device:
+    """Where small control tensors go: NCCL only reduces CUDA tensors, gloo CPU ones."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_sum(x: torch.Tensor) -> torch.Tensor:
     """x summed over the processes (x itself in one process)."""
     if not _active():
@@ -66,7 +73,7 @@ def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
     if not _active():
         return values
     keys = sorted(values)
-    total = all_sum(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64))
+    total = all_sum(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_device()))
     return {k: v / world_size() for k, v in zip(keys, total.tolist())}
 
 
@@ -74,7 +81,7 @@ def any_process(flag: bool) -> bool:
     """True when the flag is set on any process: every process then takes the same branch."""
     if not _active():
         return flag
-    return bool(all_sum(torch.tensor([1.0 if flag else 0.0])).item() > 0)
+    return bool(all_sum(torch.tensor([1.0 if flag else 0.0], device=_device())).item() > 0)
 
 
 def average_gradients(params: list[torch.nn.Parameter]) -> None:

@@ -226,6 +226,8 @@ def test_ppo_page_shows_every_knob_with_its_default(trained_workspace, monkeypat
         assert "Default:" in widget.help, key
     assert at.number_input(key="ppo.kl_coef").value == 0.05
     assert "Default: 'k1'" in at.selectbox(key="ppo.kl_estimator").help
+    assert at.selectbox(key="ppo.value_model").value == "shared"
+    assert "Default: 'shared'" in at.selectbox(key="ppo.value_model").help
     assert at.checkbox(key="ppo.adaptive_kl").value is False
 
 
