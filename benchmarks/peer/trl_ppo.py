@@ -9,19 +9,11 @@ frozen reward model, both AutoModelForSequenceClassification with a random score
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import tempfile
-import time
 
-# Everything is local: never reach for the hub (TRL/transformers would otherwise try telemetry).
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import psutil
+from common import StepTimer, pick_pad_token, resident_rss  # sets the offline environment first
 import torch
 import transformers
 import trl
@@ -32,41 +24,8 @@ from trl.experimental.ppo import PPOConfig, PPOTrainer
 from trl.experimental.ppo import ppo_trainer as trl_ppo_module
 
 
-def resident_rss(*models):
-    """RSS once the weights are really in memory: transformers memory-maps safetensors, so pages only
-    arrive when first read (during the first iteration otherwise). Touch every parameter, then read RSS."""
-    with torch.no_grad():
-        for m in models:
-            for param in m.parameters():
-                param.sum()
-    return psutil.Process().memory_info().rss
 
 
-def pick_pad_token(tokenizer):
-    """An existing special token that the chat template never emits (the stock pad is EOS, which TRL can't use:
-    it masks every pad position, so pad == EOS would hide the EOS tokens). No embedding resize."""
-    template = tokenizer.chat_template or ""
-    reserved = {tokenizer.eos_token, tokenizer.bos_token, tokenizer.unk_token}
-    for _, tok in sorted(tokenizer.added_tokens_decoder.items()):
-        if tok.special and tok.content not in template and tok.content not in reserved:
-            return tok.content
-    raise SystemExit("no unused special token to serve as pad")
-
-
-class IterationTimer(TrainerCallback):
-    """Seconds per PPO iteration (one rollout + num_ppo_epochs updates = one TRL 'step')."""
-
-    def __init__(self):
-        self.marks, self.logs = [], []
-
-    def start(self):
-        self.marks = [time.perf_counter()]
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        self.logs.append(dict(logs or {}))
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.marks.append(time.perf_counter())
 
 
 def main():
@@ -155,7 +114,7 @@ def main():
 
     trl_ppo_module.truncate_response = counting_truncate
 
-    timer = IterationTimer()
+    timer = StepTimer()
     tokens_per_iteration = []
 
     class TokenCounter(TrainerCallback):

@@ -12,60 +12,22 @@ conversational format instead (the template then also appends "\\n" after the cl
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import tempfile
-import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # Trainer/TRL telemetry ping
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import psutil
+from common import StepTimer, pick_pad_token, resident_rss  # sets the offline environment first
 import torch
 import transformers
 import trl
 from datasets import Dataset
 from peft import LoraConfig
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from trl import RewardConfig, RewardTrainer
 
 
-def resident_rss(*models):
-    """RSS once the weights are really in memory: transformers memory-maps safetensors, so pages only
-    arrive when first read (during the first iteration otherwise). Touch every parameter, then read RSS."""
-    with torch.no_grad():
-        for m in models:
-            for param in m.parameters():
-                param.sum()
-    return psutil.Process().memory_info().rss
 
 
-def pick_pad_token(tokenizer):
-    """An existing special token the chat template never emits (the stock pad is EOS; as pad it would be
-    skipped by the last-non-pad-token pooling of *ForSequenceClassification). No embedding resize."""
-    template = tokenizer.chat_template or ""
-    reserved = {tokenizer.eos_token, tokenizer.bos_token, tokenizer.unk_token}
-    for _, tok in sorted(tokenizer.added_tokens_decoder.items()):
-        if tok.special and tok.content not in template and tok.content not in reserved:
-            return tok.content
-    raise SystemExit("no unused special token to serve as pad")
-
-
-class StepTimer(TrainerCallback):
-    def __init__(self):
-        self.marks, self.logs = [], []
-
-    def start(self):
-        self.marks = [time.perf_counter()]
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.marks.append(time.perf_counter())
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        self.logs.append(dict(logs or {}))
 
 
 def main():
