@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad flags: argparse prints usage + one line, exits 2
     try:
+        # distributed.launched(), read here without importing torch: most commands never need it
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by accelerate launch (or torchrun)
             from . import distributed
 
@@ -310,17 +311,16 @@ def _prepared_by_main(prepare):
 
     if not distributed.launched():
         return prepare()
-    error = None
+    outcome = None
     if distributed.is_main():
         try:
-            path = prepare().run.path
+            outcome = ("folder", str(prepare().run.path))
         except Exception as err:  # noqa: BLE001 - passed to every process, then raised as the user's error
-            error = f"{err}"
-    error = distributed.broadcast_error(error)
-    if error is not None:
-        raise UserError(error)
-    path = distributed.broadcast_error(str(path) if distributed.is_main() else None)  # process 0's folder
-    return prepared_job(Path(path))
+            outcome = ("error", f"{err}")
+    kind, text = distributed.from_main(outcome)
+    if kind == "error":
+        raise UserError(text)
+    return prepared_job(Path(text))
 
 
 def _sweep(args) -> int:

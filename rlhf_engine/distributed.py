@@ -48,7 +48,7 @@ def is_main() -> bool:
 
 
 def local_rank() -> int:
-    """This process's index on its machine (which GPU it uses)."""
+    """This process's index on its machine (which GPU it uses; 0 without a launcher)."""
     return int(os.environ.get("LOCAL_RANK", "0")) if launched() else 0
 
 
@@ -108,15 +108,10 @@ def replicas_in_sync(params: list[torch.nn.Parameter]) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
-def broadcast_error(error: str | None) -> str | None:
-    """Process 0's error message (or None) on every process, so that all stop together."""
+def from_main(value):
+    """Process 0's ``value`` (any picklable object) on every process; the others' values are ignored."""
     if not _active():
-        return error
-    box = [error]
+        return value
+    box = [value]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def barrier() -> None:
-    if _active():
-        torch.distributed.barrier()

@@ -99,7 +99,7 @@ def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     )
     logits = out.logits.float() / temperature
     if with_hidden:
-        return logits, out.hidden_states[-1][:, -response_length - 1:-1]
+        return logits, out.hidden_states[-1][:, predicting]
     return logits
 
 

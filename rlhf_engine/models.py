@@ -113,7 +113,9 @@ def choose_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ModelSourceError("device 'cuda' was asked for but no CUDA device is available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per data-parallel process
+        from .distributed import local_rank
+
+        return torch.device("cuda", local_rank())  # one GPU per data-parallel process
     return torch.device("cpu")
 
 

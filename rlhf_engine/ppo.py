@@ -162,8 +162,12 @@ class NonFiniteError(FloatingPointError):
 
 
 def check_finite(name: str, x: torch.Tensor, step: int) -> None:
-    """Stop the run with a clear message if x holds NaN or inf."""
-    if not torch.isfinite(x).all():
+    """Stop the run with a clear message if x holds NaN or inf.
+
+    Under data parallelism it is decided on every process at once: one process stopping alone would leave
+    the others waiting for it forever.
+    """
+    if distributed.any_process(not bool(torch.isfinite(x).all())):
         raise NonFiniteError(f"{name} is NaN or infinite at step {step}; the run was stopped "
                              "(try a lower learning rate or a smaller beta)")
 
@@ -336,11 +340,6 @@ class PPOTrainer:
         """The sampling seed of this data-parallel process from here on (after init or a resume)."""
         return (self.config.seed * 1_000_003 + self.step_count) * 1_009 + self.rank
 
-    def _check_finite(self, name: str, x: torch.Tensor) -> None:
-        """check_finite, decided on every process at once (one stopping alone would leave the others waiting)."""
-        if distributed.any_process(not bool(torch.isfinite(x).all())):
-            check_finite(name, torch.tensor(float("nan")), self.step_count)
-
     # -- phase 1 ------------------------------------------------------------------------------
     @torch.no_grad()
     def rollout(self, prompts: Sequence) -> dict:
@@ -426,13 +425,13 @@ class PPOTrainer:
                     del logits
                 pg_loss, clipfrac, approx_kl = policy_loss(new_logprobs, batch["logprobs"][mb],
                                                            batch["advantages"][mb], mask, cfg.cliprange)
-                self._check_finite("policy loss", pg_loss)
+                check_finite("policy loss", pg_loss, self.step_count)
                 if new_values is None:
                     pg_loss.backward()
                     new_values = self.model.values(ids[mb], attn[mb], length)
                 vf_loss, vf_clipfrac = value_loss(new_values, batch["values"][mb], batch["returns"][mb], mask,
                                                   cfg.cliprange_value)
-                self._check_finite("value loss", vf_loss)
+                check_finite("value loss", vf_loss, self.step_count)
                 if self.model.shared:
                     (pg_loss + cfg.vf_coef * vf_loss).backward()
                 else:
@@ -467,8 +466,8 @@ class PPOTrainer:
         self.step_count += 1
         prompts = self.next_prompts()
         batch = self.rollout(prompts)
-        self._check_finite("reward-model score", batch["scores"])
-        self._check_finite("log-probs", batch["logprobs"])
+        check_finite("reward-model score", batch["scores"], self.step_count)
+        check_finite("log-probs", batch["logprobs"], self.step_count)
         batch = self.advantages(batch)
         beta, lr = self.kl_ctl.value, self.scheduler.get_last_lr()[0]
         mask = batch["mask"]
