@@ -455,10 +455,13 @@ def _sample(args) -> int:
     if args.adapter is not None:
         from peft import PeftModel
 
+        from .lora_fused import fuse_lora_products
+
         adapter = args.adapter / "policy" if (args.adapter / "policy" / "adapter_config.json").is_file() else args.adapter
         if not (adapter / "adapter_config.json").is_file():
             raise UserError(f"{args.adapter}: no PEFT adapter (adapter_config.json) found")
         model = PeftModel.from_pretrained(model, str(adapter))
+        fuse_lora_products(model)
     set_seed(args.seed)
     rollout = sample_responses(model, tokenizer, [args.prompt], args.max_new_tokens, args.temperature)
     print(decode_responses(tokenizer, rollout)[0])

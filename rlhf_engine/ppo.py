@@ -31,6 +31,7 @@ from .config import PPOConfig
 from .data import prompt_text
 from .generation import (Rollout, decode_responses, last_hidden_state, response_logits, sample_responses,
                          token_entropy, token_logprobs)
+from .lora_fused import fuse_lora_products
 from .models import load_model_and_tokenizer, lora_config, set_seed
 
 POLICY, VALUE = "policy", "value"
@@ -227,6 +228,7 @@ class PolicyAndValue(nn.Module):
         shared = config.value_model == "shared"
         if not shared:
             peft_model.add_adapter(VALUE, lora_config(config.model))
+        fuse_lora_products(peft_model)
         hidden = base.config.hidden_size
         head = nn.Linear(hidden, 1)
         # Zero-initialised, as in Ziegler et al.'s code (lm-human-preferences: value head scale 0): the

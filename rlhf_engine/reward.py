@@ -27,6 +27,7 @@ from .config import ModelConfig, RewardConfig, from_dict, to_dict
 from .batching import batch_indices
 from .data import PreferencePair, prompt_text
 from .generation import decode_responses, last_hidden_state, sample_responses
+from .lora_fused import fuse_lora_products
 from .models import encode_prompt, left_pad, load_model_and_tokenizer, lora_config, set_seed
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ class RewardModel(nn.Module):
         config = model_config or from_dict(ModelConfig, meta["model"])
         base, tokenizer = load_model_and_tokenizer(config)
         backbone = PeftModel.from_pretrained(base, str(folder / ADAPTER_NAME), adapter_name=ADAPTER_NAME)
+        fuse_lora_products(backbone)
         backbone.eval()
         state = load_file(str(folder / HEAD_FILE))
         head = nn.Linear(state["weight"].shape[1], 1).to(backbone.device)
@@ -191,6 +193,7 @@ def new_reward_model(config: RewardConfig) -> RewardModel:
 
     base, tokenizer = load_model_and_tokenizer(config.model)
     backbone = get_peft_model(base, lora_config(config.model), adapter_name=ADAPTER_NAME)
+    fuse_lora_products(backbone)
     hidden = base.config.hidden_size
     head = nn.Linear(hidden, 1)
     nn.init.normal_(head.weight, std=1.0 / math.sqrt(hidden + 1))
