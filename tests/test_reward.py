@@ -118,3 +118,55 @@ def test_normalisation_scores_with_the_adapter_on_while_sampling_with_it_off(tin
     scores = rm.score(prompts, texts)
     assert abs(scores.mean().item()) < 1e-4
     assert abs(scores.std().item() - 1.0) < 1e-4
+
+
+def _uneven_pairs():
+    """Prompts and answers of different lengths, so both paddings (left prompts, right answers) are exercised."""
+    return [PreferencePair("Hi", "a short answer", "a rather longer answer that goes on for a while"),
+            PreferencePair("Tell me, in a few words, what you thought of the film we saw yesterday.",
+                           "Lovely.", "Dull, slow and far too long for what it had to say."),
+            PreferencePair([{"role": "user", "content": "And the hotel?"}], "Warm and quiet.", "Noisy.")]
+
+
+def _whole_sequence_scores(rm, pairs):
+    prompts = [p.prompt for p in pairs] * 2
+    scores = rm(*rm.batch(prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs]))
+    return scores[:len(pairs)], scores[len(pairs):]
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_prompt_passed_once_gives_the_scores_and_gradients_of_whole_sequences(tiny_model_config, pooling):
+    from rlhf_engine.reward import pair_scores
+
+    rm = new_reward_model(RewardConfig(model=tiny_model_config, pooling=pooling))
+    torch.manual_seed(0)
+    for name, param in rm.backbone.named_parameters():
+        if "lora_B" in name:  # B starts at 0; make the adapter matter, so its gradients are checked too
+            param.data.normal_(std=0.1)
+    pairs = _uneven_pairs()
+    assert rm.answer_pair_scores(pairs) is not None  # the shared-prompt path is the one under test
+    results = []
+    for scorer in (pair_scores, _whole_sequence_scores):
+        chosen, rejected = scorer(rm, pairs)
+        (chosen - 2 * rejected).sum().backward()
+        grads = {n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None}
+        rm.zero_grad(set_to_none=True)
+        results.append((chosen.detach(), rejected.detach(), grads))
+    (chosen, rejected, grads), (want_chosen, want_rejected, want_grads) = results
+    torch.testing.assert_close(chosen, want_chosen.float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(rejected, want_rejected.float(), rtol=1e-4, atol=1e-5)
+    assert set(grads) == set(want_grads) and any("lora_A" in n for n in grads)
+    for name in grads:
+        torch.testing.assert_close(grads[name], want_grads[name], rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_pairs_cut_to_max_length_are_scored_as_whole_sequences(tiny_model_config):
+    from rlhf_engine.reward import pair_scores
+
+    rm = new_reward_model(RewardConfig(model=tiny_model_config, max_length=24))
+    pairs = _uneven_pairs()  # the second pair's prompt alone is longer than 24 tokens
+    assert rm.answer_pair_scores(pairs) is None
+    with torch.no_grad():
+        got, want = pair_scores(rm, pairs), _whole_sequence_scores(rm, pairs)
+    torch.testing.assert_close(got[0], want[0].float())
+    torch.testing.assert_close(got[1], want[1].float())
