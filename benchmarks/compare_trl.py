@@ -9,10 +9,12 @@ PPO: bundled SmolLM2-135M-Instruct, 8 prompts a batch, 32 new tokens, 4 PPO epoc
 rank 8 (alpha 16) on every linear layer, fp32, ``--iterations`` measured after one warm-up. Ours is
 ``benchmarks/ppo_speed.py`` (engine defaults otherwise); TRL's is ``benchmarks/peer/trl_ppo.py``
 (``trl.experimental.ppo``: LoRA policy, reference = adapter off, value and reward models as
-``AutoModelForSequenceClassification``, its documented setup). Each side runs in its own process,
-alternately, ``--repeats`` times; the table reports the median over runs of each run's median iteration,
-response tokens per second, and the highest peak RSS of the process. Reward model: the same pairs through
-``benchmarks/rm_speed.py`` and ``benchmarks/peer/trl_reward.py``.
+``AutoModelForSequenceClassification``, its documented setup). Each side runs in its own process; the
+two run side by side and take turns one step at a time (``benchmarks/turns.py``: each stops itself after
+a step until the other has done one), so the VM's drifting speed falls on both alike. ``--repeats`` such
+run pairs; the table reports the median over runs of each run's median iteration, response tokens per
+second, the highest peak RSS of the process, and the ratio of every run pair. Reward model: the same
+pairs through ``benchmarks/rm_speed.py`` and ``benchmarks/peer/trl_reward.py``, taking turns likewise.
 
 Then the lower bound of one of our iterations: FLOPs of every pass from the model's shapes and the
 measured token counts, over this machine's measured fp32 matmul rate; generation, which reads every
@@ -24,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / "benchmarks" / "peer"
 sys.path.insert(0, str(ROOT))
+
+import turns  # noqa: E402  (benchmarks/turns.py)
 
 POSITIVE = ["It was a delight from start to finish, and I would gladly go back again next week.",
             "Wonderful staff, lovely food and a warm room: one of the best evenings we have had.",
@@ -57,17 +63,37 @@ def write_inputs(folder: Path, n_pairs: int) -> tuple[Path, Path]:
     return prompts_file, pairs_file
 
 
-def run_json(command: list[str], out: Path, log: Path) -> dict:
-    """Run one benchmark process (its output to a log file) and read the JSON it wrote."""
-    print("$", " ".join(command[:2]), "...", flush=True)
-    started = time.perf_counter()
-    with open(log, "w") as f:
-        done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
-    if done.returncode:
-        raise SystemExit(f"{command[1]} failed (exit {done.returncode}); see {log}")
-    result = json.loads(out.read_text())
-    result["wall_s"] = time.perf_counter() - started
-    return result
+def run_taking_turns(ours: tuple[list[str], Path, Path], theirs: tuple[list[str], Path, Path]) -> tuple[dict, dict]:
+    """Run our benchmark process and TRL's side by side, one step each in turn (``benchmarks/turns.py``).
+
+    Each (command, JSON out, log) starts alone and runs its loading and warm-up step; then they alternate:
+    each stops itself after a timed step and is continued when the other has stopped. Read both JSONs.
+    """
+    env = dict(os.environ, **{turns.ENV: "1"})
+    processes = []
+    for command, _, log in (ours, theirs):
+        print("$", " ".join(command[:2]), "... (taking turns)", flush=True)
+        with open(log, "w") as f:
+            processes.append(subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env))
+        _wait_for_turn(processes[-1])
+    while any(p.returncode is None for p in processes):
+        for p in processes:
+            if p.returncode is None:
+                os.kill(p.pid, signal.SIGCONT)
+                _wait_for_turn(p)
+    results = []
+    for p, (command, out, log) in zip(processes, (ours, theirs)):
+        if p.returncode:
+            raise SystemExit(f"{command[1]} failed (exit {p.returncode}); see {log}")
+        results.append(json.loads(out.read_text()))
+    return results[0], results[1]
+
+
+def _wait_for_turn(process: subprocess.Popen) -> None:
+    """Until the process stops itself at the end of a step, or exits (then its return code is set)."""
+    _, status = os.waitpid(process.pid, os.WUNTRACED)
+    if not os.WIFSTOPPED(status):
+        process.returncode = os.waitstatus_to_exitcode(status)
 
 
 def matmul_flops_per_s() -> float:
@@ -163,24 +189,31 @@ def main() -> None:
     if not args.skip_ppo:
         ours, theirs = [], []
         for k in range(args.repeats):
-            out = args.out / f"ours-ppo-{k}.json"
-            ours.append(run_json([sys.executable, "benchmarks/ppo_speed.py", *ppo_args, "--out", str(out)], out,
-                                 args.out / f"ours-ppo-{k}.log"))
-            out = args.out / f"trl-ppo-{k}.json"
-            theirs.append(run_json([str(PEER / ".venv-ppo/bin/python"), str(PEER / "trl_ppo.py"), "--model", model_dir,
-                                    "--prompts", str(prompts_file), *ppo_args, "--temperature", "0.7",
-                                    "--out", str(out)], out, args.out / f"trl-ppo-{k}.log"))
+            mine = ([sys.executable, "benchmarks/ppo_speed.py", *ppo_args, "--out", str(args.out / f"ours-ppo-{k}.json")],
+                    args.out / f"ours-ppo-{k}.json", args.out / f"ours-ppo-{k}.log")
+            trl = ([str(PEER / ".venv-ppo/bin/python"), str(PEER / "trl_ppo.py"), "--model", model_dir,
+                    "--prompts", str(prompts_file), *ppo_args, "--temperature", "0.7",
+                    "--out", str(args.out / f"trl-ppo-{k}.json")], args.out / f"trl-ppo-{k}.json",
+                   args.out / f"trl-ppo-{k}.log")
+            a, b = run_taking_turns(mine, trl)
+            ours.append(a)
+            theirs.append(b)
         results["ppo"] = {"ours": ours, "trl": theirs}
         results["lower_bound"] = lower_bound(model_dir, ours[0] | {"median_s": _median(ours, "median_s")}, 4, 8, 8)
     if not args.skip_rm:
         rm_args = [*common, "--steps", str(args.rm_steps), "--warmup", "1", "--max-length", "256", "--lr", "1e-4"]
-        out = args.out / "ours-rm.json"
-        ours_rm = run_json([sys.executable, "benchmarks/rm_speed.py", "--pairs", str(pairs_file), *rm_args,
-                            "--out", str(out)], out, args.out / "ours-rm.log")
-        out = args.out / "trl-rm.json"
-        trl_rm = run_json([str(PEER / ".venv-reward/bin/python"), str(PEER / "trl_reward.py"), "--model", model_dir,
-                           "--pairs", str(pairs_file), *rm_args, "--out", str(out)], out, args.out / "trl-rm.log")
-        results["reward"] = {"ours": ours_rm, "trl": trl_rm}
+        ours, theirs = [], []
+        for k in range(args.repeats):
+            mine = ([sys.executable, "benchmarks/rm_speed.py", "--pairs", str(pairs_file), *rm_args,
+                     "--out", str(args.out / f"ours-rm-{k}.json")], args.out / f"ours-rm-{k}.json",
+                    args.out / f"ours-rm-{k}.log")
+            trl = ([str(PEER / ".venv-reward/bin/python"), str(PEER / "trl_reward.py"), "--model", model_dir,
+                    "--pairs", str(pairs_file), *rm_args, "--out", str(args.out / f"trl-rm-{k}.json")],
+                   args.out / f"trl-rm-{k}.json", args.out / f"trl-rm-{k}.log")
+            a, b = run_taking_turns(mine, trl)
+            ours.append(a)
+            theirs.append(b)
+        results["reward"] = {"ours": ours, "trl": theirs}
     (args.out / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
     print_tables(results)
 
@@ -196,6 +229,8 @@ def print_tables(results: dict) -> None:
                  "{:.2f} GiB")]
         for name, a, b, fmt in rows:
             print(f"| {name} | {fmt.format(a)} | {fmt.format(b)} | {a / b:.2f} |")
+        print("Per run pair, TRL / ours seconds per iteration: " + ", ".join(
+            f"{t['median_s']:.1f} / {o['median_s']:.1f} = {t['median_s'] / o['median_s']:.2f}x" for o, t in zip(ours, trl)))
         print("\nOur phases (median s): " + ", ".join(
             f"{k} {statistics.median(r['phases_median_s'][k] for r in ours):.2f}" for k in ours[0]["phases_median_s"]))
         bound = results["lower_bound"]
@@ -206,11 +241,13 @@ def print_tables(results: dict) -> None:
     if "reward" in results:
         ours, trl = results["reward"]["ours"], results["reward"]["trl"]
         print("\n| reward model, one step of 8 pairs | ours | TRL 1.16.0 | ours / TRL |\n|---|---|---|---|")
-        print(f"| pairs / s | {ours['pairs_per_s']:.2f} | {trl['pairs_per_s']:.2f} | "
-              f"{ours['pairs_per_s'] / trl['pairs_per_s']:.2f} |")
-        print(f"| peak RSS | {ours['peak_rss_bytes'] / gb:.2f} GiB | {trl['peak_rss_bytes'] / gb:.2f} GiB | "
-              f"{ours['peak_rss_bytes'] / trl['peak_rss_bytes']:.2f} |")
-
+        a, b = _median(ours, "pairs_per_s"), _median(trl, "pairs_per_s")
+        print(f"| pairs / s (median of the runs) | {a:.2f} | {b:.2f} | {a / b:.2f} |")
+        a, b = max(r["peak_rss_bytes"] for r in ours) / gb, max(r["peak_rss_bytes"] for r in trl) / gb
+        print(f"| peak RSS | {a:.2f} GiB | {b:.2f} GiB | {a / b:.2f} |")
+        print("Per run pair, ours / TRL pairs per second: " + ", ".join(
+            f"{o['pairs_per_s']:.2f} / {t['pairs_per_s']:.2f} = {o['pairs_per_s'] / t['pairs_per_s']:.2f}x"
+            for o, t in zip(ours, trl)))
 
 if __name__ == "__main__":
     main()

@@ -34,6 +34,7 @@ from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig, to_dict  # 
 from rlhf_engine.demo import demo_prompts  # noqa: E402
 from rlhf_engine.ppo import PHASES, PPOTrainer  # noqa: E402
 from rlhf_engine.reward import new_reward_model  # noqa: E402
+from turns import take_turn  # noqa: E402
 
 
 def rss_now() -> int:
@@ -80,6 +81,7 @@ def main() -> None:
         if distributed.is_main():
             print(f"iteration {metrics['step']}: {metrics['time/step_s']:.2f} s  " +
                   "  ".join(f"{p} {metrics[f'time/{p}_s']:.2f}" for p in PHASES), flush=True)
+        take_turn()  # under compare_trl.py: TRL's process runs its next iteration now (not timed here)
     measured = steps[args.warmup:]
     median_s = statistics.median(m["time/step_s"] for m in measured)
     tokens = statistics.median(m["response_length"] * args.batch_size for m in measured)

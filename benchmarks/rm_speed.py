@@ -16,7 +16,6 @@ import json
 import resource
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from rlhf_engine.config import ModelConfig, RewardConfig  # noqa: E402
 from rlhf_engine.data import read_pairs  # noqa: E402
 from rlhf_engine.reward import train_reward_model  # noqa: E402
+from turns import StepClock  # noqa: E402
 
 
 def main() -> None:
@@ -48,9 +48,9 @@ def main() -> None:
     config = RewardConfig(model=ModelConfig(quant=args.quant, lora_r=args.lora_r, lora_alpha=args.lora_alpha),
                           steps=total, batch_size=args.batch_size, learning_rate=args.lr, max_length=args.max_length,
                           pooling="last", eval_every=total + 1, checkpoint_every=total + 1)
-    marks = [time.perf_counter()]
-    train_reward_model(config, pairs, on_metrics=lambda m: marks.append(time.perf_counter()))
-    step_s = [b - a for a, b in zip(marks, marks[1:])][:args.warmup + args.steps]  # the first includes loading
+    clock = StepClock()  # the first step includes loading
+    train_reward_model(config, pairs, on_metrics=lambda m: clock.step_done())
+    step_s = clock.step_s[:args.warmup + args.steps]
     measured = step_s[args.warmup:]
     median = statistics.median(measured)
     result = {

@@ -1,7 +1,8 @@
 """What both peer scripts need: offline settings, the pad token, resident memory, a step timer."""
 
 import os
-import time
+import sys
+from pathlib import Path
 
 # Everything is local: never reach for the hub (TRL/transformers would otherwise try telemetry).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -12,6 +13,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import psutil  # noqa: E402
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from turns import StepClock  # noqa: E402  (benchmarks/turns.py: taking turns with our process)
 
 
 def resident_rss(*models):
@@ -37,16 +41,24 @@ def pick_pad_token(tokenizer):
 
 
 class StepTimer(TrainerCallback):
-    """Seconds per trainer step (for TRL's PPO: one rollout + num_ppo_epochs updates) and the logged rows."""
+    """Seconds per trainer step (for TRL's PPO: one rollout + num_ppo_epochs updates) and the logged rows.
+
+    Put it last among the callbacks: under ``compare_trl.py`` the process stops at the end of each step
+    until its turn comes again, and that wait is not counted.
+    """
 
     def __init__(self):
-        self.marks, self.logs = [], []
+        self.clock, self.logs = StepClock(), []
+
+    @property
+    def step_s(self):
+        return self.clock.step_s
 
     def start(self):
-        self.marks = [time.perf_counter()]
+        self.clock.start()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.marks.append(time.perf_counter())
+        self.clock.step_done()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self.logs.append(dict(logs or {}))

@@ -120,11 +120,11 @@ def main():
 
     trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=None,
                          reward_model=reward_model, value_model=value_model, train_dataset=dataset,
-                         peft_config=lora, callbacks=[timer, TokenCounter()])
+                         peft_config=lora, callbacks=[TokenCounter(), timer])
     timer.start()
     trainer.train()
 
-    iteration_s = [b - a_ for a_, b in zip(timer.marks, timer.marks[1:])]
+    iteration_s = timer.step_s
     measured = iteration_s[a.warmup:]
     median = statistics.median(measured) if measured else None
     measured_tokens = tokens_per_iteration[a.warmup:]

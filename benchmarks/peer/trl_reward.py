@@ -100,7 +100,7 @@ def main():
     timer.start()
     trainer.train()
 
-    step_s = [b - a_ for a_, b in zip(timer.marks, timer.marks[1:])]
+    step_s = timer.step_s
     measured = step_s[a.warmup:]
     median = statistics.median(measured) if measured else None
     result = {
