@@ -11,8 +11,8 @@ children (``psutil``) every ``--every`` seconds. After ``--minutes`` it stops th
 (SIGINT: the step finishes and a checkpoint is written). Memory moves within a step (activations come and
 go, freed heap goes back between phases), so single samples are noisy: the figures are the peak RSS of
 each ``--window`` seconds once the first PPO step is done, the first and last of those peaks, and the
-least-squares slope of the peaks over the second half of the run, in MiB per hour. Everything, raw
-samples included, goes to ``<out>/soak.json``.
+least-squares slope of the peaks, in MiB per hour. Everything, raw samples included, goes to
+``<out>/soak.json``.
 """
 
 from __future__ import annotations
@@ -80,7 +80,10 @@ def main() -> None:
     command = [*cli, "ppo", "--reward", str(args.out / "rm"), "--out", str(run), "--steps", "100000",
                *(f"--set={s}" for s in args.set)]
     with open(args.out / "ppo.log", "w") as log:
-        child = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        # SIGINT back to its default in the child: started from a background shell (nohup … &) it arrives
+        # ignored, and the CLI's ppo would then never see the stop.
+        child = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     process = psutil.Process(child.pid)
     started = time.monotonic()
     samples: list[dict] = []
@@ -99,7 +102,6 @@ def main() -> None:
     for x in stepped:
         windows.setdefault(int((x["s"] - stepped[0]["s"]) // args.window), []).append(x)
     peaks = [(sum(x["s"] for x in w) / len(w), max(x["rss"] for x in w)) for _, w in sorted(windows.items())]
-    second_half = peaks[len(peaks) // 2:]
     result = {
         "minutes": round(samples[-1]["s"] / 60, 1),
         "ppo_steps": steps_done(run),
@@ -108,7 +110,7 @@ def main() -> None:
         "first_window_peak_mib": round(peaks[0][1] / MIB),
         "last_window_peak_mib": round(peaks[-1][1] / MIB),
         "peak_mib": round(max(r for _, r in peaks) / MIB),
-        "slope_second_half_mib_per_hour": round(slope_mib_per_hour(second_half), 1),
+        "slope_mib_per_hour": round(slope_mib_per_hour(peaks), 1),
         "stopped_exit_code": code,
         "final_state": json.loads((run / "status.json").read_text()).get("state"),
         "command": " ".join(command[1:]),
