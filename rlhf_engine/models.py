@@ -209,7 +209,26 @@ def load_causal_lm(config: ModelConfig, path: str | None = None):
         model.to(device)
     disable_dropout(model)
     model.eval()
+    keep_4bit_weights_differentiable(model)
     return model
+
+
+def keep_4bit_weights_differentiable(model: nn.Module) -> int:
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference; returns how many layers it touched.
+
+    On a CPU with AVX-512-BF16, an eval-mode ``Linear4bit`` that sees an input without gradient (any
+    generation or reference pass) repacks its weight for a kernel, ``gemv_4bit``, that has no backward, and
+    uses it for every later call. PPO's update would then get no gradient through the base weights: only
+    through the LoRA products. All our models stay in eval mode (no dropout), so turn the repacking off.
+    """
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return 0
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
 
 
 def load_model_and_tokenizer(config: ModelConfig):

@@ -110,3 +110,33 @@ def test_recomputed_logprobs_match_what_generate_sampled_from(tiny_model_config)
                           response)
     real = response_mask.bool()
     assert torch.allclose(ours[real], sampled[real], atol=1e-4)
+
+
+def test_4bit_weights_stay_differentiable_after_a_pass_without_gradient(tiny_model_dir):
+    """A no-grad pass (generation) must not switch bitsandbytes to its backward-less CPU kernel."""
+    from peft import get_peft_model
+    from bitsandbytes.nn import Linear4bit
+
+    from rlhf_engine.config import ModelConfig
+    from rlhf_engine.models import load_model_and_tokenizer, lora_config
+
+    config = ModelConfig(source=tiny_model_dir, quant="4bit", lora_r=4, lora_alpha=8)
+    grads = []
+    for warm_up_without_grad in (False, True):
+        model, _ = load_model_and_tokenizer(config)
+        assert all(not m.support_avx512bf16_for_cpu for m in model.modules() if isinstance(m, Linear4bit))
+        torch.manual_seed(0)
+        peft = get_peft_model(model, lora_config(config))
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.data.normal_(std=0.1)
+        ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
+        if warm_up_without_grad:
+            with torch.no_grad():
+                peft(input_ids=ids)
+        peft(input_ids=ids).logits.pow(2).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in peft.named_parameters() if p.grad is not None})
+    first_layer = [n for n in grads[0] if "layers.0." in n and "lora_A" in n]
+    assert first_layer
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
