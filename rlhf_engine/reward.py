@@ -114,6 +114,11 @@ class RewardModel(nn.Module):
         """Raw (unnormalised) scores [B]; ``response_mask`` (1 on response tokens) is needed for mean pooling."""
         with self._reward_adapter():
             hidden = last_hidden_state(self.backbone, input_ids, attention_mask)
+        return self._pooled_score(hidden, attention_mask, response_mask)
+
+    def _pooled_score(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                      response_mask: torch.Tensor | None) -> torch.Tensor:
+        """The head on the last real token's state (or the response tokens' mean): [B]."""
         if self.pooling == "mean":
             if response_mask is None:
                 raise ValueError("a mean-pooled reward model needs the response mask")
@@ -172,13 +177,8 @@ class RewardModel(nn.Module):
                                 attention_mask=torch.cat([prompt_mask.repeat_interleave(2, dim=0), answer_mask], 1),
                                 position_ids=prompt_lengths[:, None] + torch.arange(width, device=self.device),
                                 cache=cache, use_cache=True, output_hidden_states=True, logits_to_keep=1)
-        hidden = out.hidden_states[-1]  # [2B, width, d]: the answers' positions only
-        if self.pooling == "mean":
-            weights = answer_mask.to(hidden.dtype).unsqueeze(-1)
-            features = (hidden * weights).sum(1) / weights.sum(1)
-        else:
-            features = hidden[torch.arange(hidden.shape[0], device=hidden.device), answer_mask.sum(1) - 1]
-        return self.head(features.to(self.head.weight.dtype)).squeeze(-1).float()
+        # [2B, width, d]: the answers' positions only, each answer all response (+ EOS)
+        return self._pooled_score(out.hidden_states[-1], answer_mask, answer_mask).float()
 
     @torch.no_grad()
     def score(self, prompts: Sequence, responses: Sequence[str], normalized: bool = True,
