@@ -89,6 +89,20 @@ def run_taking_turns(ours: tuple[list[str], Path, Path], theirs: tuple[list[str]
     return results[0], results[1]
 
 
+def run_pairs(folder: Path, kind: str, repeats: int, ours_command, trl_command) -> tuple[list[dict], list[dict]]:
+    """``repeats`` run pairs taking turns; each command is built from its JSON path (``<folder>/<side>-<kind>-<k>``)."""
+    ours, theirs = [], []
+    for k in range(repeats):
+        sides = []
+        for side, command in (("ours", ours_command), ("trl", trl_command)):
+            out = folder / f"{side}-{kind}-{k}.json"
+            sides.append((command(str(out)), out, folder / f"{side}-{kind}-{k}.log"))
+        mine, trl = run_taking_turns(*sides)
+        ours.append(mine)
+        theirs.append(trl)
+    return ours, theirs
+
+
 def _wait_for_turn(process: subprocess.Popen) -> None:
     """Until the process stops itself at the end of a step, or exits (then its return code is set)."""
     _, status = os.waitpid(process.pid, os.WUNTRACED)
@@ -187,32 +201,21 @@ def main() -> None:
     results: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                                  "torch_threads": torch.get_num_threads(), "torch": torch.__version__}}
     if not args.skip_ppo:
-        ours, theirs = [], []
-        for k in range(args.repeats):
-            mine = ([sys.executable, "benchmarks/ppo_speed.py", *ppo_args, "--out", str(args.out / f"ours-ppo-{k}.json")],
-                    args.out / f"ours-ppo-{k}.json", args.out / f"ours-ppo-{k}.log")
-            trl = ([str(PEER / ".venv-ppo/bin/python"), str(PEER / "trl_ppo.py"), "--model", model_dir,
-                    "--prompts", str(prompts_file), *ppo_args, "--temperature", "0.7",
-                    "--out", str(args.out / f"trl-ppo-{k}.json")], args.out / f"trl-ppo-{k}.json",
-                   args.out / f"trl-ppo-{k}.log")
-            a, b = run_taking_turns(mine, trl)
-            ours.append(a)
-            theirs.append(b)
+        ours, theirs = run_pairs(args.out, "ppo", args.repeats,
+                                 lambda out: [sys.executable, "benchmarks/ppo_speed.py", *ppo_args, "--out", out],
+                                 lambda out: [str(PEER / ".venv-ppo/bin/python"), str(PEER / "trl_ppo.py"),
+                                              "--model", model_dir, "--prompts", str(prompts_file), *ppo_args,
+                                              "--temperature", "0.7", "--out", out])
         results["ppo"] = {"ours": ours, "trl": theirs}
         results["lower_bound"] = lower_bound(model_dir, ours[0] | {"median_s": _median(ours, "median_s")}, 4, 8, 8)
     if not args.skip_rm:
         rm_args = [*common, "--steps", str(args.rm_steps), "--warmup", "1", "--max-length", "256", "--lr", "1e-4"]
-        ours, theirs = [], []
-        for k in range(args.repeats):
-            mine = ([sys.executable, "benchmarks/rm_speed.py", "--pairs", str(pairs_file), *rm_args,
-                     "--out", str(args.out / f"ours-rm-{k}.json")], args.out / f"ours-rm-{k}.json",
-                    args.out / f"ours-rm-{k}.log")
-            trl = ([str(PEER / ".venv-reward/bin/python"), str(PEER / "trl_reward.py"), "--model", model_dir,
-                    "--pairs", str(pairs_file), *rm_args, "--out", str(args.out / f"trl-rm-{k}.json")],
-                   args.out / f"trl-rm-{k}.json", args.out / f"trl-rm-{k}.log")
-            a, b = run_taking_turns(mine, trl)
-            ours.append(a)
-            theirs.append(b)
+        ours, theirs = run_pairs(args.out, "rm", args.repeats,
+                                 lambda out: [sys.executable, "benchmarks/rm_speed.py", "--pairs", str(pairs_file),
+                                              *rm_args, "--out", out],
+                                 lambda out: [str(PEER / ".venv-reward/bin/python"), str(PEER / "trl_reward.py"),
+                                              "--model", model_dir, "--pairs", str(pairs_file), *rm_args,
+                                              "--out", out])
         results["reward"] = {"ours": ours, "trl": theirs}
     (args.out / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
     print_tables(results)

@@ -16,13 +16,10 @@ import time
 ENV = "BENCH_TAKE_TURNS"
 
 
-def take_turn() -> float:
-    """Stop this process until the coordinator continues it; the seconds it was stopped (0 when alone)."""
-    if os.environ.get(ENV) != "1":
-        return 0.0
-    started = time.perf_counter()
-    os.kill(os.getpid(), signal.SIGSTOP)
-    return time.perf_counter() - started
+def take_turn() -> None:
+    """Stop this process until the coordinator continues it (nothing when not under compare_trl.py)."""
+    if os.environ.get(ENV) == "1":
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 class StepClock:
