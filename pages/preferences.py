@@ -48,7 +48,11 @@ with upload_tab:
     st.write("A CSV, JSONL or Parquet file with columns `prompt`, `chosen`, `rejected` (or conversational "
              "message lists, or full chosen/rejected transcripts sharing a prefix).")
     uploaded = st.file_uploader("Pairs file", type=["csv", "jsonl", "json", "parquet"], key="upload")
-    if uploaded is not None:
+    limit_mb = st.get_option("server.maxUploadSize")
+    if uploaded is not None and uploaded.size > limit_mb * 2**20:  # the browser checks too; this is the server
+        st.error(f"{md(uploaded.name)}: {uploaded.size / 2**20:.1f} MB is over the upload limit of {limit_mb} MB. "
+                 "Add a larger file from the command line: `python -m rlhf_engine pairs add FILE`.")
+    elif uploaded is not None:
         try:
             name = safe_name(Path(uploaded.name).name, "file name")
         except ValueError:

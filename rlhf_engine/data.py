@@ -217,6 +217,7 @@ def _load_csv(path: PathLike) -> _Table:
                 continue
             if header is None:
                 header = [name.strip() for name in record]
+                _require_unique_columns(path, header)
                 continue
             if len(record) != len(header):
                 problem = f"has {len(record)} fields but the header has {len(header)}"
@@ -227,14 +228,35 @@ def _load_csv(path: PathLike) -> _Table:
     return _Table(header or [], rows, text_cells=True)
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """object_pairs_hook for json.loads: a key given twice is an error, not 'the last one wins'."""
+    item: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in item:
+            raise _RowProblem(f"key {key!r} appears twice in one object")
+        item[key] = value
+    return item
+
+
+def _decode_json(text: str) -> Any:
+    """json.loads that reports every way a text can fail (bad syntax, a repeated key, deep nesting,
+    an integer too long to convert) as _RowProblem."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise _RowProblem("invalid JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, and int() refusing a number of over 4300 digits
+        raise _RowProblem(f"invalid JSON ({exc})") from None
+
+
 def _load_json(path: PathLike, whole_list: bool) -> _Table:
     """Read JSON Lines, or a .json file holding a list of objects."""
     text = _read_text(path)
     if whole_list and text.lstrip().startswith("["):
         try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"invalid JSON ({exc})") from None
+            items = _decode_json(text)
+        except _RowProblem as problem:
+            raise DataError(path, str(problem)) from None
         records = list(enumerate(items, start=1))
     else:
         records = []
@@ -243,9 +265,9 @@ def _load_json(path: PathLike, whole_list: bool) -> _Table:
                 continue
             number = len(records) + 1
             try:
-                records.append((number, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"invalid JSON ({exc})", number) from None
+                records.append((number, _decode_json(line)))
+            except _RowProblem as problem:
+                raise DataError(path, str(problem), number) from None
     columns: dict[str, None] = {}
     rows = []
     for number, item in records:
@@ -261,12 +283,18 @@ def _load_parquet(path: PathLike) -> _Table:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        with pq.ParquetFile(path) as parquet:  # not read_table: its dataset reader fails on a repeated column
+            table = parquet.read()
     except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
         raise DataError(path, f"unreadable Parquet file ({exc})") from None
     columns = list(table.column_names)
+    _require_unique_columns(path, columns)
     wanted = [name for name in _FIELDS if name in columns]
-    return _Table(columns, table.select(wanted).to_pylist(), text_cells=True)
+    try:
+        rows = table.select(wanted).to_pylist()
+    except Exception as exc:  # a column type pyarrow cannot turn into Python values
+        raise DataError(path, f"unreadable Parquet file ({exc})") from None
+    return _Table(columns, rows, text_cells=True)
 
 
 def _load_datasets_folder(path: PathLike) -> _Table:
@@ -288,7 +316,20 @@ def _load_datasets_folder(path: PathLike) -> _Table:
             raise DataError(path, problem)
     columns = list(loaded.column_names)
     wanted = [name for name in _FIELDS if name in columns]
-    return _Table(columns, loaded.select_columns(wanted).to_list(), text_cells=False)
+    try:
+        rows = loaded.select_columns(wanted).to_list()
+    except Exception as exc:  # Arrow files are read lazily: damage can show only now
+        raise DataError(path, f"not a readable datasets folder ({exc})") from None
+    return _Table(columns, rows, text_cells=False)
+
+
+def _require_unique_columns(path: PathLike, columns: Sequence[str]) -> None:
+    """Raise DataError if a column name appears twice (which one would be meant is a guess)."""
+    seen: set[str] = set()
+    for name in columns:
+        if name in seen:
+            raise DataError(path, f"column {name!r} appears twice in the header")
+        seen.add(name)
 
 
 def _require_columns(path: PathLike, columns: Sequence[str], required: Sequence[str]) -> None:
@@ -297,7 +338,7 @@ def _require_columns(path: PathLike, columns: Sequence[str], required: Sequence[
     if not missing:
         return
     names = ", ".join(repr(name) for name in missing)
-    found = ", ".join(columns) or "none"
+    found = ", ".join(name if name.strip() else repr(name) for name in columns) or "none"
     plural = "s" if len(missing) > 1 else ""
     raise DataError(path, f"missing column{plural} {names} (found: {found})")
 
@@ -321,18 +362,28 @@ def _cell(row: dict[str, Any], name: str, text_cells: bool) -> Any:
     value = row[name]
     if text_cells and isinstance(value, str) and value.lstrip().startswith("["):
         try:
-            decoded = json.loads(value)
-        except json.JSONDecodeError:
+            decoded = _decode_json(value)
+        except _RowProblem:
             return value
         if isinstance(decoded, list) and decoded and all(isinstance(m, dict) for m in decoded):
             return decoded
     return value
 
 
+def _check_unicode(text: str, field: str) -> str:
+    """Refuse text holding a lone surrogate (JSON allows the escape "\\ud800"; UTF-8 has no such character)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _RowProblem(f"{field} holds an invalid character (lone surrogate U+{ord(text[exc.start]):04X} "
+                          f"at character {exc.start + 1})") from None
+    return text
+
+
 def _value(value: Any, field: str) -> str | tuple[Message, ...]:
     """Check a cell is text or a list of messages; messages keep only role and content."""
     if isinstance(value, str):
-        return value
+        return _check_unicode(value, repr(field))
     if not isinstance(value, (list, tuple)):
         raise _RowProblem(f"{field!r} must be text or a list of messages, got {_type_name(value)}")
     messages = []
@@ -348,6 +399,7 @@ def _value(value: Any, field: str) -> str | tuple[Message, ...]:
             if not isinstance(message[key], str):
                 got = _type_name(message[key])
                 raise _RowProblem(f"{field!r} message {index} {key!r} must be text, got {got}")
+            _check_unicode(message[key], f"{field!r} message {index} {key!r}")
         messages.append({"role": message["role"], "content": message["content"]})
     return tuple(messages)
 

@@ -158,6 +158,44 @@ def test_bad_upload_names_file_and_row_and_stores_nothing(workspace):
     assert PairStore(workspace / "pairs.sqlite").count() == 0
 
 
+@pytest.mark.parametrize("name, content, words", [
+    ("latin1.csv", "prompt,chosen,rejected\nq,café,b\n".encode("latin-1"), "not UTF-8 text (byte 0xe9"),
+    ("garbage.parquet", b"PAR1\x00\x01 not really", "unreadable Parquet file"),
+    ("deep.json", b'[{"prompt": ' + b"[" * 50_000 + b"]" * 50_000 + b', "chosen": "a", "rejected": "b"}]',
+     "nested too deeply"),
+    ("twice.jsonl", b'{"prompt": "q", "chosen": "a", "chosen": "c", "rejected": "b"}\n', "row 1: key 'chosen' appears"),
+    ("../../escape.jsonl", b'{"prompt": "q", "chosen": "a"}\n', "missing column 'rejected'"),
+])
+def test_every_kind_of_bad_upload_is_one_message_and_stores_nothing(workspace, name, content, words):
+    at = open_page("pages/preferences.py")
+    at.file_uploader[0].set_value((name, content, "application/octet-stream")).run()
+    assert not at.exception
+    assert len(at.error) == 1
+    message = plain(at.error[0].value)
+    assert message.startswith(f"{name}: ") and words in message and "\n" not in message
+    assert not any(b.label.startswith("Add ") for b in at.button)
+    assert PairStore(workspace / "pairs.sqlite").count() == 0
+    assert not (workspace.parent.parent / "escape.jsonl").exists()
+
+
+def test_an_upload_over_the_size_limit_is_refused_with_the_limit_and_the_cli_way(workspace):
+    from streamlit import config as streamlit_config
+
+    limit = streamlit_config.get_option("server.maxUploadSize")
+    streamlit_config.set_option("server.maxUploadSize", 1)  # MB; the shipped limit is 50
+    try:
+        at = open_page("pages/preferences.py")
+        line = json.dumps({"prompt": "q" * 1000, "chosen": "a", "rejected": "b"}) + "\n"
+        at.file_uploader[0].set_value(("big.jsonl", (line * 1100).encode(), "application/json")).run()
+    finally:
+        streamlit_config.set_option("server.maxUploadSize", limit)
+    assert not at.exception
+    message = plain(at.error[0].value)
+    assert message.startswith("big.jsonl: 1.1 MB is over the upload limit of 1 MB") and "pairs add" in message
+    assert not any(b.label.startswith("Add ") for b in at.button)
+    assert PairStore(workspace / "pairs.sqlite").count() == 0
+
+
 def test_collect_stores_the_picked_answer_at_once(workspace):
     at = open_page("pages/preferences.py")
     at.text_input(key="collect.typed").set_value("Tell me about the sea.")
