@@ -362,15 +362,12 @@ def _resume(args) -> int:
 
 def _run_job(args) -> int:
     """Execute a queued run folder; end it cleanly (checkpoint first) on SIGINT or when the parent exits."""
-    import signal
     import threading
     import time
 
     from .jobs import prepared_job
 
-    # Stop is SIGINT. A server started in the background (`nohup make run &`) passes SIGINT on as ignored,
-    # and Python then never raises KeyboardInterrupt: take it back, or Stop would do nothing.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _stop_on_signals()
     job = prepared_job(args.run).start()
     parent = os.getppid()
 
@@ -391,12 +388,32 @@ FOLLOWED_METRICS = {  # printed each step by the commands that run a job, by the
 }
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C, ``kill -INT`` and a plain ``kill`` (SIGTERM) all stop a run cleanly, checkpoint first.
+
+    A command started in the background (``nohup ... &``, or a server started so) gets SIGINT ignored, and
+    Python then never raises KeyboardInterrupt: take it back, or the dashboard's Stop would do nothing.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
 def _follow(job) -> int:
-    """Print one line per logged step (and each health alarm once) until the job ends; Ctrl-C stops it
-    cleanly (checkpoint first)."""
+    """Print one line per logged step (and each health alarm once) until the job ends; Ctrl-C or SIGTERM
+    stops it cleanly (checkpoint first)."""
     import time
 
     from . import distributed
+
+    _stop_on_signals()
 
     if not distributed.is_main():  # process 0 prints; the others train beside it
         try:

@@ -49,6 +49,24 @@ def truncate_after_eos(response_ids: torch.Tensor, eos_id: int, pad_id: int):
     return ids, mask.long(), has_eos
 
 
+class NonFiniteLogitsError(FloatingPointError):
+    """The model's next-token logits hold NaN or inf while sampling (its weights or activations blew up)."""
+
+
+def _non_finite_logits_check():
+    """A logits processor that stops sampling with NonFiniteLogitsError instead of torch.multinomial's
+    'probability tensor contains either inf, nan or element < 0' (-inf alone is a masked token: allowed)."""
+    from transformers import LogitsProcessor
+
+    class RefuseNonFiniteLogits(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            if torch.isnan(scores).any() or torch.isposinf(scores).any():
+                raise NonFiniteLogitsError("the next-token logits are NaN or infinite while sampling")
+            return scores
+
+    return RefuseNonFiniteLogits()
+
+
 @torch.no_grad()
 def sample_responses(model, tokenizer, prompts, max_new_tokens: int, temperature: float,
                      chat_template: bool = True, max_prompt_tokens: int = 512) -> Rollout:
@@ -62,7 +80,8 @@ def sample_responses(model, tokenizer, prompts, max_new_tokens: int, temperature
         do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
-    output = model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=generation)
+    output = model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=generation,
+                            logits_processor=[_non_finite_logits_check()])
     # As wide as the longest response (generation stops when every sequence has ended), not always
     # max_new_tokens: no pass over the batch spends time on columns that are padding in every row.
     response = output[:, query_ids.shape[1]:]

@@ -72,7 +72,7 @@ class Job:
         try:
             final_state = self._body(self)
         except BaseException as err:  # noqa: BLE001 - every failure must reach the run folder
-            self.error = describe_error(err)
+            self.error = describe_error(err, step=int(run.status().get("step", 0)) + 1)
             run.log("failed: " + self.error + "\n" + traceback.format_exc())
             run.set_status("failed", error=self.error)
             return
@@ -119,6 +119,9 @@ class ProcessJob:
                 # the process ended without recording an end (killed, or stopped before it began)
                 if self.stop_event.is_set():
                     self.run.set_status("stopped")
+                elif code < 0:  # killed by a signal: nothing wrong with the run, which resumes from its checkpoint
+                    self.error = describe_kill(-code)
+                    self.run.set_status("interrupted", error=self.error)
                 else:
                     self.error = f"the job process ended with exit code {code}; see process.log in the run folder"
                     self.run.set_status("failed", error=self.error)
@@ -133,10 +136,21 @@ class ProcessJob:
         return self.run.status().get("state", "unknown")
 
 
-def describe_error(err: BaseException) -> str:
-    """One line for the user, with a suggestion where there is an obvious one."""
+def describe_kill(signal_number: int) -> str:
+    """Why a job process that a signal ended stopped, for the run's status line."""
+    try:
+        name = signal.Signals(signal_number).name
+    except ValueError:
+        name = f"signal {signal_number}"
+    why = " (often the system running out of memory)" if signal_number == signal.SIGKILL else ""
+    return f"the job process was killed by {name}{why}; Resume continues from the last checkpoint"
+
+
+def describe_error(err: BaseException, step: int | None = None) -> str:
+    """One line for the user, with a suggestion where there is an obvious one; ``step``: the step it failed in."""
     if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
-        return ("out of memory: try a smaller batch size or response length, or 4-bit quantization "
+        where = f" in step {step}" if step else ""
+        return (f"out of memory{where}: try a smaller batch size or response length, or 4-bit quantization "
                 f"({type(err).__name__})")
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -201,7 +215,7 @@ def _reward_body(job: Job) -> str:
     rm.save(run.path)
     held_out = split_pairs(pairs, config.eval_fraction, config.seed)[1]
     result["held_out"] = held_out_scores(rm, held_out)
-    (run.path / "eval.json").write_text(json.dumps({**result, **norm}, indent=2) + "\n")
+    atomic_write_text(run.path / "eval.json", json.dumps({**result, **norm}, indent=2) + "\n")
     run.set_status("running", step=config.steps, eval_accuracy=result["accuracy"],
                    eval_margin=result["margin_mean"])
     return "completed"
@@ -228,8 +242,8 @@ def prepare_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_
     run.create(PPO_KIND, {"config": to_dict(config), "reward": str(reward_dir.resolve()),
                           "prompts": str(prompts_path) if prompts_path else "demo",
                           "gold": uses_gold_score(config, reward_dir)}, config.steps)
-    (run.path / "prompts.json").write_text(json.dumps([_jsonable(p) for p in prompts]) + "\n")
-    (run.path / "probe_prompts.json").write_text(json.dumps([_jsonable(p) for p in probes]) + "\n")
+    atomic_write_text(run.path / "prompts.json", json.dumps([_jsonable(p) for p in prompts]) + "\n")
+    atomic_write_text(run.path / "probe_prompts.json", json.dumps([_jsonable(p) for p in probes]) + "\n")
     return Job(run, _ppo_body)
 
 
@@ -314,7 +328,7 @@ def _ppo_body(job: Job) -> str:
                              config, run)
     main = distributed.is_main()
     if main:
-        norm_file.write_text(json.dumps({"gain": reward_model.gain, "bias": reward_model.bias}) + "\n")
+        atomic_write_text(norm_file, json.dumps({"gain": reward_model.gain, "bias": reward_model.bias}) + "\n")
 
     latest = run.latest_checkpoint()
     if latest is not None:
@@ -413,7 +427,7 @@ def prepare_best_of_n_job(run_dir: Path, config: PPOConfig, reward_dir: Path, n:
     run = RunFolder(run_dir)
     run.create(BEST_OF_N_KIND, {"config": to_dict(config), "reward": str(reward_dir.resolve()), "n": n,
                                 "gold": uses_gold_score(config, reward_dir)}, len(chosen) * n)
-    (run.path / "prompts.json").write_text(json.dumps([_jsonable(p) for p in chosen]) + "\n")
+    atomic_write_text(run.path / "prompts.json", json.dumps([_jsonable(p) for p in chosen]) + "\n")
     return Job(run, _best_of_n_body)
 
 

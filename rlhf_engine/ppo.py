@@ -29,8 +29,8 @@ from . import distributed
 from .batching import batch_indices
 from .config import PPOConfig
 from .data import prompt_text
-from .generation import (Rollout, decode_responses, last_hidden_state, response_logits, sample_responses,
-                         token_entropy, token_logprobs)
+from .generation import (NonFiniteLogitsError, Rollout, decode_responses, last_hidden_state, response_logits,
+                         sample_responses, token_entropy, token_logprobs)
 from .lora_fused import fuse_lora_products
 from .models import load_model_and_tokenizer, lora_config, set_seed
 
@@ -350,8 +350,12 @@ class PPOTrainer:
         times = {}
         started = time.perf_counter()
         self.model.use(POLICY)
-        roll: Rollout = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
-                                         cfg.temperature, cfg.model.chat_template)
+        try:
+            roll: Rollout = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
+                                             cfg.temperature, cfg.model.chat_template)
+        except NonFiniteLogitsError:
+            raise NonFiniteError(f"policy logits are NaN or infinite at step {self.step_count} (while sampling); "
+                                 "the run was stopped (try a lower learning rate)") from None
         times["generate"] = time.perf_counter() - started
         release_free_memory()
         started = time.perf_counter()

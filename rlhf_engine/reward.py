@@ -28,6 +28,7 @@ from .batching import batch_indices
 from .data import PreferencePair, prompt_text
 from .generation import decode_responses, last_hidden_state, sample_responses
 from .lora_fused import fuse_lora_products
+from .runfolder import atomic_write_text
 from .models import (encode_prompt, left_pad, load_model_and_tokenizer, lora_config, position_ids_from_mask,
                      set_seed)
 
@@ -205,7 +206,7 @@ class RewardModel(nn.Module):
             "normalized_on": self.normalized_on,
             "pooling": self.pooling,
         }
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2) + "\n")  # last: it marks the folder whole
 
     @classmethod
     def load(cls, folder: Path, model_config: ModelConfig | None = None) -> "RewardModel":
@@ -351,8 +352,10 @@ def train_reward_model(
         batch = [train[i] for i in batch_indices(len(train), config.batch_size, step, config.seed)]
         chosen, rejected = pair_scores(rm, batch)
         loss = bradley_terry_loss(chosen, rejected)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"reward-model loss is {loss.item()} at step {step}")
+        for name, value in (("reward-model score", torch.cat([chosen, rejected])), ("reward-model loss", loss)):
+            if not bool(torch.isfinite(value).all()):
+                raise FloatingPointError(f"{name} is NaN or infinite at step {step}; the run was stopped "
+                                         "(try a lower learning rate)")
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()

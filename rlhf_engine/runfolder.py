@@ -23,6 +23,7 @@ from pathlib import Path
 
 STATES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
 ACTIVE_STATES = ("queued", "running")
+CLAIM_FILE = ".created"  # made with O_EXCL when a run folder is created
 KEEP_CHECKPOINTS = 2
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -87,9 +88,14 @@ class RunFolder:
 
     def create(self, kind: str, config: dict, total_steps: int) -> None:
         """Start a new run folder; refuse to overwrite an existing run."""
+        taken = FileExistsError(f"{self.path} already holds a run; resume it or choose another folder")
         if self.exists():
-            raise FileExistsError(f"{self.path} already holds a run; resume it or choose another folder")
+            raise taken
         self.path.mkdir(parents=True, exist_ok=True)
+        try:  # the claim: of two processes (two tabs, two clicks) creating the same run, exactly one gets here
+            (self.path / CLAIM_FILE).open("x").close()
+        except FileExistsError:
+            raise taken from None
         atomic_write_text(self.path / "config.json", json.dumps({"kind": kind, **config}, indent=2) + "\n")
         self.set_status("queued", step=0, total_steps=total_steps, created_at=_now())
 

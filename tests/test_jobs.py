@@ -143,6 +143,82 @@ def test_a_failing_run_is_marked_failed_with_its_reason(runs_dir, tiny_model_con
     assert "Traceback" in job.run.events()
 
 
+# ---------------------------------------------------------------------------------------------- numerical faults
+
+def test_nan_logits_while_sampling_stop_the_run_naming_them_and_the_step(runs_dir, tiny_model_config, reward_dir,
+                                                                         monkeypatch):
+    from rlhf_engine.ppo import PPOTrainer
+
+    sample = PPOTrainer.rollout
+
+    def rollout_after_a_blow_up(self, prompts):
+        if self.step_count == 2:  # the weights blow up between step 1 and step 2
+            with torch.no_grad():
+                self.model.peft.get_base_model().model.norm.weight.fill_(float("nan"))
+        return sample(self, prompts)
+
+    monkeypatch.setattr(PPOTrainer, "rollout", rollout_after_a_blow_up)
+    job = start_ppo_job(runs_dir / "ppo-nan-logits", _ppo_config(tiny_model_config, steps=3), reward_dir,
+                        background=False)
+    status = job.run.status()
+    assert status["state"] == "failed"
+    assert status["error"].startswith("NonFiniteError: policy logits are NaN or infinite at step 2 (while sampling)")
+    assert [m["step"] for m in job.run.metrics()] == [1]
+
+
+def test_a_nan_policy_loss_stops_the_run_at_its_step(runs_dir, tiny_model_config, reward_dir, monkeypatch):
+    import rlhf_engine.ppo as ppo
+
+    exact = ppo.policy_loss
+    monkeypatch.setattr(ppo, "policy_loss", lambda *a, **k: (exact(*a, **k)[0] * float("inf"), 0.0, 0.0))
+    job = start_ppo_job(runs_dir / "ppo-inf-loss", _ppo_config(tiny_model_config, steps=2), reward_dir,
+                        background=False)
+    assert "policy loss is NaN or infinite at step 1" in job.run.status()["error"]
+
+
+def test_a_nan_reward_model_loss_stops_training_at_its_step(runs_dir, tiny_model_config, pairs_file, monkeypatch):
+    import rlhf_engine.reward as reward
+
+    calls = []
+    exact = reward.bradley_terry_loss
+
+    def nan_at_step_3(chosen, rejected):
+        calls.append(1)
+        return exact(chosen, rejected) * (float("nan") if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr(reward, "bradley_terry_loss", nan_at_step_3)
+    config = RewardConfig(model=tiny_model_config, steps=6, eval_every=100, norm_samples=4, norm_response_length=4)
+    job = start_reward_job(runs_dir / "rm-nan", config, pairs_file, background=False)
+    status = job.run.status()
+    assert status["state"] == "failed"
+    assert "reward-model loss is NaN or infinite at step 3; the run was stopped (try a lower learning rate)" \
+        in status["error"]
+    assert [m["step"] for m in job.run.metrics()] == [1, 2]
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   MemoryError()])
+def test_out_of_memory_is_reported_with_its_step_and_what_to_change(runs_dir, tiny_model_config, reward_dir,
+                                                                    monkeypatch, error):
+    from rlhf_engine.ppo import PPOTrainer
+
+    update = PPOTrainer.update
+
+    def update_that_runs_out(self, batch):
+        if self.step_count == 2:
+            raise error
+        return update(self, batch)
+
+    monkeypatch.setattr(PPOTrainer, "update", update_that_runs_out)
+    job = start_ppo_job(runs_dir / f"ppo-oom-{type(error).__name__}", _ppo_config(tiny_model_config, steps=3),
+                        reward_dir, background=False)
+    status = job.run.status()
+    assert status["state"] == "failed"
+    assert status["error"] == ("out of memory in step 2: try a smaller batch size or response length, or 4-bit "
+                               f"quantization ({type(error).__name__})")
+    assert job.run.latest_checkpoint() is not None or status["step"] == 1  # step 1 kept; Resume offered
+
+
 def test_a_run_folder_is_never_overwritten(runs_dir, tiny_model_config, reward_dir):
     with pytest.raises(FileExistsError):
         start_ppo_job(reward_dir, _ppo_config(tiny_model_config), reward_dir)
@@ -283,7 +359,7 @@ def test_process_job_runs_a_prepared_run_in_its_own_process(runs_dir, tiny_model
     assert "step 3" in (job.run.path / "process.log").read_text()
 
 
-def test_process_job_stop_checkpoints_and_a_killed_process_reads_as_failed(runs_dir, tiny_model_config,
+def test_process_job_stop_checkpoints_and_a_killed_process_reads_as_interrupted(runs_dir, tiny_model_config,
                                                                            reward_dir):
     import signal
 
@@ -306,8 +382,8 @@ def test_process_job_stop_checkpoints_and_a_killed_process_reads_as_failed(runs_
     while killed.run.status()["state"] != "running":
         time.sleep(0.05)
     killed.process.send_signal(signal.SIGKILL)
-    assert killed.join(timeout=60) == "failed"
-    assert "exit code -9" in killed.run.status()["error"]
+    assert killed.join(timeout=60) == "interrupted"  # not the run's fault: it resumes from its checkpoint
+    assert "killed by SIGKILL (often the system running out of memory)" in killed.run.status()["error"]
 
 
 def test_stop_works_when_the_server_was_started_with_sigint_ignored(runs_dir, tiny_model_config, reward_dir):

@@ -1,0 +1,263 @@
+"""Crashes and concurrency (issue 6): SIGKILLed engine processes, stop signals, parallel writers and readers.
+
+The engine process here is the one the dashboard starts, ``python -m rlhf_engine run-job <folder>``, killed
+with SIGKILL while nobody waits for it (the server gone too: a closed laptop, the OOM killer). Nothing may be
+lost: after a restart the run reads as interrupted, its metrics file reads whole, and Resume continues from
+the last checkpoint to the full step count with every step logged once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from rlhf_engine.cli import main
+from rlhf_engine.config import PPOConfig, RewardConfig
+from rlhf_engine.data import PairStore, PreferencePair, write_pairs
+from rlhf_engine.jobs import prepare_ppo_job, prepare_resume, prepare_reward_job, resume_job, start_reward_job
+from rlhf_engine.runfolder import STATES, RunFolder, checkpoint_step, read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
+                                "Awful, bad, terrible.") for i in range(12)], path)
+    return path
+
+
+def engine(run_dir: Path, log: Path) -> subprocess.Popen:
+    """The dashboard's job process for a queued run folder."""
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "rlhf_engine", "run-job", str(run_dir)], cwd=REPO, env=ENV,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def wait_until(predicate, process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert process.poll() is None, f"the engine ended early:\n{log.read_text()[-3000:]}"
+        assert time.time() < deadline, f"timed out:\n{log.read_text()[-3000:]}"
+        time.sleep(0.02)
+
+
+def kill_and_check(run: RunFolder, process: subprocess.Popen) -> list[int]:
+    """SIGKILL the engine; check what a restarted app sees; leave a torn last line as a kill mid-write does."""
+    assert process.poll() is None, "the run ended before the kill"
+    process.kill()
+    process.wait(30)
+    restarted = RunFolder(run.path)  # a fresh reader, as after a restart
+    assert restarted.status()["state"] == "interrupted"
+    steps = [m["step"] for m in restarted.metrics()]
+    assert steps == list(range(1, len(steps) + 1))  # whole and in order
+    assert checkpoint_step(restarted.latest_checkpoint()) <= steps[-1]
+    with open(run.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": %d, "loss": 0.69' % (steps[-1] + 1))
+    assert [m["step"] for m in restarted.metrics()] == steps
+    return steps
+
+
+def kill_twice_then_resume(run: RunFolder, kill_at: tuple[int, int], log: Path) -> int:
+    """Start the engine, SIGKILL it at each step of ``kill_at`` (restarting it in between), then resume to
+    the end; return the kills survived."""
+    kills = 0
+    for target in kill_at:
+        if kills:
+            prepare_resume(run.path)  # what the Resume button does: queued again
+        process = engine(run.path, log)
+        wait_until(lambda: len(run.metrics()) >= target and run.latest_checkpoint() is not None
+                   and checkpoint_step(run.latest_checkpoint()) >= target - 3, process, log)
+        kill_and_check(run, process)
+        kills += 1
+    resumed = resume_job(run.path, background=False)
+    assert resumed.state == "completed", (resumed.run.status(), log.read_text()[-3000:])
+    return kills
+
+
+def test_a_reward_model_run_survives_sigkill_twice_and_resumes_to_the_full_step_count(runs_dir, tiny_model_config,
+                                                                                     pairs_file, tmp_path):
+    config = RewardConfig(model=tiny_model_config, steps=60, eval_every=20, checkpoint_every=3, norm_samples=4,
+                          norm_response_length=4)
+    run = prepare_reward_job(runs_dir / "rm-kill", config, pairs_file).run
+    stored_pairs = (run.path / "pairs.jsonl").read_bytes()
+    assert kill_twice_then_resume(run, (5, 20), tmp_path / "engine.log") == 2
+    assert [m["step"] for m in run.metrics()] == list(range(1, 61))
+    assert run.events().count("resuming from step-") == 2  # the restart after the first kill, and Resume
+    assert (run.path / "pairs.jsonl").read_bytes() == stored_pairs  # the run's copy of the pairs is untouched
+    assert (run.path / "reward_model.json").is_file() and run.eval()["accuracy"] >= 0
+
+
+def test_a_ppo_run_survives_sigkill_twice_and_resumes_to_the_full_step_count(runs_dir, tiny_model_config,
+                                                                            pairs_file, tmp_path):
+    rm_config = RewardConfig(model=tiny_model_config, steps=2, eval_every=2, norm_samples=4, norm_response_length=4)
+    assert start_reward_job(runs_dir / "rm", rm_config, pairs_file, background=False).state == "completed"
+    config = PPOConfig(model=tiny_model_config, batch_size=2, response_length=4, steps=14, checkpoint_every=2)
+    run = prepare_ppo_job(runs_dir / "ppo-kill", config, runs_dir / "rm").run
+    assert kill_twice_then_resume(run, (3, 8), tmp_path / "engine.log") == 2
+    assert [m["step"] for m in run.metrics()] == list(range(1, 15))
+    assert sorted({s["step"] for s in run.samples()}) == list(range(1, 15))  # samples truncated and resumed too
+    assert run.events().count("resumed from step-") == 2
+    assert (run.path / "policy" / "adapter_model.safetensors").is_file()
+
+
+def test_the_cli_stops_cleanly_on_sigint_even_when_started_with_it_ignored_and_on_sigterm(tmp_path, tiny_model_dir,
+                                                                                         pairs_file):
+    """`nohup python -m rlhf_engine train-rm ... &` gets SIGINT ignored; `kill` sends SIGTERM: both checkpoint."""
+    out = tmp_path / "rm"
+    log = tmp_path / "cli.log"
+    command = [sys.executable, "-m", "rlhf_engine", "train-rm", "--data", str(pairs_file), "--out", str(out),
+               "--model", tiny_model_dir, "--quant", "none", "--steps", "400", "--set", "checkpoint_every=1000"]
+    run = RunFolder(out)
+    for stop, argv in ((signal.SIGINT, command), (signal.SIGTERM, [sys.executable, "-m", "rlhf_engine", "resume",
+                                                                   str(out)])):
+        with open(log, "ab") as f:
+            process = subprocess.Popen(argv, cwd=REPO, env=ENV, stdout=f, stderr=subprocess.STDOUT,
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        before = len(run.metrics()) if run.exists() else 0
+        wait_until(lambda: run.exists() and len(run.metrics()) >= before + 3, process, log)
+        process.send_signal(stop)
+        assert process.wait(120) == 0, log.read_text()[-3000:]
+        status = run.status()
+        assert status["state"] == "stopped", log.read_text()[-3000:]
+        assert checkpoint_step(run.latest_checkpoint()) == status["step"] < 400  # a checkpoint at the stop
+    assert "stopping (writing a checkpoint)" in log.read_text()
+
+
+# ---------------------------------------------------------------------------------------------- the pair store
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from rlhf_engine.data import PairStore, PreferencePair
+    store, tag, n, batch, go = PairStore(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
+    while not go.exists():
+        time.sleep(0.005)
+    for start in range(0, n, batch):
+        store.add_many([PreferencePair(f"{tag} {i}", f"good {i}", f"bad {i}") for i in range(start, start + batch)],
+                       source=tag)
+""")
+
+
+def writer(store: Path, tag: str, n: int, batch: int, go: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(store), tag, str(n), str(batch), str(go)], cwd=REPO,
+                            env=ENV, stderr=subprocess.PIPE)
+
+
+def integrity(store: Path) -> str:
+    with contextlib.closing(sqlite3.connect(store)) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def test_two_processes_storing_200_pairs_each_at_once_store_400(tmp_path):
+    store, go = tmp_path / "pairs.sqlite", tmp_path / "go"
+    PairStore(store)
+    writers = [writer(store, tag, 200, 1, go) for tag in ("tab-a", "tab-b")]  # one transaction per pair
+    time.sleep(1.0)  # both imported and waiting
+    go.touch()
+    for process in writers:
+        assert process.wait(300) == 0, process.stderr.read().decode()
+    rows = PairStore(store).list(limit=1000)
+    assert len(rows) == 400 and len({r.id for r in rows}) == 400
+    for tag in ("tab-a", "tab-b"):
+        assert sorted(r.pair.prompt for r in rows if r.source == tag) == sorted(f"{tag} {i}" for i in range(200))
+    assert integrity(store) == "ok"
+
+
+def test_a_writer_killed_mid_upload_leaves_whole_uploads_only(tmp_path):
+    """Each add_many is one transaction: a SIGKILL at any moment stores a file's pairs all or none."""
+    store, go = tmp_path / "pairs.sqlite", tmp_path / "go"
+    go.touch()
+    PairStore(store)
+    for kill in range(3):
+        process = writer(store, f"upload-{kill}", 100_000, 50, go)
+        while PairStore(store).count() < 50 * (kill + 1) * 4:
+            assert process.poll() is None, process.stderr.read().decode()
+            time.sleep(0.01)
+        process.kill()
+        process.wait(30)
+        assert integrity(store) == "ok"
+        rows = PairStore(store).list(limit=10**6)
+        assert len(rows) % 50 == 0 and len({r.id for r in rows}) == len(rows)
+        for tag in {r.source for r in rows}:  # every upload is a whole number of 50-pair files, none repeated
+            prompts = [r.pair.prompt for r in rows if r.source == tag]
+            assert len(prompts) == len(set(prompts)) and len(prompts) % 50 == 0
+    PairStore(store).add(PreferencePair("after", "the", "kills"))
+    assert PairStore(store).count() % 50 == 1
+
+
+# ---------------------------------------------------------------------------------------------- runs and readers
+
+RUN_WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from rlhf_engine.runfolder import RunFolder
+    run = RunFolder(Path(sys.argv[1]))
+    for step in range(1, int(sys.argv[2]) + 1):
+        run.append_metrics({"step": step, "loss": 1.0 / step, **{f"metric/{k}": k * step for k in range(60)}})
+        run.append_samples([{"step": step, "prompt": "p", "response": "r" * 500}])
+        run.set_status("running", step=step)
+    run.set_status("completed", step=step)
+""")
+
+
+def test_a_run_reads_whole_from_the_engine_and_the_cli_while_it_is_written(tmp_path):
+    run = RunFolder(tmp_path / "runs" / "ppo-live")
+    run.create("ppo", {"config": {}}, 1500)
+    process = subprocess.Popen([sys.executable, "-c", RUN_WRITER, str(run.path), "1500"], cwd=REPO, env=ENV,
+                               stderr=subprocess.PIPE)
+    reads, last_step = 0, 0
+    while process.poll() is None or reads == 0:
+        status = RunFolder(run.path).status()
+        assert status["state"] in STATES and status["step"] >= last_step
+        last_step = status["step"]
+        metrics = run.metrics()
+        assert [m["step"] for m in metrics] == list(range(1, len(metrics) + 1))
+        assert all(len(m) == 62 for m in metrics)  # no row cut short
+        if reads % 10 == 0:
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                assert main(["runs", str(run.path.parent)]) == 0
+            assert "ppo-live" in out.getvalue()
+        reads += 1
+    assert process.wait() == 0, process.stderr.read().decode()
+    assert reads > 20 and len(run.metrics()) == 1500 and run.status()["state"] == "completed"
+
+
+def test_two_processes_creating_the_same_run_get_one_run(tmp_path):
+    script = textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        from rlhf_engine.runfolder import RunFolder
+        go = Path(sys.argv[2])
+        while not go.exists():
+            time.sleep(0.001)
+        try:
+            RunFolder(Path(sys.argv[1])).create("ppo", {"config": {"by": sys.argv[3]}}, 1)
+            print("created")
+        except FileExistsError:
+            print("refused")
+    """)
+    go = tmp_path / "go"
+    for attempt in range(5):
+        folder = tmp_path / f"run-{attempt}"
+        processes = [subprocess.Popen([sys.executable, "-c", script, str(folder), str(go), str(i)], cwd=REPO, env=ENV,
+                                      stdout=subprocess.PIPE, text=True) for i in range(2)]
+        time.sleep(0.5)
+        go.touch()
+        outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in processes)
+        go.unlink()
+        assert outcomes == ["created", "refused"]
+        assert json.loads((folder / "config.json").read_text())["kind"] == "ppo"
