@@ -62,11 +62,16 @@ def wait_for_health(url: str, proc: subprocess.Popen, log_path: Path, timeout: f
 
 
 @contextmanager
-def dashboard_server(workspace: Path, log_path: Path, env: dict | None = None):
-    """`streamlit run app.py` on a free loopback port with RLHF_WORKSPACE set; yields the base URL."""
+def dashboard_server(workspace: Path, log_path: Path, env: dict | None = None, address: str | None = "127.0.0.1"):
+    """`streamlit run app.py` on a free loopback port with RLHF_WORKSPACE set; yields the base URL.
+
+    ``address=None`` leaves the address to the project's .streamlit/config.toml (what `make run` relies on).
+    """
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+           "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    if address is not None:
+        cmd += ["--server.address", address]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "RLHF_WORKSPACE": str(workspace), **(env or {})})
