@@ -11,7 +11,7 @@ from rlhf_engine import figures
 from rlhf_engine.sweep import Sweep
 
 from .state import file_signature, is_live
-from .widgets import flash, md, queue_position, status_line
+from .widgets import flash, mark_started, md, queue_position, status_line
 
 SWEEP_REFRESH_S = 2.0  # seconds between refreshes of a live sweep's progress lines (light: several runs)
 
@@ -23,6 +23,7 @@ def submit_sweep(sweep_id: str, jobs: list, picker_key: str) -> None:
     from .state import job_queue
 
     queued = [job_queue().submit(ProcessJob(job.run)) for job in jobs]
+    mark_started(sweep_id)
     st.session_state[picker_key] = sweep_id
     ahead = queue_position(queued[0])
     flash(f"Queued {len(queued)} runs; they run one after another" +

@@ -162,6 +162,23 @@ def run_picker(runs: Sequence[RunFolder], label: str, key: str) -> RunFolder | N
     return by_id.get(st.selectbox(label, list(by_id), key=key))
 
 
+def started_already(name: str) -> bool:
+    """Whether this session has already started a run (or sweep) called ``name``, saying so on the page.
+
+    A double click on Start sends the second click with the form as it was, so it names the run the first
+    click started: that click starts nothing. (Another session naming the same run gets the engine's
+    'already holds a run' error: the run folder is claimed atomically.)
+    """
+    if name.strip() in st.session_state.get("started_names", set()):
+        st.info(f"{md(name.strip())} is already started (a second click on Start starts nothing).")
+        return True
+    return False
+
+
+def mark_started(name: str) -> None:
+    st.session_state.setdefault("started_names", set()).add(name)
+
+
 def submit_job(job, picker_key: str, name_key: str) -> None:
     """Queue a prepared job, show it in the run picker, give the next run a new name, and say what happened."""
     from rlhf_engine.jobs import ProcessJob
@@ -169,6 +186,7 @@ def submit_job(job, picker_key: str, name_key: str) -> None:
     from .state import job_queue
 
     job = job_queue().submit(ProcessJob(job.run))  # its own process: see ProcessJob
+    mark_started(job.run.id)
     st.session_state[f"{picker_key}.started"] = job.run.id
     st.session_state[picker_key] = job.run.id  # the picker shows the new run (it is drawn after the form)
     st.session_state.pop(name_key, None)

@@ -15,6 +15,7 @@ from dashboard.widgets import (
     queue_notice,
     run_picker,
     show_flash,
+    started_already,
     submit_job,
     token_view,
 )
@@ -45,7 +46,7 @@ with st.expander("Start a new run", expanded=not ws.runs_of(PPO_KIND)):
         base = ws.model_config()
         st.caption(f"Policy base: `{base.source}` ({base.quant}); change it on the Model page.")
         start = st.form_submit_button("Start", type="primary", disabled=not reward_models)
-    if start:
+    if start and not started_already(name):
         with engine_errors("Starting PPO"):
             config = PPOConfig(model=ws.model_config(), **fields)
             job = prepare_ppo_job(ws.runs / safe_name(name), config, ws.runs / rm_id)

@@ -23,7 +23,7 @@ from rlhf_engine.data import DataError, PreferencePair, prompt_text, read_pairs,
 from rlhf_engine.demo import demo_prompt_split
 from rlhf_engine.generation import decode_responses, sample_responses
 from rlhf_engine.jobs import DEMO_PAIRS_KIND, prepare_demo_pairs_job
-from rlhf_engine.runfolder import new_run_name, safe_name
+from rlhf_engine.runfolder import RunFolder, new_run_name, safe_name
 
 require_app_shell()
 
@@ -126,10 +126,14 @@ with simulate_tab:
              "reward model then learns to prefer positive text. ~2.4 s per pair on 2 CPU cores.")
     n = st.number_input("pairs to make", 1, 5000, 64, step=16, key="simulate.n")
     if st.button("Make simulated pairs", key="simulate.start"):
-        with engine_errors("Starting"):
-            job = prepare_demo_pairs_job(ws.runs / new_run_name("pairs"), int(n), ws.store_path, ws.model_config(),
-                                         seed=random.randrange(2**31))
-            submit_job(job, "simulate", "simulate.name")
+        making = st.session_state.get("simulate.started")  # a double click must not start a second job
+        if making and RunFolder(ws.runs / making).status().get("state") in ("queued", "running"):
+            st.info(f"{md(making)} is still making pairs; stop it or let it finish (a second click starts nothing).")
+        else:
+            with engine_errors("Starting"):
+                job = prepare_demo_pairs_job(ws.runs / new_run_name("pairs"), int(n), ws.store_path,
+                                             ws.model_config(), seed=random.randrange(2**31))
+                submit_job(job, "simulate", "simulate.name")
     queue_notice()
 
     def simulate_progress(run):

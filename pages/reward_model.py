@@ -16,6 +16,7 @@ from dashboard.widgets import (
     queue_notice,
     run_picker,
     show_flash,
+    started_already,
     submit_job,
 )
 from rlhf_engine.config import POOLINGS, QUANT_CHOICES, ModelConfig, RewardConfig, field_help
@@ -56,7 +57,7 @@ with st.expander("Train a new reward model", expanded=not ws.runs_of(REWARD_KIND
         start = st.form_submit_button("Train", type="primary", disabled=n_pairs < 2)
     if n_pairs < 2:
         st.info("Store at least two pairs on the Preferences page first.")
-    if start:
+    if start and not started_already(name):
         with engine_errors("Starting the reward model"):
             model = dataclasses.replace(base, quant=quant, lora_r=lora_r, lora_alpha=2 * lora_r)
             config = RewardConfig(model=model, steps=steps, learning_rate=lr, batch_size=batch_size, pooling=pooling)

@@ -13,6 +13,7 @@ from dashboard.widgets import (
     ppo_knobs,
     queue_notice,
     show_flash,
+    started_already,
 )
 from rlhf_engine import workshop
 from rlhf_engine.config import PPOConfig
@@ -77,7 +78,7 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
         base = ws.model_config()
         st.caption(f"Policy base: `{base.source}` ({base.quant}); change it on the Model page.")
         start = st.form_submit_button("Queue the sweep", type="primary", disabled=not reward_models)
-    if start:
+    if start and not started_already(name):
         with engine_errors("Starting the sweep"):
             values = parse_values(vary, values_text)
             config = PPOConfig(model=base, **fields)

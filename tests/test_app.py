@@ -341,6 +341,56 @@ def test_a_second_job_waits_in_the_queue_and_the_page_says_so(trained_workspace,
     assert run.status()["state"] == "completed" and blocker.status()["state"] == "completed"
 
 
+@pytest.fixture
+def busy_queue(workspace):
+    """The dashboard's job queue with a job that holds the device until released: new jobs stay queued."""
+    import threading
+
+    from dashboard.state import job_queue
+    from rlhf_engine.jobs import Job
+
+    assert job_queue().wait_idle(120)  # job processes of earlier tests have exited
+    release = threading.Event()
+    blocker = RunFolder(workspace / "runs" / "blocker")
+    blocker.create("test", {}, 1)
+    job_queue().submit(Job(blocker, lambda job: "completed" if release.wait(120) else "failed"))
+    yield job_queue()
+    for job in job_queue().jobs()[1:]:
+        job_queue().stop(job)  # off the queue before it starts
+    release.set()
+    assert job_queue().wait_idle(120)
+
+
+def test_two_clicks_on_start_start_one_job(workspace, busy_queue):
+    PairStore(workspace / "pairs.sqlite").add_many(PAIRS, source="test")
+    at = open_page("pages/reward_model.py")
+    at.text_input(key="rm.name").set_value("rm-twice")
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert at.success[0].value.startswith("Queued rm-twice")
+    # the second click of a double click arrives with the form as the first one sent it
+    at.text_input(key="rm.name").set_value("rm-twice")
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert not at.exception and not at.error
+    assert any("rm-twice is already started" in plain(i.value) for i in at.info)
+    assert [job.run.id for job in busy_queue.jobs()] == ["blocker", "rm-twice"]
+    # another browser tab naming the same run: refused by the engine's claim on the folder
+    other = open_page("pages/reward_model.py")
+    other.text_input(key="rm.name").set_value("rm-twice")
+    next(b for b in other.button if b.label == "Train").click().run()
+    assert any("already holds a run" in plain(e.value) for e in other.error)
+    assert [job.run.id for job in busy_queue.jobs()] == ["blocker", "rm-twice"]
+
+
+def test_two_clicks_on_make_simulated_pairs_start_one_job(workspace, busy_queue):
+    at = open_page("pages/preferences.py")
+    at.number_input(key="simulate.n").set_value(2)
+    at.button(key="simulate.start").click().run()
+    at.button(key="simulate.start").click().run()
+    assert not at.exception and not at.error
+    assert any("is still making pairs" in plain(i.value) for i in at.info)
+    assert len(busy_queue.jobs()) == 2 and len(list((workspace / "runs").glob("pairs-*"))) == 1
+
+
 def test_simulated_pairs_run_in_their_own_process_and_stop_storing_nothing(workspace):
     at = open_page("pages/preferences.py")
     at.number_input(key="simulate.n").set_value(5)
