@@ -196,6 +196,8 @@ class RunFolder:
             shutil.rmtree(tmp, ignore_errors=True)
         for old in sorted(p for p in self.checkpoint_root.glob("step-*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)
+        for torn in self.checkpoint_root.glob(".tmp-*"):  # left by a process killed while writing one
+            shutil.rmtree(torn, ignore_errors=True)
         return final
 
 

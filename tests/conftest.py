@@ -52,3 +52,14 @@ def runs_dir(tmp_path) -> Path:
     path = tmp_path / "runs"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def pairs_file(tmp_path) -> Path:
+    """Twelve easy preference pairs (positive chosen, negative rejected) as JSONL."""
+    from rlhf_engine.data import PreferencePair, write_pairs
+
+    path = tmp_path / "pairs.jsonl"
+    write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
+                                "Awful, bad, terrible.") for i in range(12)], path)
+    return path

@@ -24,20 +24,12 @@ import pytest
 
 from rlhf_engine.cli import main
 from rlhf_engine.config import PPOConfig, RewardConfig
-from rlhf_engine.data import PairStore, PreferencePair, write_pairs
+from rlhf_engine.data import PairStore, PreferencePair
 from rlhf_engine.jobs import prepare_ppo_job, prepare_resume, prepare_reward_job, resume_job, start_reward_job
-from rlhf_engine.runfolder import STATES, RunFolder, checkpoint_step, read_jsonl
+from rlhf_engine.runfolder import STATES, RunFolder, checkpoint_step
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-@pytest.fixture
-def pairs_file(tmp_path):
-    path = tmp_path / "pairs.jsonl"
-    write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
-                                "Awful, bad, terrible.") for i in range(12)], path)
-    return path
 
 
 def engine(run_dir: Path, log: Path) -> subprocess.Popen:
@@ -55,8 +47,9 @@ def wait_until(predicate, process: subprocess.Popen, log: Path, timeout: float =
         time.sleep(0.02)
 
 
-def kill_and_check(run: RunFolder, process: subprocess.Popen) -> list[int]:
-    """SIGKILL the engine; check what a restarted app sees; leave a torn last line as a kill mid-write does."""
+def kill_and_check(run: RunFolder, process: subprocess.Popen) -> int:
+    """SIGKILL the engine; check what a restarted app sees; leave a torn last line as a kill mid-write does;
+    return the step of the checkpoint a resume must continue from."""
     assert process.poll() is None, "the run ended before the kill"
     process.kill()
     process.wait(30)
@@ -64,27 +57,30 @@ def kill_and_check(run: RunFolder, process: subprocess.Popen) -> list[int]:
     assert restarted.status()["state"] == "interrupted"
     steps = [m["step"] for m in restarted.metrics()]
     assert steps == list(range(1, len(steps) + 1))  # whole and in order
-    assert checkpoint_step(restarted.latest_checkpoint()) <= steps[-1]
+    checkpoint = checkpoint_step(restarted.latest_checkpoint())
+    assert checkpoint <= steps[-1]
     with open(run.path / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"step": %d, "loss": 0.69' % (steps[-1] + 1))
     assert [m["step"] for m in restarted.metrics()] == steps
-    return steps
+    return checkpoint
 
 
 def kill_twice_then_resume(run: RunFolder, kill_at: tuple[int, int], log: Path) -> int:
     """Start the engine, SIGKILL it at each step of ``kill_at`` (restarting it in between), then resume to
     the end; return the kills survived."""
-    kills = 0
+    kills, checkpoints = 0, []
     for target in kill_at:
         if kills:
             prepare_resume(run.path)  # what the Resume button does: queued again
         process = engine(run.path, log)
         wait_until(lambda: len(run.metrics()) >= target and run.latest_checkpoint() is not None
                    and checkpoint_step(run.latest_checkpoint()) >= target - 3, process, log)
-        kill_and_check(run, process)
+        checkpoints.append(kill_and_check(run, process))
         kills += 1
     resumed = resume_job(run.path, background=False)
     assert resumed.state == "completed", (resumed.run.status(), log.read_text()[-3000:])
+    for checkpoint in checkpoints:  # each start after a kill went on from the checkpoint the kill left
+        assert f"from step-{checkpoint:06d}" in run.events()
     return kills
 
 
@@ -135,6 +131,25 @@ def test_the_cli_stops_cleanly_on_sigint_even_when_started_with_it_ignored_and_o
         assert status["state"] == "stopped", log.read_text()[-3000:]
         assert checkpoint_step(run.latest_checkpoint()) == status["step"] < 400  # a checkpoint at the stop
     assert "stopping (writing a checkpoint)" in log.read_text()
+
+
+def test_a_checkpoint_is_whole_or_absent(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.create("ppo", {"config": {}}, 10)
+    run.write_checkpoint(2, lambda folder: (folder / "weights").write_bytes(b"step 2"))
+
+    def dies_half_way(folder):
+        (folder / "weights").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run.write_checkpoint(4, dies_half_way)
+    (run.checkpoint_root / ".tmp-left-by-a-kill").mkdir()  # what SIGKILL during a write leaves
+    (run.checkpoint_root / ".tmp-left-by-a-kill" / "weights").write_bytes(b"half")
+    assert run.latest_checkpoint().name == "step-000002"
+    assert (run.latest_checkpoint() / "weights").read_bytes() == b"step 2"
+    run.write_checkpoint(6, lambda folder: (folder / "weights").write_bytes(b"step 6"))
+    assert sorted(p.name for p in run.checkpoint_root.iterdir()) == ["step-000002", "step-000006"]
 
 
 # ---------------------------------------------------------------------------------------------- the pair store

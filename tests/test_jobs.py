@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlhf_engine.config import PPOConfig, RewardConfig
-from rlhf_engine.data import DataError, PreferencePair, write_pairs
+from rlhf_engine.data import DataError, PreferencePair
 from rlhf_engine.jobs import Job, resume_job, start_ppo_job, start_reward_job
 from rlhf_engine.models import policy_name
 from rlhf_engine.runfolder import RunFolder, read_jsonl
@@ -16,14 +16,6 @@ from rlhf_engine.runfolder import RunFolder, read_jsonl
 PPO_METRICS = ("objective/scores", "objective/kl", "objective/non_score_reward", "objective/rlhf_reward",
                "objective/entropy", "policy/approxkl", "policy/clipfrac", "val/clipfrac", "loss/policy",
                "loss/value", "beta", "response_length", "time/step_s", "tokens_per_s")
-
-
-@pytest.fixture
-def pairs_file(tmp_path):
-    path = tmp_path / "pairs.jsonl"
-    write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
-                                "Awful, bad, terrible.") for i in range(12)], path)
-    return path
 
 
 @pytest.fixture
