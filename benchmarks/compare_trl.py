@@ -6,7 +6,8 @@ Run by hand (not in CI), with nothing else running:
     .venv/bin/python benchmarks/compare_trl.py --out benchmarks/out/compare
 
 PPO: bundled SmolLM2-135M-Instruct, 8 prompts a batch, 32 new tokens, 4 PPO epochs, one minibatch, LoRA
-rank 8 (alpha 16) on every linear layer, fp32, ``--iterations`` measured after one warm-up. Ours is
+rank 8 (alpha 16) on every linear layer, fp32 (``--dtype`` / ``--trl-dtype bfloat16``: bf16 weights on either
+side), ``--iterations`` measured after one warm-up. Ours is
 ``benchmarks/ppo_speed.py`` (engine defaults otherwise); TRL's is ``benchmarks/peer/trl_ppo.py``
 (``trl.experimental.ppo``: LoRA policy, reference = adapter off, value and reward models as
 ``AutoModelForSequenceClassification``, its documented setup). Each side runs in its own process; the
@@ -17,7 +18,7 @@ second, the highest peak RSS of the process, and the ratio of every run pair. Re
 pairs through ``benchmarks/rm_speed.py`` and ``benchmarks/peer/trl_reward.py``, taking turns likewise.
 
 Then the lower bound of one of our iterations: FLOPs of every pass from the model's shapes and the
-measured token counts, over this machine's measured fp32 matmul rate; generation, which reads every
+measured token counts, over this machine's measured matmul rate in our dtype; generation, which reads every
 weight once per new token, over its measured memory bandwidth. Everything goes to ``<out>/compare.json``
 and a Markdown table on stdout (pasted into benchmarks/RESULTS.md).
 """
@@ -110,11 +111,11 @@ def _wait_for_turn(process: subprocess.Popen) -> None:
         process.returncode = os.waitstatus_to_exitcode(status)
 
 
-def matmul_flops_per_s() -> float:
-    """This machine's fp32 matmul rate on all torch threads (best of 3 × 5 products of 2048² matrices)."""
+def matmul_flops_per_s(dtype: str = "float32") -> float:
+    """This machine's matmul rate in ``dtype`` on all torch threads (best of 3 × 5 products of 2048² matrices)."""
     import torch
 
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a, b = (torch.randn(2048, 2048, dtype=getattr(torch, dtype)) for _ in range(2))
     best = 0.0
     for _ in range(3):
         started = time.perf_counter()
@@ -137,7 +138,7 @@ def memory_bytes_per_s() -> float:
     return best
 
 
-def lower_bound(model_dir: str, ours: dict, epochs: int, lora_r: int, batch: int) -> dict:
+def lower_bound(model_dir: str, ours: dict, epochs: int, lora_r: int, batch: int, dtype: str = "float32") -> dict:
     """FLOPs of one of our PPO iterations (measured token counts) and the time they need at this machine's rates.
 
     Per token, a forward pass costs 2 FLOPs per weight of the transformer's linear layers (LoRA included)
@@ -164,9 +165,9 @@ def lower_bound(model_dir: str, ours: dict, epochs: int, lora_r: int, batch: int
     passes = {"forward (policy, reference, reward)": 2 * forward + reward,
               "update (epochs x backward, epochs - 1 x forward)": epochs * forward + (epochs - 1) * forward}
     flops = sum(passes.values())
-    rate = matmul_flops_per_s()
+    rate = matmul_flops_per_s(dtype)
     bandwidth = memory_bytes_per_s()
-    weight_bytes = 4 * (linear + vocab * d)
+    weight_bytes = (2 if dtype == "bfloat16" else 4) * (linear + vocab * d)
     decode_s = (resp_tokens / batch) * weight_bytes / bandwidth
     prefill_s = (seq_tokens - resp_tokens) * 2 * linear / rate
     bound = flops / rate + decode_s + prefill_s
@@ -187,6 +188,9 @@ def main() -> None:
     parser.add_argument("--rm-steps", type=int, default=10, help="measured reward-model steps (after 1 warm-up)")
     parser.add_argument("--skip-ppo", action="store_true")
     parser.add_argument("--skip-rm", action="store_true")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="our PPO's weights")
+    parser.add_argument("--trl-dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="TRL's PPO weights (bfloat16 also turns on its bf16 mode)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
@@ -202,12 +206,14 @@ def main() -> None:
                                  "torch_threads": torch.get_num_threads(), "torch": torch.__version__}}
     if not args.skip_ppo:
         ours, theirs = run_pairs(args.out, "ppo", args.repeats,
-                                 lambda out: [sys.executable, "benchmarks/ppo_speed.py", *ppo_args, "--out", out],
+                                 lambda out: [sys.executable, "benchmarks/ppo_speed.py", *ppo_args, "--dtype",
+                                              args.dtype, "--out", out],
                                  lambda out: [str(PEER / ".venv-ppo/bin/python"), str(PEER / "trl_ppo.py"),
                                               "--model", model_dir, "--prompts", str(prompts_file), *ppo_args,
-                                              "--temperature", "0.7", "--out", out])
-        results["ppo"] = {"ours": ours, "trl": theirs}
-        results["lower_bound"] = lower_bound(model_dir, ours[0] | {"median_s": _median(ours, "median_s")}, 4, 8, 8)
+                                              "--dtype", args.trl_dtype, "--temperature", "0.7", "--out", out])
+        results["ppo"] = {"ours": ours, "trl": theirs, "dtype": {"ours": args.dtype, "trl": args.trl_dtype}}
+        results["lower_bound"] = lower_bound(model_dir, ours[0] | {"median_s": _median(ours, "median_s")}, 4, 8, 8,
+                                             args.dtype)
     if not args.skip_rm:
         rm_args = [*common, "--steps", str(args.rm_steps), "--warmup", "1", "--max-length", "256", "--lr", "1e-4"]
         ours, theirs = run_pairs(args.out, "rm", args.repeats,
@@ -224,7 +230,9 @@ def main() -> None:
 def print_tables(results: dict) -> None:
     gb = 1024 ** 3
     if "ppo" in results:
-        print("\n| PPO, one iteration | ours | TRL 1.12.0 | ours / TRL |\n|---|---|---|---|")
+        dtypes = results["ppo"]["dtype"]
+        print(f"\n| PPO, one iteration | ours ({dtypes['ours']}) | TRL 1.12.0 ({dtypes['trl']}) | ours / TRL |"
+              "\n|---|---|---|---|")
         ours, trl = results["ppo"]["ours"], results["ppo"]["trl"]
         rows = [("seconds per iteration (median)", _median(ours, "median_s"), _median(trl, "median_s"), "{:.1f} s"),
                 ("response tokens / s", _median(ours, "tokens_per_s"), _median(trl, "tokens_per_s"), "{:.1f}"),
@@ -238,6 +246,7 @@ def print_tables(results: dict) -> None:
             f"{k} {statistics.median(r['phases_median_s'][k] for r in ours):.2f}" for k in ours[0]["phases_median_s"]))
         bound = results["lower_bound"]
         print(f"\nLower bound: {bound['flops'] / 1e12:.2f} TFLOP at {bound['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s "
+              f"({dtypes['ours']}) "
               f"= {bound['compute_bound_s']:.1f} s, generation {bound['generation_bound_s']:.1f} s "
               f"(memory {bound['memory_bytes_per_s'] / 1e9:.1f} GB/s): {bound['iteration_bound_s']:.1f} s; "
               f"measured {bound['measured_s']:.1f} s = {bound['ratio']:.2f} x the bound")

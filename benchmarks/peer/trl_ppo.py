@@ -39,8 +39,11 @@ def main():
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--kl-coef", type=float, default=0.05)
     p.add_argument("--threads", type=int)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="weights of all four models; bfloat16 also turns on TRL's bf16 mode")
     p.add_argument("--out", required=True)
     a = p.parse_args()
+    dtype = getattr(torch, a.dtype)
     if a.threads:
         torch.set_num_threads(a.threads)
 
@@ -57,10 +60,10 @@ def main():
     ]
     dataset = Dataset.from_dict({"input_ids": ids})
 
-    policy = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    policy = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype)
     torch.manual_seed(0)  # the score heads are freshly initialised: make them reproducible
-    value_model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=1, dtype=torch.float32)
-    reward_model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=1, dtype=torch.float32)
+    value_model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=1, dtype=dtype)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=1, dtype=dtype)
     for m in (policy, value_model, reward_model):
         m.config.pad_token_id = tokenizer.pad_token_id
     policy.generation_config.pad_token_id = tokenizer.pad_token_id  # fill after EOS with pad, not EOS
@@ -89,7 +92,7 @@ def main():
         logging_steps=1,
         disable_tqdm=True,
         use_cpu=True,
-        bf16=False,  # PPOConfig defaults bf16 to True; we compare fp32 against fp32
+        bf16=a.dtype == "bfloat16",  # PPOConfig defaults bf16 to True; fp32 is compared against fp32
         fp16=False,
         gradient_checkpointing=False,  # defaults to True, but PPOTrainer.train() never turns it on anyway
         dataloader_num_workers=0,
@@ -153,7 +156,7 @@ def main():
             "lora_target_modules": "all-linear", "temperature": a.temperature, "lr": a.lr,
             "kl_coef": a.kl_coef, "kl_estimator": config.kl_estimator, "vf_coef": config.vf_coef,
             "cliprange": config.cliprange, "cliprange_value": config.cliprange_value,
-            "gamma": config.gamma, "lam": config.lam, "dtype": "float32", "pad_token": tokenizer.pad_token,
+            "gamma": config.gamma, "lam": config.lam, "dtype": a.dtype, "pad_token": tokenizer.pad_token,
             "optimizer": getattr(config.optim, "value", config.optim),
             "lr_scheduler": getattr(config.lr_scheduler_type, "value", config.lr_scheduler_type),
             "grad_clipping": "none (PPOTrainer.train() never clips)",
