@@ -7,6 +7,7 @@ first EOS; everything after it is the pad token and masked out.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -53,9 +54,11 @@ class NonFiniteLogitsError(FloatingPointError):
     """The model's next-token logits hold NaN or inf while sampling (its weights or activations blew up)."""
 
 
+@functools.cache
 def _non_finite_logits_check():
     """A logits processor that stops sampling with NonFiniteLogitsError instead of torch.multinomial's
-    'probability tensor contains either inf, nan or element < 0' (-inf alone is a masked token: allowed)."""
+    'probability tensor contains either inf, nan or element < 0' (-inf alone is a masked token: allowed).
+    Stateless: built once (transformers imported on first use), shared by every generate call."""
     from transformers import LogitsProcessor
 
     class RefuseNonFiniteLogits(LogitsProcessor):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -351,4 +350,3 @@ def test_the_cli_exits_2_with_one_line_and_the_store_keeps_nothing(bad: tuple[st
             # the row; or for bytes that are not UTF-8 (a lone surrogate in a CSV), the line and offset
             assert ": row " in lines[0] or "not UTF-8 text (byte 0xed at offset" in lines[0]
         assert [p.prompt for p in PairStore(store).all_pairs()] == ["kept"]
-        shutil.rmtree(Path(tmp) / "ws")
