@@ -21,6 +21,7 @@ KL_ESTIMATORS = ("k1", "k3")
 POOLINGS = ("last", "mean")
 GOLD_CHOICES = ("auto", "on", "off")
 VALUE_MODELS = ("shared", "separate")
+CPU_MATMUL_CHOICES = ("auto", "packed", "onednn", "pytorch")
 
 
 @dataclass
@@ -35,11 +36,13 @@ class ModelConfig:
     lora_alpha: int = 32  # LoRA scale numerator; update scaled by alpha / r
     lora_target: str = "all-linear"  # QLoRA: adapters on every linear layer except the LM head
     chat_template: bool = True  # wrap plain-text prompts as a user turn of the tokenizer's chat template
+    cpu_matmul: str = "auto"  # fp32 frozen linears on CPU: oneDNN "packed" (a copy of the weights), "onednn", "pytorch"; auto = packed up to 2 GiB
 
     def __post_init__(self) -> None:
         _check_choice("quant", self.quant, QUANT_CHOICES)
         _check_choice("dtype", self.dtype, DTYPE_CHOICES)
         _check_choice("device", self.device, DEVICE_CHOICES)
+        _check_choice("cpu_matmul", self.cpu_matmul, CPU_MATMUL_CHOICES)
         _check_positive("lora_r", self.lora_r)
 
 
@@ -108,6 +111,7 @@ class PPOConfig:
     probe_every: int = 5  # answer the fixed probe prompts with the current policy every N steps (0 = never)
     gold_score: str = "auto"  # also log the demo's gold score of each sample: auto = when the RM's pairs are simulated
     seed: int = 0  # seeds Python, NumPy and torch (and the prompt order)
+    trim_memory: bool = False  # return freed heap to the OS after each phase and minibatch: ~0.4 GB lower peak, ~10 % slower (page faults)
 
     # Fields added after runs were already saved, with the value such a run actually used: a config file
     # without the field reads with this, so resuming an old run does not change its algorithm.

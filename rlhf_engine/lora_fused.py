@@ -18,6 +18,40 @@ import types
 import torch
 from torch import nn
 
+from . import cpu_linear
+
+
+class _LoraOnFrozenCPUBase(torch.autograd.Function):
+    """y = x Wᵀ + b + s (x Aᵀ) Bᵀ for a frozen fp32 base on CPU (``cpu_linear``), with its own backward.
+
+    The backward is the one autograd would build, with each product in the form that is fast there:
+    autograd's ``dyᵀ (x Aᵀ)`` for B's gradient is a [N, M] x [M, r] product that MKL runs at a few
+    GFLOP/s; ``((x Aᵀ)ᵀ dy)ᵀ`` is the same sum, ~4x faster, and ``dy B`` goes through oneDNN (~4x).
+    """
+
+    @staticmethod
+    def forward(ctx, x, base, lora_a, lora_b, scaling):
+        xa = torch.ops.mkldnn._linear_pointwise(x, lora_a, None, "none", [], "")  # [M, r]
+        out = cpu_linear.frozen_product(base, x)
+        out.addmm_(xa, lora_b.t(), alpha=scaling)
+        ctx.save_for_backward(x, xa, base.weight, lora_a, lora_b)
+        ctx.scaling = scaling
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, xa, weight, lora_a, lora_b = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_xa = cpu_linear.input_gradient(grad_out, lora_b).mul_(ctx.scaling)  # s dy B: [M, r]
+        grad_x = grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = cpu_linear.input_gradient(grad_out, weight).addmm_(grad_xa, lora_a)
+        if ctx.needs_input_grad[2]:
+            grad_a = grad_xa.t().mm(x)  # [r, K]
+        if ctx.needs_input_grad[3]:
+            grad_b = xa.t().mm(grad_out).t().mul_(ctx.scaling)  # s dyᵀ (x Aᵀ): [N, r]
+        return grad_x, None, grad_a, grad_b, None
+
 
 def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """Forward of one ``lora.Linear``: the fused path when it is exact, PEFT's forward otherwise."""
@@ -33,10 +67,25 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if not x.dtype == base.weight.dtype == lora_a.dtype == lora_b.dtype:
         return peft_forward(self, x, *args, **kwargs)
     flat = x.reshape(-1, x.shape[-1])
+    if cpu_linear.takes_onednn(base, flat):
+        out = _LoraOnFrozenCPUBase.apply(flat, base, lora_a, lora_b, self.scaling[name])
+        return out.view(*x.shape[:-1], out.shape[-1])
     out = nn.functional.linear(flat, base.weight, base.bias)
     # In place: linear's backward keeps its input and weight, not its output, so overwriting it is safe.
     out.addmm_(nn.functional.linear(flat, lora_a), lora_b.t(), alpha=self.scaling[name])
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _merge(self, *args, **kwargs) -> None:
+    """PEFT's merge, which writes the base weight through ``.data``; then the base's oneDNN copy is stale."""
+    type(self).merge(self, *args, **kwargs)
+    cpu_linear.refresh(self.base_layer)
+
+
+def _unmerge(self, *args, **kwargs) -> None:
+    """PEFT's unmerge (``.data`` again), then the same."""
+    type(self).unmerge(self, *args, **kwargs)
+    cpu_linear.refresh(self.base_layer)
 
 
 def fuse_lora_products(model: nn.Module) -> int:
@@ -50,5 +99,7 @@ def fuse_lora_products(model: nn.Module) -> int:
     for module in model.modules():
         if type(module) is LoraLinear:
             module.forward = types.MethodType(_fused_forward, module)
+            module.merge = types.MethodType(_merge, module)
+            module.unmerge = types.MethodType(_unmerge, module)
             count += 1
     return count

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .cpu_linear import use_onednn_linears
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,7 @@ def load_causal_lm(config: ModelConfig, path: str | None = None):
         raise ModelSourceError(f"cannot load model {config.source!r}: {_first_line(err)}") from err
     if quant is None:
         model.to(device)
+    use_onednn_linears(model, config.cpu_matmul)
     disable_dropout(model)
     model.eval()
     keep_4bit_weights_differentiable(model)

@@ -1,20 +1,25 @@
-"""The fused LoRA forward (rlhf_engine/lora_fused.py) is PEFT's function: same outputs, same gradients."""
+"""The fused LoRA forward (rlhf_engine/lora_fused.py) is PEFT's function: same outputs, same gradients,
+on a base computed by PyTorch or by oneDNN (rlhf_engine/cpu_linear.py)."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 from peft import get_peft_model
 from peft.tuners.lora.layer import Linear as LoraLinear
 
+from rlhf_engine.cpu_linear import use_onednn_linears
 from rlhf_engine.lora_fused import fuse_lora_products
 from rlhf_engine.models import load_model_and_tokenizer, lora_config
 
 
-def _two_models(config):
-    """(PEFT's own model, the same weights fused), with non-zero B so the adapters change the output."""
+def _two_models(config, cpu_matmul="packed"):
+    """(PEFT's own model on PyTorch's products, the same weights to fuse with its base's linears computed
+    as ``cpu_matmul`` says), with non-zero B so the adapters change the output."""
+    config = dataclasses.replace(config, cpu_matmul="pytorch")
     base, tokenizer = load_model_and_tokenizer(config)
     plain = get_peft_model(base, lora_config(config), adapter_name="policy")
     plain.add_adapter("other", lora_config(config))
@@ -23,6 +28,7 @@ def _two_models(config):
         if "lora_B" in name:
             param.data.normal_(std=0.05)
     fused = copy.deepcopy(plain)
+    assert use_onednn_linears(fused, cpu_matmul) == cpu_matmul
     return plain, fused, tokenizer
 
 
@@ -42,9 +48,10 @@ def test_every_lora_layer_gets_the_fused_forward_once(tiny_model_config):
     assert not any("forward" in vars(m) for m in plain.modules() if type(m) is LoraLinear)
 
 
+@pytest.mark.parametrize("cpu_matmul", ["pytorch", "packed", "onednn"])
 @pytest.mark.parametrize("adapter", ["policy", "other"])
-def test_outputs_and_gradients_match_peft(tiny_model_config, adapter):
-    plain, fused, tokenizer = _two_models(tiny_model_config)
+def test_outputs_and_gradients_match_peft(tiny_model_config, adapter, cpu_matmul):
+    plain, fused, tokenizer = _two_models(tiny_model_config, cpu_matmul)
     fuse_lora_products(fused)
     ids, mask = _batch(tokenizer)
     grads = []
