@@ -36,14 +36,14 @@ PACKED_COPY_LIMIT = 2 * 1024**3  # auto packs when the extra copy is at most thi
 _BATCH_HINT = 8  # rows oneDNN's layout is tuned for: decoding's; any row count gives the same result
 
 
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x Wᵀ + b through oneDNN; ``weight`` packed, plain, or a strided view such as a transpose."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 def input_gradient(grad_out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """dL/dx = dL/dy W of y = x Wᵀ, as a linear map of dy with the weight Wᵀ: a transposed view, no copy."""
-    return _onednn_linear(grad_out.contiguous(), weight.t(), None)
+    return onednn_linear(grad_out.contiguous(), weight.t(), None)
 
 
 class OneDNNWeight:
@@ -89,7 +89,7 @@ def takes_onednn(layer: nn.Module, x: torch.Tensor) -> bool:
 
 def frozen_product(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """x Wᵀ + b of a layer for which ``takes_onednn`` holds, without autograd (callers give the backward)."""
-    return _onednn_linear(x, layer.onednn_weight.of(layer.weight), layer.bias)
+    return onednn_linear(x, layer.onednn_weight.of(layer.weight), layer.bias)
 
 
 def refresh(layer: nn.Module) -> None:
@@ -133,8 +133,8 @@ def _works_here() -> bool:
         generator = torch.Generator().manual_seed(0)
         x, w = torch.randn(3, 16, generator=generator), torch.randn(24, 16, generator=generator)
         packed = torch.ops.mkldnn._reorder_linear_weight(w, _BATCH_HINT)
-        return bool(torch.allclose(_onednn_linear(x, packed, None), F.linear(x, w), atol=1e-5)
-                    and torch.allclose(_onednn_linear(x, w, None), F.linear(x, w), atol=1e-5))
+        return bool(torch.allclose(onednn_linear(x, packed, None), F.linear(x, w), atol=1e-5)
+                    and torch.allclose(onednn_linear(x, w, None), F.linear(x, w), atol=1e-5))
     except (RuntimeError, AttributeError):
         return False
 

@@ -31,7 +31,7 @@ class _LoraOnFrozenCPUBase(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, base, lora_a, lora_b, scaling):
-        xa = torch.ops.mkldnn._linear_pointwise(x, lora_a, None, "none", [], "")  # [M, r]
+        xa = cpu_linear.onednn_linear(x, lora_a, None)  # [M, r]
         out = cpu_linear.frozen_product(base, x)
         out.addmm_(xa, lora_b.t(), alpha=scaling)
         ctx.save_for_backward(x, xa, base.weight, lora_a, lora_b)
