@@ -13,7 +13,9 @@ batches, DoRA and other variants, quantized bases, dtype casts) runs PEFT's own 
 
 from __future__ import annotations
 
+import contextlib
 import types
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -56,6 +58,9 @@ class _LoraOnFrozenCPUBase(torch.autograd.Function):
 def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """Forward of one ``lora.Linear``: the fused path when it is exact, PEFT's forward otherwise."""
     peft_forward = type(self).forward
+    groups = getattr(self, "_row_adapters", None)
+    if groups is not None and not (args or kwargs):
+        return _grouped_forward(self, x, groups)
     if args or kwargs or self.disable_adapters or self.merged or len(self.active_adapters) != 1:
         return peft_forward(self, x, *args, **kwargs)
     name = self.active_adapters[0]
@@ -67,13 +72,70 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if not x.dtype == base.weight.dtype == lora_a.dtype == lora_b.dtype:
         return peft_forward(self, x, *args, **kwargs)
     flat = x.reshape(-1, x.shape[-1])
-    if cpu_linear.takes_onednn(base, flat):
+    if cpu_linear.takes_onednn(base, flat) and torch.is_grad_enabled():
         out = _LoraOnFrozenCPUBase.apply(flat, base, lora_a, lora_b, self.scaling[name])
         return out.view(*x.shape[:-1], out.shape[-1])
-    out = nn.functional.linear(flat, base.weight, base.bias)
+    # Without gradient (decoding) the base layer's own forward takes oneDNN where it can, and the rank-r
+    # product x Aᵀ plain torch: at decoding's few rows oneDNN's call costs more than the product (27 against
+    # 10 µs at 8 rows, the autograd function ~60 µs more), ~20 ms a token of the bundled model.
+    out = base(flat) if not torch.is_grad_enabled() else nn.functional.linear(flat, base.weight, base.bias)
     # In place: linear's backward keeps its input and weight, not its output, so overwriting it is safe.
     out.addmm_(nn.functional.linear(flat, lora_a), lora_b.t(), alpha=self.scaling[name])
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _grouped_forward(self, x: torch.Tensor, groups: tuple[tuple[int, int, str], ...]) -> torch.Tensor:
+    """Rows ``start:stop`` of the batch through adapter ``name``, for each (start, stop, name): the base
+    product once for the whole batch, then each group's LoRA product added to its rows (contiguous slices,
+    no gather). What PEFT's mixed-adapter batches compute, without a hook per layer and call (measured:
+    32 rows of 4 adapters decode in 14.7 s through PEFT's, against 8.1 s for 32 rows of one adapter):
+    each row gets x Wᵀ + b + s (x Aᵀ) Bᵀ with its own A, B and s. A name without an adapter in this layer
+    (or "__base__") leaves its rows at the base product."""
+    if self.disable_adapters or self.merged:
+        raise ValueError("mixed-adapter rows need enabled, unmerged adapters")
+    rows_per_item = x[0].numel() // x.shape[-1]  # tokens per batch row
+    flat = x.reshape(-1, x.shape[-1])
+    out = self.base_layer(flat)  # any base: plain (oneDNN on CPU), 4-bit or 8-bit
+    for start, stop, name in groups:
+        if name not in self.lora_A:
+            continue
+        rows = slice(start * rows_per_item, stop * rows_per_item)
+        lora_a, lora_b, scale = self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name]
+        xa = nn.functional.linear(flat[rows].to(lora_a.dtype), lora_a)
+        if out.dtype == lora_b.dtype:
+            out[rows].addmm_(xa, lora_b.t(), alpha=scale)
+        else:
+            out[rows] += (nn.functional.linear(xa, lora_b) * scale).to(out.dtype)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+@contextlib.contextmanager
+def rows_through_adapters(model: nn.Module, adapter_names: Sequence[str]) -> Iterator[None]:
+    """While inside, batch row i of every forward pass goes through the LoRA adapter ``adapter_names[i]``
+    ("__base__": no adapter), in every fused layer of ``model``; for inference (no gradient). Rows with the
+    same adapter must be next to each other (a batched sweep's runs are). Batches must keep their rows."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    groups: list[list] = []
+    for i, name in enumerate(adapter_names):
+        if groups and groups[-1][2] == name:
+            groups[-1][1] = i + 1
+        elif any(g[2] == name for g in groups):
+            raise ValueError(f"the rows of adapter {name!r} are not next to each other")
+        else:
+            groups.append([i, i + 1, name])
+    frozen = tuple(tuple(g) for g in groups)
+    layers = [m for m in model.modules() if type(m) is LoraLinear]
+    if not layers or any(getattr(m.forward, "__func__", None) is not _fused_forward for m in layers):
+        raise ValueError("rows_through_adapters needs a model whose LoRA layers fuse_lora_products patched")
+    for layer in layers:
+        layer._row_adapters = frozen
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for layer in layers:
+            layer._row_adapters = None
 
 
 def _merge(self, *args, **kwargs) -> None:
