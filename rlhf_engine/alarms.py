@@ -11,7 +11,7 @@ The alarms:
 - ``kl_negative``: with the k1 estimator, the recent mean KL is clearly below zero, so the sampled tokens are
   ones the reference model prefers and the KL penalty is paying the policy rather than holding it back.
 - ``kl_runaway``: KL rises step after step and has grown large: the policy is drifting away from the reference
-  without anything stopping it.
+  without anything stopping it (after the first steps, and not at β = 0, where nothing is meant to).
 - ``reward_hacking``: (demo data with a gold score only) the reward model's score keeps rising while the true
   gold score falls: the policy exploits the reward model's mistakes (over-optimisation, Gao et al. 2022).
 - ``entropy_collapse``: entropy per token has fallen to a small fraction of its starting value: the policy
@@ -202,9 +202,16 @@ def _check_kl_negative(rows, config) -> Alarm | None:
 
 
 def _check_kl_runaway(rows, config) -> Alarm | None:
-    """The last RUNAWAY_WINDOW KL values (nearly) all rising, ending far above where the window started."""
-    kl = _series(rows, "objective/kl")[-RUNAWAY_WINDOW:]
-    if len(kl) < RUNAWAY_WINDOW:
+    """The last RUNAWAY_WINDOW KL values (nearly) all rising, ending far above where the window started.
+
+    Not in a run's first RUNAWAY_WINDOW steps (every run's KL rises from 0 as it leaves the reference), and
+    not at a fixed β of 0, where nothing is meant to hold the policy (a sweep's no-penalty baseline: its
+    growing KL is what the sweep shows, and "raise β" is what the other runs do)."""
+    if _setting(config, "adaptive_kl", False) is not True and _number(_setting(config, "kl_coef", None)) == 0:
+        return None
+    series = _series(rows, "objective/kl")
+    kl = series[-RUNAWAY_WINDOW:]
+    if len(series) < 2 * RUNAWAY_WINDOW:
         return None
     values = [v for _, (v,) in kl]
     dips = sum(1 for a, b in zip(values, values[1:]) if b <= a)

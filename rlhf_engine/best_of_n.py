@@ -13,6 +13,7 @@ C(i-1, n-1) / C(N, n).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 
@@ -62,10 +63,13 @@ def best_of_n_curve(proxy: Sequence[Sequence[float]], gold: Sequence[Sequence[fl
 
 def sample_and_score(policy, tokenizer, prompts: Sequence, n: int, reward_model, response_length: int,
                      temperature: float, chat_template: bool = True, gold_scorer: Callable[[str], float] | None = None,
-                     batch_size: int = 16, on_progress: Callable[[int, int], None] = lambda done, total: None):
+                     batch_size: int = 16, on_progress: Callable[[int, int], None] = lambda done, total: None,
+                     policy_context: Callable = contextlib.nullcontext):
     """n sampled responses per prompt, scored by the (normalised) reward model and, if given, the gold scorer.
 
     Returns (proxy, gold): one list of n scores per prompt; gold is None without a gold scorer.
+    ``policy_context`` is entered only while sampling (the reference as a PEFT model with its adapters
+    disabled, whose reward adapter must be on again to score).
     """
     from .generation import decode_responses, sample_responses
 
@@ -73,7 +77,8 @@ def sample_and_score(policy, tokenizer, prompts: Sequence, n: int, reward_model,
     proxy_flat, gold_flat = [], []
     for start in range(0, len(repeated), batch_size):
         batch = repeated[start:start + batch_size]
-        rollout = sample_responses(policy, tokenizer, batch, response_length, temperature, chat_template)
+        with policy_context():
+            rollout = sample_responses(policy, tokenizer, batch, response_length, temperature, chat_template)
         texts = decode_responses(tokenizer, rollout)
         proxy_flat += reward_model.score(batch, texts).tolist()
         if gold_scorer is not None:

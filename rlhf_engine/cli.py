@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="completions per prompt; the annotator pairs the most and least positive (default 4)")
     p.add_argument("--temperature", type=_positive_float, default=0.7,
                    help="sampling temperature of the completions (default 0.7, as PPO samples)")
+    p.add_argument("--response-length", type=_positive_int, default=32,
+                   help="new tokens per completion (default 32; as long as PPO's answers will be)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("train-rm", help="train a Bradley-Terry reward model with QLoRA")
@@ -129,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best-of-n", type=int, default=0, metavar="N",
                    help="also sample N reference answers per prompt: the best-of-n baseline for n = 1, 2, 4, ..., N")
     p.add_argument("--best-of-n-prompts", type=_positive_int, default=16, help="prompts for best-of-n (default 16)")
+    p.add_argument("--one-at-a-time", action="store_true",
+                   help="run the sweep's runs one after another, each loading its own model, instead of side by "
+                        "side in one process (the default: one base model, one decoding batch; same results)")
     _add_ppo_knobs(p)
 
     p = sub.add_parser("resume", help="continue a stopped, failed or interrupted run from its last checkpoint")
@@ -224,7 +229,7 @@ def _make_demo_pairs(args) -> int:
     if args.completions < 2:
         raise UserError(f"--completions must be at least 2 (a pair needs two), got {args.completions}")
     pairs = make_demo_pairs(args.n, config, seed=args.seed, temperature=args.temperature,
-                            completions_per_prompt=args.completions,
+                            completions_per_prompt=args.completions, response_length=args.response_length,
                             on_progress=lambda done, total: print(f"\r{done}/{total} pairs", end="", file=sys.stderr, flush=True))
     print(file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -339,7 +344,19 @@ def _sweep(args) -> int:
     if args.best_of_n == 1 or args.best_of_n < 0:
         raise UserError(f"--best-of-n must be 0 (none) or at least 2, got {args.best_of_n}")
     jobs = prepare_sweep(args.out, _ppo_config(args), args.reward, args.vary, values, args.adaptive,
-                         args.best_of_n, args.best_of_n_prompts, args.prompts)
+                         args.best_of_n, args.best_of_n_prompts, args.prompts, batched=not args.one_at_a_time)
+    if not args.one_at_a_time:
+        from .sweep import Sweep
+
+        runs = Sweep(args.out).runs()
+        print(f"sweep {args.out}: {len(runs)} runs side by side in this process: "
+              + ", ".join(run.id for run in runs), flush=True)
+        code = _follow(jobs[0].start())
+        if jobs[0].run.status().get("state") == "stopped":
+            print(f"sweep stopped; 'python -m rlhf_engine resume {args.out}' continues every run", file=sys.stderr)
+            return 130
+        print(f"sweep done: python -m rlhf_engine report {args.out} writes its one-file HTML report")
+        return code
     print(f"sweep {args.out}: {len(jobs)} runs queued: " + ", ".join(job.run.id for job in jobs), flush=True)
     worst = 0
     for i, job in enumerate(jobs, 1):
@@ -422,20 +439,29 @@ def _follow(job) -> int:
             job.stop()
             job.join()
         return 1 if job.error else 0
-    keys = FOLLOWED_METRICS.get(job.run.config()["kind"], ())
-    seen = len(job.run.metrics())
-    alarms = len(_alarm_lines(job.run))
+    kind = job.run.config()["kind"]
+    if kind == "sweep":  # every member's lines, each with its run's name
+        from .sweep import Sweep
+
+        followed = [(run, f"{run.id}: ", FOLLOWED_METRICS.get(run.config()["kind"], ())) for run in Sweep(job.run.path).runs()]
+    else:
+        followed = [(job.run, "", FOLLOWED_METRICS.get(kind, ()))]
+    seen = {run.id: (len(run.metrics()), len(_alarm_lines(run))) for run, _, _ in followed}
+
+    def print_new() -> None:
+        for run, prefix, keys in followed:
+            rows, alarms = seen[run.id]
+            seen[run.id] = (_print_new_metrics(run, rows, keys, prefix), _print_new_alarms(run, alarms, prefix))
+
     try:
         while job.alive:
             time.sleep(0.5)
-            seen = _print_new_metrics(job.run, seen, keys)
-            alarms = _print_new_alarms(job.run, alarms)
+            print_new()
     except KeyboardInterrupt:
         print("stopping (writing a checkpoint)...", file=sys.stderr)
         job.stop()
         job.join()
-    _print_new_metrics(job.run, seen, keys)
-    _print_new_alarms(job.run, alarms)
+    print_new()
     status = job.run.status()
     print(f"run {job.run.path}: {status['state']} at step {status.get('step', 0)}")
     if status["state"] == "failed":
@@ -444,11 +470,11 @@ def _follow(job) -> int:
     return 0
 
 
-def _print_new_metrics(run, seen: int, keys) -> int:
+def _print_new_metrics(run, seen: int, keys, prefix: str = "") -> int:
     rows = run.metrics()
     for row in rows[seen:]:
         parts = [f"step {row.get('step')}"] + [f"{k} {row[k]:.4g}" for k in keys if isinstance(row.get(k), (int, float))]
-        print("  ".join(parts), flush=True)
+        print(prefix + "  ".join(parts), flush=True)
     return len(rows)
 
 
@@ -456,10 +482,10 @@ def _alarm_lines(run) -> list[str]:
     return [line.split(" ", 1)[1] for line in run.events().splitlines() if " alarm at step " in line]
 
 
-def _print_new_alarms(run, seen: int) -> int:
+def _print_new_alarms(run, seen: int, prefix: str = "") -> int:
     lines = _alarm_lines(run)
     for line in lines[seen:]:
-        print(f"  ! {line}", flush=True)
+        print(f"  ! {prefix}{line}", flush=True)
     return len(lines)
 
 

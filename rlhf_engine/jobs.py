@@ -9,6 +9,7 @@ last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,16 +23,15 @@ from pathlib import Path
 
 import torch
 
+from .alarms import check, new_alarms
 from .config import ModelConfig, PPOConfig, RewardConfig, from_dict, to_dict
 from .data import read_pairs, read_prompts, write_pairs
-from .models import policy_name
+from .models import load_model_and_tokenizer, policy_name
 from . import distributed
 from .runfolder import ReplicaRunFolder, RunFolder, atomic_write_text, checkpoint_step
 
 REWARD_KIND, PPO_KIND, DEMO_PAIRS_KIND, BEST_OF_N_KIND = "reward_model", "ppo", "demo_pairs", "best_of_n"
 PPO_NORM_SAMPLES = 64  # policy samples for score normalisation when the RM was normalised on another policy
-N_PROBES = 3  # probe prompts answered by the reference and the policy during PPO
-PROBE_SEED = 1234  # sampling seed of probe answers, so the policy's answers differ only by training
 
 
 class Job:
@@ -118,13 +118,13 @@ class ProcessJob:
             if self.run.status().get("state") in ("queued", "running", "interrupted"):
                 # the process ended without recording an end (killed, or stopped before it began)
                 if self.stop_event.is_set():
-                    self.run.set_status("stopped")
+                    end_run(self.run, "stopped")
                 elif code < 0:  # killed by a signal: nothing wrong with the run, which resumes from its checkpoint
                     self.error = describe_kill(-code)
-                    self.run.set_status("interrupted", error=self.error)
+                    end_run(self.run, "interrupted", self.error)
                 else:
                     self.error = f"the job process ended with exit code {code}; see process.log in the run folder"
-                    self.run.set_status("failed", error=self.error)
+                    end_run(self.run, "failed", self.error)
         return self.state
 
     @property
@@ -134,6 +134,22 @@ class ProcessJob:
     @property
     def state(self) -> str:
         return self.run.status().get("state", "unknown")
+
+
+def end_run(run: RunFolder, state: str, error: str | None = None) -> None:
+    """Record that a run's job ended without saying so itself (killed, failed to start, stopped in the queue);
+    a sweep's members that had not ended end with it."""
+    run.set_status(state, **({"error": error} if error else {}))
+    try:
+        kind = run.config().get("kind")
+    except (OSError, ValueError):
+        return
+    if kind == SWEEP_KIND:
+        from .sweep import Sweep
+
+        for member in Sweep(run.path).runs():
+            if member.status().get("state") in ("queued", "running", "interrupted"):
+                member.set_status(state, **({"error": error} if error else {}))
 
 
 def describe_kill(signal_number: int) -> str:
@@ -228,8 +244,9 @@ def _reward_body(job: Job) -> str:
 def prepare_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_path: Path | None = None) -> Job:
     """Check the reward model and prompts and create the run folder (state queued); not started.
 
-    The probe prompts (answered by the reference and, every ``probe_every`` steps, by the policy) are
-    the first held-out demo prompts, or the first prompts of a user's prompt file.
+    The probe prompts (answered by the reference and, every ``probe_every`` steps, by the policy, with the
+    same sampling seed) are the first ``probe_prompts`` held-out demo prompts, or the first prompts of a
+    user's prompt file.
     """
     from .demo import demo_prompt_split
 
@@ -237,7 +254,7 @@ def prepare_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_
     if not (reward_dir / "reward_model.json").is_file():
         raise FileNotFoundError(f"{reward_dir} holds no trained reward model (no reward_model.json)")
     prompts = read_prompts(prompts_path) if prompts_path else demo_prompt_split()[0]
-    probes = prompts[:N_PROBES] if prompts_path else demo_prompt_split()[1][:N_PROBES]
+    probes = (prompts if prompts_path else demo_prompt_split()[1])[:config.probe_prompts]
     run = RunFolder(run_dir)
     run.create(PPO_KIND, {"config": to_dict(config), "reward": str(reward_dir.resolve()),
                           "prompts": str(prompts_path) if prompts_path else "demo",
@@ -264,7 +281,7 @@ def uses_gold_score(config: PPOConfig, reward_dir: Path) -> bool:
 
 
 def reward_normalisation(reward_model, reward_dir: Path, policy_model, tokenizer, prompts: list, config: PPOConfig,
-                         run: RunFolder) -> None:
+                         run: RunFolder, policy_context=contextlib.nullcontext) -> None:
     """Set the RM's gain/bias for this policy; normalise on the policy's samples only when needed.
 
     A reward model is normalised on its own base model when trained. A policy that samples differently
@@ -289,7 +306,8 @@ def reward_normalisation(reward_model, reward_dir: Path, policy_model, tokenizer
     with torch.random.fork_rng(devices=[]):  # the same samples whichever job asks first
         torch.manual_seed(config.seed)
         normalize_on_policy(reward_model, policy_model, tokenizer, prompts, PPO_NORM_SAMPLES,
-                            config.response_length, config.temperature, config.model.chat_template)
+                            config.response_length, config.temperature, config.model.chat_template,
+                            policy_context=policy_context)
     if not distributed.is_main():  # every process computed the same numbers (same seed, weights, prompts)
         return
     norms = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -301,24 +319,21 @@ def _jsonable(prompt):
     return list(prompt) if isinstance(prompt, tuple) else prompt
 
 
-def _policy_run_inputs(run: RunFolder):
-    """(saved config.json, PPOConfig, prompts, reward model, gold scorer or None) of a PPO or best-of-n run."""
+def _policy_run_inputs(run: RunFolder, reward_model=None):
+    """(saved config.json, PPOConfig, prompts, reward model, gold scorer or None) of a PPO or best-of-n run;
+    ``reward_model``: one loaded already (the runs of a sweep share theirs)."""
     from .demo import gold_score
     from .reward import RewardModel
 
     saved = run.config()
     prompts = [tuple(p) if isinstance(p, list) else p for p in json.loads((run.path / "prompts.json").read_text())]
-    return (saved, from_dict(PPOConfig, saved["config"]), prompts, RewardModel.load(Path(saved["reward"])),
-            gold_score if saved.get("gold") else None)
+    if reward_model is None:
+        reward_model = RewardModel.load(Path(saved["reward"]))
+    return saved, from_dict(PPOConfig, saved["config"]), prompts, reward_model, gold_score if saved.get("gold") else None
 
 
-def _ppo_body(job: Job) -> str:
-    from .alarms import check, new_alarms
-    from .ppo import PPOTrainer
-
-    run = job.run
-    saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(run)
-    trainer = PPOTrainer(config, reward_model, prompts, gold_scorer=gold_scorer)
+def _normalise_rewards(run: RunFolder, saved: dict, config: PPOConfig, reward_model, trainer, prompts: list) -> None:
+    """The RM's gain and bias for this run: as the run recorded them (a resume), else for its initial policy."""
     norm_file = run.path / "reward_norm.json"
     if norm_file.is_file():
         norm = json.loads(norm_file.read_text())
@@ -326,58 +341,207 @@ def _ppo_body(job: Job) -> str:
     else:
         reward_normalisation(reward_model, Path(saved["reward"]), trainer.model.peft, trainer.tokenizer, prompts,
                              config, run)
-    main = distributed.is_main()
-    if main:
+    if distributed.is_main():
         atomic_write_text(norm_file, json.dumps({"gain": reward_model.gain, "bias": reward_model.bias}) + "\n")
 
-    latest = run.latest_checkpoint()
-    if latest is not None:
-        trainer.load_checkpoint(latest)
-        run.truncate_to_step(checkpoint_step(latest))
-        run.log(f"resumed from {latest.name}")
-    else:
-        run.truncate_to_step(0)
-    run.log(f"PPO: beta={trainer.kl_ctl.value:g} ({'adaptive' if config.adaptive_kl else 'fixed'}), "
-            f"KL estimator {config.kl_estimator}, {len(prompts)} prompts, value model {config.value_model}")
-    if trainer.world_size > 1:
-        run.log(f"data parallel over {trainer.world_size} processes, "
-                f"{config.batch_size // trainer.world_size} prompts each per step")
-    probes = _load_probes(run) if config.probe_every and main else []  # answered by process 0 alone
-    reference_answered = any(r["policy"] == "reference" for r in run.probes())
-    raised = set(run.status().get("alarms", []))
-    history = run.metrics()  # the steps kept after the truncation above; the alarms read this, not the file
 
-    def on_rollout(rollout: dict) -> None:  # the step's score and KL, shown while its update runs
-        run.set_status("running", phase="update", rollout=rollout)
+class PPORun:
+    """One PPO run's bookkeeping around its trainer: resume, metrics, samples, alarms, probes, checkpoints.
 
-    while trainer.step_count < config.steps:
-        if distributed.any_process(job.stop_event.is_set()):  # all processes stop after the same step
-            if trainer.step_count and (latest is None or checkpoint_step(latest) != trainer.step_count):
-                run.write_checkpoint(trainer.step_count, trainer.save_checkpoint)
-            return "stopped"
-        run.set_status("running", phase="rollout", rollout=None)
-        metrics, samples = trainer.step(on_rollout)
+    The loop that drives it is ``_ppo_body``'s (the run alone) or ``_sweep_body``'s (beside the other runs of
+    a batched sweep); both do the same per step, in this order: ``begin_step``, the trainer's step,
+    ``end_step``, then the probe answers that ``probes_due`` asks for.
+    """
+
+    def __init__(self, run: RunFolder, saved: dict, config: PPOConfig, trainer):
+        self.run, self.saved, self.config, self.trainer = run, saved, config, trainer
+        self.latest = run.latest_checkpoint()
+        if self.latest is not None:
+            trainer.load_checkpoint(self.latest)
+            run.truncate_to_step(checkpoint_step(self.latest))
+            run.log(f"resumed from {self.latest.name}")
+        else:
+            run.truncate_to_step(0)
+        run.log(f"PPO: beta={trainer.kl_ctl.value:g} ({'adaptive' if config.adaptive_kl else 'fixed'}), "
+                f"KL estimator {config.kl_estimator}, {len(trainer.prompts)} prompts, value model {config.value_model}")
+        if trainer.world_size > 1:
+            run.log(f"data parallel over {trainer.world_size} processes, "
+                    f"{config.batch_size // trainer.world_size} prompts each per step")
+        main = distributed.is_main()
+        self.probe_prompts = _load_probes(run) if config.probe_every and main else []  # answered by process 0
+        self.reference_answered = any(r["policy"] == "reference" for r in run.probes())
+        self.raised = set(run.status().get("alarms", []))
+        self.history = run.metrics()  # the steps kept after the truncation above; the alarms read this
+
+    @property
+    def done(self) -> bool:
+        return self.trainer.step_count >= self.config.steps
+
+    def begin_step(self) -> None:
+        self.run.set_status("running", phase="rollout", rollout=None)
+
+    def on_rollout(self, rollout: dict) -> None:
+        """The step's score and KL, shown while its update runs."""
+        self.run.set_status("running", phase="update", rollout=rollout)
+
+    def end_step(self, metrics: dict, samples: list[dict]) -> None:
+        run, trainer = self.run, self.trainer
         run.append_metrics(metrics)
         run.append_samples(samples)
-        history.append(metrics)
-        for alarm in new_alarms(check(history, saved["config"]), raised):  # each alarm logged once per run
+        self.history.append(metrics)
+        for alarm in new_alarms(check(self.history, self.saved["config"]), self.raised):  # each alarm logged once
             run.log(f"alarm at step {alarm.step}: {alarm.message} Suggestion: {alarm.suggestion}")
-            raised.add(alarm.code)
-        run.set_status("running", step=trainer.step_count, phase="rollout", rollout=None, alarms=sorted(raised))
-        if probes and not reference_answered:  # after step 1: the first plotted point should not wait for them
-            _answer_probes(run, trainer, probes, reference=True)
-            reference_answered = True
-        if probes and (trainer.step_count % config.probe_every == 0 or trainer.step_count == config.steps):
-            _answer_probes(run, trainer, probes, reference=False)
-        if trainer.step_count % config.checkpoint_every == 0 and trainer.step_count < config.steps:
-            latest = run.write_checkpoint(trainer.step_count, trainer.save_checkpoint)
-    if trainer.world_size > 1:
-        in_sync = distributed.replicas_in_sync(trainer.params)
-        run.log(f"replicas in sync after {trainer.step_count} steps: {'yes' if in_sync else 'NO'}")
-        run.set_status("running", processes=trainer.world_size, replicas_in_sync=in_sync)
-    if main:
-        trainer.model.save_adapters(run.path)  # final policy/ (and value/) adapters at the top of the run folder
-    return "completed"
+            self.raised.add(alarm.code)
+        run.set_status("running", step=trainer.step_count, phase="rollout", rollout=None, alarms=sorted(self.raised))
+        if trainer.step_count % self.config.checkpoint_every == 0 and not self.done:
+            self.latest = run.write_checkpoint(trainer.step_count, trainer.save_checkpoint)
+
+    def probes_due(self) -> list[bool]:
+        """Which probe answers are due after this step: [the reference's, the policy's]. The reference answers
+        after step 1 (the first plotted point should not wait for them), the policy every probe_every steps
+        and at the end."""
+        if not self.probe_prompts:
+            return [False, False]
+        step = self.trainer.step_count
+        return [not self.reference_answered, step % self.config.probe_every == 0 or step == self.config.steps]
+
+    def add_probes(self, rows: list[dict], reference: bool) -> None:
+        for row in rows:
+            row["step"] = 0 if reference else self.trainer.step_count
+        self.run.append_probes(rows)
+        self.reference_answered |= reference
+
+    def stop(self) -> str:
+        """Checkpoint the last finished step (unless it has one) and end as stopped."""
+        step = self.trainer.step_count
+        if step and (self.latest is None or checkpoint_step(self.latest) != step):
+            self.run.write_checkpoint(step, self.trainer.save_checkpoint)
+        return "stopped"
+
+    def finish(self) -> str:
+        trainer = self.trainer
+        if trainer.world_size > 1:
+            in_sync = distributed.replicas_in_sync(trainer.params)
+            self.run.log(f"replicas in sync after {trainer.step_count} steps: {'yes' if in_sync else 'NO'}")
+            self.run.set_status("running", processes=trainer.world_size, replicas_in_sync=in_sync)
+        if distributed.is_main():
+            trainer.model.save_adapters(self.run.path)  # final policy/ (and value/) adapters, top of the run folder
+        return "completed"
+
+
+def _ppo_body(job: Job) -> str:
+    from .ppo import PPOTrainer
+
+    saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(job.run)
+    trainer = PPOTrainer(config, reward_model, prompts, gold_scorer=gold_scorer)
+    _normalise_rewards(job.run, saved, config, reward_model, trainer, prompts)
+    loop = PPORun(job.run, saved, config, trainer)
+    while not loop.done:
+        if distributed.any_process(job.stop_event.is_set()):  # all processes stop after the same step
+            return loop.stop()
+        loop.begin_step()
+        loop.end_step(*trainer.step(loop.on_rollout))
+        for reference, due in zip((True, False), loop.probes_due()):
+            if due:
+                loop.add_probes(trainer.probe_answers(loop.probe_prompts, reference=reference), reference)
+    return loop.finish()
+
+
+SWEEP_KIND = "sweep"
+
+
+def _sweep_body(job: Job) -> str:
+    """The runs of a sweep side by side in this process (``batched``): the best-of-n baseline first, then
+    every PPO run not completed yet, one step of each at a time on one base model, their rollouts and probe
+    answers decoded as one batch. Each member's run folder is written as if it ran alone."""
+    from .batched import probe_side_by_side, step_side_by_side
+    from .ppo import POLICY, PPOTrainer
+    from .sweep import Sweep
+
+    sweep = Sweep(job.run.path)
+    todo = [m.run for m in sweep.members() if m.run.status().get("state") != "completed"]
+    bon = sweep.best_of_n_run()
+    bon = bon if bon is not None and bon.status().get("state") != "completed" else None
+    for run in todo + ([bon] if bon else []):
+        run.set_status("queued")  # this process's id: if it dies, they read as interrupted
+    loops: list[PPORun] = []
+    live: list[RunFolder] = []
+    reward_model = None
+    try:
+        first = None
+        for i, run in enumerate(todo):
+            saved, config, prompts, rm, gold_scorer = _policy_run_inputs(run, reward_model)
+            reward_model = rm
+            base = None if first is None else (first.model.peft, first.tokenizer)
+            trainer = PPOTrainer(config, reward_model, prompts, gold_scorer=gold_scorer, base=base,
+                                 name=POLICY if first is None else f"{POLICY}{i}")
+            first = first or trainer
+            _normalise_rewards(run, saved, config, reward_model, trainer, prompts)
+            loops.append(PPORun(run, saved, config, trainer))
+        if bon is not None:
+            live = [bon]
+            bon.set_status("running", error=None)
+            bon.log("started (in the sweep's process)")
+            if first is None:
+                model, tokenizer = load_model_and_tokenizer(from_dict(PPOConfig, bon.config()["config"]).model)
+                context = contextlib.nullcontext
+            else:
+                model, tokenizer, context = first.model.peft, first.tokenizer, first.model.peft.disable_adapter
+            state = _best_of_n(job, bon, model, tokenizer,
+                               reward_model or _policy_run_inputs(bon)[3], context)
+            bon.log(state)
+            bon.set_status(state)
+            if state == "stopped":
+                return "stopped"
+        live = [loop.run for loop in loops]
+        for loop in loops:
+            loop.run.set_status("running", error=None)
+            loop.run.log(f"started (side by side with {len(loops) - 1} other runs of sweep {sweep.id})")
+        while any(not loop.done for loop in loops):
+            going = [loop for loop in loops if not loop.done]
+            if job.stop_event.is_set():
+                for loop in going:
+                    loop.run.log(loop.stop())
+                    loop.run.set_status("stopped")
+                return "stopped"
+            for loop in going:
+                loop.begin_step()
+            results = step_side_by_side([loop.trainer for loop in going],
+                                        lambda i, rollout: going[i].on_rollout(rollout))
+            for loop, result in zip(going, results):
+                loop.end_step(*result)
+            for column, reference in enumerate((True, False)):
+                due = [loop for loop in going if loop.probes_due()[column]]
+                for group in _same_probe_prompts(due):
+                    answers = probe_side_by_side([loop.trainer for loop in group], group[0].probe_prompts, reference)
+                    for loop, rows in zip(group, answers):
+                        loop.add_probes(rows, reference)
+            job.run.set_status("running", step=max(loop.trainer.step_count for loop in loops))
+            for loop in going:
+                if loop.done:
+                    loop.run.log(loop.finish())
+                    loop.run.set_status("completed")
+                    live.remove(loop.run)
+        return "completed"
+    except BaseException as err:  # every member still going fails with the sweep, saying why
+        error = describe_error(err)
+        for run in live:
+            if run.status().get("state") in ("queued", "running"):
+                run.log("failed: " + error)
+                run.set_status("failed", error=error)
+        raise
+    finally:
+        for run in todo + ([bon] if bon else []):
+            if run.status().get("state") == "queued":  # never reached (an earlier failure or a stop)
+                run.set_status("stopped")
+
+
+def _same_probe_prompts(loops: list) -> list[list]:
+    """Runs grouped by their probe prompts (a sweep's runs share them: one group)."""
+    groups: dict[str, list] = {}
+    for loop in loops:
+        groups.setdefault(json.dumps(loop.probe_prompts), []).append(loop)
+    return list(groups.values())
 
 
 def _load_probes(run: RunFolder) -> list:
@@ -385,18 +549,6 @@ def _load_probes(run: RunFolder) -> list:
     if not path.is_file():
         return []
     return [tuple(p) if isinstance(p, list) else p for p in json.loads(path.read_text())]
-
-
-def _answer_probes(run: RunFolder, trainer, probes: list, reference: bool) -> None:
-    """Answer the probe prompts with a fixed seed, leaving the training RNG untouched."""
-    from .data import prompt_text
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(PROBE_SEED)
-        answers = trainer.generate(probes, use_reference=reference)
-    step = 0 if reference else trainer.step_count
-    run.append_probes([{"step": step, "policy": "reference" if reference else "policy",
-                        "prompt": prompt_text(p), "response": a} for p, a in zip(probes, answers)])
 
 
 class _Stopped(Exception):
@@ -422,8 +574,13 @@ def prepare_best_of_n_job(run_dir: Path, config: PPOConfig, reward_dir: Path, n:
     reward_dir = Path(reward_dir)
     if not (reward_dir / "reward_model.json").is_file():
         raise FileNotFoundError(f"{reward_dir} holds no trained reward model (no reward_model.json)")
-    prompts = read_prompts(prompts_path) if prompts_path else demo_prompt_split()[0]
-    chosen = [prompts[i] for i in batch_indices(len(prompts), min(n_prompts, len(prompts)), 1, config.seed)]
+    # The PPO runs' probe prompts (held out, the first of them), so their answers and best-of-n's are
+    # scored on the same prompts; from a user's prompt file, a seeded choice as before.
+    if prompts_path:
+        prompts = read_prompts(prompts_path)
+        chosen = [prompts[i] for i in batch_indices(len(prompts), min(n_prompts, len(prompts)), 1, config.seed)]
+    else:
+        chosen = demo_prompt_split()[1][:n_prompts]
     run = RunFolder(run_dir)
     run.create(BEST_OF_N_KIND, {"config": to_dict(config), "reward": str(reward_dir.resolve()), "n": n,
                                 "gold": uses_gold_score(config, reward_dir)}, len(chosen) * n)
@@ -432,14 +589,25 @@ def prepare_best_of_n_job(run_dir: Path, config: PPOConfig, reward_dir: Path, n:
 
 
 def _best_of_n_body(job: Job) -> str:
-    from .best_of_n import best_of_n_curve, sample_and_score
     from .models import load_model_and_tokenizer, set_seed
 
-    run = job.run
-    saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(run)
+    saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(job.run)
     set_seed(config.seed)
     model, tokenizer = load_model_and_tokenizer(config.model)
-    reward_normalisation(reward_model, Path(saved["reward"]), model, tokenizer, prompts, config, run)
+    return _best_of_n(job, job.run, model, tokenizer, reward_model)
+
+
+def _best_of_n(job: Job, run: RunFolder, model, tokenizer, reward_model, policy_context=contextlib.nullcontext) -> str:
+    """Sample and score the best-of-n run's answers from ``model`` (the reference, entered with
+    ``policy_context``), write best_of_n.json; "completed", or "stopped" when the job was asked to stop."""
+    from .best_of_n import best_of_n_curve, sample_and_score
+    from .demo import gold_score
+
+    saved = run.config()
+    config = from_dict(PPOConfig, saved["config"])
+    prompts = [tuple(p) if isinstance(p, list) else p for p in json.loads((run.path / "prompts.json").read_text())]
+    reward_normalisation(reward_model, Path(saved["reward"]), model, tokenizer, prompts, config, run,
+                         policy_context)
 
     def progress(done: int, total: int) -> None:
         run.set_status("running", step=done)
@@ -447,9 +615,12 @@ def _best_of_n_body(job: Job) -> str:
             raise _Stopped
 
     try:
-        proxy, gold = sample_and_score(model, tokenizer, prompts, saved["n"], reward_model, config.response_length,
-                                       config.temperature, config.model.chat_template, gold_scorer,
-                                       on_progress=progress)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            proxy, gold = sample_and_score(model, tokenizer, prompts, saved["n"], reward_model, config.response_length,
+                                           config.temperature, config.model.chat_template,
+                                           gold_score if saved.get("gold") else None, on_progress=progress,
+                                           policy_context=policy_context)
     except _Stopped:
         return "stopped"
     rows = best_of_n_curve(proxy, gold)
@@ -523,7 +694,7 @@ def prepared_job(run_dir: Path) -> Job:
         raise FileNotFoundError(f"no run at {run_dir}")
     kind = run.config()["kind"]
     bodies = {REWARD_KIND: _reward_body, PPO_KIND: _ppo_body, DEMO_PAIRS_KIND: _demo_pairs_body,
-              BEST_OF_N_KIND: _best_of_n_body}
+              BEST_OF_N_KIND: _best_of_n_body, SWEEP_KIND: _sweep_body}
     return Job(run, bodies[kind])
 
 
@@ -609,4 +780,4 @@ class JobQueue:
 
 def _mark_stopped_before_start(job) -> None:
     job.run.log("stopped before it started")
-    job.run.set_status("stopped")
+    end_run(job.run, "stopped")

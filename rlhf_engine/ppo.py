@@ -35,6 +35,7 @@ from .lora_fused import fuse_lora_products
 from .models import load_model_and_tokenizer, lora_config, set_seed
 
 POLICY, VALUE = "policy", "value"
+PROBE_SEED = 1234  # sampling seed of every probe answer, so the policy's answers differ from the reference's only by training
 PHASES = ("generate", "forward", "reward", "update")  # timed parts of an iteration, logged as time/<phase>_s
 
 
@@ -203,53 +204,72 @@ def _rounded(x: torch.Tensor) -> list[float]:
 # ----------------------------------------------------------------------------------------------
 
 class PolicyAndValue(nn.Module):
-    """One base model: the policy (LoRA adapter "policy"), the reference (adapters disabled) and the value.
+    """One base model: the policy (a LoRA adapter), the reference (adapters disabled) and the value.
 
     ``shared``: the value head reads the policy's own last hidden state, as in Ziegler et al.'s code
     (lm-human-preferences) and TRL's original value-head model, so one pass gives log-probs and values
     and the value loss also shapes the policy adapter (weighted by vf_coef). Otherwise the value function
-    has its own LoRA adapter "value" on the same base: no shared gradients, but two passes per update.
+    has its own LoRA adapter on the same base: no shared gradients, but two passes per update.
+
+    Several of them can live on one base model (the runs of a batched sweep): each then has adapters of
+    its own names (``name``, and ``name``-value), a value head of its own, and the base weights are shared.
+    A run's adapters are saved as ``policy/`` (and ``value/``) whatever their names inside the model.
     """
 
-    def __init__(self, peft_model, value_head: nn.Linear, shared: bool):
+    def __init__(self, peft_model, value_head: nn.Linear, shared: bool, name: str = POLICY):
         super().__init__()
         self.peft = peft_model
         self.value_head = value_head
         self.shared = shared
+        self.policy_adapter = name
+        self.value_adapter = VALUE if name == POLICY else f"{name}-{VALUE}"
 
     @property
-    def adapters(self) -> list[str]:
-        return [POLICY] if self.shared else [POLICY, VALUE]
+    def adapters(self) -> dict[str, str]:
+        """Saved folder name -> adapter name in the model."""
+        names = {POLICY: self.policy_adapter}
+        if not self.shared:
+            names[VALUE] = self.value_adapter
+        return names
 
     @classmethod
-    def create(cls, config: PPOConfig):
+    def create(cls, config: PPOConfig, base=None, name: str = POLICY):
+        """Fresh adapters (seeded with config.seed) and a zero value head; on ``base`` = (PEFT model,
+        tokenizer) of another run's base when given (a batched sweep), else on a newly loaded base."""
         from peft import get_peft_model
 
-        base, tokenizer = load_model_and_tokenizer(config.model)
-        peft_model = get_peft_model(base, lora_config(config.model), adapter_name=POLICY)
-        shared = config.value_model == "shared"
-        if not shared:
-            peft_model.add_adapter(VALUE, lora_config(config.model))
+        with torch.random.fork_rng(devices=[]):  # the same initial adapter alone or beside other runs
+            torch.manual_seed(config.seed)
+            if base is None:
+                model, tokenizer = load_model_and_tokenizer(config.model)
+                peft_model = get_peft_model(model, lora_config(config.model), adapter_name=name)
+                peft_model.eval()  # dropout is off anyway; eval mode also allows mixed-adapter batches
+            else:
+                peft_model, tokenizer = base
+                peft_model.add_adapter(name, lora_config(config.model))
+            shared = config.value_model == "shared"
+            if not shared:
+                peft_model.add_adapter(VALUE if name == POLICY else f"{name}-{VALUE}", lora_config(config.model))
         fuse_lora_products(peft_model)
-        hidden = base.config.hidden_size
+        hidden = peft_model.get_base_model().config.hidden_size
         head = nn.Linear(hidden, 1)
         # Zero-initialised, as in Ziegler et al.'s code (lm-human-preferences: value head scale 0): the
         # first advantages are then the discounted scores, not the noise of a random head.
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
         head.to(peft_model.device)
-        model = cls(peft_model, head, shared)
+        model = cls(peft_model, head, shared, name)
         model.use(POLICY)
         return model, tokenizer
 
-    def use(self, adapter: str) -> None:
-        """Make the policy or value adapter the active (and trainable) one."""
-        self.peft.set_adapter(adapter)
+    def use(self, role: str) -> None:
+        """Make this run's policy or value adapter the active (and trainable) one."""
+        self.peft.set_adapter(self.policy_adapter if role == POLICY else self.value_adapter)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The adapters and the value head (requires_grad follows the active adapter, so select by name)."""
         params = [p for n, p in self.peft.named_parameters()
-                  if "lora_" in n and any(f".{adapter}." in n for adapter in self.adapters)]
+                  if "lora_" in n and any(f".{adapter}." in n for adapter in self.adapters.values())]
         return params + list(self.value_head.parameters())
 
     def policy_logits(self, input_ids, attention_mask, response_length: int, temperature: float):
@@ -281,9 +301,15 @@ class PolicyAndValue(nn.Module):
 
     def save_adapters(self, folder: Path) -> None:
         """policy/ (and value/) as standard PEFT adapter folders; value_head.safetensors."""
+        from peft.utils import get_peft_model_state_dict
+
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.peft.save_pretrained(folder, selected_adapters=self.adapters)  # -> folder/policy (, folder/value)
+        for saved, adapter in self.adapters.items():
+            (folder / saved).mkdir(parents=True, exist_ok=True)
+            weights = get_peft_model_state_dict(self.peft, adapter_name=adapter)
+            save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
+                      str(folder / saved / "adapter_model.safetensors"))
+            self.peft.peft_config[adapter].save_pretrained(str(folder / saved))
         save_file({k: v.detach().float().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
                   str(folder / "value_head.safetensors"))
 
@@ -292,9 +318,9 @@ class PolicyAndValue(nn.Module):
         from peft.utils import set_peft_model_state_dict
 
         folder = Path(folder)
-        for name in self.adapters:
-            weights = load_file(str(folder / name / "adapter_model.safetensors"))
-            set_peft_model_state_dict(self.peft, weights, adapter_name=name)
+        for saved, adapter in self.adapters.items():
+            weights = load_file(str(folder / saved / "adapter_model.safetensors"))
+            set_peft_model_state_dict(self.peft, weights, adapter_name=adapter)
         head = load_file(str(folder / "value_head.safetensors"))
         self.value_head.load_state_dict({k: v.to(self.value_head.weight.device) for k, v in head.items()})
         self.use(POLICY)
@@ -308,8 +334,12 @@ class PPOTrainer:
     """Runs PPO iterations; each ``step()`` returns (metrics, samples). Does no file I/O except checkpoints."""
 
     def __init__(self, config: PPOConfig, reward_model, prompts: Sequence,
-                 gold_scorer: Callable[[str], float] | None = None):
-        """``gold_scorer`` (text -> score), when given, is a true reward logged beside the RM's (demo data)."""
+                 gold_scorer: Callable[[str], float] | None = None, base=None, name: str = POLICY):
+        """``gold_scorer`` (text -> score), when given, is a true reward logged beside the RM's (demo data).
+
+        ``base`` = (PEFT model, tokenizer) of another trainer puts this run's adapters and value head on
+        that model's base weights under the adapter name ``name`` (the runs of a batched sweep).
+        """
         if not prompts:
             raise ValueError("PPO needs at least one prompt")
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
@@ -320,7 +350,7 @@ class PPOTrainer:
         self.prompts = list(prompts)
         self.gold_scorer = gold_scorer
         set_seed(config.seed)
-        self.model, self.tokenizer = PolicyAndValue.create(config)
+        self.model, self.tokenizer = PolicyAndValue.create(config, base, name)
         self.params = self.model.trainable_parameters()
         if hasattr(reward_model, "share_base") and reward_model.same_base(config.model):
             reward_model.share_base(self.model.peft)  # one copy of the base weights for all four roles
@@ -337,12 +367,16 @@ class PPOTrainer:
         self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
                        if config.adaptive_kl else FixedKLController(config.kl_coef))
         self.step_count = 0
-        if self.world_size > 1:  # same initial weights everywhere (seeded above); each process samples its own
-            torch.manual_seed(self._process_seed())
+        # This run's own random streams, for sampling and for the minibatch order, seeded anew each step from
+        # (seed, step, process): a step draws the same numbers alone, beside other runs, or after a resume.
+        self.sampling_generator, self.shuffle_generator = torch.Generator(), torch.Generator()
 
-    def _process_seed(self) -> int:
-        """The sampling seed of this data-parallel process from here on (after init or a resume)."""
-        return (self.config.seed * 1_000_003 + self.step_count) * 1_009 + self.rank
+    def _step_seed(self, step: int) -> int:
+        return ((self.config.seed * 1_000_003 + step) * 1_009 + self.rank) * 2 % 2**62
+
+    def step_generator(self) -> torch.Generator:
+        """The sampling stream of the coming step (seeded from the run's seed, the step and the process)."""
+        return self.sampling_generator.manual_seed(self._step_seed(self.step_count + 1))
 
     def _trim_memory(self) -> None:
         if self.config.trim_memory:
@@ -350,26 +384,33 @@ class PPOTrainer:
 
     # -- phase 1 ------------------------------------------------------------------------------
     @torch.no_grad()
-    def rollout(self, prompts: Sequence) -> dict:
-        """Sample, score and read log-probs, reference log-probs and values for one batch."""
+    def sample(self, prompts: Sequence) -> Rollout:
+        """This step's responses to prompts, from the policy and the step's random stream."""
         cfg = self.config
-        times = {}
-        started = time.perf_counter()
         self.model.use(POLICY)
         try:
-            roll: Rollout = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
-                                             cfg.temperature, cfg.model.chat_template)
+            return sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length, cfg.temperature,
+                                    cfg.model.chat_template, generators=self.sampling_generator)
         except NonFiniteLogitsError:
             raise NonFiniteError(f"policy logits are NaN or infinite at step {self.step_count} (while sampling); "
                                  "the run was stopped (try a lower learning rate)") from None
-        times["generate"] = time.perf_counter() - started
+
+    @torch.no_grad()
+    def rollout(self, prompts: Sequence, sampled: tuple[Rollout, float] | None = None) -> dict:
+        """Sample (unless ``sampled`` = (rollout, seconds) was sampled for it already, beside other runs),
+        score, and read log-probs, reference log-probs and values for one batch."""
+        cfg = self.config
+        times = {}
+        started = time.perf_counter()
+        if sampled is None:
+            roll = self.sample(prompts)
+            times["generate"] = time.perf_counter() - started
+        else:
+            roll, times["generate"] = sampled
         self._trim_memory()
         started = time.perf_counter()
         texts = decode_responses(self.tokenizer, roll)
-        raw_scores = self.reward_model.score(list(prompts), texts, normalized=False).float()
-        scores = raw_scores * self.reward_model.gain + self.reward_model.bias if cfg.normalize_reward else raw_scores
-        if cfg.missing_eos_penalty is not None:
-            scores = torch.where(roll.has_eos.cpu(), scores, scores - cfg.missing_eos_penalty)
+        scores, raw_scores = self.scores(prompts, texts, roll.has_eos)
         times["reward"] = time.perf_counter() - started
         started = time.perf_counter()
         ids, mask, length = roll.input_ids, roll.attention_mask, roll.response_ids.shape[1]
@@ -393,6 +434,57 @@ class PPOTrainer:
         return {"rollout": roll, "texts": texts, "logprobs": logprobs, "ref_logprobs": ref_logprobs,
                 "entropy": entropy, "values": values, "scores": scores.float(), "raw_scores": raw_scores.float(),
                 "times": times, "first_pass": first_pass}
+
+    def scores(self, prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor):
+        """(scores PPO optimises, raw RM scores) of responses: normalised (gain, bias) unless turned off, minus
+        the missing-EOS penalty where it is set and the response has no EOS."""
+        cfg = self.config
+        raw = self.reward_model.score(list(prompts), list(texts), normalized=False).float()
+        scores = raw * self.reward_model.gain + self.reward_model.bias if cfg.normalize_reward else raw
+        if cfg.missing_eos_penalty is not None:
+            scores = torch.where(has_eos.cpu(), scores, scores - cfg.missing_eos_penalty)
+        return scores, raw
+
+    @torch.no_grad()
+    def probe_answers(self, prompts: Sequence, reference: bool = False, sampled: Rollout | None = None) -> list[dict]:
+        """The policy's (or the reference's) answers to the held-out probe prompts, each scored: RM score,
+        gold score (when logged) and KL to the reference (nats, the run's estimator, summed over the answer).
+
+        Sampled with the fixed PROBE_SEED, so the reference and the policy at every step answer with the
+        same random numbers: the difference between their answers is what training changed (common random
+        numbers make the paired difference far less noisy than two independent draws). ``sampled``: the
+        answers sampled already, beside other runs'.
+        """
+        cfg = self.config
+        if sampled is None:
+            generator = torch.Generator().manual_seed(PROBE_SEED)
+            if reference:
+                with self.model.peft.disable_adapter():
+                    sampled = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
+                                               cfg.temperature, cfg.model.chat_template, generators=generator)
+            else:
+                self.model.use(POLICY)
+                sampled = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
+                                           cfg.temperature, cfg.model.chat_template, generators=generator)
+        texts = decode_responses(self.tokenizer, sampled)
+        scores, _ = self.scores(prompts, texts, sampled.has_eos)
+        if reference:
+            kl = torch.zeros(len(texts))
+        else:
+            ids, mask, length = sampled.input_ids, sampled.attention_mask, sampled.response_ids.shape[1]
+            logprobs = token_logprobs(self.model.policy_logits(ids, mask, length, cfg.temperature), sampled.response_ids)
+            ref_logprobs = token_logprobs(self.model.reference_logits(ids, mask, length, cfg.temperature),
+                                          sampled.response_ids)
+            kl = (kl_penalty(logprobs, ref_logprobs, cfg.kl_estimator) * sampled.response_mask).sum(1)
+        rows = [{"step": self.step_count, "policy": "reference" if reference else "policy",
+                 "prompt": prompt_text(prompt), "response": text, "score": float(score), "kl": float(k),
+                 "eos": bool(eos)}
+                for prompt, text, score, k, eos in zip(prompts, texts, scores.tolist(), kl.tolist(),
+                                                        sampled.has_eos.tolist())]
+        if self.gold_scorer is not None:
+            for row in rows:
+                row["gold"] = self.gold_scorer(row["response"])
+        return rows
 
     # -- phase 2 ------------------------------------------------------------------------------
     def advantages(self, batch: dict) -> dict:
@@ -420,8 +512,9 @@ class PPOTrainer:
         mb_size = size // cfg.num_mini_batches
         stats = {"pg": [], "vf": [], "clipfrac": [], "vf_clipfrac": [], "approxkl": [], "grad_norm": []}
         first_pass = batch.get("first_pass")
+        self.shuffle_generator.manual_seed(self._step_seed(self.step_count) + 1)
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(size, device=ids.device)
+            order = torch.randperm(size, generator=self.shuffle_generator).to(ids.device)
             for start in range(0, size, mb_size):
                 mb = order[start:start + mb_size]
                 mask = batch["mask"][mb]
@@ -467,17 +560,22 @@ class PPOTrainer:
         idx = batch_indices(len(self.prompts), self.config.batch_size, self.step_count + 1, self.config.seed)
         return [self.prompts[i] for i in idx][self.rank::self.world_size]
 
-    def step(self, on_rollout: Callable[[dict], None] | None = None) -> tuple[dict, list[dict]]:
+    def step(self, on_rollout: Callable[[dict], None] | None = None,
+             sampled: tuple[Rollout, float] | None = None) -> tuple[dict, list[dict]]:
         """One PPO iteration: rollout, advantages, update. Returns (metrics, samples).
 
         ``on_rollout`` receives the metrics known once the rollout is scored (score, KL, entropy, …),
-        before the update starts: a live view can show them while the update runs.
+        before the update starts: a live view can show them while the update runs. ``sampled`` =
+        (rollout, seconds): this step's responses to ``next_prompts()``, sampled from ``step_generator()``
+        beside other runs (a batched sweep); by default the step samples them itself.
         """
         cfg = self.config
         started = time.perf_counter()
-        self.step_count += 1
         prompts = self.next_prompts()
-        batch = self.rollout(prompts)
+        if sampled is None:
+            self.step_generator()
+        self.step_count += 1
+        batch = self.rollout(prompts, sampled)
         check_finite("reward-model score", batch["scores"], self.step_count)
         check_finite("log-probs", batch["logprobs"], self.step_count)
         batch = self.advantages(batch)
@@ -561,7 +659,6 @@ class PPOTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "beta": self.kl_ctl.value,
-            "torch_rng": torch.get_rng_state(),
         }, folder / "trainer_state.pt")
 
     def load_checkpoint(self, folder: Path) -> None:
@@ -573,20 +670,3 @@ class PPOTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.kl_ctl.value = state["beta"]
         self.step_count = state["step"]
-        torch.set_rng_state(state["torch_rng"])
-        if self.world_size > 1:  # the saved RNG is process 0's; every process reseeds for itself
-            torch.manual_seed(self._process_seed())
-
-    @torch.no_grad()
-    def generate(self, prompts: Sequence, use_reference: bool = False) -> list[str]:
-        """Responses of the current policy (or the reference) to prompts, sampled as in rollouts."""
-        cfg = self.config
-        if use_reference:
-            with self.model.peft.disable_adapter():
-                roll = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
-                                        cfg.temperature, cfg.model.chat_template)
-        else:
-            self.model.use(POLICY)
-            roll = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
-                                    cfg.temperature, cfg.model.chat_template)
-        return decode_responses(self.tokenizer, roll)

@@ -86,6 +86,8 @@ class RewardModel(nn.Module):
         """
         from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
+        if peft_model is self.backbone:  # a second run on the same base (a batched sweep): shared already
+            return
         state = get_peft_model_state_dict(self.backbone, adapter_name=ADAPTER_NAME)
         peft_model.add_adapter(ADAPTER_NAME, self.backbone.peft_config[ADAPTER_NAME])
         set_peft_model_state_dict(peft_model, state, adapter_name=ADAPTER_NAME)

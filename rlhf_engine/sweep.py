@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,12 +87,15 @@ def plan(base: PPOConfig, field: str, values: list, adaptive: bool = False) -> l
 
 def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str = "kl_coef",
                   values: list | None = None, adaptive: bool = False, best_of_n: int = 0,
-                  best_of_n_prompts: int = 16, prompts_path: Path | None = None) -> list:
-    """Create the sweep folder and its members' run folders (all queued); return their Jobs, in order.
+                  best_of_n_prompts: int = 16, prompts_path: Path | None = None, batched: bool = True) -> list:
+    """Create the sweep folder and its members' run folders (all queued); return the Jobs that run them.
 
-    Nothing is created if any input is wrong: the members are checked before the first folder is made.
+    ``batched`` (the default): one Job, the sweep's own, that trains every member side by side in one
+    process (``rlhf_engine.batched``: one base model, one decoding batch; each run's metrics as alone).
+    Otherwise one Job per member, to run one after another. Nothing is created if any input is wrong:
+    the members are checked before the first folder is made.
     """
-    from .jobs import prepare_best_of_n_job, prepare_ppo_job
+    from .jobs import SWEEP_KIND, Job, _sweep_body, prepare_best_of_n_job, prepare_ppo_job
 
     sweep_dir = Path(sweep_dir)
     safe_name(sweep_dir.name, "sweep name")
@@ -108,17 +112,21 @@ def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str
     if prompts_path is not None and not Path(prompts_path).is_file():
         raise FileNotFoundError(f"{prompts_path}: file not found")
 
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     record = {"kind": "sweep", "vary": field, "values": values, "adaptive": adaptive, "base": to_dict(base),
-              "reward": str(Path(reward_dir).resolve()),
+              "reward": str(Path(reward_dir).resolve()), "batched": batched,
               "members": [{"label": label, "run": folder.name, "changes": _changes(base, config)}
                           for (label, config), folder in zip(members, folders)],
               "best_of_n": {"n": best_of_n, "run": bon_folder.name} if bon_folder else None}
+    sweep_run = RunFolder(sweep_dir)
+    if batched:  # the sweep folder is a run folder too: its job's state, step and process.log
+        sweep_run.create(SWEEP_KIND, {k: v for k, v in record.items() if k != "kind"}, base.steps)
+    else:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
     jobs = [prepare_best_of_n_job(bon_folder, base, reward_dir, best_of_n, best_of_n_prompts, prompts_path)] \
         if bon_folder else []
     jobs += [prepare_ppo_job(folder, config, reward_dir, prompts_path) for (_, config), folder in zip(members, folders)]
-    return jobs
+    return [Job(sweep_run, _sweep_body)] if batched else jobs
 
 
 def _changes(base: PPOConfig, config: PPOConfig) -> dict:
@@ -146,6 +154,12 @@ class Sweep:
         return [Member(m["label"], RunFolder(self.path.parent / m["run"]), m["changes"])
                 for m in self.record()["members"]]
 
+    def job_run(self) -> RunFolder | None:
+        """The sweep folder as the run folder of the one job that trains its runs side by side (batched), or
+        None when its runs have jobs of their own."""
+        run = RunFolder(self.path)
+        return run if run.exists() else None
+
     def best_of_n_run(self) -> RunFolder | None:
         bon = self.record().get("best_of_n")
         return RunFolder(self.path.parent / bon["run"]) if bon else None
@@ -159,19 +173,12 @@ class Sweep:
         return {run.id: run.status().get("state", "unknown") for run in self.runs()}
 
     def frontier(self) -> list[dict]:
-        """Each member's final point: label, KL, proxy score, gold score (if logged), β; runs with no steps left out."""
+        """Each member's final point (``final_point``) with its label; runs with no steps left out."""
         points = []
         for member in self.members():
-            rows = member.run.metrics()
-            if not rows:
-                continue
-            point = {"label": member.label, "run": member.run.id, "steps": rows[-1]["step"],
-                     "kl": final_value(rows, "objective/kl"), "score": final_value(rows, "objective/scores"),
-                     "beta": rows[-1].get("beta"), "state": member.run.status().get("state")}
-            gold = final_value(rows, "gold/score")
-            if gold is not None:
-                point["gold"] = gold
-            points.append(point)
+            point = final_point(member.run)
+            if point is not None:
+                points.append({"label": member.label, **point})
         return points
 
     def best_of_n(self) -> list[dict]:
@@ -179,6 +186,76 @@ class Sweep:
         run = self.best_of_n_run()
         path = run.path / "best_of_n.json" if run else None
         return json.loads(path.read_text())["rows"] if path and path.is_file() else []
+
+
+def final_point(run: RunFolder) -> dict | None:
+    """Where a PPO run ended on the reward-vs-KL axes; None before its first step.
+
+    One definition for every chart: the run's last held-out probe answers (the same prompts and sampling
+    seed at every probe, so a point is not one training batch's luck): ``kl``, ``score`` and ``gold``
+    are their means, with standard errors (``*_se``) and ``prompts``; ``source`` is "held-out". A run
+    without probe answers (probe_every = 0) falls back to the mean of its last FINAL_STEPS training
+    batches, ``source`` "training". Always also ``train_kl``, ``train_score`` (and ``train_gold``), the
+    training-batch means, and ``beta``, ``steps``, ``state``, ``adaptive``.
+    """
+    rows = run.metrics()
+    if not rows:
+        return None
+    try:
+        config = run.config().get("config", {})
+    except (OSError, ValueError):
+        config = {}
+    point = {"run": run.id, "steps": rows[-1]["step"], "beta": rows[-1].get("beta"),
+             "adaptive": bool(config.get("adaptive_kl")), "state": run.status().get("state"),
+             "train_kl": final_value(rows, "objective/kl"), "train_score": final_value(rows, "objective/scores")}
+    train_gold = final_value(rows, "gold/score")
+    if train_gold is not None:
+        point["train_gold"] = train_gold
+    probes = [step for step in probe_summary(run.probes()) if step["step"] > 0]
+    if probes:
+        last = probes[-1]
+        point.update({k: v for k, v in last.items() if k != "step"}, probe_step=last["step"], source="held-out")
+    else:
+        point.update(kl=point["train_kl"], score=point["train_score"], source="training")
+        if train_gold is not None:
+            point["gold"] = train_gold
+    return point
+
+
+def probe_summary(rows: list[dict]) -> list[dict]:
+    """A run's held-out probe answers summarised per probe step, the reference's first (step 0).
+
+    Each: ``step``, ``prompts``, means and standard errors of ``kl``, ``score`` and ``gold`` (when logged),
+    and for the policy's steps the paired gains over the reference's answer to the same prompt:
+    ``score_gain``, ``gold_gain`` with ``*_se`` (the standard error of the mean paired difference).
+    """
+    reference = [r for r in rows if r.get("policy") == "reference"]
+    by_step: dict[int, list[dict]] = {}
+    for row in rows:
+        if row.get("policy") == "policy":
+            by_step.setdefault(int(row["step"]), []).append(row)
+    steps = ([(0, reference)] if reference else []) + sorted(by_step.items())
+    summary = []
+    for step, answers in steps:
+        entry = {"step": step, "prompts": len(answers)}
+        for key in ("kl", "score", "gold"):
+            values = [r[key] for r in answers if isinstance(r.get(key), (int, float))]
+            if len(values) == len(answers):
+                entry[key], entry[f"{key}_se"] = _mean_and_se(values)
+        if step > 0 and len(reference) == len(answers) and all(
+                a["prompt"] == b["prompt"] for a, b in zip(answers, reference)):
+            for key in ("score", "gold"):
+                if key in entry and all(isinstance(r.get(key), (int, float)) for r in reference):
+                    entry[f"{key}_gain"], entry[f"{key}_gain_se"] = _mean_and_se(
+                        [a[key] - b[key] for a, b in zip(answers, reference)])
+        summary.append(entry)
+    return summary
+
+
+def _mean_and_se(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return mean, se
 
 
 def final_value(rows: list[dict], metric: str, last: int = FINAL_STEPS) -> float | None:
@@ -194,3 +271,90 @@ def list_sweeps(root: Path) -> list[Sweep]:
         return []
     sweeps = [Sweep(p) for p in root.iterdir() if (p / SWEEP_FILE).is_file()]
     return sorted(sweeps, key=lambda s: (s.path / SWEEP_FILE).stat().st_mtime, reverse=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# What a sweep showed, in words, from its own numbers
+# ----------------------------------------------------------------------------------------------
+
+CLEAR_SE = 2.0  # a gain of at least this many standard errors is called a gain; below, it is within the noise
+
+
+def gain_sentence(label: str, before: float, after: float, gain: float, se: float, prompts: int) -> str:
+    """'β = 0: gold score 0.27 → 0.83 on 24 held-out prompts, +0.55 ± 0.12 (4.7 standard errors).' and what it means."""
+    size = abs(gain) / se if se and se == se and se > 0 else float("inf")
+    text = (f"{label}: gold score {before:.2f} → {after:.2f} on {prompts} held-out prompts, "
+            f"{gain:+.2f} ± {se:.2f} ({size:.1f} standard errors)")
+    if size < CLEAR_SE:
+        return text + ": within the noise, no clear change yet."
+    return text + (": the true reward rose." if gain > 0 else ": the true reward fell.")
+
+
+def sweep_story(sweep: Sweep) -> list[str]:
+    """What the sweep's plots show, as sentences built from its numbers (held-out probes, best-of-n), saying
+    so when a difference is inside the noise. Empty until a run has a held-out probe."""
+    members = sweep.members()
+    points = [p for p in sweep.frontier() if p.get("source") == "held-out"]
+    if not points:
+        return []
+    by_label = {m.label: m for m in members}
+    lines = []
+    fixed = sorted((p for p in points if not p.get("adaptive") and isinstance(p.get("beta"), (int, float))),
+                   key=lambda p: p["beta"])
+    if sweep.record().get("vary") == "kl_coef" and fixed:
+        smallest = fixed[0]
+        summary = probe_summary(by_label[smallest["label"]].run.probes())
+        reference = summary[0] if summary and summary[0]["step"] == 0 else None
+        if reference is not None and "gold_gain" in smallest:
+            lines.append(gain_sentence(f"At the smallest β ({smallest['beta']:g}), after {smallest['probe_step']} steps",
+                                       reference["gold"], smallest["gold"], smallest["gold_gain"],
+                                       smallest["gold_gain_se"], smallest["prompts"]))
+        if len(fixed) >= 2:
+            kls = [p["kl"] for p in fixed]
+            listed = ", ".join(f"{p['kl']:.1f}" for p in fixed)
+            betas = ", ".join(f"{p['beta']:g}" for p in fixed)
+            if all(a > b for a, b in zip(kls, kls[1:])):
+                lines.append(f"The KL to the reference falls as β grows: {listed} nats for β {betas}. "
+                             "The penalty holds the policy near the reference.")
+            else:
+                lines.append(f"The KL is not ordered by β in this sweep ({listed} nats for β {betas}): the runs have "
+                             "not yet moved far enough apart to tell, or they are inside each other's noise.")
+    bon = sweep.best_of_n()
+    if bon:
+        last = bon[-1]
+        lines.append(f"Best-of-{last['n']} from the reference, no training: RM score {last['score']:.2f}"
+                     + (f", gold {last['gold']:.2f}" if "gold" in last else "") + f" at {last['kl']:.2f} nats.")
+    found = [line for point in points
+             if (line := overoptimisation_sentence(point["label"], probe_summary(by_label[point["label"]].run.probes())))]
+    lines += found
+    if not found and any("gold" in p for p in points):
+        lines.append("No run shows over-optimisation yet: no gold score fell clearly after a peak while the reward "
+                     "model's score stood higher.")
+    return lines
+
+
+def overoptimisation_sentence(label: str, summary: list[dict]) -> str | None:
+    """What a run's probes show of over-optimisation (gold peaked, then fell while the RM score stood higher),
+    in words; None when they show none."""
+    summary = [s for s in summary if "gold" in s and "score" in s]
+    proxy, gold = [s["score"] for s in summary], [s["gold"] for s in summary]
+    peak = gold_peak(proxy, gold)
+    if peak is None:
+        return None
+    low = min(range(peak + 1, len(gold)), key=gold.__getitem__)
+    return (f"{label}: over-optimisation. The gold score peaked at step {summary[peak]['step']} ({gold[peak]:.2f}) "
+            f"and fell to {gold[low]:.2f} by step {summary[low]['step']} while the reward model's score went from "
+            f"{proxy[peak]:.2f} to {proxy[low]:.2f}: the policy found answers the reward model likes more than "
+            "the annotator does.")
+
+
+def gold_peak(proxy: list[float], gold: list[float]) -> int | None:
+    """Index of the gold score's peak when it later fell by the reward-hacking alarm's margin
+    (alarms.HACK_MIN_DROP) while the proxy stood higher than at the peak (over-optimisation), else None."""
+    from .alarms import HACK_MIN_DROP
+
+    if not gold:
+        return None
+    peak = max(range(len(gold)), key=gold.__getitem__)
+    later = range(peak + 1, len(gold))
+    return peak if any(gold[j] <= gold[peak] - HACK_MIN_DROP and proxy[j] > proxy[peak] for j in later) else None

@@ -112,6 +112,18 @@ def test_kl_runaway_needs_steady_growth_and_size():
     assert check(not_doubled) == []
 
 
+def test_kl_runaway_waits_out_the_first_steps_and_leaves_beta_0_alone():
+    rising = [3.0, 5.0, 4.8, 9.0, 14.0]
+    first_steps = with_values(healthy(5), "objective/kl", rising)  # every run's KL rises from 0 at its start
+    assert check(first_steps) == []
+    assert only(check(with_values(healthy(), "objective/kl", rising), {"kl_coef": 0.05}), "kl_runaway")
+    # at a fixed β of 0 nothing is meant to hold the policy (a sweep's baseline); adaptive β starting at 0 is
+    # meant to, so it still warns
+    assert check(with_values(healthy(), "objective/kl", rising), {"kl_coef": 0.0}) == []
+    assert only(check(with_values(healthy(), "objective/kl", rising), {"kl_coef": 0.0, "adaptive_kl": True}),
+                "kl_runaway")
+
+
 def test_kl_runaway_with_adaptive_kl_mentions_target():
     rows = with_values(healthy(), "objective/kl", [3.0, 5.0, 7.0, 9.0, 14.0])
     alarm = only(check(rows, {"adaptive_kl": True, "kl_target": 6.0}), "kl_runaway")

@@ -143,11 +143,11 @@ def test_nan_logits_while_sampling_stop_the_run_naming_them_and_the_step(runs_di
 
     sample = PPOTrainer.rollout
 
-    def rollout_after_a_blow_up(self, prompts):
+    def rollout_after_a_blow_up(self, prompts, sampled=None):
         if self.step_count == 2:  # the weights blow up between step 1 and step 2
             with torch.no_grad():
                 self.model.peft.get_base_model().model.norm.weight.fill_(float("nan"))
-        return sample(self, prompts)
+        return sample(self, prompts, sampled)
 
     monkeypatch.setattr(PPOTrainer, "rollout", rollout_after_a_blow_up)
     job = start_ppo_job(runs_dir / "ppo-nan-logits", _ppo_config(tiny_model_config, steps=3), reward_dir,
@@ -291,18 +291,28 @@ def test_queue_stop_takes_a_waiting_job_off_the_queue(runs_dir):
 
 
 def test_ppo_job_answers_probe_prompts(reward_dir, runs_dir, tiny_model_config):
-    config = _ppo_config(tiny_model_config, steps=3, probe_every=2)
+    from rlhf_engine.demo import demo_prompt_split
+    from rlhf_engine.sweep import probe_summary
+
+    config = _ppo_config(tiny_model_config, steps=3, probe_every=2, probe_prompts=4)
     job = start_ppo_job(runs_dir / "probes", config, reward_dir, background=False)
     assert job.state == "completed"
     probes = job.run.probes()
     prompts = json.loads((job.run.path / "probe_prompts.json").read_text())
-    assert len(prompts) == 3
+    assert prompts == demo_prompt_split()[1][:4]  # held-out prompts, never trained on
     by_step = {}
     for row in probes:
         by_step.setdefault((row["policy"], row["step"]), []).append(row["prompt"])
     # the reference once at the start, the policy at step 2 (probe_every) and at the last step
     assert sorted(by_step) == [("policy", 2), ("policy", 3), ("reference", 0)]
     assert all(v == prompts for v in by_step.values())
+    assert all(isinstance(r["score"], float) and isinstance(r["kl"], float) for r in probes)
+    assert all(r["kl"] == 0.0 for r in probes if r["policy"] == "reference")
+    summary = probe_summary(probes)
+    assert [s["step"] for s in summary] == [0, 2, 3] and all(s["prompts"] == 4 for s in summary)
+    gains = [p["score"] - r["score"] for p, r in zip([r for r in probes if r["step"] == 3],
+                                                     [r for r in probes if r["policy"] == "reference"])]
+    assert summary[2]["score_gain"] == pytest.approx(sum(gains) / 4)
 
 
 def test_reward_eval_has_held_out_scores_and_lengths(reward_dir):

@@ -1,0 +1,84 @@
+"""The runs of a sweep trained side by side in one process: one copy of the base weights, one decoding batch.
+
+Each run keeps everything that makes it a run of its own: its LoRA adapter, value head, optimiser, KL
+controller and random streams (a ``PPOTrainer`` each, built on the first one's base model). What they
+share is the base weights and the decoding. Every step the runs' prompts are sampled as one batch, each
+row through its own run's adapter (``lora_fused.rows_through_adapters``) and drawing from its own run's
+random stream, so each run gets exactly the tokens it would get alone; then each run scores its own
+rollout and takes its own update (``PPOTrainer.step`` with ``sampled=``). Decoding a batch is bound by
+reading the weights, so four runs' rows cost far less than four decodings (RESULTS.md); scoring and
+updating are arithmetic and stay one run at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from .generation import NonFiniteLogitsError, Rollout, sample_responses
+from .ppo import POLICY, PROBE_SEED, NonFiniteError, PPOTrainer
+
+
+def sample_side_by_side(trainers: Sequence[PPOTrainer], prompts: Sequence[Sequence],
+                        generators: Sequence[torch.Generator], reference: bool = False) -> list[Rollout]:
+    """Each trainer's responses to its prompts, decoded as one batch: trainer i's rows through its policy
+    adapter (or, with ``reference``, through none) and its generator. Returns one Rollout per trainer, as
+    narrow as sampling it alone gives."""
+    first = trainers[0]
+    cfg = first.config
+    for trainer in trainers[1:]:
+        if trainer.model.peft is not first.model.peft:
+            raise ValueError("runs decoded side by side must share one base model")
+        other = trainer.config
+        if (other.response_length, other.temperature, other.model.chat_template) != (
+                cfg.response_length, cfg.temperature, cfg.model.chat_template):
+            raise ValueError("runs decoded side by side must share response length, temperature and chat template")
+    rows, row_generators, adapters, bounds = [], [], [], []
+    for trainer, batch, generator in zip(trainers, prompts, generators):
+        bounds.append((len(rows), len(rows) + len(batch)))
+        rows += list(batch)
+        row_generators += [generator] * len(batch)
+        adapters += ["__base__" if reference else trainer.model.policy_adapter] * len(batch)
+    first.model.use(POLICY)
+    try:
+        together = sample_responses(first.model.peft, first.tokenizer, rows, cfg.response_length, cfg.temperature,
+                                    cfg.model.chat_template, generators=row_generators, adapter_names=adapters)
+    except NonFiniteLogitsError:
+        steps = ", ".join(str(t.step_count + 1) for t in trainers)
+        raise NonFiniteError(f"policy logits are NaN or infinite (while sampling, steps {steps}); the runs were "
+                             "stopped (try a lower learning rate)") from None
+    return [together.rows(slice(start, stop)) for start, stop in bounds]
+
+
+def step_side_by_side(trainers: Sequence[PPOTrainer], on_rollout=None) -> list[tuple[dict, list[dict]]]:
+    """One PPO step of every trainer, their rollouts decoded as one batch; (metrics, samples) of each.
+
+    ``on_rollout(i, metrics)`` gets run i's rollout metrics before its update, as ``PPOTrainer.step``'s.
+    ``time/generate_s`` of each run is the shared decoding's time.
+    """
+    started = time.perf_counter()
+    generators = [trainer.step_generator() for trainer in trainers]
+    rollouts = sample_side_by_side(trainers, [t.next_prompts() for t in trainers], generators)
+    seconds = time.perf_counter() - started
+    results = []
+    for i, (trainer, rollout) in enumerate(zip(trainers, rollouts)):
+        callback = (lambda metrics, i=i: on_rollout(i, metrics)) if on_rollout is not None else None
+        results.append(trainer.step(callback, sampled=(rollout, seconds)))
+    return results
+
+
+def probe_side_by_side(trainers: Sequence[PPOTrainer], prompts: Sequence, reference: bool = False) -> list[list[dict]]:
+    """Each trainer's scored answers to the same probe prompts (``PPOTrainer.probe_answers``), decoded as one
+    batch, each run with its own generator seeded with PROBE_SEED: the same random numbers as alone. The
+    reference's answers are the same for every run (same base, prompts and seed): decoded once, then scored
+    by each run (whose scoring settings may differ)."""
+    if reference:
+        answers = sample_side_by_side(trainers[:1], [prompts], [torch.Generator().manual_seed(PROBE_SEED)],
+                                      reference=True) * len(trainers)
+    else:
+        answers = sample_side_by_side(trainers, [prompts] * len(trainers),
+                                      [torch.Generator().manual_seed(PROBE_SEED) for _ in trainers])
+    return [trainer.probe_answers(prompts, reference=reference, sampled=rollout)
+            for trainer, rollout in zip(trainers, answers)]

@@ -1,0 +1,126 @@
+"""A batched sweep: its runs side by side on one base model give each run the metrics it gets alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from rlhf_engine.batched import probe_side_by_side, step_side_by_side
+from rlhf_engine.config import PPOConfig, RewardConfig
+from rlhf_engine.data import PreferencePair, write_pairs
+from rlhf_engine.demo import gold_score
+from rlhf_engine.generation import sample_responses
+from rlhf_engine.jobs import start_reward_job
+from rlhf_engine.ppo import PPOTrainer
+from rlhf_engine.reward import RewardModel
+
+PAIRS = [PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.", "Awful, bad, terrible.")
+         for i in range(8)]
+PROMPTS = [f"Tell me about thing {i}." for i in range(10)]
+PROBES = ["Describe a rainy Monday.", "Review your phone.", "Say hello."]
+BETAS = (0.0, 0.1, 1.0)
+UNTIMED = ("time/", "tokens_per_s")
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tmp_path_factory, tiny_model_dir):
+    from rlhf_engine.config import ModelConfig
+
+    root = tmp_path_factory.mktemp("batched")
+    write_pairs(PAIRS, root / "pairs.jsonl")
+    model = ModelConfig(source=tiny_model_dir, quant="none", lora_r=4, lora_alpha=8)
+    config = RewardConfig(model=model, steps=2, eval_every=2, norm_samples=4, norm_response_length=4)
+    assert start_reward_job(root / "rm", config, root / "pairs.jsonl", background=False).state == "completed"
+    return root / "rm", model
+
+
+def _config(model, beta: float) -> PPOConfig:
+    # two epochs of two minibatches: the shuffled minibatch order is part of what must match
+    return PPOConfig(model=model, steps=3, batch_size=4, num_mini_batches=2, ppo_epochs=2, response_length=6,
+                     learning_rate=5e-3, kl_coef=beta, seed=3)
+
+
+def _timeless(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.startswith(UNTIMED)}
+
+
+def _run_alone(rm_path, model, beta):
+    trainer = PPOTrainer(_config(model, beta), RewardModel.load(rm_path), PROMPTS, gold_scorer=gold_score)
+    steps = [trainer.step() for _ in range(3)]
+    return steps, trainer.probe_answers(PROBES), trainer.probe_answers(PROBES, reference=True)
+
+
+def test_each_run_of_a_batched_sweep_has_the_metrics_it_has_alone(rm_dir):
+    rm_path, model = rm_dir
+    alone = [_run_alone(rm_path, model, beta) for beta in BETAS]
+
+    reward_model = RewardModel.load(rm_path)
+    first = PPOTrainer(_config(model, BETAS[0]), reward_model, PROMPTS, gold_scorer=gold_score)
+    trainers = [first] + [PPOTrainer(_config(model, beta), reward_model, PROMPTS, gold_scorer=gold_score,
+                                     base=(first.model.peft, first.tokenizer), name=f"policy{i}")
+                          for i, beta in enumerate(BETAS[1:], 1)]
+    assert all(t.model.peft is first.model.peft for t in trainers)  # one base model
+    together = [step_side_by_side(trainers) for _ in range(3)]
+    probes = probe_side_by_side(trainers, PROBES)
+    reference = probe_side_by_side(trainers, PROBES, reference=True)
+
+    for i, beta in enumerate(BETAS):
+        steps, probe_rows, reference_rows = alone[i]
+        for step, ((metrics, samples), (metrics_b, samples_b)) in enumerate(zip(steps, [t[i] for t in together]), 1):
+            assert metrics["beta"] == metrics_b["beta"] == beta
+            expected, got = _timeless(metrics), _timeless(metrics_b)
+            assert expected.keys() == got.keys()
+            for key in expected:
+                assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-5), (beta, step, key)
+            assert [s["response"] for s in samples] == [s["response"] for s in samples_b], (beta, step)
+        assert [r["response"] for r in probes[i]] == [r["response"] for r in probe_rows]
+        assert [r["kl"] for r in probes[i]] == pytest.approx([r["kl"] for r in probe_rows], rel=1e-4, abs=1e-5)
+        assert [r["response"] for r in reference[i]] == [r["response"] for r in reference_rows]
+    # the runs really differ (else equality would prove little): β changed what they learnt
+    assert together[-1][0][0]["objective/kl"] != pytest.approx(together[-1][2][0]["objective/kl"], rel=1e-3)
+
+
+def test_rows_decoded_together_get_the_tokens_they_get_alone(rm_dir):
+    """Each row block through its own adapter and random stream, in one batch, as when decoded alone."""
+    rm_path, model = rm_dir
+    first = PPOTrainer(_config(model, 0.0), RewardModel.load(rm_path), PROMPTS)
+    other = PPOTrainer(dataclasses.replace(_config(model, 0.0), seed=4), first.reward_model, PROMPTS,
+                       base=(first.model.peft, first.tokenizer), name="policy1")
+    with torch.no_grad():  # make the two adapters differ a lot
+        for name, param in first.model.peft.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    prompts = PROMPTS[:3]
+    alone = []
+    for trainer, seed in ((first, 1), (other, 2)):
+        trainer.model.use("policy")
+        alone.append(sample_responses(first.model.peft, first.tokenizer, prompts, 8, 0.7,
+                                      generators=torch.Generator().manual_seed(seed)))
+    generators = [torch.Generator().manual_seed(1)] * 3 + [torch.Generator().manual_seed(2)] * 3  # one per block
+    together = sample_responses(first.model.peft, first.tokenizer, prompts * 2, 8, 0.7, generators=generators,
+                                adapter_names=["policy"] * 3 + ["policy1"] * 3)
+    for i, rollout in enumerate(alone):
+        part = together.rows(slice(3 * i, 3 * i + 3))
+        assert torch.equal(part.response_ids, rollout.response_ids)
+        assert torch.equal(part.query_ids, rollout.query_ids)
+    assert not torch.equal(alone[0].response_ids, alone[1].response_ids)
+
+
+def test_decoding_uses_the_batch_invariant_attention_and_puts_the_fast_one_back(rm_dir):
+    from rlhf_engine.generation import eager_attention
+
+    rm_path, model = rm_dir
+    trainer = PPOTrainer(_config(model, 0.0), RewardModel.load(rm_path), PROMPTS)
+    inner = trainer.model.peft.get_base_model()
+    inner.set_attn_implementation("sdpa")
+    with eager_attention(trainer.model.peft):
+        assert inner.config._attn_implementation == "eager"
+    assert inner.config._attn_implementation == "sdpa"
+    seen = []
+    layer = inner.model.layers[0].self_attn
+    hook = layer.register_forward_pre_hook(lambda module, args: seen.append(module.config._attn_implementation))
+    trainer.sample(PROMPTS[:2])
+    hook.remove()
+    assert seen and set(seen) == {"eager"} and inner.config._attn_implementation == "sdpa"
