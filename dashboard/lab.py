@@ -8,16 +8,17 @@ from pathlib import Path
 import streamlit as st
 
 from rlhf_engine import figures
-from rlhf_engine.sweep import Sweep
+from rlhf_engine.sweep import Sweep, probe_summary, sweep_story
 
 from .state import file_signature, is_live
-from .widgets import flash, mark_started, md, queue_position, status_line
+from .widgets import flash, job_controls, mark_started, md, queue_position, status_line
 
 SWEEP_REFRESH_S = 2.0  # seconds between refreshes of a live sweep's progress lines (light: several runs)
 
 
 def submit_sweep(sweep_id: str, jobs: list, picker_key: str) -> None:
-    """Queue every run of a sweep (best-of-n first), in order; show the sweep in the picker; say so."""
+    """Queue a sweep's job (its runs side by side) or its runs' jobs (one after another); show the sweep in
+    the picker; say so."""
     from rlhf_engine.jobs import ProcessJob
 
     from .state import job_queue
@@ -26,8 +27,9 @@ def submit_sweep(sweep_id: str, jobs: list, picker_key: str) -> None:
     mark_started(sweep_id)
     st.session_state[picker_key] = sweep_id
     ahead = queue_position(queued[0])
-    flash(f"Queued {len(queued)} runs; they run one after another" +
-          (f", after the {ahead} job(s) already waiting." if ahead else ", starting now."))
+    how = "Queued the sweep: its runs train side by side in one process" if len(queued) == 1 else \
+        f"Queued {len(queued)} runs; they run one after another"
+    flash(how + (f", after the {ahead} job(s) already waiting." if ahead else ", starting now."))
 
 
 def sweep_picker(sweeps: list[Sweep], key: str) -> Sweep | None:
@@ -66,32 +68,48 @@ def sweep_live_status(sweep: Sweep, key: str) -> None:
     st.fragment(refresh, run_every=SWEEP_REFRESH_S if live else None)()
 
 
-def sweep_view(sweep: Sweep, key: str) -> None:
-    """Everything a sweep shows: its runs, the frontier, gold vs proxy, overlays and the report."""
+def sweep_colours(sweep: Sweep, points: list[dict]) -> dict[str, str]:
+    """One colour per run: by β in a KL sweep (the same β has the same colour on every page), else in order."""
+    return figures.runs_colours(points, by_beta=sweep.record().get("vary") == "kl_coef")
+
+
+def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
+    """Everything a sweep shows: its runs, what they showed in words, the frontier, gold vs proxy, overlays
+    and the report."""
     record = sweep.record()
     members = sweep.members()
     st.caption(f"Varies **{md(record['vary'])}** over {md(', '.join(m.label for m in members))}; same seed, "
-               "prompts, reward model and reward normalisation.")
+               "prompts, reward model and reward normalisation"
+               + ("; trained side by side in one process." if record.get("batched") else "."))
     sweep_live_status(sweep, key)
+    if sweep.job_run() is not None:  # one job trains every run: Stop and Resume act on them all
+        job_controls(sweep.job_run(), f"{key}.job")
     frontier = sweep.frontier()
     bon = sweep.best_of_n()
     if not frontier and not bon:
         st.caption("The plots appear once the first run has logged a step.")
         return
+    colours = sweep_colours(sweep, [{"label": m.label, "beta": m.run.config()["config"].get("kl_coef"),
+                                     "adaptive": m.run.config()["config"].get("adaptive_kl")} for m in members])
+    if story:
+        lines = sweep_story(sweep)
+        if lines:
+            st.markdown("\n".join(f"- {md(line)}" for line in lines))
     col_frontier, col_gold = st.columns(2)
-    col_frontier.plotly_chart(figures.frontier_figure(frontier, bon), key=f"{key}.frontier")
-    col_frontier.caption("Each PPO run is one point (the mean of its last steps). The dotted line is best-of-n "
-                         "from the reference: no training, KL = log n − (n−1)/n. A good run lies above it.")
+    col_frontier.plotly_chart(figures.frontier_figure(frontier, bon, colours), key=f"{key}.frontier")
+    col_frontier.caption(f"Each run is one point: {figures.FINAL_POINT_NOTE}. The dotted line is best-of-n from "
+                         "the reference on the same prompts: no training, KL = log n − (n−1)/n.")
+    probes = {m.label: probe_summary(m.run.probes()) for m in members}
+    col_gold.plotly_chart(figures.gold_proxy_figure(probes, bon, colours), key=f"{key}.gold")
+    col_gold.caption("Gao et al. 2022 plot reward against √KL, here at every held-out probe. While both rise, "
+                     "optimising the reward model helps; where the RM score (solid) still rises but the gold score "
+                     "(dashed) falls, the policy exploits the reward model's mistakes: over-optimisation (★).")
     series = {m.label: m.run.metrics() for m in members}
-    col_gold.plotly_chart(figures.gold_proxy_figure(series, bon), key=f"{key}.gold")
-    col_gold.caption("Gao et al. 2022 plot reward against √KL. While both rise, optimising the reward model "
-                     "helps; where the RM score (solid) still rises but the gold score (dashed) falls, the "
-                     "policy is exploiting the reward model's mistakes: over-optimisation.")
     names = [m for m in figures.SWEEP_OVERLAYS if any(r.get(m) is not None for rows in series.values() for r in rows)]
     if names:
-        metric = st.selectbox("Compare runs on", names, key=f"{key}.metric",
+        metric = st.selectbox("Compare runs on (training batches, each step)", names, key=f"{key}.metric",
                               format_func=lambda m: f"{m} — {figures.label(m)}")
-        st.plotly_chart(figures.overlay_figure(series, metric), key=f"{key}.overlay")
+        st.plotly_chart(figures.overlay_figure(series, metric, colours=colours), key=f"{key}.overlay")
     report_button(sweep.path, key)
 
 

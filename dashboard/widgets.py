@@ -286,6 +286,7 @@ def ppo_knobs(key_prefix: str) -> dict:
         max_grad_norm = knob(PPOConfig, "max_grad_norm", K, label="gradient clip")
         checkpoint_every = knob(PPOConfig, "checkpoint_every", K, label="checkpoint every (steps)")
         probe_every = knob(PPOConfig, "probe_every", K, label="probe answers every (steps)")
+        probe_prompts = knob(PPOConfig, "probe_prompts", K, label="held-out probe prompts")
         seed = knob(PPOConfig, "seed", K, label="seed")
     return dict(
         steps=steps, batch_size=batch_size, num_mini_batches=num_mini_batches, ppo_epochs=ppo_epochs,
@@ -296,7 +297,7 @@ def ppo_knobs(key_prefix: str) -> dict:
         whiten_rewards=whiten_rewards,
         whiten_advantages=whiten_advantages, normalize_reward=normalize_reward,
         missing_eos_penalty=eos_penalty if use_eos_penalty else None, checkpoint_every=checkpoint_every,
-        probe_every=probe_every, seed=seed,
+        probe_every=probe_every, probe_prompts=probe_prompts, seed=seed,
     )
 
 

@@ -5,9 +5,10 @@ import dataclasses
 import streamlit as st
 
 from dashboard.state import model_for, require_app_shell, workspace
-from dashboard.widgets import engine_errors
+from dashboard.widgets import engine_errors, md
 from rlhf_engine.config import DTYPE_CHOICES, QUANT_CHOICES, ModelConfig, field_help
 from rlhf_engine.generation import decode_responses, sample_responses
+from rlhf_engine.models import describe_model, model_facts
 
 KINDS = {
     "Bundled SmolLM2-135M-Instruct (offline)": "default",
@@ -15,7 +16,7 @@ KINDS = {
     "Local folder": "folder",
     "GGUF file": "gguf",
 }
-PLACEHOLDERS = {"hub": "HuggingFaceTB/SmolLM2-360M-Instruct", "folder": "/path/to/model-folder",
+PLACEHOLDERS = {"hub": "HuggingFaceTB/SmolLM2-135M-Instruct", "folder": "/path/to/model-folder",
                 "gguf": "/path/to/model.gguf"}
 
 require_app_shell()
@@ -55,15 +56,16 @@ if submitted:
             current = config
             st.success(f"Using `{config.source}` ({config.quant}, {config.dtype}) for new runs.")
 
-st.subheader("What is loaded")
-with engine_errors("Loading the model"):
-    with st.spinner("Loading the chosen model…"):
-        model, tokenizer, facts = model_for(current)
+st.subheader("The model")
+with engine_errors("Reading the model"):
+    # From its files, without loading it (loading takes seconds; the chat below loads it when first used)
+    facts = model_facts(current) or model_for(current)[2]
+    st.caption(md(describe_model(current)))
     cols = st.columns(4)
     cols[0].metric("parameters", f"{facts['parameters'] / 1e6:.1f} M")
-    cols[1].metric("memory", f"{facts['memory_mib']:.0f} MiB")
+    cols[1].metric("weights in memory", f"{facts['memory_mib']:.0f} MiB")
     cols[2].metric("device", facts["device"])
-    cols[3].metric("dtype · quantization", f"{facts['dtype']} · {facts['quantization']}")
+    cols[3].metric("compute dtype", facts["dtype"])
 
     st.subheader("Try it")
     col_len, col_temp, col_clear = st.columns([2, 2, 1])
@@ -80,7 +82,8 @@ with engine_errors("Loading the model"):
         chat.append({"role": "user", "content": question})
         with st.chat_message("user"):
             st.text(question)
-        with st.chat_message("assistant"), st.spinner("Writing…"):
+        with st.chat_message("assistant"), st.spinner("Writing… (the first answer also loads the model)"):
+            model, tokenizer, _ = model_for(current)
             rollout = sample_responses(model, tokenizer, [tuple(chat)], max_new, temperature, current.chat_template)
             answer = decode_responses(tokenizer, rollout)[0]
             st.text(answer)

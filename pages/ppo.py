@@ -22,10 +22,12 @@ from dashboard.widgets import (
 from rlhf_engine.config import PPOConfig
 from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_ppo_job
 from rlhf_engine.runfolder import new_run_name, safe_name
+from rlhf_engine.sweep import probe_summary
 
 require_app_shell()
 
 K = "ppo"
+SHOWN_PROBES = 3  # probe prompts shown side by side (all of them count in the summary)
 ws = workspace()
 st.title("PPO")
 show_flash()
@@ -96,20 +98,38 @@ if samples:
 else:
     st.caption("The first samples appear after the first step.")
 
-st.subheader("Probe prompts: reference vs current policy")
+st.subheader("Held-out probes: reference vs current policy")
 probes = run.probes()
-reference = {p["prompt"]: p["response"] for p in probes if p["policy"] == "reference"}
-latest_step = max((p["step"] for p in probes if p["policy"] == "policy"), default=None)
-policy = {p["prompt"]: p["response"] for p in probes if p["policy"] == "policy" and p["step"] == latest_step}
-if not reference:
-    st.caption("The reference answers the probe prompts after the first step.")
-for prompt, answer in reference.items():
-    st.markdown(f"**{md(prompt)}**")
-    col_ref, col_pol = st.columns(2)
-    col_ref.caption("reference (frozen base)")
-    col_ref.text(answer)
-    col_pol.caption(f"policy at step {latest_step}" if latest_step else "policy (after the first probe step)")
-    col_pol.text(policy.get(prompt, "—"))
+summary = probe_summary(probes)
+policy_steps = [s for s in summary if s["step"] > 0]
+if not summary:
+    st.caption("The reference answers the held-out probe prompts after the first step; the policy every "
+               f"{config.get('probe_every')} steps." if config.get("probe_every") else
+               "This run answers no probe prompts (probe_every = 0).")
+else:
+    st.caption(f"{summary[0]['prompts']} held-out prompts (never trained on), answered by the reference and, every "
+               f"{config.get('probe_every')} steps, by the policy, with the same sampling seed: a change here is "
+               "training, not a lucky batch.")
+    if policy_steps:
+        last = policy_steps[-1]
+        words = [f"at step {last['step']}: KL {last['kl']:.2f} ± {last['kl_se']:.2f} nats"]
+        for key, name in (("score", "RM score"), ("gold", "gold score")):
+            if f"{key}_gain" in last:
+                words.append(f"{name} {summary[0][key]:.2f} → {last[key]:.2f} "
+                             f"({last[key + '_gain']:+.2f} ± {last[key + '_gain_se']:.2f})")
+        st.markdown(md("; ".join(words)) + ".")
+        st.plotly_chart(plots.probe_figure(summary, plots.beta_colour(config.get("kl_coef"), config.get("adaptive_kl"))),
+                        key="ppo.probes")
+    reference = {p["prompt"]: p["response"] for p in probes if p["policy"] == "reference"}
+    latest_step = policy_steps[-1]["step"] if policy_steps else None
+    policy = {p["prompt"]: p["response"] for p in probes if p["policy"] == "policy" and p["step"] == latest_step}
+    for prompt, answer in list(reference.items())[:SHOWN_PROBES]:
+        st.markdown(f"**{md(prompt)}**")
+        col_ref, col_pol = st.columns(2)
+        col_ref.caption("reference (frozen base)")
+        col_ref.text(answer)
+        col_pol.caption(f"policy at step {latest_step}" if latest_step else "policy (after the first probe step)")
+        col_pol.text(policy.get(prompt, "—"))
 
 st.subheader("Share")
 report_button(run.path, "ppo")

@@ -9,11 +9,9 @@ from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import job_controls, run_picker
 from rlhf_engine.jobs import PPO_KIND
 from rlhf_engine.runfolder import list_runs
-from rlhf_engine.sweep import list_sweeps
+from rlhf_engine.sweep import FINAL_STEPS, final_point, list_sweeps
 
 require_app_shell()
-
-LAST_STEPS = 5  # the scatter uses the mean of each run's last 5 steps
 
 ws = workspace()
 st.title("Runs")
@@ -53,24 +51,25 @@ if kinds:
     kind = st.radio("Runs of kind", kinds, horizontal=True, key="runs.kind")
     of_kind = [r for r in runs if kind_of(r) == kind]
     selected = st.multiselect("Runs", [r.id for r in of_kind], default=[r.id for r in of_kind[:4]], key="runs.sel")
-    series = {r.id: r.metrics() for r in of_kind if r.id in selected}
+    chosen = [r for r in of_kind if r.id in selected]
+    series = {r.id: r.metrics() for r in chosen}
+    colours = plots.runs_colours([{"label": r.id, "beta": r.config().get("config", {}).get("kl_coef"),
+                                   "adaptive": r.config().get("config", {}).get("adaptive_kl")} for r in chosen]) \
+        if kind == PPO_KIND else None
     names = sorted({k for rows in series.values() for row in rows for k in row
                     if k != "step" and isinstance(row[k], (int, float))})
     if names:
         default = "objective/scores" if "objective/scores" in names else names[0]
         metric = st.selectbox("Metric", names, index=names.index(default), key="runs.metric",
                               format_func=lambda m: f"{m} — {plots.label(m)}" if m in plots.METRIC_LABELS else m)
-        st.plotly_chart(plots.overlay_figure(series, metric, kind), key="runs.overlay")
+        st.plotly_chart(plots.overlay_figure(series, metric, kind, colours), key="runs.overlay")
 
 st.subheader("Reward vs KL")
-points = []
-for run in ppo_runs:
-    rows = run.metrics()[-LAST_STEPS:]
-    if rows:
-        points.append({"run": run.id, "kl": sum(r["objective/kl"] for r in rows) / len(rows),
-                       "score": sum(r["objective/scores"] for r in rows) / len(rows), "beta": rows[-1]["beta"]})
+points = [{"label": run.id, **point} for run in ppo_runs if (point := final_point(run)) is not None]
 if points:
-    st.plotly_chart(plots.reward_kl_scatter(points), key="runs.scatter")
+    st.plotly_chart(plots.frontier_figure(points, colours=plots.runs_colours(points)), key="runs.scatter")
+    st.caption(f"One point per PPO run, coloured by β as on every page: {plots.FINAL_POINT_NOTE} (runs without "
+               f"probe answers: the mean of their last {FINAL_STEPS} training batches, as squares).")
 else:
     st.caption("PPO runs appear here once they have logged a step.")
 

@@ -31,11 +31,12 @@ VARY_LABELS = {"kl_coef": "β (KL coefficient)", "normalize_reward": "reward nor
                "kl_estimator": "KL estimator (k1 / k3)"}
 
 
-def use_overopt_preset() -> None:
-    """The over-optimisation demo's sweep (rlhf_engine.workshop) in the form; runs before the widgets."""
-    fill_ppo_knobs(K, workshop.overopt_ppo_config(workspace().model_config()))
-    fill_knobs(K, {"vary": "kl_coef", "values.kl_coef": ", ".join(format(b, "g") for b in workshop.OVEROPT_BETAS),
-                   "adaptive": workshop.OVEROPT_ADAPTIVE, "bon": workshop.OVEROPT_BEST_OF_N})
+def use_workshop_preset() -> None:
+    """The workshop's sweep (rlhf_engine.workshop, sized to this device) in the form; runs before the widgets."""
+    sizes = workshop.preset()
+    fill_ppo_knobs(K, workshop.ppo_config(workspace().model_config(), sizes))
+    fill_knobs(K, {"vary": "kl_coef", "values.kl_coef": ", ".join(format(b, "g") for b in sizes.betas),
+                   "adaptive": False, "bon": sizes.best_of_n})
 
 
 ws = workspace()
@@ -50,11 +51,9 @@ reward_models = [r for r in ws.runs_of(REWARD_KIND) if r.status().get("state") =
 with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
     if not reward_models:
         st.info("Train a reward model first (Reward model page).")
-    st.button("Fill in the over-optimisation preset", key=f"{K}.preset", on_click=use_overopt_preset,
-              help="60-step runs at a constant learning rate for β 0, 0.05 and 0.2: long enough that at β = 0 "
-                   "the gold score peaks and then falls while the reward model's score keeps rising (about 20 "
-                   "minutes a run on 2 CPU cores; benchmarks/RESULTS.md). Use it with a reward model trained on "
-                   "256 simulated pairs (Workshop page, 'Go further').")
+    st.button("Fill in the workshop preset", key=f"{K}.preset", on_click=use_workshop_preset,
+              help="The Workshop page's sweep, sized to this machine: short runs at a high constant learning rate, "
+                   "held-out probes every few steps and a best-of-n baseline (benchmarks/RESULTS.md).")
     vary = st.radio("Vary", SWEEPABLE, format_func=VARY_LABELS.get, horizontal=True, key=f"{K}.vary")
     st.session_state.setdefault(f"{K}.name", new_run_name("sweep"))
     with st.form("sweep-form"):

@@ -1,37 +1,52 @@
-"""Workshop: the loop in order, one click per step, with what each step teaches and a tick when it is done."""
+"""Workshop: the loop in order, one click per step, with what each step teaches, and a tick when it is done.
 
-import random
-import tempfile
-from pathlib import Path
+Every sentence that reads a result comes from the runs' own numbers (rlhf_engine.sweep.sweep_story)."""
 
 import streamlit as st
 
 from dashboard.lab import submit_sweep, sweep_view
 from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import engine_errors, md, queue_notice, show_flash, status_line, submit_job
-from rlhf_engine import workshop
-from rlhf_engine.jobs import DEMO_PAIRS_KIND, REWARD_KIND, prepare_demo_pairs_job, prepare_reward_job
+from rlhf_engine import figures, workshop
+from rlhf_engine.data import read_pairs
+from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_ppo_job, prepare_reward_job
+from rlhf_engine.models import describe_model
 from rlhf_engine.runfolder import ACTIVE_STATES, list_runs, new_run_name
-from rlhf_engine.sweep import list_sweeps, prepare_sweep
+from rlhf_engine.sweep import CLEAR_SE, list_sweeps, overoptimisation_sentence, prepare_sweep, probe_summary
 
 require_app_shell()
 
 K = "workshop"
+RM_PREFIX, SWEEP_PREFIX, OVEROPT_PREFIX = "workshop-rm", "workshop-sweep", "workshop-overopt"
+RM_TARGET = 0.75  # held-out agreement a workshop reward model should reach
+
 ws = workspace()
+sizes = workshop.preset()
 st.title("Workshop")
 show_flash()
-st.caption("Five steps, in order. Each button starts the step with settings sized for a laptop "
-           "(about 15 minutes in all on 2 CPU cores); the other pages show the same runs with every knob. "
-           "A step's box ticks when it is done.")
+st.caption(f"Five steps, in order, and an optional sixth. Each button starts its step with settings sized for "
+           f"this machine ({'a GPU' if sizes.device == 'cuda' else 'CPU'}: about {sizes.minutes} minutes from a fresh "
+           "clone to the finished sweep plot); the other pages show the same runs with every knob. A step's box "
+           "ticks when it is done, and its button then rests.")
 
 model = ws.model_config()
 store = ws.store()
-n_pairs = store.count()
-pair_jobs = ws.runs_of(DEMO_PAIRS_KIND)
-all_reward_runs = ws.runs_of(REWARD_KIND)
-reward_runs = [r for r in all_reward_runs if r.status().get("state") == "completed"]
-sweeps = list_sweeps(ws.runs)
-done_sweeps = [s for s in sweeps if all(state == "completed" for state in s.states().values())]
+stored_workshop_pairs = store.count(source=workshop.PAIRS_SOURCE)
+shipped = read_pairs(workshop.PAIRS_FILE)
+
+
+def _ours(runs, prefix):
+    return [r for r in runs if r.id.startswith(prefix)]
+
+
+reward_runs = _ours(ws.runs_of(REWARD_KIND), RM_PREFIX)
+done_rm = next((r for r in reward_runs if r.status().get("state") == "completed"), None)
+sweeps = [s for s in list_sweeps(ws.runs) if s.id.startswith(SWEEP_PREFIX)]
+latest_sweep = sweeps[0] if sweeps else None
+sweep_states = latest_sweep.states() if latest_sweep else {}
+sweep_done = bool(sweep_states) and all(state == "completed" for state in sweep_states.values())
+sweep_going = any(state in ACTIVE_STATES for state in sweep_states.values())
+overopt_runs = _ours(ws.runs_of(PPO_KIND), OVEROPT_PREFIX)
 
 
 def states() -> tuple:
@@ -50,113 +65,118 @@ def watch() -> None:
 
 
 st.session_state[f"{K}.states"] = states()
-any_live = any(state in ACTIVE_STATES for _, state in st.session_state[f"{K}.states"])
+if any(state in ACTIVE_STATES for _, state in st.session_state[f"{K}.states"]):
+    with st.container(border=True):
+        st.fragment(watch, run_every=2.0)()
+
+
 def step(number: int, title: str, done: bool) -> None:
     icon = ":material/check_box:" if done else ":material/check_box_outline_blank:"
     st.subheader(f"{icon} {number}. {title}")
 
 
-if any_live:
-    with st.container(border=True):
-        st.fragment(watch, run_every=2.0)()
-
 # 1 -------------------------------------------------------------------------------------------------------
 step(1, "The model", ws.model_chosen())
-st.markdown("The **policy** is a small chat model (SmolLM2-135M-Instruct, bundled: no download). RLHF will "
-            "not retrain it: it adds a small LoRA adapter and trains only that. The untouched model stays "
-            "as the **reference**.")
-if not ws.model_chosen():
-    if st.button("Use the bundled model", key=f"{K}.model", type="primary"):
-        ws.save_model_config(model)
-        st.rerun()
-else:
-    st.caption(f"Using `{md(model.source)}` ({model.quant}). Chat with it on the Model page.")
+st.markdown("The **policy** is a small chat model, bundled: no download. RLHF will not retrain it: it adds a small "
+            "LoRA adapter and trains only that. The untouched model stays as the **reference**.")
+st.caption(f"Model: {md(describe_model(model))}." + (" Change it on the Model page." if ws.model_chosen() else ""))
+if st.button("Use the bundled model", key=f"{K}.model", type="primary", disabled=ws.model_chosen()):
+    ws.save_model_config(model)
+    st.rerun()
 
 # 2 -------------------------------------------------------------------------------------------------------
-step(2, "Preferences", n_pairs >= workshop.PAIRS)
-st.markdown("People compare two answers to the same prompt and pick the better one. Here a **simulated "
-            "annotator** does it: it prefers the more *positive* answer (VADER sentiment) and, like a person, "
-            "dislikes answers that repeat themselves. Its score is the **gold** reward — the truth the reward "
-            "model can only approximate.")
-if st.button(f"Simulate {workshop.PAIRS} pairs", key=f"{K}.pairs", disabled=not ws.model_chosen()):
-    with engine_errors("Starting"):
-        job = prepare_demo_pairs_job(ws.runs / new_run_name("pairs"), workshop.PAIRS, ws.store_path, model,
-                                     seed=random.randrange(2**31))
-        submit_job(job, f"{K}.pairs.pick", f"{K}.pairs.name")
+step(2, "Preferences", stored_workshop_pairs >= len(shipped))
+st.markdown("People compare two answers to the same prompt and pick the better one. Here a **simulated annotator** "
+            "did it: it prefers the more *positive* answer (VADER sentiment) and, like a person, dislikes answers "
+            "that repeat themselves. Its score is the **gold** reward: the truth the reward model can only "
+            f"approximate. The {len(shipped)} pairs were made once, by the same model and annotator, and ship with "
+            "the workbench, so the workshop's minutes go to training.")
+if st.button(f"Add the {len(shipped)} simulated pairs", key=f"{K}.pairs",
+             disabled=not ws.model_chosen() or stored_workshop_pairs >= len(shipped)):
+    with engine_errors("Adding the pairs"):
+        store.add_many(shipped, source=workshop.PAIRS_SOURCE)
         st.rerun()
-if pair_jobs:
-    st.markdown(status_line(pair_jobs[0]))
-if n_pairs:
-    example = store.list(limit=1)[0].pair
-    st.caption(f"{n_pairs} pairs stored. Example — chosen: “{md(example.chosen[:120])}” · rejected: "
-               f"“{md(example.rejected[:120])}”")
+example = shipped[0]
+st.caption(f"For example, to “{md(example.prompt)}” — chosen: “{md(example.chosen[:110])}” · rejected: "
+           f"“{md(example.rejected[:110])}”. Made with `{md(workshop.PAIRS_COMMAND)}`; the Preferences page "
+           "makes more live.")
 
 # 3 -------------------------------------------------------------------------------------------------------
-step(3, "Reward model", bool(reward_runs))
+step(3, "Reward model", done_rm is not None)
 st.markdown("The **reward model** is the same small model with a score head. It learns from the pairs that "
-            "score(chosen) > score(rejected) (Bradley–Terry). It only sees these pairs, so it learns the "
-            "annotator's taste *approximately* — remember this for step 5.")
-if st.button("Train the reward model", key=f"{K}.rm", disabled=n_pairs < workshop.PAIRS):
+            "score(chosen) > score(rejected) (Bradley–Terry). It sees only these pairs, so it learns the "
+            "annotator's taste *approximately*: remember this for step 6.")
+if st.button("Train the reward model", key=f"{K}.rm",
+             disabled=stored_workshop_pairs < len(shipped) or any(
+                 r.status().get("state") in ACTIVE_STATES + ("completed",) for r in reward_runs)):
     with engine_errors("Starting the reward model"):
-        with tempfile.TemporaryDirectory() as tmp:
-            data = Path(tmp) / "pairs.jsonl"
-            store.export(data)
-            job = prepare_reward_job(ws.runs / new_run_name("workshop-rm"), workshop.reward_config(model), data)
+        job = prepare_reward_job(ws.runs / new_run_name(RM_PREFIX), workshop.reward_config(model, sizes),
+                                 workshop.PAIRS_FILE)
         submit_job(job, f"{K}.rm.pick", f"{K}.rm.name")
-        st.rerun()
-latest_rm = all_reward_runs[0] if all_reward_runs else None
-if latest_rm is not None:
-    st.markdown(status_line(latest_rm))
-    accuracy = latest_rm.eval().get("accuracy")
-    if accuracy is not None:
-        st.caption(f"It agrees with the annotator on {accuracy:.0%} of the held-out pairs (50 % is chance).")
+if reward_runs:
+    st.markdown(status_line(reward_runs[0]))
+    evaluation = reward_runs[0].eval()
+    if "accuracy" in evaluation:
+        held = evaluation.get("held_out_pairs", len(evaluation.get("margins", [])))
+        verdict = ("a usable proxy" if evaluation["accuracy"] >= RM_TARGET else
+                   f"below the {RM_TARGET:.0%} a workshop needs: retrain with more steps on the Reward model page")
+        st.caption(f"It agrees with the annotator on {evaluation['accuracy']:.0%} of {held} held-out pairs "
+                   f"(50 % is chance): {verdict}.")
 
 # 4 -------------------------------------------------------------------------------------------------------
-step(4, "PPO with a KL penalty: the sweep", bool(done_sweeps))
-st.markdown("PPO makes the policy write answers the reward model scores highly. Left alone, it would find "
-            "answers that fool the reward model. So every token pays **β × KL**: how far the policy has moved "
-            "from the reference. The sweep trains the policy once per β "
-            f"({', '.join(format(b, 'g') for b in workshop.BETAS)}) and samples best-of-{workshop.BEST_OF_N} from "
-            "the reference as a no-training baseline. (The KL sweep page can add a run whose β adapts to a KL "
-            "target, and vary other settings.)")
-if st.button("Run the KL sweep", key=f"{K}.sweep", disabled=not reward_runs):
+step(4, "PPO with a KL penalty: the sweep", sweep_done)
+st.markdown("PPO makes the policy write answers the reward model scores highly. Left alone, it would find answers "
+            "that fool the reward model. So every token pays **β × KL**: how far the policy has moved from the "
+            f"reference. The sweep trains the policy once per β ({', '.join(format(b, 'g') for b in sizes.betas)}), "
+            f"{sizes.ppo_steps} steps of {sizes.batch_size} prompts each, the runs side by side on one copy of the "
+            f"model, and samples best-of-{sizes.best_of_n} from the reference as a no-training baseline. Every "
+            f"{sizes.probe_every} steps each run answers the same {sizes.probe_prompts} held-out prompts with the "
+            "same random numbers as the reference did: that is where the story is read, not from one noisy batch.")
+if st.button("Run the KL sweep", key=f"{K}.sweep", disabled=done_rm is None or sweep_done or sweep_going):
     with engine_errors("Starting the sweep"):
-        name = new_run_name("workshop-sweep")
-        jobs = prepare_sweep(ws.runs / name, workshop.ppo_config(model), reward_runs[0].path, "kl_coef",
-                             list(workshop.BETAS), adaptive=workshop.ADAPTIVE, best_of_n=workshop.BEST_OF_N,
-                             best_of_n_prompts=workshop.BEST_OF_N_PROMPTS)
+        name = new_run_name(SWEEP_PREFIX)
+        jobs = prepare_sweep(ws.runs / name, workshop.ppo_config(model, sizes), done_rm.path, "kl_coef",
+                             list(sizes.betas), best_of_n=sizes.best_of_n, best_of_n_prompts=sizes.best_of_n_prompts)
         submit_sweep(name, jobs, f"{K}.sweep.pick")
-        st.rerun()
 
 # 5 -------------------------------------------------------------------------------------------------------
-latest_sweep = sweeps[0] if sweeps else None
 report_written = latest_sweep is not None and (latest_sweep.path / "report.html").is_file()
 step(5, "Read the results", report_written)
-st.markdown("**Reward vs KL**: smaller β moves further (more KL) for a higher reward-model score. **Gold vs "
-            "proxy**: the reward model's score and the annotator's (gold) score against √KL. Where the proxy "
-            "keeps rising and the gold falls, the policy exploits the reward model: *over-optimisation*. "
-            "Then write the report to share.")
+st.markdown("**Reward vs KL**: each run where it ended, the reward model's score (●) and the gold score (◇) against "
+            "its KL to the reference. **Gold vs proxy**: the same two scores against √KL at every probe. Where the "
+            "proxy keeps rising and the gold falls, the policy exploits the reward model: *over-optimisation*. "
+            "What the runs showed, in their own numbers:")
 if latest_sweep is None:
-    st.caption("The plots appear here once the sweep has started.")
+    st.caption("The results appear here once the sweep has started.")
 else:
-    sweep_view(latest_sweep, f"{K}.view")  # its last button writes the report
+    sweep_view(latest_sweep, f"{K}.view")  # its story first, then the plots; its last button writes the report
 
-# Go further ----------------------------------------------------------------------------------------------
-with st.expander("Go further: see over-optimisation happen (about 1.5 hours on 2 CPU cores)"):
-    st.markdown(
-        "Five short steps rarely get far enough for the gold score to turn down. With more data and longer "
-        "runs they do: a reward model trained on "
-        f"{workshop.OVEROPT_PAIRS} simulated pairs, and {workshop.overopt_ppo_config(model).steps}-step runs at a "
-        "constant learning rate. At β = 0 the gold score rose with the reward model's score, peaked, and then "
-        "fell while the reward model's score kept rising: the policy had found a way of writing that the "
-        "reward model likes more than the annotator does. Larger β keep the policy near the reference and "
-        "stop short of it (numbers in `benchmarks/RESULTS.md`).")
-    figure = Path(__file__).resolve().parents[1] / "docs" / "overopt-gold-vs-proxy.png"
-    if figure.is_file():
-        st.image(str(figure), caption="Measured on 2 CPU cores: gold (dashed) and reward-model score (solid) "
-                                      "against √KL; the star marks where the gold score peaked.")
-    st.markdown(
-        f"On the pages: **Preferences** — simulate {workshop.OVEROPT_PAIRS} pairs; **Reward model** — "
-        f"{workshop.overopt_reward_config(model).steps} steps, mean pooling; **KL sweep** — the *over-optimisation "
-        "preset* button, then queue. Or from a terminal, one command per step:")
-    st.code("\n".join(workshop.cli_commands(preset="overopt")), language="bash")
+# 6 -------------------------------------------------------------------------------------------------------
+overopt = overopt_runs[0] if overopt_runs else None
+overopt_summary = probe_summary(overopt.probes()) if overopt is not None else []
+overopt_line = overoptimisation_sentence("At β = 0", overopt_summary) if overopt_summary else None
+step(6, f"Optional: see over-optimisation (about {sizes.overopt_minutes} minutes)", overopt_line is not None)
+long = workshop.overopt_ppo_config(model, sizes)
+st.markdown(f"Run the policy with no KL penalty (β = 0) for {long.steps} steps against the same reward model, "
+            f"answering the held-out prompts every {long.probe_every} steps. The reward model never saw an answer that "
+            "repeats itself, so it cannot know the annotator dislikes them; a policy pushed far enough finds that "
+            "out. Watch the gold score peak and fall while the reward model's score keeps rising.")
+if st.button(f"Run {long.steps} steps at β = 0", key=f"{K}.overopt",
+             disabled=done_rm is None or not sweep_done or overopt is not None):
+    with engine_errors("Starting the run"):
+        job = prepare_ppo_job(ws.runs / new_run_name(OVEROPT_PREFIX), long, done_rm.path)
+        submit_job(job, f"{K}.overopt.pick", f"{K}.overopt.name")
+if overopt is not None:
+    st.markdown(status_line(overopt))
+    if len(overopt_summary) > 1:
+        colour = {"β = 0": figures.beta_colour(0.0)}
+        st.plotly_chart(figures.gold_proxy_figure({"β = 0": overopt_summary}, colours=colour), key=f"{K}.overopt.gold")
+        last = overopt_summary[-1]
+        if overopt_line:
+            st.markdown(md(overopt_line))
+        elif "gold_gain" in last:
+            size = abs(last["gold_gain"]) / last["gold_gain_se"] if last["gold_gain_se"] else float("inf")
+            st.caption(f"Not yet: at step {last['step']} the gold score is {last['gold']:.2f} "
+                       f"({last['gold_gain']:+.2f} ± {last['gold_gain_se']:.2f} over the reference, "
+                       f"{'a clear gain' if size >= CLEAR_SE else 'within the noise'}), and it has not fallen "
+                       "from a peak yet.")

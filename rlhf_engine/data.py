@@ -646,9 +646,11 @@ class PairStore:
                 ids.append(int(cursor.lastrowid))
         return ids
 
-    def count(self, search: str | None = None) -> int:
-        """Count stored pairs, optionally only those matching a search string."""
+    def count(self, search: str | None = None, source: str | None = None) -> int:
+        """Count stored pairs, optionally only those matching a search string, or from one source."""
         where, params = self._where(search)
+        if source is not None:
+            where, params = (f"{where} AND source = ?" if where else " WHERE source = ?"), (*params, source)
         with self._connect() as conn:
             return int(conn.execute(f"SELECT COUNT(*) FROM pairs{where}", params).fetchone()[0])
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .alarms import HACK_MIN_DROP
+from .sweep import gold_peak
 
 STEP_AXIS = {"ppo": "PPO step", "reward_model": "optimiser step"}
 
@@ -54,7 +54,7 @@ PPO_PANELS = (
     ("Value loss", ("loss/value",)),
     ("Step time (s)", ("time/step_s", "time/rollout_s")),
 )
-GOLD_PANEL = ("Gold score (the simulated annotator's true reward)", ("gold/score",))
+GOLD_PANEL = ("Gold score (the true reward)", ("gold/score",))
 
 
 def ppo_panels(has_gold: bool) -> tuple:
@@ -105,26 +105,20 @@ def metric_figure(rows: Sequence[dict], metrics: Sequence[str], title: str, kind
     return fig
 
 
-def overlay_figure(series: dict[str, Sequence[dict]], metric: str, kind: str = "ppo") -> go.Figure:
-    """One metric across several runs: {run id: metric rows}."""
+def overlay_figure(series: dict[str, Sequence[dict]], metric: str, kind: str = "ppo",
+                   colours: dict[str, str] | None = None) -> go.Figure:
+    """One metric across several runs: {run label: metric rows}; ``colours``: {label: colour} (runs_colours)."""
     fig = go.Figure()
+    colours = colours or {}
+    seen: dict[str, int] = {}
     for run_id, rows in series.items():
         points = [(r["step"], r[metric]) for r in rows if r.get(metric) is not None]
+        colour = colours.get(run_id)
+        dash = DASHES[seen.get(colour, 0) % len(DASHES)] if colour else None  # runs of one colour: other dashes
+        seen[colour] = seen.get(colour, 0) + 1
         fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                                 name=run_id))
+                                 name=plain(run_id), line=dict(color=colour, dash=dash)))
     return _layout(fig, label(metric), STEP_AXIS.get(kind, "step"), label(metric), height=420)
-
-
-def reward_kl_scatter(points: Sequence[dict]) -> go.Figure:
-    """Runs as points: final KL (x) against final score (y); points = [{run, kl, score, beta}]."""
-    fig = go.Figure(go.Scatter(
-        x=[p["kl"] for p in points], y=[p["score"] for p in points], mode="markers+text",
-        text=[p["run"] for p in points], textposition="top center", marker=dict(size=12),
-        customdata=[[p["beta"]] for p in points],
-        hovertemplate="%{text}<br>KL %{x:.3f} nats<br>score %{y:.3f}<br>β %{customdata[0]:g}<extra></extra>",
-    ))
-    return _layout(fig, "Reward vs KL (mean of each run's last 5 steps)", "KL to reference (nats per response)",
-                   "RM score (normalised: mean 0, std 1 on the initial policy)", height=420)
 
 
 def margin_histogram(margins: Sequence[float]) -> go.Figure:
@@ -149,6 +143,41 @@ def score_length_scatter(rows: Sequence[dict]) -> go.Figure:
 # ----------------------------------------------------------------------------------------------
 
 SWEEP_OVERLAYS = ("objective/scores", "gold/score", "objective/kl", "beta", "objective/entropy", "response_length")
+DASHES = ("solid", "dot", "dash", "dashdot")
+
+# One colour per β wherever a run is drawn (sweep page, Runs, report): hot for a free policy (β = 0), cool
+# for a held one; between these anchors the colour is interpolated on a log scale of β, so every β has
+# exactly one colour and the order of the colours is the order of the βs.
+BETA_ANCHORS = ((0.0, "#d62728"), (0.01, "#ff7f0e"), (0.05, "#2ca02c"), (0.2, "#1f77b4"), (1.0, "#6a3d9a"))
+ADAPTIVE_COLOUR = "#222222"  # adaptive-β runs: their β moves
+CATEGORICAL = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def _beta_position(beta: float) -> float:
+    """0 at β = 0, then log10 β from 0.001 (0.1) to 1 (1.0) and beyond (clipped)."""
+    return 0.0 if beta <= 0 else min(1.0, 0.1 + 0.3 * (math.log10(max(beta, 1e-3)) + 3))
+
+
+def beta_colour(beta: float | None, adaptive: bool = False) -> str:
+    """The colour of a run of this (fixed) β ("rgb(r, g, b)"), or ADAPTIVE_COLOUR."""
+    if adaptive or beta is None:
+        return ADAPTIVE_COLOUR
+    position = _beta_position(float(beta))
+    anchors = [(_beta_position(b), [int(colour[i:i + 2], 16) for i in (1, 3, 5)]) for b, colour in BETA_ANCHORS]
+    for (low, low_rgb), (high, high_rgb) in zip(anchors, anchors[1:]):
+        if position <= high:
+            break
+    t = min(1.0, (position - low) / (high - low))  # past the last anchor: its colour
+    rgb = [round(a + t * (b - a)) for a, b in zip(low_rgb, high_rgb)]
+    return f"rgb({rgb[0]}, {rgb[1]}, {rgb[2]})"
+
+
+def runs_colours(points: Sequence[dict], by_beta: bool = True) -> dict[str, str]:
+    """{label: colour} of runs given as {label, beta, adaptive}: by β (a KL sweep, the Runs page), or one
+    categorical colour each in order (a sweep that varies another setting, where every run has one β)."""
+    if by_beta:
+        return {p["label"]: beta_colour(p.get("beta"), p.get("adaptive", False)) for p in points}
+    return {p["label"]: CATEGORICAL[i % len(CATEGORICAL)] for i, p in enumerate(points)}
 
 
 def plain(text: str) -> str:
@@ -156,97 +185,128 @@ def plain(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
-def frontier_figure(points: Sequence[dict], best_of_n: Sequence[dict] = ()) -> go.Figure:
-    """Reward vs KL: each sweep run's final point, and the best-of-n curve from the reference.
+FRONTIER_X = "KL to the reference (nats per answer) at each run's last held-out probe"
+FINAL_POINT_NOTE = ("each run's point is its last held-out probe (the same prompts and sampling seed at every "
+                    "probe), ± 1 standard error")
 
-    points: [{label, kl, score, gold?}] (Sweep.frontier); best_of_n: [{n, kl, score, gold?}].
-    Proxy scores are filled markers, gold scores hollow ones on the right-hand axis.
+
+def frontier_figure(points: Sequence[dict], best_of_n: Sequence[dict] = (),
+                    colours: dict[str, str] | None = None) -> go.Figure:
+    """Reward vs KL: each run's final point (sweep.final_point) and the best-of-n curve from the reference.
+
+    points: [{label, kl, score, gold?, *_se?, source}]; best_of_n: [{n, kl, score, gold?}]. RM scores are
+    filled markers, gold scores hollow diamonds on the right-hand axis, each run in its colour. A run whose
+    point comes from training batches (no probe answers) is a square and says so in the legend.
     """
+    colours = colours or runs_colours(points)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     has_gold = any("gold" in p for p in points) or any("gold" in r for r in best_of_n)
     if best_of_n:
         fig.add_trace(go.Scatter(x=[r["kl"] for r in best_of_n], y=[r["score"] for r in best_of_n],
                                  mode="lines+markers+text", text=[f"n={r['n']}" for r in best_of_n],
-                                 textposition="bottom right", name="best-of-n, RM score",
+                                 textposition="bottom right", name="best-of-n: RM score",
                                  line=dict(dash="dot", color="gray")))
         if has_gold:
             fig.add_trace(go.Scatter(x=[r["kl"] for r in best_of_n], y=[r.get("gold") for r in best_of_n],
-                                     mode="lines+markers", name="best-of-n, gold score",
-                                     line=dict(dash="dot", color="goldenrod"), marker=dict(symbol="circle-open")),
+                                     mode="lines+markers", name="best-of-n: gold",
+                                     line=dict(dash="dot", color="goldenrod"), marker=dict(symbol="diamond-open")),
                           secondary_y=True)
-    fig.add_trace(go.Scatter(x=[p["kl"] for p in points], y=[p["score"] for p in points], mode="markers+text",
-                             text=[plain(p["label"]) for p in points], textposition="top center",
-                             marker=dict(size=12, color="royalblue"), name="PPO run, RM score"))
+    for p in points:
+        colour = colours.get(p["label"], "royalblue")
+        training = p.get("source") == "training"
+        name = plain(p["label"]) + (" (training batches)" if training else "")
+        fig.add_trace(go.Scatter(
+            x=[p["kl"]], y=[p["score"]], mode="markers+text", text=[plain(p["label"])], textposition="top center",
+            marker=dict(size=12, color=colour, symbol="square" if training else "circle"),
+            error_x=_error(p.get("kl_se")), error_y=_error(p.get("score_se")), name=f"{name}: RM score",
+            legendgroup=p["label"],
+            hovertemplate=f"{plain(p['label'])}<br>KL %{{x:.2f}} nats<br>RM score %{{y:.3f}}<extra></extra>"))
+        if "gold" in p:
+            fig.add_trace(go.Scatter(
+                x=[p["kl"]], y=[p["gold"]], mode="markers", error_y=_error(p.get("gold_se")),
+                marker=dict(size=12, symbol="diamond-open", color=colour, line=dict(width=2)),
+                name=f"{name}: gold", legendgroup=p["label"],
+                hovertemplate=f"{plain(p['label'])}<br>KL %{{x:.2f}} nats<br>gold %{{y:.3f}}<extra></extra>"),
+                secondary_y=True)
+    _layout(fig, "Reward vs KL", FRONTIER_X, "RM score (normalised)", height=460)
     if has_gold:
-        gold = [p for p in points if "gold" in p]
-        fig.add_trace(go.Scatter(x=[p["kl"] for p in gold], y=[p["gold"] for p in gold], mode="markers",
-                                 marker=dict(size=12, symbol="circle-open", color="darkorange", line=dict(width=2)),
-                                 name="PPO run, gold score"), secondary_y=True)
-    _layout(fig, "Reward vs KL: PPO runs (mean of the last steps) and best-of-n", "KL to the reference (nats per response)",
-            "RM score (normalised)", height=440)
-    if has_gold:
-        fig.update_yaxes(title_text="gold score (sentiment − repetition)", tickformat=".2f", secondary_y=True)
+        fig.update_yaxes(title_text="gold score (◇)", tickformat=".2f", secondary_y=True)
     return fig
 
 
-def running_mean(values: Sequence[float], width: int) -> list[float]:
-    """Mean of each value with up to width - 1 values before it (one batch per step is noisy)."""
-    return [sum(values[max(0, i - width + 1):i + 1]) / len(values[max(0, i - width + 1):i + 1])
-            for i in range(len(values))]
+def _error(se: float | None) -> dict | None:
+    """Error bars of ± se, or none where se is missing or NaN."""
+    if not isinstance(se, (int, float)) or se != se:
+        return None
+    return dict(type="data", array=[se], thickness=1.2, width=3)
 
 
-def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dict] = (), smooth: int = 3) -> go.Figure:
-    """Gold and proxy reward against sqrt(KL), the axis of Gao et al. 2022 ("Scaling Laws for Reward Model
+def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dict] = (),
+                      colours: dict[str, str] | None = None) -> go.Figure:
+    """Gold and proxy reward against √KL, the axis of Gao et al. 2022 ("Scaling Laws for Reward Model
     Overoptimization"): where the proxy keeps rising and the gold turns down, optimising the RM stopped helping.
 
-    series: {run label: metric rows}; each run draws its proxy (solid) and gold (dashed) in one colour,
-    and a star at its gold peak when the gold score later fell by the reward-hacking alarm's margin
-    (alarms.HACK_MIN_DROP) while the proxy stood higher than at the peak. KL, proxy and gold are
-    running means over ``smooth`` steps; a negative k1 mean is drawn at sqrt(0).
+    series: {run label: probe summary rows (sweep.probe_summary: step, kl, score, gold)}, the reference's
+    (step 0, KL 0) first; each run draws its RM score (solid) and gold (dashed) in its colour, and a star
+    at its gold peak when the gold score later fell by the reward-hacking alarm's margin
+    (alarms.HACK_MIN_DROP) while the RM score stood higher than at the peak.
     """
-    colours = ("royalblue", "darkorange", "seagreen", "crimson", "purple", "saddlebrown", "deeppink", "gray")
+    colours = colours or {}
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    for i, (name, rows) in enumerate(series.items()):
-        colour = colours[i % len(colours)]
-        points = [r for r in rows if isinstance(r.get("objective/kl"), (int, float))
-                  and isinstance(r.get("objective/scores"), (int, float))]
+    for name, rows in series.items():
+        colour = colours.get(name)
+        points = [r for r in rows if isinstance(r.get("kl"), (int, float)) and isinstance(r.get("score"), (int, float))]
         if not points:
             continue
-        x = [math.sqrt(max(v, 0.0)) for v in running_mean([r["objective/kl"] for r in points], smooth)]
+        x = [math.sqrt(max(r["kl"], 0.0)) for r in points]
         steps = [r["step"] for r in points]
-        proxy = running_mean([r["objective/scores"] for r in points], smooth)
-        fig.add_trace(go.Scatter(x=x, y=proxy,
-                                 mode="lines+markers", name=f"{plain(name)}: RM score", line=dict(color=colour),
-                                 customdata=steps,
+        proxy = [r["score"] for r in points]
+        fig.add_trace(go.Scatter(x=x, y=proxy, mode="lines+markers", name=f"{plain(name)}: RM score",
+                                 line=dict(color=colour), customdata=steps, legendgroup=name,
                                  hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>RM score %{y:.3f}<extra></extra>"))
-        if all(isinstance(r.get("gold/score"), (int, float)) for r in points):
-            gold = running_mean([r["gold/score"] for r in points], smooth)
+        if all(isinstance(r.get("gold"), (int, float)) for r in points):
+            gold = [r["gold"] for r in points]
             fig.add_trace(go.Scatter(x=x, y=gold, mode="lines+markers", name=f"{plain(name)}: gold",
-                                     line=dict(color=colour, dash="dash"), marker=dict(symbol="circle-open"),
-                                     customdata=steps,
+                                     line=dict(color=colour, dash="dash"), marker=dict(symbol="diamond-open"),
+                                     customdata=steps, legendgroup=name,
                                      hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>gold %{y:.3f}<extra></extra>"),
                           secondary_y=True)
-            peak = max(range(len(gold)), key=gold.__getitem__)
-            later = range(peak + 1, len(gold))
-            if any(gold[j] <= gold[peak] - HACK_MIN_DROP and proxy[j] > proxy[peak] for j in later):
-                # later the gold score fell clearly below its best while the RM score was higher: mark the best
+            peak = gold_peak(proxy, gold)
+            if peak is not None:
                 fig.add_trace(go.Scatter(x=[x[peak]], y=[gold[peak]], mode="markers", showlegend=False,
-                                         name=f"{plain(name)}: gold peak",
-                                         marker=dict(symbol="star", size=14, color=colour, line=dict(width=1)),
+                                         name=f"{plain(name)}: gold peak", legendgroup=name,
+                                         marker=dict(symbol="star", size=15, color=colour, line=dict(width=1)),
                                          hovertemplate=f"gold peak, step {steps[peak]}<br>√KL %{{x:.2f}}<br>"
                                                        "gold %{y:.3f}<extra></extra>"),
                               secondary_y=True)
     if best_of_n:
         x = [math.sqrt(r["kl"]) for r in best_of_n]
-        fig.add_trace(go.Scatter(x=x, y=[r["score"] for r in best_of_n], mode="lines+markers", name="best-of-n: RM score",
-                                 line=dict(color="black", dash="dot")))
+        fig.add_trace(go.Scatter(x=x, y=[r["score"] for r in best_of_n], mode="lines+markers",
+                                 name="best-of-n: RM score", line=dict(color="gray", dash="dot")))
         if any("gold" in r for r in best_of_n):
             fig.add_trace(go.Scatter(x=x, y=[r.get("gold") for r in best_of_n], mode="lines+markers",
                                      name="best-of-n: gold", line=dict(color="goldenrod", dash="dot"),
-                                     marker=dict(symbol="circle-open")), secondary_y=True)
-    title = "Gold vs proxy reward against √KL (Gao et al. 2022)" + (f"; {smooth}-step running means" if smooth > 1 else "")
-    _layout(fig, title, "√KL to the reference (√nats per response)", "RM score (normalised)", height=460)
-    fig.update_yaxes(title_text="gold score (sentiment − repetition)", tickformat=".2f", secondary_y=True)
+                                     marker=dict(symbol="diamond-open")), secondary_y=True)
+    _layout(fig, "Gold vs proxy against √KL", "√KL to the reference (√nats per answer)", "RM score (normalised)",
+            height=460)
+    fig.update_yaxes(title_text="gold score (◇, dashed)", tickformat=".2f", secondary_y=True)
+    return fig
+
+
+def probe_figure(summary: Sequence[dict], colour: str | None = None) -> go.Figure:
+    """A run's held-out probes step by step (sweep.probe_summary): RM score (●, left) and gold score (◇, right),
+    ± 1 standard error; step 0 is the reference."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    steps = [s["step"] for s in summary]
+    fig.add_trace(go.Scatter(x=steps, y=[s.get("score") for s in summary], mode="lines+markers", name="RM score",
+                             line=dict(color=colour), error_y=dict(array=[s.get("score_se") for s in summary])))
+    if all("gold" in s for s in summary):
+        fig.add_trace(go.Scatter(x=steps, y=[s["gold"] for s in summary], mode="lines+markers", name="gold",
+                                 line=dict(color=colour, dash="dash"), marker=dict(symbol="diamond-open"),
+                                 error_y=dict(array=[s.get("gold_se") for s in summary])), secondary_y=True)
+        fig.update_yaxes(title_text="gold score (◇)", tickformat=".2f", secondary_y=True)
+    _layout(fig, "Held-out probes", "PPO step (0 = the reference)", "RM score (normalised)", height=300)
+    fig.update_xaxes(tickformat="d")
     return fig
 
 

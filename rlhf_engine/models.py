@@ -139,6 +139,42 @@ def policy_name(config: ModelConfig) -> str:
     return f"{config.source} ({config.quant}, {dtype})"
 
 
+QUANT_NAMES = {"4bit": "4-bit NF4", "8bit": "8-bit", "none": "not quantized"}
+BITS_PER_WEIGHT = {"4bit": 4.5, "8bit": 8.0}  # NF4 with double-quantized scales (QLoRA: ~4.1 + outliers); LLM.int8
+
+
+def model_facts(config: ModelConfig) -> dict | None:
+    """What a model source is, read from its folder without loading it: parameters, the compute dtype and
+    device it would get, and its weights' memory at that precision; None for a hub id (not a folder here)."""
+    from safetensors import safe_open
+
+    path = Path(resolve_source(config.source))
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files:
+        return None
+    parameters = 0
+    for file in files:
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():
+                shape = weights.get_slice(name).get_shape()
+                count = 1
+                for size in shape:
+                    count *= size
+                parameters += count
+    device = choose_device(config.device)
+    dtype = choose_dtype(config.dtype, device)
+    bits = BITS_PER_WEIGHT.get(config.quant, torch.finfo(dtype).bits)
+    return {"source": config.source, "parameters": parameters, "memory_mib": parameters * bits / 8 / 2**20,
+            "device": str(device), "dtype": str(dtype).removeprefix("torch."), "quantization": config.quant}
+
+
+def describe_model(config: ModelConfig) -> str:
+    """The model in plain words: 'SmolLM2-135M-Instruct (bundled), float32, not quantized'."""
+    name = f"{BUNDLED_NAME} (bundled)" if config.source == "default" else config.source
+    dtype = str(choose_dtype(config.dtype, choose_device(config.device))).removeprefix("torch.")
+    return f"{name}, {dtype}, {QUANT_NAMES.get(config.quant, config.quant)}"
+
+
 def quantization_config(quant: str, dtype: torch.dtype):
     """bitsandbytes settings for 4-bit NF4 (QLoRA: double quantization) or 8-bit; None for no quantization."""
     if quant == "none":

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import figures
 from .alarms import check
 from .runfolder import RunFolder
-from .sweep import Sweep
+from .sweep import FINAL_STEPS, Sweep, probe_summary, sweep_story
 
 REPORT_FILE = "report.html"
 SAMPLE_ROWS = 8  # samples shown per run: those of its last logged step, up to this many
@@ -102,27 +102,38 @@ def _sweep_body(sweep: Sweep) -> list[str]:
     states = sweep.states()
     parts = [f"<p>Varied: <b>{_e(record['vary'])}</b> over {_e(', '.join(m.label for m in members))}; reward "
              f"model {_e(record['reward'])}. Runs share the seed, prompts and reward normalisation.</p>"]
+    story = sweep_story(sweep)
+    if story:
+        parts.append("<h2>What the runs showed</h2><ul>" + "".join(f"<li>{_e(line)}</li>" for line in story) + "</ul>")
     frontier = sweep.frontier()
     if frontier:
         has_gold = any("gold" in p for p in frontier)
-        head = "<tr><th>run</th><th>state</th><th>steps</th><th>final β</th><th>final KL (nats)</th>" \
-               "<th>final RM score</th>" + ("<th>final gold score</th>" if has_gold else "") + "</tr>"
+        head = "<tr><th>run</th><th>state</th><th>steps</th><th>final β</th><th>KL (nats)</th><th>RM score</th>" \
+               + ("<th>gold score</th><th>gold gain over the reference</th>" if has_gold else "") \
+               + f"<th>training KL, last {FINAL_STEPS} steps</th><th>measured on</th></tr>"
         body = "".join(
             f"<tr><td>{_e(p['label'])}</td><td>{_e(p['state'])}</td><td class=num>{p['steps']}</td>"
-            f"<td class=num>{_num(p['beta'])}</td><td class=num>{_num(p['kl'])}</td><td class=num>{_num(p['score'])}</td>"
-            + (f"<td class=num>{_num(p.get('gold'))}</td>" if has_gold else "") + "</tr>" for p in frontier)
-        parts.append(f"<h2>Final values (mean of each run's last steps)</h2><table>{head}{body}</table>")
+            f"<td class=num>{_num(p['beta'])}</td><td class=num>{_pm(p, 'kl')}</td><td class=num>{_pm(p, 'score')}</td>"
+            + (f"<td class=num>{_pm(p, 'gold')}</td><td class=num>{_pm(p, 'gold_gain')}</td>" if has_gold else "")
+            + f"<td class=num>{_num(p.get('train_kl'))}</td>"
+            f"<td>{_e(_source(p))}</td></tr>" for p in frontier)
+        parts.append(f"<h2>Where each run ended</h2><table>{head}{body}</table>")
     not_done = {run: state for run, state in states.items() if state != "completed"}
     if not_done:
         parts.append("<p>Not completed: " + _e(", ".join(f"{r} ({s})" for r, s in not_done.items())) + "</p>")
     bon = sweep.best_of_n()
-    parts.append("<h2>Reward vs KL</h2>" + figure(figures.frontier_figure(frontier, bon)))
+    colours = figures.runs_colours([{"label": m.label, "beta": m.run.config()["config"].get("kl_coef"),
+                                     "adaptive": m.run.config()["config"].get("adaptive_kl")} for m in members],
+                                   by_beta=record.get("vary") == "kl_coef")
+    parts.append("<h2>Reward vs KL</h2>" + figure(figures.frontier_figure(frontier, bon, colours))
+                 + f"<p>{_e(figures.FINAL_POINT_NOTE.capitalize())}.</p>")
+    probes = {m.label: probe_summary(m.run.probes()) for m in members}
+    parts.append("<h2>Gold vs proxy against √KL</h2>" + figure(figures.gold_proxy_figure(probes, bon, colours)))
     series = {m.label: m.run.metrics() for m in members}
-    parts.append("<h2>Gold vs proxy against √KL</h2>" + figure(figures.gold_proxy_figure(series, bon)))
-    parts.append("<h2>Runs side by side</h2>")
+    parts.append("<h2>Runs side by side (training batches)</h2>")
     for metric in figures.SWEEP_OVERLAYS:
         if any(r.get(metric) is not None for rows in series.values() for r in rows):
-            parts.append(figure(figures.overlay_figure(series, metric)))
+            parts.append(figure(figures.overlay_figure(series, metric, colours=colours)))
     for member in members:
         alarms = _alarms(series[member.label], member.run.config().get("config", {}), member.run.status())
         if alarms:
@@ -166,6 +177,18 @@ def _settings_table(config: dict) -> str:
 
 def _e(value) -> str:
     return html.escape(str(value))
+
+
+def _pm(point: dict, key: str) -> str:
+    """'0.53 ± 0.11' (value ± standard error), or the value alone."""
+    se = point.get(f"{key}_se")
+    return _num(point.get(key)) + (f" ± {se:.3f}" if isinstance(se, (int, float)) and se == se else "")
+
+
+def _source(point: dict) -> str:
+    if point.get("source") == "held-out":
+        return f"{point['prompts']} held-out prompts at step {point['probe_step']}"
+    return f"training batches, last {FINAL_STEPS} steps"
 
 
 def _num(value) -> str:

@@ -106,14 +106,28 @@ def test_a_run_whose_process_died_shows_as_interrupted_with_resume(workspace):
 
 # ---------------------------------------------------------------------------------------------- model
 
-def test_model_page_shows_what_is_loaded_and_chats(workspace):
+def test_model_page_shows_what_is_loaded_and_chats(workspace, tiny_model_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from dashboard.state import loaded_model
+    from rlhf_engine import models
+
+    loads = []
+    load = models.load_model_and_tokenizer
+    monkeypatch.setattr(models, "load_model_and_tokenizer", lambda config: loads.append(config) or load(config))
+    loaded_model.clear()
     at = open_page("pages/model.py")
     labels = [m.label for m in at.metric]
-    assert labels == ["parameters", "memory", "device", "dtype · quantization"]
-    assert at.metric[2].value == "cpu"
+    assert labels == ["parameters", "weights in memory", "device", "compute dtype"]
+    assert at.metric[2].value == "cpu" and at.metric[3].value == "float32"
+    parameters = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters())
+    assert at.metric[0].value == f"{parameters / 1e6:.1f} M"  # read from the files: the count a load gives
+    assert "not quantized" in texts(at)
+    assert loads == []  # drawn without loading the model (that took seconds)
     at.chat_input[0].set_value("Hello there").run()
     assert not at.exception
     assert [m.name for m in at.chat_message] == ["user", "assistant"]
+    assert len(loads) == 1  # the first answer loads it
 
 
 def test_model_page_reports_a_bad_source_plainly(workspace):
@@ -288,7 +302,7 @@ def test_a_tiny_ppo_run_started_from_the_page_produces_metric_points(trained_wor
     at.run()
     assert "3 steps plotted" in texts(at)
     assert run.config()["gold"] is True  # the tiny RM learnt pairs that follow the simulated annotator's rule
-    assert len(at.get("plotly_chart")) == 8 + 1  # seven panels + gold, and the token view
+    assert len(at.get("plotly_chart")) == 8 + 2  # seven panels + gold, the held-out probes and the token view
     assert len(at.dataframe[0].value) == 3 * 2  # samples of every step, newest first
     assert "policy at step 3" in texts(at)
 
@@ -308,9 +322,15 @@ def test_runs_page_compares_runs(trained_workspace, monkeypatch):
     at.radio(key="runs.kind").set_value("ppo").run()
     assert {"ppo-a", "ppo-b"} <= set(at.multiselect(key="runs.sel").value)
     charts = at.get("plotly_chart")
-    assert len(charts) == 2  # the overlay and the reward-vs-KL scatter
+    assert len(charts) == 2  # the overlay and the reward-vs-KL chart
     scatter = json.loads(charts[1].proto.spec)
-    assert {"ppo-a", "ppo-b"} <= set(scatter["data"][0]["text"])
+    points = {t["text"][0]: t["marker"]["color"] for t in scatter["data"] if t.get("text")}
+    assert {"ppo-a", "ppo-b"} <= set(points)
+    from rlhf_engine.figures import beta_colour
+
+    assert points["ppo-a"] == beta_colour(0.05) and points["ppo-b"] == beta_colour(0.5)  # the colour of its β
+    overlay = json.loads(charts[0].proto.spec)
+    assert {t["name"]: t["line"]["color"] for t in overlay["data"]}["ppo-a"] == beta_colour(0.05)
 
 
 def test_a_second_job_waits_in_the_queue_and_the_page_says_so(trained_workspace, monkeypatch):
@@ -459,11 +479,12 @@ def test_sweep_page_queues_runs_that_differ_only_in_beta_and_draws_the_frontier(
     at.text_input(key="sweep.name").set_value("sweep-page")
     at.text_input(key="sweep.values.kl_coef").set_value("0, 0.3")
     at.number_input(key="sweep.bon").set_value(2)
-    for key, value in (("steps", 2), ("batch_size", 2), ("response_length", 4), ("probe_every", 0)):
+    for key, value in (("steps", 2), ("batch_size", 2), ("response_length", 4), ("probe_every", 1),
+                       ("probe_prompts", 2)):
         at.number_input(key=f"sweep.{key}").set_value(value)
     next(b for b in at.button if b.label == "Queue the sweep").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert "Queued 4 runs" in at.success[0].value
+    assert "Queued the sweep: its runs train side by side" in at.success[0].value
     sweep = Sweep(trained_workspace / "runs" / "sweep-page")
     assert [m.label for m in sweep.members()] == ["beta-0", "beta-0.3", "adaptive"]
     assert job_queue().wait_idle(300)
@@ -476,11 +497,22 @@ def test_sweep_page_queues_runs_that_differ_only_in_beta_and_draws_the_frontier(
     assert not at.exception
     frontier = json.loads(at.get("plotly_chart")[0].proto.spec)
     names = [trace["name"] for trace in frontier["data"]]
-    assert "best-of-n, RM score" in names and "PPO run, RM score" in names
-    ppo_points = next(t for t in frontier["data"] if t["name"] == "PPO run, RM score")
-    assert ppo_points["text"] == ["beta-0", "beta-0.3", "adaptive"]
+    assert "best-of-n: RM score" in names
+    assert [n for n in names if n.endswith(": RM score") and not n.startswith("best")] == [
+        "beta-0: RM score", "beta-0.3: RM score", "adaptive: RM score"]
+    assert "last held-out probe" in frontier["layout"]["xaxis"]["title"]["text"]  # one definition, on the axis
     gold = json.loads(at.get("plotly_chart")[1].proto.spec)
     assert "√KL" in gold["layout"]["xaxis"]["title"]["text"]
+    overlay = json.loads(at.get("plotly_chart")[2].proto.spec)
+    # one colour per run, the same in every chart of the page
+    colour_of = {}
+    for chart in (frontier, gold, overlay):
+        for trace in chart["data"]:
+            label = trace["name"].split(":")[0]
+            if label in ("beta-0", "beta-0.3", "adaptive"):
+                colour = trace.get("marker", {}).get("color") or trace.get("line", {}).get("color")
+                assert colour_of.setdefault(label, colour) == colour, (label, trace["name"])
+    assert len(set(colour_of.values())) == 3
     next(b for b in at.button if b.label == "Write HTML report").click().run()
     assert (sweep.path / "report.html").is_file()
     assert any(d.label.startswith("Download report.html") for d in at.get("download_button"))
@@ -488,7 +520,7 @@ def test_sweep_page_queues_runs_that_differ_only_in_beta_and_draws_the_frontier(
     assert "Sweeps" in [h.value for h in runs_page.subheader]
 
 
-def test_sweep_page_preset_fills_the_form_with_the_overoptimisation_sweep(workspace, monkeypatch):
+def test_sweep_page_preset_fills_the_form_with_the_workshops_sweep(workspace, monkeypatch):
     from streamlit.elements.lib import policies
 
     from rlhf_engine import workshop
@@ -499,58 +531,71 @@ def test_sweep_page_preset_fills_the_form_with_the_overoptimisation_sweep(worksp
     monkeypatch.setattr(policies, "_shown_default_value_warning", False)
     monkeypatch.setattr(policies._LOGGER, "warning", lambda message, *args, **kw: warnings.append(message % args))
     at = open_page("pages/sweep.py")
-    next(b for b in at.button if b.label == "Fill in the over-optimisation preset").click().run()
+    next(b for b in at.button if b.label == "Fill in the workshop preset").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert warnings == []  # the preset's values are not fought by the widgets' own defaults
-    preset = workshop.overopt_ppo_config(ModelConfig())
+    sizes = workshop.preset()
+    preset = workshop.ppo_config(ModelConfig(), sizes)
     for name in ("steps", "batch_size", "response_length", "ppo_epochs", "probe_every", "kl_horizon"):
         assert at.number_input(key=f"sweep.{name}").value == getattr(preset, name), name
     for name in ("learning_rate", "kl_coef", "kl_target"):
         assert at.number_input(key=f"sweep.{name}").value == pytest.approx(getattr(preset, name)), name
     assert at.selectbox(key="sweep.lr_schedule").value == "constant"
-    assert parse_values("kl_coef", at.text_input(key="sweep.values.kl_coef").value) == list(workshop.OVEROPT_BETAS)
-    assert at.checkbox(key="sweep.adaptive").value is workshop.OVEROPT_ADAPTIVE
-    assert at.number_input(key="sweep.bon").value == workshop.OVEROPT_BEST_OF_N
+    assert parse_values("kl_coef", at.text_input(key="sweep.values.kl_coef").value) == list(sizes.betas)
+    assert at.checkbox(key="sweep.adaptive").value is False
+    assert at.number_input(key="sweep.bon").value == sizes.best_of_n
     at.run()  # the preset stays through later reruns
     assert at.number_input(key="sweep.steps").value == preset.steps
     assert at.selectbox(key="sweep.lr_schedule").value == "constant"
 
 
 @pytest.mark.slow
-def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, tiny_model_dir):
+def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch):
+    import dataclasses
+
+    from dashboard.state import job_queue
+    from rlhf_engine import workshop
     from rlhf_engine.sweep import Sweep
+
+    small = dataclasses.replace(workshop.CPU, rm_steps=2, ppo_steps=2, batch_size=2, probe_every=1, probe_prompts=3,
+                                best_of_n=2, best_of_n_prompts=2, overopt_steps=3)
+    monkeypatch.setattr(workshop, "preset", lambda device=None: small)
 
     def ticks(at) -> list[bool]:
         return [h.value.startswith(":material/check_box:") for h in at.subheader]
 
+    def button(at, start: str):
+        return next(b for b in at.button if b.label.startswith(start))
+
     at = open_page("pages/workshop.py")
-    assert ticks(at) == [True, False, False, False, False]  # the model is chosen in this workspace
-    assert next(b for b in at.button if b.label.startswith("Train the reward model")).disabled
-    PairStore(workspace / "pairs.sqlite").add_many(PAIRS * 5, source="simulated")
-    at.run()
-    assert ticks(at)[:3] == [True, True, False]
-    rm = RunFolder(workspace / "runs" / "workshop-rm")
-    config = RewardConfig(model=tiny_config(tiny_model_dir), steps=2, eval_every=2, norm_samples=4,
-                          norm_response_length=4)
-    from rlhf_engine.data import write_pairs
-
-    write_pairs(PAIRS, workspace / "pairs.jsonl")
-    assert start_reward_job(rm.path, config, workspace / "pairs.jsonl", background=False).state == "completed"
-    at.run()
-    assert ticks(at)[:4] == [True, True, True, False]
-    assert "held-out pairs" in texts(at)
-    next(b for b in at.button if b.label == "Run the KL sweep").click().run()
+    assert ticks(at) == [True, False, False, False, False, False]  # the model is chosen in this workspace
+    assert button(at, "Use the bundled model").disabled  # a finished step's button rests
+    assert "float32, not quantized" in texts(at)  # the model and its precision named, no jargon
+    assert button(at, "Train the reward model").disabled
+    button(at, "Add the").click().run()
+    assert ticks(at)[:3] == [True, True, False] and button(at, "Add the").disabled
+    button(at, "Train the reward model").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    from dashboard.state import job_queue
-
+    assert job_queue().wait_idle(600)
+    at.run()
+    assert ticks(at)[:4] == [True, True, True, False] and button(at, "Train the reward model").disabled
+    assert "held-out pairs" in texts(at)
+    button(at, "Run the KL sweep").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
     assert job_queue().wait_idle(600)
     sweep = next(Sweep(p) for p in (workspace / "runs").iterdir() if (p / "sweep.json").is_file())
     assert set(sweep.states().values()) == {"completed"}, sweep.states()
-    from rlhf_engine import workshop
-
-    assert [m.label for m in sweep.members()] == [f"beta-{b:g}" for b in workshop.BETAS]
-    assert sweep.best_of_n_run() is not None
+    assert [m.label for m in sweep.members()] == [f"beta-{b:g}" for b in small.betas]
+    assert sweep.best_of_n_run() is not None and sweep.record()["batched"]
     at.run()
-    assert ticks(at) == [True, True, True, True, False]
+    assert ticks(at) == [True, True, True, True, False, False] and button(at, "Run the KL sweep").disabled
+    shown = texts(at)
+    assert "held-out prompts" in shown and "standard errors" in shown  # the results in the runs' own numbers
     next(b for b in at.button if b.label == "Write HTML report").click().run()
-    assert ticks(at) == [True] * 5
+    assert ticks(at) == [True] * 5 + [False]
+    button(at, "Run 3 steps at β = 0").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert job_queue().wait_idle(600)
+    at.run()
+    assert button(at, "Run 3 steps at β = 0").disabled
+    assert len(at.get("plotly_chart")) >= 3  # the sweep's two and the long run's gold vs proxy
