@@ -1,13 +1,17 @@
 """The whole workshop path, timed as a participant lives it (run by hand, not in CI).
 
 clone → `make run` (fresh venv from requirements.txt, fresh model cache) → the Workshop page in Chromium:
-"Use the bundled model", "Simulate N pairs", "Train the reward model", "Run the KL sweep" → the sweep's
-plots drawn with every run finished. Each button is clicked as soon as the step before it has ended.
+"Use the bundled model", "Add the … simulated pairs", "Train the reward model", "Run the KL sweep" → the
+sweep's plots drawn with every run finished; then, with --overopt, the optional sixth step ("Run … steps at
+β = 0") to its end. Each button is clicked as soon as the step before it has ended.
 
-    .venv/bin/python benchmarks/workshop_path.py --out /tmp/workshop-bench [--screenshots docs]
+    .venv/bin/python benchmarks/workshop_path.py --out /tmp/workshop-bench [--overopt] [--screenshots docs]
 
-Writes OUT/results.json (seconds from the start for each milestone) and a screenshot of the finished page.
-Run it with nothing else on the machine.
+Writes OUT/results.json and benchmarks/results/workshop-path.json: seconds from the start for each
+milestone and what the plots showed (the keys of issue 17: total_minutes, rm_heldout_agreement,
+rm_heldout_pairs, gold_gain, gold_gain_se, gold_prompts, final_kl_by_beta, heldout_kl_by_beta,
+overopt_minutes, overopt_gold_peak_step, overopt_gold_drop), read from the run folders. Keys another
+benchmark wrote there (sweep_batched.py's ratio) are kept. Run it with nothing else on the machine.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +30,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from rlhf_engine import workshop  # noqa: E402
+from rlhf_engine.runfolder import RunFolder  # noqa: E402
+from rlhf_engine.sweep import Sweep, final_value, gold_peak, probe_summary  # noqa: E402
 from browser import (  # noqa: E402
     app_button,
     chromium_page,
@@ -38,10 +43,13 @@ from browser import (  # noqa: E402
     wait_idle,
 )
 
+RESULTS = ROOT / "benchmarks" / "results" / "workshop-path.json"
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="new folder: clone, workspace, cache, logs, results")
+    parser.add_argument("--overopt", action="store_true", help="also run the optional over-optimisation step")
     parser.add_argument("--screenshots", type=Path, help="save the finished Workshop page here (e.g. docs)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=False)
@@ -50,6 +58,8 @@ def main() -> int:
     env.pop("VIRTUAL_ENV", None)
     marks: dict[str, float] = {}
     start = time.monotonic()
+    sizes = workshop.preset("cpu")
+    shipped = len(workshop.PAIRS_FILE.read_text().splitlines())
 
     def mark(name: str) -> None:
         marks[name] = round(time.monotonic() - start, 1)
@@ -70,15 +80,12 @@ def main() -> int:
             nav_link(page, "Workshop").click()
             wait_idle(page)
             mark("Workshop page open")
-            app_button(page, "Use the bundled model").click()
-            wait_idle(page)
-            app_button(page, f"Simulate {workshop.PAIRS} pairs").click()
-            mark("clicked Simulate")
-            _wait(lambda: _stored_pairs(workspace) >= workshop.PAIRS)
-            mark(f"{workshop.PAIRS} pairs stored")
+            _click_when_enabled(page, "Use the bundled model")
+            _click_when_enabled(page, f"Add the {shipped} simulated pairs")
+            mark("pairs stored")
             _click_when_enabled(page, "Train the reward model")
             mark("clicked Train")
-            _wait(lambda: _completed(workspace, "reward_model"))
+            _wait(lambda: _completed(workspace, "workshop-rm"))
             mark("reward model trained")
             _click_when_enabled(page, "Run the KL sweep")
             mark("clicked Run the KL sweep")
@@ -88,18 +95,61 @@ def main() -> int:
             wait_idle(page)
             page.locator(".js-plotly-plot").nth(1).wait_for()
             mark("sweep plots drawn")
+            finished = marks["sweep plots drawn"]
             if args.screenshots:
                 screenshot(page, args.screenshots / "workshop.png")
+            if args.overopt:
+                _click_when_enabled(page, f"Run {sizes.overopt_steps} steps at β = 0")
+                mark("clicked the over-optimisation run")
+                _wait(lambda: _completed(workspace, "workshop-overopt"), timeout=7200)
+                mark("over-optimisation run completed")
+                page.reload()
+                wait_idle(page)
+                if args.screenshots:
+                    screenshot(page, args.screenshots / "workshop-overopt.png")
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
         log.close()
-    sweep = next(p for p in (workspace / "runs").iterdir() if (p / "sweep.json").is_file())
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-               "seconds": marks, "sweep": str(sweep), "rm_eval": _rm_eval(workspace)}
+               "seconds": marks, "total_minutes": round(finished / 60, 2), **_what_it_showed(workspace)}
+    if args.overopt:
+        results["overopt_minutes"] = round((marks["over-optimisation run completed"]
+                                            - marks["clicked the over-optimisation run"]) / 60, 2)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    kept = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    RESULTS.write_text(json.dumps({**{k: v for k, v in kept.items() if k.startswith("sweep_batched")}, **results},
+                                  indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return 0
+
+
+def _what_it_showed(workspace: Path) -> dict:
+    """The issue's numbers, read from the run folders as the pages read them."""
+    runs = workspace / "runs"
+    rm = next(RunFolder(p) for p in sorted(runs.iterdir()) if p.name.startswith("workshop-rm"))
+    evaluation = rm.eval()
+    sweep = next(Sweep(p) for p in runs.iterdir() if (p / "sweep.json").is_file())
+    shown = {"rm_heldout_agreement": evaluation["accuracy"], "rm_heldout_pairs": evaluation["held_out_pairs"],
+             "final_kl_by_beta": {}, "heldout_kl_by_beta": {}}
+    points = {p["label"]: p for p in sweep.frontier()}
+    for member in sweep.members():
+        beta = member.run.config()["config"]["kl_coef"]
+        shown["final_kl_by_beta"][str(float(beta))] = final_value(member.run.metrics(), "objective/kl")
+        shown["heldout_kl_by_beta"][str(float(beta))] = points[member.label]["kl"]
+    smallest = min(sweep.members(), key=lambda m: m.run.config()["config"]["kl_coef"])
+    point = points[smallest.label]
+    shown.update(gold_gain=point["gold_gain"], gold_gain_se=point["gold_gain_se"], gold_prompts=point["prompts"],
+                 gold_before=probe_summary(smallest.run.probes())[0]["gold"], gold_after=point["gold"])
+    overopt = [p for p in runs.iterdir() if p.name.startswith("workshop-overopt")]
+    if overopt:
+        summary = probe_summary(RunFolder(overopt[0]).probes())
+        proxy, gold = [s["score"] for s in summary], [s["gold"] for s in summary]
+        peak = gold_peak(proxy, gold)
+        shown["overopt_probes"] = [{k: s.get(k) for k in ("step", "kl", "score", "gold")} for s in summary]
+        shown["overopt_gold_peak_step"] = summary[peak]["step"] if peak is not None else None
+        shown["overopt_gold_drop"] = (gold[peak] - min(gold[peak:])) if peak is not None else None
+    return shown
 
 
 def _wait(predicate, timeout: float = 3600) -> None:
@@ -122,55 +172,25 @@ def _click_when_enabled(page, label: str) -> None:
     wait_idle(page)
 
 
-def _stored_pairs(workspace: Path) -> int:
-    store = workspace / "pairs.sqlite"
-    if not store.is_file():
-        return 0
-    try:
-        with sqlite3.connect(store) as db:
-            return db.execute("select count(*) from pairs").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-def _states(workspace: Path, kind: str) -> list[str]:
-    states = []
-    for folder in (workspace / "runs").glob("*"):
-        try:
-            if json.loads((folder / "config.json").read_text())["kind"] == kind:
-                states.append(json.loads((folder / "status.json").read_text())["state"])
-        except (OSError, ValueError, KeyError):
-            continue
-    return states
-
-
-def _completed(workspace: Path, kind: str) -> bool:
-    return "completed" in _states(workspace, kind)
+def _completed(workspace: Path, prefix: str) -> bool:
+    """Whether a run whose name starts with prefix completed (raises if it failed)."""
+    for folder in (workspace / "runs").glob(f"{prefix}*"):
+        state = RunFolder(folder).status().get("state")
+        if state == "failed":
+            raise RuntimeError(f"{folder.name} failed: {RunFolder(folder).status().get('error')}")
+        if state == "completed":
+            return True
+    return False
 
 
 def _sweep_done(workspace: Path) -> bool:
-    sweeps = [p for p in (workspace / "runs").glob("*") if (p / "sweep.json").is_file()]
+    sweeps = [Sweep(p) for p in (workspace / "runs").glob("*") if (p / "sweep.json").is_file()]
     if not sweeps:
         return False
-    record = json.loads((sweeps[0] / "sweep.json").read_text())
-    runs = [m["run"] for m in record["members"]] + ([record["best_of_n"]["run"]] if record["best_of_n"] else [])
-    for run in runs:
-        try:
-            if json.loads((workspace / "runs" / run / "status.json").read_text())["state"] == "failed":
-                raise RuntimeError(f"{run} failed")
-            if json.loads((workspace / "runs" / run / "status.json").read_text())["state"] != "completed":
-                return False
-        except (OSError, ValueError):
-            return False
-    return True
-
-
-def _rm_eval(workspace: Path) -> dict:
-    for folder in (workspace / "runs").glob("*"):
-        if (folder / "eval.json").is_file():
-            data = json.loads((folder / "eval.json").read_text())
-            return {k: data[k] for k in ("accuracy", "margin_mean") if k in data}
-    return {}
+    states = sweeps[0].states()
+    if "failed" in states.values():
+        raise RuntimeError(f"a sweep run failed: {states}")
+    return set(states.values()) == {"completed"}
 
 
 if __name__ == "__main__":

@@ -1,94 +1,123 @@
-"""Teaching presets: the workshop's whole loop, and the longer over-optimisation demo.
+"""Teaching presets: the workshop's whole loop, and its optional over-optimisation step, sized to the device.
 
-The workshop: simulated pairs -> reward model -> a KL sweep with best-of-n, from a fresh clone to the
-sweep plot in about 15 minutes on 2 CPU cores (benchmarks/RESULTS.md). The sizes are far below the
-literature's: the point is to see each piece work and how β changes the outcome, not a strong model.
+The workshop: simulated preference pairs (made once and shipped, ``assets/workshop_pairs.jsonl``) -> a
+reward model -> a KL sweep whose runs train side by side (``rlhf_engine.batched``) with best-of-n, from
+a fresh clone to the finished sweep plot within 15 minutes on 2 CPU cores (benchmarks/RESULTS.md). The
+story is told on held-out probe prompts answered by the reference and the policy with the same sampling
+seed, so a gain of 0.2 in gold score is not lost in the ±0.5 swing of one training batch.
 
-The over-optimisation demo: more pairs, a better reward model and 60-step runs at a constant learning
-rate, long enough that at small β the gold score peaks and then falls while the reward model's score
-keeps rising (about 1.5 hours on 2 CPU cores, measured in RESULTS.md). The same steps run from the
-command line with the flags in ``cli_commands()``.
+The over-optimisation step: one long run at β = 0 against the same reward model, long enough that the
+gold score peaks and falls while the reward model's score still rises (the annotator dislikes
+repetition; the reward model never saw any).
+
+On a GPU the presets run more steps and larger batches (``preset("cuda")``); the CPU figures are measured,
+the GPU ones are not yet (no GPU was lent to the sessions that built this: RESULTS.md says so).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
 
 from .config import ModelConfig, PPOConfig, RewardConfig
 
-PAIRS = 40  # simulated preference pairs (4 completions per prompt, the most and least positive paired)
-BETAS = (0.0, 0.05, 0.2, 0.5)  # the sweep's β values: wide, so that 5 short steps already tell them apart
-ADAPTIVE = False  # no adaptive-β run here (the KL sweep page offers one): it would not fit the 15 minutes
-BEST_OF_N = 8  # best-of-1…8 from the reference as the no-training baseline
-BEST_OF_N_PROMPTS = 8  # prompts the best-of-n baseline samples for
+PAIRS_FILE = Path(__file__).parent / "assets" / "workshop_pairs.jsonl"
+PAIRS_SOURCE = "workshop"  # the pair store's source label of the shipped pairs
+# How the shipped pairs were made (deterministic on CPU): 8 completions of 48 tokens per training prompt
+# of the bundled model, the annotator's favourite paired with its least favourite.
+PAIRS_COMMAND = ("python -m rlhf_engine make-demo-pairs --n 210 --completions 8 --response-length 48 --seed 0 "
+                 "--out rlhf_engine/assets/workshop_pairs.jsonl")
+RESPONSE_LENGTH = 48  # new tokens per answer: most answers end (EOS) within it, so no run hits the length cap
+LEARNING_RATE = 1e-3  # constant LoRA rate, 10x the literature default: the policy moves within a few steps
 
 
-def reward_config(model: ModelConfig) -> RewardConfig:
-    """A reward model trained in a few minutes: mean pooling (it learns sentiment fastest, RESULTS.md)."""
-    return RewardConfig(model=model, steps=16, batch_size=8, learning_rate=3e-4, max_length=128, pooling="mean",
-                        eval_every=4, norm_samples=32, norm_response_length=16, checkpoint_every=8)
+@dataclass(frozen=True)
+class Preset:
+    """The workshop's sizes on one kind of device."""
+
+    device: str  # "cpu" or "cuda"
+    minutes: int  # clone -> finished sweep plot, as measured on such a device (RESULTS.md)
+    rm_steps: int  # reward-model optimiser steps
+    rm_batch: int  # pairs per reward-model step
+    betas: tuple[float, ...]  # the sweep's β values: none, moderate, strong
+    ppo_steps: int  # PPO steps of each sweep run
+    batch_size: int  # prompts per rollout
+    probe_every: int  # held-out probe answers every N steps
+    probe_prompts: int  # held-out prompts answered at each probe (paired with the reference's)
+    best_of_n: int  # best-of-1…n from the reference: the no-training baseline
+    best_of_n_prompts: int  # held-out prompts best-of-n samples for (the first probe prompts)
+    overopt_steps: int  # steps of the over-optimisation run at β = 0
+    overopt_minutes: int  # its wall time, as measured
 
 
-def ppo_config(model: ModelConfig) -> PPOConfig:
-    """Short PPO runs: 5 steps of 4 prompts × 16 tokens, 2 epochs (11–15 s a step on 2 cores), and a high
-    LoRA rate (1e-3, 10× the default) so that the policy moves far enough in 5 steps for β to matter.
+CPU = Preset(device="cpu", minutes=15, rm_steps=30, rm_batch=8, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
+             probe_every=5, probe_prompts=24, best_of_n=8, best_of_n_prompts=12, overopt_steps=40,
+             overopt_minutes=15)
+GPU = Preset(device="cuda", minutes=5, rm_steps=120, rm_batch=16, betas=(0.0, 0.02, 0.05, 0.2), ppo_steps=30,
+             batch_size=32, probe_every=5, probe_prompts=48, best_of_n=16, best_of_n_prompts=24, overopt_steps=80,
+             overopt_minutes=10)
+
+
+def preset(device: str | None = None) -> Preset:
+    """The preset for ``device`` ("cpu" or "cuda"), by default for the device this machine trains on."""
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return GPU if device == "cuda" else CPU
+
+
+def reward_config(model: ModelConfig, sizes: Preset | None = None) -> RewardConfig:
+    """A reward model that learns the annotator's taste in a few minutes: mean pooling (the 135M model does
+    not gather an answer's sentiment into its EOS state, RESULTS.md), a high constant-ish rate."""
+    sizes = sizes or preset()
+    return RewardConfig(model=model, steps=sizes.rm_steps, batch_size=sizes.rm_batch, learning_rate=3e-4,
+                        max_length=128, pooling="mean", eval_every=10, norm_samples=32,
+                        norm_response_length=RESPONSE_LENGTH, checkpoint_every=sizes.rm_steps)
+
+
+def ppo_config(model: ModelConfig, sizes: Preset | None = None) -> PPOConfig:
+    """The sweep's runs: short, at a high constant LoRA rate, 2 PPO epochs; probes on held-out prompts.
 
     All runs share the seed, so their first rollout is the same; they part as β·KL starts to count.
     """
-    return PPOConfig(model=model, steps=5, batch_size=4, response_length=16, ppo_epochs=2, learning_rate=1e-3,
-                     checkpoint_every=5, probe_every=0, samples_per_step=4)
+    sizes = sizes or preset()
+    return PPOConfig(model=model, steps=sizes.ppo_steps, batch_size=sizes.batch_size, response_length=RESPONSE_LENGTH,
+                     ppo_epochs=2, learning_rate=LEARNING_RATE, lr_schedule="constant",
+                     checkpoint_every=sizes.ppo_steps, probe_every=sizes.probe_every,
+                     probe_prompts=sizes.probe_prompts, samples_per_step=4)
 
 
-# The over-optimisation demo ------------------------------------------------------------------------------
-OVEROPT_PAIRS = 256  # simulated pairs: enough for a reward model that agrees with the annotator ~80 % of the time
-OVEROPT_BETAS = (0.0, 0.05, 0.2)  # as measured: β = 0 over-optimises, β = 0.05 and 0.2 stop short of it
-OVEROPT_ADAPTIVE = False  # no adaptive run: 20 more minutes on 2 cores (the form can add one)
-OVEROPT_BEST_OF_N = 16  # best-of-1…16 from the reference
-OVEROPT_BEST_OF_N_PROMPTS = 16  # prompts the best-of-n baseline samples for
+def overopt_ppo_config(model: ModelConfig, sizes: Preset | None = None) -> PPOConfig:
+    """The over-optimisation run: the sweep's settings at β = 0 for many more steps."""
+    sizes = sizes or preset()
+    return dataclasses.replace(ppo_config(model, sizes), steps=sizes.overopt_steps, kl_coef=0.0,
+                               checkpoint_every=10, probe_every=4)
 
 
-def overopt_reward_config(model: ModelConfig) -> RewardConfig:
-    """The RESULTS.md reward model: 120 steps at the default rate, mean pooling (80 % held-out agreement)."""
-    return RewardConfig(model=model, steps=120, learning_rate=1e-4, pooling="mean")
-
-
-def overopt_ppo_config(model: ModelConfig) -> PPOConfig:
-    """60 steps of 8 prompts × 24 tokens, 2 epochs, lr 5e-4 held constant (~20 s a step on 2 cores).
-
-    A linearly decaying rate over a short run stops the policy before it leaves the region where the
-    reward model is right (24 steps: the gold score levels off but does not fall); at a constant rate
-    the β = 0 run passes the gold score's peak. β here is the adaptive run's start.
-    """
-    return PPOConfig(model=model, steps=60, batch_size=8, response_length=24, ppo_epochs=2, learning_rate=5e-4,
-                     lr_schedule="constant", kl_coef=0.05, kl_target=3.0, kl_horizon=32, probe_every=0)
-
-
-def cli_commands(workspace: str = "workspace", preset: str = "workshop") -> list[str]:
-    """The command-line equivalent of a preset ("workshop" or "overopt"), one command per step."""
-    if preset not in ("workshop", "overopt"):
-        raise ValueError(f"unknown preset {preset!r}: workshop or overopt")
-    short = preset == "workshop"
-    cpu = ModelConfig(quant="none")
-    rm = reward_config(cpu) if short else overopt_reward_config(cpu)
-    ppo = ppo_config(cpu) if short else overopt_ppo_config(cpu)
-    pairs, betas = (PAIRS, BETAS) if short else (OVEROPT_PAIRS, OVEROPT_BETAS)
-    adaptive = ADAPTIVE if short else OVEROPT_ADAPTIVE
-    best_of_n, bon_prompts = (BEST_OF_N, BEST_OF_N_PROMPTS) if short else (OVEROPT_BEST_OF_N, OVEROPT_BEST_OF_N_PROMPTS)
-    name = "workshop" if short else "overopt"
-    rm_quant = "none" if short else "4bit"  # as measured: the over-optimisation demo's reward model was 4-bit
-    rm_sets = _set_flags(rm, ("steps", "learning_rate", "pooling", "batch_size"))
-    ppo_sets = _set_flags(ppo, ("steps", "batch_size", "response_length", "learning_rate", "kl_coef", "kl_target"))
+def cli_commands(workspace: str = "workspace", device: str | None = None) -> list[str]:
+    """The workshop as commands, one per step (the last is the optional over-optimisation run)."""
+    sizes = preset(device)
+    model = ModelConfig(quant="none" if sizes.device == "cpu" else "4bit")
+    rm, ppo, long = reward_config(model, sizes), ppo_config(model, sizes), overopt_ppo_config(model, sizes)
+    rm_flagged = ("steps", "learning_rate", "pooling", "batch_size")
+    ppo_flagged = ("steps", "batch_size", "response_length", "learning_rate", "kl_coef", "checkpoint_every")
+    shared = (f"--quant {model.quant} --batch-size {ppo.batch_size} --response-length {ppo.response_length} "
+              f"--lr {ppo.learning_rate:g}")
     return [
-        f"python -m rlhf_engine make-demo-pairs --n {pairs} --out {workspace}/{name}-pairs.jsonl",
-        f"python -m rlhf_engine train-rm --data {workspace}/{name}-pairs.jsonl --out {workspace}/runs/{name}-rm "
-        f"--quant {rm_quant} --steps {rm.steps} --batch-size {rm.batch_size} --lr {rm.learning_rate:g} "
-        f"--pooling {rm.pooling} {rm_sets}".rstrip(),
-        f"python -m rlhf_engine sweep --reward {workspace}/runs/{name}-rm --out {workspace}/runs/{name}-sweep "
-        f"--kl-coefs {','.join(format(b, 'g') for b in betas)}{' --adaptive' if adaptive else ''} "
-        f"--best-of-n {best_of_n} --best-of-n-prompts {bon_prompts} --quant none --steps {ppo.steps} "
-        f"--batch-size {ppo.batch_size} --response-length {ppo.response_length} --lr {ppo.learning_rate:g} "
-        f"--kl-coef {ppo.kl_coef:g} --kl-target {ppo.kl_target:g} {ppo_sets}".rstrip(),
-        f"python -m rlhf_engine report {workspace}/runs/{name}-sweep",
+        f"python -m rlhf_engine pairs add {PAIRS_FILE.relative_to(Path(__file__).parents[1])}",
+        f"python -m rlhf_engine train-rm --data {PAIRS_FILE.relative_to(Path(__file__).parents[1])} "
+        f"--out {workspace}/runs/workshop-rm --quant {model.quant} --steps {rm.steps} --batch-size {rm.batch_size} "
+        f"--lr {rm.learning_rate:g} --pooling {rm.pooling} {_set_flags(rm, rm_flagged)}".rstrip(),
+        f"python -m rlhf_engine sweep --reward {workspace}/runs/workshop-rm --out {workspace}/runs/workshop-sweep "
+        f"--kl-coefs {','.join(format(b, 'g') for b in sizes.betas)} --best-of-n {sizes.best_of_n} "
+        f"--best-of-n-prompts {sizes.best_of_n_prompts} --steps {ppo.steps} {shared} "
+        f"--checkpoint-every {ppo.checkpoint_every} {_set_flags(ppo, ppo_flagged)}".rstrip(),
+        f"python -m rlhf_engine report {workspace}/runs/workshop-sweep",
+        f"python -m rlhf_engine ppo --reward {workspace}/runs/workshop-rm --out {workspace}/runs/workshop-overopt "
+        f"--kl-coef 0 --steps {long.steps} {shared} --checkpoint-every {long.checkpoint_every} "
+        f"{_set_flags(long, ppo_flagged)}".rstrip(),
     ]
 
 

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import statistics
+import time
 
 import pytest
 import torch
@@ -167,7 +168,7 @@ def test_sweep_plan_changes_only_the_varied_setting(tiny_model_config):
 
 def test_a_sweep_queues_its_runs_and_they_run_one_after_another(runs_dir, tiny_model_config, simulated_rm):
     jobs = prepare_sweep(runs_dir / "sw", _base(tiny_model_config), simulated_rm, "kl_coef", [0.0, 0.2],
-                         adaptive=True, best_of_n=4, best_of_n_prompts=3)
+                         adaptive=True, best_of_n=4, best_of_n_prompts=3, batched=False)
     assert [j.run.id for j in jobs] == ["sw-best-of-4", "sw-beta-0", "sw-beta-0.2", "sw-adaptive"]
     assert all(j.run.status()["state"] == "queued" for j in jobs)
     queue = JobQueue()
@@ -192,6 +193,47 @@ def test_a_sweep_queues_its_runs_and_they_run_one_after_another(runs_dir, tiny_m
     bon = sweep.best_of_n()
     assert [r["n"] for r in bon] == [1, 2, 4] and bon[2]["kl"] == pytest.approx(math.log(4) - 0.75)
     assert list_sweeps(runs_dir) and list_sweeps(runs_dir)[0].id == "sw"
+
+
+def test_a_batched_sweep_trains_its_runs_side_by_side_in_one_job_and_resumes(runs_dir, tiny_model_config,
+                                                                            simulated_rm):
+    from rlhf_engine.jobs import prepare_resume
+    from rlhf_engine.sweep import sweep_story
+
+    base = _base(tiny_model_config, steps=3, probe_every=2, probe_prompts=3, checkpoint_every=1)
+    (job,) = prepare_sweep(runs_dir / "sw", base, simulated_rm, "kl_coef", [0.0, 0.5], adaptive=True,
+                           best_of_n=4, best_of_n_prompts=3)
+    assert job.run.id == "sw" and job.run.config()["kind"] == "sweep"
+    sweep = Sweep(runs_dir / "sw")
+    assert set(sweep.states().values()) == {"queued"}
+    job.start()
+    while len(sweep.members()[0].run.metrics()) < 1:
+        time.sleep(0.05)
+    job.stop()
+    assert job.join(timeout=300) == "stopped"
+    stopped = {m.label: m.run.status() for m in sweep.members()}
+    assert {s["state"] for s in stopped.values()} == {"stopped"}, stopped
+    assert sweep.best_of_n_run().status()["state"] == "completed"
+    steps_at_stop = [len(m.run.metrics()) for m in sweep.members()]
+    assert len(set(steps_at_stop)) == 1  # the runs step together
+    resumed = prepare_resume(runs_dir / "sw")
+    resumed.start()
+    assert resumed.join(timeout=300) == "completed"
+    assert set(sweep.states().values()) == {"completed"}
+    for member in sweep.members():
+        assert [m["step"] for m in member.run.metrics()] == [1, 2, 3], member.label  # every step once
+        assert sorted({(r["policy"], r["step"]) for r in member.run.probes()}) == [
+            ("policy", 2), ("policy", 3), ("reference", 0)]
+        assert (member.run.path / "policy" / "adapter_model.safetensors").is_file()
+        assert "side by side" in member.run.events()
+    assert [m.run.metrics()[-1]["beta"] for m in sweep.members()][:2] == [0.0, 0.5]
+    first = [m.run.samples()[0]["response"] for m in sweep.members()]
+    assert len(set(first)) == 1  # same seed and prompts: the same first rollout
+    frontier = sweep.frontier()
+    assert [p["source"] for p in frontier] == ["held-out"] * 3 and all(p["prompts"] == 3 for p in frontier)
+    assert [r["n"] for r in sweep.best_of_n()] == [1, 2, 4]
+    story = sweep_story(sweep)
+    assert story and any("held-out prompts" in line for line in story)
 
 
 def test_a_sweep_with_a_clashing_name_or_bad_input_creates_nothing(runs_dir, tiny_model_config, simulated_rm):
@@ -235,57 +277,85 @@ def test_cli_sweep_varies_an_ablation_and_the_report_escapes_run_text(runs_dir, 
 
 # -- presets and figures ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("preset", ["workshop", "overopt"])
-def test_a_presets_commands_build_exactly_the_presets_configs(preset):
-    """The README's command-line route and the pages' buttons must train the same things."""
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_the_workshops_commands_build_exactly_its_configs(device):
+    """The README's command-line route and the Workshop page's buttons must train the same things."""
     import shlex
 
     from rlhf_engine import cli, workshop
     from rlhf_engine.config import ModelConfig
+    from rlhf_engine.data import read_pairs
 
-    pairs_cmd, rm_cmd, sweep_cmd, report_cmd = [cli.build_parser().parse_args(shlex.split(c)[3:])
-                                                for c in workshop.cli_commands("ws", preset)]
-    short = preset == "workshop"
-    assert pairs_cmd.n == (workshop.PAIRS if short else workshop.OVEROPT_PAIRS)
-    assert rm_cmd.data == pairs_cmd.out
-    make_rm = workshop.reward_config if short else workshop.overopt_reward_config
-    make_ppo = workshop.ppo_config if short else workshop.overopt_ppo_config
-    assert cli._reward_config(rm_cmd) == make_rm(ModelConfig(quant=rm_cmd.quant))
+    pairs_cmd, rm_cmd, sweep_cmd, report_cmd, overopt_cmd = [cli.build_parser().parse_args(shlex.split(c)[3:])
+                                                             for c in workshop.cli_commands("ws", device)]
+    sizes = workshop.preset(device)
+    model = ModelConfig(quant="none" if device == "cpu" else "4bit")
+    assert read_pairs(workshop.PAIRS_FILE.parents[2] / pairs_cmd.file) == read_pairs(workshop.PAIRS_FILE)
+    assert pairs_cmd.file == rm_cmd.data
+    assert cli._reward_config(rm_cmd) == workshop.reward_config(model, sizes)
     assert str(sweep_cmd.reward) == str(rm_cmd.out)
-    assert cli._ppo_config(sweep_cmd) == make_ppo(ModelConfig(quant="none"))
-    assert tuple(parse_values("kl_coef", sweep_cmd.kl_coefs)) == (workshop.BETAS if short else workshop.OVEROPT_BETAS)
-    assert sweep_cmd.adaptive == (workshop.ADAPTIVE if short else workshop.OVEROPT_ADAPTIVE)
-    assert sweep_cmd.best_of_n == (workshop.BEST_OF_N if short else workshop.OVEROPT_BEST_OF_N)
+    assert cli._ppo_config(sweep_cmd) == workshop.ppo_config(model, sizes)
+    assert tuple(parse_values("kl_coef", sweep_cmd.kl_coefs)) == sizes.betas
+    assert sweep_cmd.best_of_n == sizes.best_of_n and sweep_cmd.best_of_n_prompts == sizes.best_of_n_prompts
+    assert not sweep_cmd.one_at_a_time
     assert str(report_cmd.path) == str(sweep_cmd.out)
+    assert cli._ppo_config(overopt_cmd) == workshop.overopt_ppo_config(model, sizes)
 
 
-def test_the_overoptimisation_preset_runs_long_at_a_constant_rate():
+def test_the_shipped_pairs_follow_the_annotator_and_hold_out_enough_for_the_reward_model():
+    from rlhf_engine import workshop
+    from rlhf_engine.config import ModelConfig
+    from rlhf_engine.data import read_pairs
+    from rlhf_engine.demo import demo_prompt_split
+    from rlhf_engine.reward import split_pairs
+
+    pairs = read_pairs(workshop.PAIRS_FILE)
+    assert labelled_by_gold_annotator(pairs)  # so every PPO run on them logs the gold score
+    held_out = split_pairs(pairs, workshop.reward_config(ModelConfig(), workshop.CPU).eval_fraction, 0)[1]
+    assert len(held_out) >= 40
+    assert not {p.prompt for p in pairs} & set(demo_prompt_split()[1])  # the probe prompts stay unseen
+
+
+def test_the_overoptimisation_run_is_the_sweeps_run_at_beta_0_for_longer():
     from rlhf_engine import workshop
     from rlhf_engine.config import ModelConfig
 
-    short, long = workshop.ppo_config(ModelConfig()), workshop.overopt_ppo_config(ModelConfig())
-    assert long.lr_schedule == "constant" and short.lr_schedule == "linear"
-    assert long.steps * long.batch_size >= 10 * short.steps * short.batch_size
-    assert 0.0 in workshop.OVEROPT_BETAS and workshop.overopt_reward_config(ModelConfig()).pooling == "mean"
+    for sizes in (workshop.CPU, workshop.GPU):
+        short, long = workshop.ppo_config(ModelConfig(), sizes), workshop.overopt_ppo_config(ModelConfig(), sizes)
+        assert long.kl_coef == 0.0 and long.lr_schedule == short.lr_schedule == "constant"
+        assert long.steps >= 3 * short.steps and long.batch_size == short.batch_size
+        assert 0.0 in sizes.betas and len(sizes.betas) >= 3
 
 
 def test_the_gold_vs_proxy_plot_stars_the_gold_peak_only_when_gold_fell_as_the_proxy_rose():
     from rlhf_engine.figures import gold_proxy_figure
 
-    def rows(gold):
-        return [{"step": i + 1, "objective/kl": float(i * i), "objective/scores": 0.1 * i, "gold/score": g}
-                for i, g in enumerate(gold)]
+    def rows(gold):  # probe summaries (sweep.probe_summary)
+        return [{"step": i + 1, "kl": float(i * i), "score": 0.1 * i, "gold": g} for i, g in enumerate(gold)]
 
     def stars(fig):
         return [t for t in fig.data if getattr(t.marker, "symbol", None) == "star"]
 
-    rising = gold_proxy_figure({"a": rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])}, smooth=1)
+    rising = gold_proxy_figure({"a": rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])})
     assert stars(rising) == []
-    wobble = gold_proxy_figure({"a": rows([0.1, 0.3, 0.6, 0.55, 0.58, 0.56])}, smooth=1)
+    wobble = gold_proxy_figure({"a": rows([0.1, 0.3, 0.6, 0.55, 0.58, 0.56])})
     assert stars(wobble) == []  # less than the reward-hacking alarm's margin below the best: noise
-    both_fell = [dict(r, **{"objective/scores": -0.1 * r["step"]}) for r in rows([0.1, 0.3, 0.6, 0.5, 0.4, 0.3])]
-    assert stars(gold_proxy_figure({"a": both_fell}, smooth=1)) == []  # not over-optimisation: the proxy fell too
-    turned = gold_proxy_figure({"a": rows([0.1, 0.3, 0.6, 0.5, 0.4, 0.3])}, smooth=1)
+    both_fell = [dict(r, score=-0.1 * r["step"]) for r in rows([0.1, 0.3, 0.6, 0.5, 0.4, 0.3])]
+    assert stars(gold_proxy_figure({"a": both_fell})) == []  # not over-optimisation: the proxy fell too
+    turned = gold_proxy_figure({"a": rows([0.1, 0.3, 0.6, 0.5, 0.4, 0.3])})
     (star,) = stars(turned)
     assert star.x == (2.0,) and star.y == (0.6,)  # step 3: KL 4, √KL 2
     assert "step 3" in star.hovertemplate
+
+
+def test_every_beta_has_one_colour_and_the_colours_follow_the_order_of_beta():
+    from rlhf_engine.figures import ADAPTIVE_COLOUR, BETA_ANCHORS, beta_colour
+
+    betas = [0.0, 0.001, 0.01, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0]
+    colours = [beta_colour(b) for b in betas]
+    assert len(set(colours)) == len(colours)  # between the anchors too (0.03, 0.1, 0.5)
+    assert all(re.fullmatch(r"rgb\(\d+, \d+, \d+\)", c) for c in colours)
+    for beta, anchor in BETA_ANCHORS:  # an anchor's β gets the anchor's colour
+        assert beta_colour(beta) == "rgb({}, {}, {})".format(*(int(anchor[i:i + 2], 16) for i in (1, 3, 5)))
+    assert beta_colour(3.0) == beta_colour(1.0) and beta_colour(0.05) == beta_colour(0.05)
+    assert beta_colour(0.05, adaptive=True) == beta_colour(None) == ADAPTIVE_COLOUR
