@@ -1,10 +1,14 @@
 """RLHF Workbench dashboard entry point (`make run`). Pages live in pages/, one file each."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard.state import APP_SHELL_KEY
 
-st.set_page_config(page_title="RLHF Workbench", layout="wide")
+# A local favicon: a page's material icon as favicon would be fetched from fonts.gstatic.com (offline rooms)
+FAVICON = Path(__file__).parent / "dashboard" / "favicon.png"
+st.set_page_config(page_title="RLHF Workbench", page_icon=str(FAVICON), layout="wide")
 st.session_state[APP_SHELL_KEY] = True  # pages check it: see dashboard.state.require_app_shell
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),

@@ -31,7 +31,14 @@ sys.path.insert(0, str(ROOT))
 
 from rlhf_engine import workshop  # noqa: E402
 from rlhf_engine.runfolder import RunFolder  # noqa: E402
-from rlhf_engine.sweep import Sweep, final_value, gold_peak, probe_summary  # noqa: E402
+from rlhf_engine.sweep import (  # noqa: E402
+    Sweep,
+    final_value,
+    gold_peak,
+    overoptimisation_sentence,
+    probe_summary,
+    sweep_story,
+)
 from browser import (  # noqa: E402
     app_button,
     chromium_page,
@@ -141,6 +148,8 @@ def _what_it_showed(workspace: Path) -> dict:
     point = points[smallest.label]
     shown.update(gold_gain=point["gold_gain"], gold_gain_se=point["gold_gain_se"], gold_prompts=point["prompts"],
                  gold_before=probe_summary(smallest.run.probes())[0]["gold"], gold_after=point["gold"])
+    shown["alarms_by_run"] = {run.id: run.status().get("alarms", []) for run in sweep.runs()}
+    shown["story"] = sweep_story(sweep)  # the sentences the Workshop page shows under its plots
     overopt = [p for p in runs.iterdir() if p.name.startswith("workshop-overopt")]
     if overopt:
         summary = probe_summary(RunFolder(overopt[0]).probes())
@@ -149,6 +158,8 @@ def _what_it_showed(workspace: Path) -> dict:
         shown["overopt_probes"] = [{k: s.get(k) for k in ("step", "kl", "score", "gold")} for s in summary]
         shown["overopt_gold_peak_step"] = summary[peak]["step"] if peak is not None else None
         shown["overopt_gold_drop"] = (gold[peak] - min(gold[peak:])) if peak is not None else None
+        shown["overopt_alarms"] = RunFolder(overopt[0]).status().get("alarms", [])
+        shown["overopt_sentence"] = overoptimisation_sentence("At β = 0", summary)
     return shown
 
 

@@ -68,11 +68,6 @@ def sweep_live_status(sweep: Sweep, key: str) -> None:
     st.fragment(refresh, run_every=SWEEP_REFRESH_S if live else None)()
 
 
-def sweep_colours(sweep: Sweep, points: list[dict]) -> dict[str, str]:
-    """One colour per run: by β in a KL sweep (the same β has the same colour on every page), else in order."""
-    return figures.runs_colours(points, by_beta=sweep.record().get("vary") == "kl_coef")
-
-
 def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
     """Everything a sweep shows: its runs, what they showed in words, the frontier, gold vs proxy, overlays
     and the report."""
@@ -89,8 +84,7 @@ def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
     if not frontier and not bon:
         st.caption("The plots appear once the first run has logged a step.")
         return
-    colours = sweep_colours(sweep, [{"label": m.label, "beta": m.run.config()["config"].get("kl_coef"),
-                                     "adaptive": m.run.config()["config"].get("adaptive_kl")} for m in members])
+    colours = figures.sweep_colours(sweep)
     if story:
         lines = sweep_story(sweep)
         if lines:

@@ -118,8 +118,8 @@ else:
                 words.append(f"{name} {summary[0][key]:.2f} → {last[key]:.2f} "
                              f"({last[key + '_gain']:+.2f} ± {last[key + '_gain_se']:.2f})")
         st.markdown(md("; ".join(words)) + ".")
-        st.plotly_chart(plots.probe_figure(summary, plots.beta_colour(config.get("kl_coef"), config.get("adaptive_kl"))),
-                        key="ppo.probes")
+        colour = plots.beta_colour(config.get("kl_coef"), config.get("adaptive_kl"))
+        st.plotly_chart(plots.probe_figure(summary, colour), key="ppo.probes")
     reference = {p["prompt"]: p["response"] for p in probes if p["policy"] == "reference"}
     latest_step = policy_steps[-1]["step"] if policy_steps else None
     policy = {p["prompt"]: p["response"] for p in probes if p["policy"] == "policy" and p["step"] == latest_step}

@@ -71,6 +71,11 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
         best_of_n = col_bon.number_input("best-of-n baseline: n (0 = none)", 0, 64, key=f"{K}.bon",
                                          help="Sample n reference answers for 16 prompts; best-of-1…n give a "
                                               "reward-vs-KL curve with no training", **first_value(f"{K}.bon", 16))
+        batched = st.checkbox("train the runs side by side in one process", key=f"{K}.batched",
+                              help="One copy of the base model, one decoding batch per step; each run keeps its "
+                                   "own adapter, value head, optimiser and random stream, and logs what it would "
+                                   "alone. Off: one job per run, one after another.",
+                              **first_value(f"{K}.batched", True))
         st.markdown("**Settings every run shares** (β here is the adaptive run's start, and every run's β "
                     "when another setting is varied)")
         fields = ppo_knobs(K)
@@ -82,7 +87,8 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
             values = parse_values(vary, values_text)
             config = PPOConfig(model=base, **fields)
             sweep_dir = ws.runs / safe_name(name, "sweep name")
-            jobs = prepare_sweep(sweep_dir, config, ws.runs / rm_id, vary, values, adaptive, int(best_of_n))
+            jobs = prepare_sweep(sweep_dir, config, ws.runs / rm_id, vary, values, adaptive, int(best_of_n),
+                                 batched=batched)
             st.session_state.pop(f"{K}.name", None)
             submit_sweep(sweep_dir.name, jobs, f"{K}.pick")
             st.rerun()

@@ -129,9 +129,10 @@ st.markdown("PPO makes the policy write answers the reward model scores highly. 
             "that fool the reward model. So every token pays **β × KL**: how far the policy has moved from the "
             f"reference. The sweep trains the policy once per β ({', '.join(format(b, 'g') for b in sizes.betas)}), "
             f"{sizes.ppo_steps} steps of {sizes.batch_size} prompts each, the runs side by side on one copy of the "
-            f"model, and samples best-of-{sizes.best_of_n} from the reference as a no-training baseline. Every "
-            f"{sizes.probe_every} steps each run answers the same {sizes.probe_prompts} held-out prompts with the "
-            "same random numbers as the reference did: that is where the story is read, not from one noisy batch.")
+            f"model, and samples best-of-{sizes.best_of_n} from the reference as a no-training baseline. "
+            + ("At the end" if sizes.probe_every >= sizes.ppo_steps else f"Every {sizes.probe_every} steps")
+            + f" each run answers the same {sizes.probe_prompts} held-out prompts with the same random numbers as "
+            "the reference did: that is where the story is read, not from one noisy batch.")
 if st.button("Run the KL sweep", key=f"{K}.sweep", disabled=done_rm is None or sweep_done or sweep_going):
     with engine_errors("Starting the sweep"):
         name = new_run_name(SWEEP_PREFIX)
@@ -142,10 +143,10 @@ if st.button("Run the KL sweep", key=f"{K}.sweep", disabled=done_rm is None or s
 # 5 -------------------------------------------------------------------------------------------------------
 report_written = latest_sweep is not None and (latest_sweep.path / "report.html").is_file()
 step(5, "Read the results", report_written)
-st.markdown("**Reward vs KL**: each run where it ended, the reward model's score (●) and the gold score (◇) against "
-            "its KL to the reference. **Gold vs proxy**: the same two scores against √KL at every probe. Where the "
-            "proxy keeps rising and the gold falls, the policy exploits the reward model: *over-optimisation*. "
-            "What the runs showed, in their own numbers:")
+st.markdown("**Reward vs KL**: each run where it ended, the reward model's score (●) and the gold score (◇) "
+            "against its KL to the reference. **Gold vs proxy**: the same two scores against √KL at every probe. "
+            "Where the proxy keeps rising and the gold falls, the policy exploits the reward model: "
+            "*over-optimisation*. What the runs showed, in their own numbers:")
 if latest_sweep is None:
     st.caption("The results appear here once the sweep has started.")
 else:

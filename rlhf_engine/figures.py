@@ -180,6 +180,15 @@ def runs_colours(points: Sequence[dict], by_beta: bool = True) -> dict[str, str]
     return {p["label"]: CATEGORICAL[i % len(CATEGORICAL)] for i, p in enumerate(points)}
 
 
+def sweep_colours(sweep) -> dict[str, str]:
+    """{member label: colour} of a sweep (``sweep.Sweep``): by β in a KL sweep, else one colour each in order."""
+    points = []
+    for member in sweep.members():
+        config = member.run.config()["config"]
+        points.append({"label": member.label, "beta": config.get("kl_coef"), "adaptive": config.get("adaptive_kl")})
+    return runs_colours(points, by_beta=sweep.record().get("vary") == "kl_coef")
+
+
 def plain(text: str) -> str:
     """Text shown literally by plotly, which otherwise reads tags such as <b> or <a> in labels."""
     return html.escape(str(text), quote=False)

@@ -458,6 +458,9 @@ def _sweep_body(job: Job) -> str:
     from .ppo import POLICY, PPOTrainer
     from .sweep import Sweep
 
+    if distributed.world_size() > 1:
+        raise ValueError("a batched sweep trains its runs side by side in one process, not data-parallel: resume it "
+                         "without accelerate launch, or resume its runs one by one under it")
     sweep = Sweep(job.run.path)
     todo = [m.run for m in sweep.members() if m.run.status().get("state") != "completed"]
     bon = sweep.best_of_n_run()

@@ -122,9 +122,7 @@ def _sweep_body(sweep: Sweep) -> list[str]:
     if not_done:
         parts.append("<p>Not completed: " + _e(", ".join(f"{r} ({s})" for r, s in not_done.items())) + "</p>")
     bon = sweep.best_of_n()
-    colours = figures.runs_colours([{"label": m.label, "beta": m.run.config()["config"].get("kl_coef"),
-                                     "adaptive": m.run.config()["config"].get("adaptive_kl")} for m in members],
-                                   by_beta=record.get("vary") == "kl_coef")
+    colours = figures.sweep_colours(sweep)
     parts.append("<h2>Reward vs KL</h2>" + figure(figures.frontier_figure(frontier, bon, colours))
                  + f"<p>{_e(figures.FINAL_POINT_NOTE.capitalize())}.</p>")
     probes = {m.label: probe_summary(m.run.probes()) for m in members}

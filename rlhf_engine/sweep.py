@@ -324,6 +324,16 @@ def sweep_story(sweep: Sweep) -> list[str]:
         last = bon[-1]
         lines.append(f"Best-of-{last['n']} from the reference, no training: RM score {last['score']:.2f}"
                      + (f", gold {last['gold']:.2f}" if "gold" in last else "") + f" at {last['kl']:.2f} nats.")
+        golds = [p for p in fixed if "gold" in p]
+        if "gold" in last and golds:
+            beaten = [p for p in golds if p["gold"] - p.get("gold_se", 0.0) > last["gold"]]
+            if beaten:
+                lines.append("Above best-of-n's gold score: " + ", ".join(
+                    f"β {p['beta']:g} ({p['gold']:.2f} at {p['kl']:.1f} nats)" for p in beaten) + ".")
+            else:
+                lines.append(f"No PPO run clearly beat best-of-{last['n']}'s gold score: per nat of KL, best-of-n is "
+                             "the more efficient of the two (Gao et al. 2022 found the same); PPO moves further, and "
+                             "its policy costs one sample per answer instead of n.")
     found = [line for point in points
              if (line := overoptimisation_sentence(point["label"], probe_summary(by_label[point["label"]].run.probes())))]
     lines += found

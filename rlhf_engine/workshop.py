@@ -28,7 +28,9 @@ PAIRS_SOURCE = "workshop"  # the pair store's source label of the shipped pairs
 # of the bundled model, the annotator's favourite paired with its least favourite.
 PAIRS_COMMAND = ("python -m rlhf_engine make-demo-pairs --n 210 --completions 8 --response-length 48 --seed 0 "
                  "--out rlhf_engine/assets/workshop_pairs.jsonl")
-RESPONSE_LENGTH = 48  # new tokens per answer: most answers end (EOS) within it, so no run hits the length cap
+RESPONSE_LENGTH = 40  # new tokens per answer: most of the base model's answers end (EOS) within it
+MISSING_EOS_PENALTY = 0.5  # subtracted from the score of an answer cut off at the cap (TRL's missing_eos_penalty):
+# without it the policy drifts to answers that never end (the RM likes long positive text), the length alarm
 LEARNING_RATE = 1e-3  # constant LoRA rate, 10x the literature default: the policy moves within a few steps
 
 
@@ -37,7 +39,7 @@ class Preset:
     """The workshop's sizes on one kind of device."""
 
     device: str  # "cpu" or "cuda"
-    minutes: int  # clone -> finished sweep plot, as measured on such a device (RESULTS.md)
+    minutes: int  # clone -> finished sweep plot on such a device: measured on 2 CPU cores, a target on a GPU
     rm_steps: int  # reward-model optimiser steps
     rm_batch: int  # pairs per reward-model step
     betas: tuple[float, ...]  # the sweep's β values: none, moderate, strong
@@ -48,14 +50,14 @@ class Preset:
     best_of_n: int  # best-of-1…n from the reference: the no-training baseline
     best_of_n_prompts: int  # held-out prompts best-of-n samples for (the first probe prompts)
     overopt_steps: int  # steps of the over-optimisation run at β = 0
-    overopt_minutes: int  # its wall time, as measured
+    overopt_minutes: int  # its wall time (measured on CPU, a target on a GPU)
 
 
-CPU = Preset(device="cpu", minutes=15, rm_steps=30, rm_batch=8, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
-             probe_every=5, probe_prompts=24, best_of_n=8, best_of_n_prompts=12, overopt_steps=40,
+CPU = Preset(device="cpu", minutes=15, rm_steps=20, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
+             probe_every=10, probe_prompts=54, best_of_n=8, best_of_n_prompts=8, overopt_steps=40,
              overopt_minutes=15)
 GPU = Preset(device="cuda", minutes=5, rm_steps=120, rm_batch=16, betas=(0.0, 0.02, 0.05, 0.2), ppo_steps=30,
-             batch_size=32, probe_every=5, probe_prompts=48, best_of_n=16, best_of_n_prompts=24, overopt_steps=80,
+             batch_size=32, probe_every=5, probe_prompts=48, best_of_n=16, best_of_n_prompts=24, overopt_steps=100,
              overopt_minutes=10)
 
 
@@ -72,8 +74,8 @@ def reward_config(model: ModelConfig, sizes: Preset | None = None) -> RewardConf
     """A reward model that learns the annotator's taste in a few minutes: mean pooling (the 135M model does
     not gather an answer's sentiment into its EOS state, RESULTS.md), a high constant-ish rate."""
     sizes = sizes or preset()
-    return RewardConfig(model=model, steps=sizes.rm_steps, batch_size=sizes.rm_batch, learning_rate=3e-4,
-                        max_length=128, pooling="mean", eval_every=10, norm_samples=32,
+    return RewardConfig(model=model, steps=sizes.rm_steps, batch_size=sizes.rm_batch, learning_rate=4e-4,
+                        max_length=128, pooling="mean", eval_every=sizes.rm_steps // 2, norm_samples=32,
                         norm_response_length=RESPONSE_LENGTH, checkpoint_every=sizes.rm_steps)
 
 
@@ -85,6 +87,7 @@ def ppo_config(model: ModelConfig, sizes: Preset | None = None) -> PPOConfig:
     sizes = sizes or preset()
     return PPOConfig(model=model, steps=sizes.ppo_steps, batch_size=sizes.batch_size, response_length=RESPONSE_LENGTH,
                      ppo_epochs=2, learning_rate=LEARNING_RATE, lr_schedule="constant",
+                     missing_eos_penalty=MISSING_EOS_PENALTY,
                      checkpoint_every=sizes.ppo_steps, probe_every=sizes.probe_every,
                      probe_prompts=sizes.probe_prompts, samples_per_step=4)
 

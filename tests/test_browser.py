@@ -69,6 +69,8 @@ def test_the_loop_by_clicking_in_chromium(workspace, tmp_path):
     broken_file.write_text(json.dumps(PAIRS[0]) + "\n" + json.dumps({"prompt": "a", "chosen": "b"}) + "\n")
 
     with dashboard_server(workspace, tmp_path / "streamlit.log") as url, chromium_page() as page:
+        elsewhere = []  # a room without network: nothing may be fetched from anywhere but the dashboard
+        page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else elsewhere.append(r.url))
         # a fresh server's first visit straight to a page still gets the app's own navigation
         open_page(page, f"{url}/runs")
         expect(page.get_by_role("heading", name="Runs")).to_be_visible()
@@ -142,6 +144,9 @@ def test_the_loop_by_clicking_in_chromium(workspace, tmp_path):
         expect(page.locator(".js-plotly-plot")).to_have_count(2)
         screenshot(page, SHOTS / "6-runs.png")
         assert page.locator(EXCEPTION).count() == 0
+        favicon = page.evaluate("() => [...document.querySelectorAll('link[rel~=icon]')].map(l => l.href)")
+        assert favicon and all(href.startswith(url) for href in favicon), favicon
+    assert elsewhere == [], elsewhere
 
     ppo_runs = [p for p in (workspace / "runs").iterdir() if p.name.startswith("ppo-")]
     assert len(ppo_runs) == 1

@@ -234,6 +234,7 @@ def test_a_batched_sweep_trains_its_runs_side_by_side_in_one_job_and_resumes(run
     assert [r["n"] for r in sweep.best_of_n()] == [1, 2, 4]
     story = sweep_story(sweep)
     assert story and any("held-out prompts" in line for line in story)
+    assert any(line.startswith(("Above best-of-n's gold score", "No PPO run clearly beat best-of-4")) for line in story)
 
 
 def test_a_sweep_with_a_clashing_name_or_bad_input_creates_nothing(runs_dir, tiny_model_config, simulated_rm):
