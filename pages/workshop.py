@@ -159,9 +159,11 @@ overopt_line = overoptimisation_sentence("At β = 0", overopt_summary) if overop
 step(6, f"Optional: see over-optimisation (about {sizes.overopt_minutes} minutes)", overopt_line is not None)
 long = workshop.overopt_ppo_config(model, sizes)
 st.markdown(f"Run the policy with no KL penalty (β = 0) for {long.steps} steps against the same reward model, "
-            f"answering the held-out prompts every {long.probe_every} steps. The reward model never saw an answer that "
-            "repeats itself, so it cannot know the annotator dislikes them; a policy pushed far enough finds that "
-            "out. Watch the gold score peak and fall while the reward model's score keeps rising.")
+            f"answering the held-out prompts every {long.probe_every} steps. The reward model learnt the annotator's "
+            "taste from a few hundred pairs, so it also likes things the annotator does not care for; a policy "
+            "pushed far enough finds them. Watch the gold score peak and fall while the reward model's score keeps "
+            "rising, then read the answers on the PPO page: on this machine the policy drifted into florid "
+            "“a touch of luxury, handcrafted, rustic” descriptions, whatever the prompt asked.")
 if st.button(f"Run {long.steps} steps at β = 0", key=f"{K}.overopt",
              disabled=done_rm is None or not sweep_done or overopt is not None):
     with engine_errors("Starting the run"):

@@ -2,13 +2,15 @@
 
 The workshop: simulated preference pairs (made once and shipped, ``assets/workshop_pairs.jsonl``) -> a
 reward model -> a KL sweep whose runs train side by side (``rlhf_engine.batched``) with best-of-n, from
-a fresh clone to the finished sweep plot within 15 minutes on 2 CPU cores (benchmarks/RESULTS.md). The
+a fresh clone to the finished sweep plot in about 16 minutes on 2 CPU cores (15.6 measured,
+benchmarks/RESULTS.md). The
 story is told on held-out probe prompts answered by the reference and the policy with the same sampling
 seed, so a gain of 0.2 in gold score is not lost in the ±0.5 swing of one training batch.
 
 The over-optimisation step: one long run at β = 0 against the same reward model, long enough that the
-gold score peaks and falls while the reward model's score still rises (the annotator dislikes
-repetition; the reward model never saw any).
+gold score peaks and falls while the reward model's score still rises (measured on 2 cores: gold 0.42 →
+0.55 at step 12, then 0.30 by step 32 while the RM score rose from 0.49 to 1.24; the policy drifted into
+florid "a touch of luxury, handcrafted" descriptions that the reward model likes and the annotator does not).
 
 On a GPU the presets run more steps and larger batches (``preset("cuda")``); the CPU figures are measured,
 the GPU ones are not yet (no GPU was lent to the sessions that built this: RESULTS.md says so).
@@ -53,9 +55,9 @@ class Preset:
     overopt_minutes: int  # its wall time (measured on CPU, a target on a GPU)
 
 
-CPU = Preset(device="cpu", minutes=15, rm_steps=20, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
+CPU = Preset(device="cpu", minutes=16, rm_steps=20, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
              probe_every=10, probe_prompts=54, best_of_n=8, best_of_n_prompts=8, overopt_steps=40,
-             overopt_minutes=15)
+             overopt_minutes=17)
 GPU = Preset(device="cuda", minutes=5, rm_steps=120, rm_batch=16, betas=(0.0, 0.02, 0.05, 0.2), ppo_steps=30,
              batch_size=32, probe_every=5, probe_prompts=48, best_of_n=16, best_of_n_prompts=24, overopt_steps=100,
              overopt_minutes=10)
