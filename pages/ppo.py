@@ -22,7 +22,7 @@ from dashboard.widgets import (
 from rlhf_engine.config import PPOConfig
 from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_ppo_job
 from rlhf_engine.runfolder import new_run_name, safe_name
-from rlhf_engine.sweep import CLEAR_SE, probe_summary
+from rlhf_engine.sweep import is_clear, probe_summary
 
 require_app_shell()
 
@@ -116,7 +116,7 @@ else:
         for key, name in (("score", "RM score"), ("gold", "gold score")):
             if f"{key}_gain" in last:
                 gain, se = last[key + "_gain"], last[key + "_gain_se"]
-                noise = ", within the noise" if not abs(gain) >= CLEAR_SE * se else ""
+                noise = "" if is_clear(gain, se) else ", within the noise"
                 words.append(f"{name} {summary[0][key]:.2f} → {last[key]:.2f} ({gain:+.2f} ± {se:.2f}{noise})")
         st.markdown(md("; ".join(words)) + ".")
         colour = plots.beta_colour(config.get("kl_coef"), config.get("adaptive_kl"))

@@ -12,7 +12,7 @@ from rlhf_engine.data import read_pairs
 from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_ppo_job, prepare_reward_job
 from rlhf_engine.models import describe_model
 from rlhf_engine.runfolder import ACTIVE_STATES, list_runs, new_run_name
-from rlhf_engine.sweep import CLEAR_SE, list_sweeps, overoptimisation_sentence, prepare_sweep, probe_summary
+from rlhf_engine.sweep import is_clear, list_sweeps, overoptimisation_sentence, prepare_sweep, probe_summary
 
 require_app_shell()
 
@@ -178,8 +178,8 @@ if overopt is not None:
         if overopt_line:
             st.markdown(md(overopt_line))
         elif "gold_gain" in last:
-            size = abs(last["gold_gain"]) / last["gold_gain_se"] if last["gold_gain_se"] else float("inf")
+            gain, se = last["gold_gain"], last["gold_gain_se"]
+            verdict = ("a clear gain" if gain > 0 else "a clear fall") if is_clear(gain, se) else "within the noise"
             st.caption(f"Not yet: at step {last['step']} the gold score is {last['gold']:.2f} "
-                       f"({last['gold_gain']:+.2f} ± {last['gold_gain_se']:.2f} over the reference, "
-                       f"{'a clear gain' if size >= CLEAR_SE else 'within the noise'}), and it has not fallen "
+                       f"({gain:+.2f} ± {se:.2f} over the reference, {verdict}), and it has not fallen "
                        "from a peak yet.")

@@ -329,7 +329,8 @@ def _policy_run_inputs(run: RunFolder, reward_model=None):
     prompts = [tuple(p) if isinstance(p, list) else p for p in json.loads((run.path / "prompts.json").read_text())]
     if reward_model is None:
         reward_model = RewardModel.load(Path(saved["reward"]))
-    return saved, from_dict(PPOConfig, saved["config"]), prompts, reward_model, gold_score if saved.get("gold") else None
+    gold_scorer = gold_score if saved.get("gold") else None
+    return saved, from_dict(PPOConfig, saved["config"]), prompts, reward_model, gold_scorer
 
 
 def _normalise_rewards(run: RunFolder, saved: dict, config: PPOConfig, reward_model, trainer, prompts: list) -> None:
@@ -592,9 +593,9 @@ def prepare_best_of_n_job(run_dir: Path, config: PPOConfig, reward_dir: Path, n:
 
 
 def _best_of_n_body(job: Job) -> str:
-    from .models import load_model_and_tokenizer, set_seed
+    from .models import set_seed
 
-    saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(job.run)
+    _, config, _, reward_model, _ = _policy_run_inputs(job.run)
     set_seed(config.seed)
     model, tokenizer = load_model_and_tokenizer(config.model)
     return _best_of_n(job, job.run, model, tokenizer, reward_model)
@@ -604,11 +605,8 @@ def _best_of_n(job: Job, run: RunFolder, model, tokenizer, reward_model, policy_
     """Sample and score the best-of-n run's answers from ``model`` (the reference, entered with
     ``policy_context``), write best_of_n.json; "completed", or "stopped" when the job was asked to stop."""
     from .best_of_n import best_of_n_curve, sample_and_score
-    from .demo import gold_score
 
-    saved = run.config()
-    config = from_dict(PPOConfig, saved["config"])
-    prompts = [tuple(p) if isinstance(p, list) else p for p in json.loads((run.path / "prompts.json").read_text())]
+    saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(run, reward_model)
     reward_normalisation(reward_model, Path(saved["reward"]), model, tokenizer, prompts, config, run,
                          policy_context)
 
@@ -621,9 +619,8 @@ def _best_of_n(job: Job, run: RunFolder, model, tokenizer, reward_model, policy_
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             proxy, gold = sample_and_score(model, tokenizer, prompts, saved["n"], reward_model, config.response_length,
-                                           config.temperature, config.model.chat_template,
-                                           gold_score if saved.get("gold") else None, on_progress=progress,
-                                           policy_context=policy_context)
+                                           config.temperature, config.model.chat_template, gold_scorer,
+                                           on_progress=progress, policy_context=policy_context)
     except _Stopped:
         return "stopped"
     rows = best_of_n_curve(proxy, gold)

@@ -15,6 +15,7 @@ The pure functions at the top are the algorithm; ``PPOTrainer`` wires them to th
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import time
@@ -35,7 +36,7 @@ from .lora_fused import fuse_lora_products
 from .models import load_model_and_tokenizer, lora_config, set_seed
 
 POLICY, VALUE = "policy", "value"
-PROBE_SEED = 1234  # sampling seed of every probe answer, so the policy's answers differ from the reference's only by training
+PROBE_SEED = 1234  # sampling seed of every probe answer: the policy's differ from the reference's only by training
 PHASES = ("generate", "forward", "reward", "update")  # timed parts of an iteration, logged as time/<phase>_s
 
 
@@ -203,6 +204,11 @@ def _rounded(x: torch.Tensor) -> list[float]:
 # The models: policy + value adapters on one base; reference = adapters disabled.
 # ----------------------------------------------------------------------------------------------
 
+def value_adapter_name(policy_adapter: str) -> str:
+    """The separate value adapter's name beside a run's policy adapter ("value" beside "policy")."""
+    return VALUE if policy_adapter == POLICY else f"{policy_adapter}-{VALUE}"
+
+
 class PolicyAndValue(nn.Module):
     """One base model: the policy (a LoRA adapter), the reference (adapters disabled) and the value.
 
@@ -222,7 +228,7 @@ class PolicyAndValue(nn.Module):
         self.value_head = value_head
         self.shared = shared
         self.policy_adapter = name
-        self.value_adapter = VALUE if name == POLICY else f"{name}-{VALUE}"
+        self.value_adapter = value_adapter_name(name)
 
     @property
     def adapters(self) -> dict[str, str]:
@@ -249,7 +255,7 @@ class PolicyAndValue(nn.Module):
                 peft_model.add_adapter(name, lora_config(config.model))
             shared = config.value_model == "shared"
             if not shared:
-                peft_model.add_adapter(VALUE if name == POLICY else f"{name}-{VALUE}", lora_config(config.model))
+                peft_model.add_adapter(value_adapter_name(name), lora_config(config.model))
         fuse_lora_products(peft_model)
         hidden = peft_model.get_base_model().config.hidden_size
         head = nn.Linear(hidden, 1)
@@ -457,22 +463,19 @@ class PPOTrainer:
         """
         cfg = self.config
         if sampled is None:
-            generator = torch.Generator().manual_seed(PROBE_SEED)
-            if reference:
-                with self.model.peft.disable_adapter():
-                    sampled = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
-                                               cfg.temperature, cfg.model.chat_template, generators=generator)
-            else:
-                self.model.use(POLICY)
+            self.model.use(POLICY)
+            with self.model.peft.disable_adapter() if reference else contextlib.nullcontext():
                 sampled = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
-                                           cfg.temperature, cfg.model.chat_template, generators=generator)
+                                           cfg.temperature, cfg.model.chat_template,
+                                           generators=torch.Generator().manual_seed(PROBE_SEED))
         texts = decode_responses(self.tokenizer, sampled)
         scores, _ = self.scores(prompts, texts, sampled.has_eos)
         if reference:
             kl = torch.zeros(len(texts))
         else:
             ids, mask, length = sampled.input_ids, sampled.attention_mask, sampled.response_ids.shape[1]
-            logprobs = token_logprobs(self.model.policy_logits(ids, mask, length, cfg.temperature), sampled.response_ids)
+            logprobs = token_logprobs(self.model.policy_logits(ids, mask, length, cfg.temperature),
+                                      sampled.response_ids)
             ref_logprobs = token_logprobs(self.model.reference_logits(ids, mask, length, cfg.temperature),
                                           sampled.response_ids)
             kl = (kl_penalty(logprobs, ref_logprobs, cfg.kl_estimator) * sampled.response_mask).sum(1)

@@ -280,12 +280,27 @@ def list_sweeps(root: Path) -> list[Sweep]:
 CLEAR_SE = 2.0  # a gain of at least this many standard errors is called a gain; below, it is within the noise
 
 
+def standard_errors(gain: float, se: float) -> float:
+    """|gain| in standard errors: inf for a nonzero gain with no spread, NaN with no standard error (one prompt)."""
+    if se != se:
+        return float("nan")
+    if se == 0:
+        return float("inf") if gain else 0.0
+    return abs(gain) / se
+
+
+def is_clear(gain: float, se: float) -> bool:
+    """Whether a gain is at least CLEAR_SE standard errors: the one test of every "within the noise" the pages say
+    (a gain without a standard error is not clear)."""
+    return standard_errors(gain, se) >= CLEAR_SE
+
+
 def gain_sentence(label: str, before: float, after: float, gain: float, se: float, prompts: int) -> str:
-    """'β = 0: gold score 0.27 → 0.83 on 24 held-out prompts, +0.55 ± 0.12 (4.7 standard errors).' and what it means."""
-    size = abs(gain) / se if se and se == se and se > 0 else float("inf")
+    """'β = 0: gold score 0.27 → 0.83 on 24 held-out prompts, +0.55 ± 0.12 (4.7 standard errors)', and what
+    that means."""
     text = (f"{label}: gold score {before:.2f} → {after:.2f} on {prompts} held-out prompts, "
-            f"{gain:+.2f} ± {se:.2f} ({size:.1f} standard errors)")
-    if size < CLEAR_SE:
+            f"{gain:+.2f} ± {se:.2f} ({standard_errors(gain, se):.1f} standard errors)")
+    if not is_clear(gain, se):
         return text + ": within the noise, no clear change yet."
     return text + (": the true reward rose." if gain > 0 else ": the true reward fell.")
 
@@ -306,8 +321,8 @@ def sweep_story(sweep: Sweep) -> list[str]:
         summary = probe_summary(by_label[smallest["label"]].run.probes())
         reference = summary[0] if summary and summary[0]["step"] == 0 else None
         if reference is not None and "gold_gain" in smallest:
-            lines.append(gain_sentence(f"At the smallest β ({smallest['beta']:g}), after {smallest['probe_step']} steps",
-                                       reference["gold"], smallest["gold"], smallest["gold_gain"],
+            label = f"At the smallest β ({smallest['beta']:g}), after {smallest['probe_step']} steps"
+            lines.append(gain_sentence(label, reference["gold"], smallest["gold"], smallest["gold_gain"],
                                        smallest["gold_gain_se"], smallest["prompts"]))
         if len(fixed) >= 2:
             kls = [p["kl"] for p in fixed]
@@ -335,7 +350,8 @@ def sweep_story(sweep: Sweep) -> list[str]:
                              "the more efficient of the two (Gao et al. 2022 found the same); PPO moves further, and "
                              "its policy costs one sample per answer instead of n.")
     found = [line for point in points
-             if (line := overoptimisation_sentence(point["label"], probe_summary(by_label[point["label"]].run.probes())))]
+             if (line := overoptimisation_sentence(point["label"],
+                                                   probe_summary(by_label[point["label"]].run.probes())))]
     lines += found
     if not found and any("gold" in p for p in points):
         lines.append("No run shows over-optimisation yet: no gold score fell clearly after a peak while the reward "

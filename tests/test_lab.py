@@ -360,3 +360,13 @@ def test_every_beta_has_one_colour_and_the_colours_follow_the_order_of_beta():
         assert beta_colour(beta) == "rgb({}, {}, {})".format(*(int(anchor[i:i + 2], 16) for i in (1, 3, 5)))
     assert beta_colour(3.0) == beta_colour(1.0) and beta_colour(0.05) == beta_colour(0.05)
     assert beta_colour(0.05, adaptive=True) == beta_colour(None) == ADAPTIVE_COLOUR
+
+
+def test_a_gain_is_clear_from_two_standard_errors_and_never_without_one():
+    from rlhf_engine.sweep import gain_sentence, is_clear, standard_errors
+
+    assert is_clear(0.2, 0.1) and is_clear(-0.2, 0.1) and not is_clear(0.19, 0.1)
+    assert is_clear(0.1, 0.0) and not is_clear(0.0, 0.0) and standard_errors(0.1, 0.0) == math.inf
+    assert not is_clear(0.5, float("nan"))  # one prompt: no standard error, no verdict
+    assert gain_sentence("β = 0", 0.3, 0.8, 0.5, float("nan"), 1).endswith("within the noise, no clear change yet.")
+    assert gain_sentence("β = 0", 0.3, 0.1, -0.2, 0.05, 30).endswith("the true reward fell.")
