@@ -33,7 +33,8 @@ def main() -> None:
     mask = rollout.response_mask.bool()
     diff = (rounded - exact)[mask]
     per_answer = ((rounded - exact) * mask).sum(1).abs().mean()
-    print(f"{int(mask.sum())} answer tokens: mean |d log p| {diff.abs().mean():.3f} nats, RMS {diff.pow(2).mean().sqrt():.3f}, "
+    print(f"{int(mask.sum())} answer tokens: mean |d log p| {diff.abs().mean():.3f} nats, "
+          f"RMS {diff.pow(2).mean().sqrt():.3f}, "
           f"summed over an answer {per_answer:.2f} nats (mean of |sum|)")
 
 

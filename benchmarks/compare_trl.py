@@ -241,7 +241,8 @@ def print_tables(results: dict) -> None:
         for name, a, b, fmt in rows:
             print(f"| {name} | {fmt.format(a)} | {fmt.format(b)} | {a / b:.2f} |")
         print("Per run pair, TRL / ours seconds per iteration: " + ", ".join(
-            f"{t['median_s']:.1f} / {o['median_s']:.1f} = {t['median_s'] / o['median_s']:.2f}x" for o, t in zip(ours, trl)))
+            f"{t['median_s']:.1f} / {o['median_s']:.1f} = {t['median_s'] / o['median_s']:.2f}x"
+            for o, t in zip(ours, trl)))
         print("\nOur phases (median s): " + ", ".join(
             f"{k} {statistics.median(r['phases_median_s'][k] for r in ours):.2f}" for k in ours[0]["phases_median_s"]))
         bound = results["lower_bound"]

@@ -24,11 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from rlhf_loop import gold_eval  # noqa: E402
+
 from rlhf_engine.config import ModelConfig, PPOConfig  # noqa: E402
 from rlhf_engine.demo import GoldReward, demo_prompt_split  # noqa: E402
 from rlhf_engine.ppo import PPOTrainer  # noqa: E402
 from rlhf_engine.reward import normalize_on_policy  # noqa: E402
-from rlhf_loop import gold_eval  # noqa: E402
 
 NORM_SAMPLES = 64  # initial-policy responses the gold scores are normalised on
 
@@ -73,7 +74,8 @@ def main() -> None:
     first = statistics.fmean(m["gold/mean"] for m in history[:5])
     last = statistics.fmean(m["gold/mean"] for m in history[-5:])
     summary = {"initial_mean": mean, "initial_std": std, "first5_gold": first, "last5_gold": last,
-               "last5_kl": statistics.fmean(m["objective/kl"] for m in history[-5:]), "config": vars(args) | {"out": str(args.out)}}
+               "last5_kl": statistics.fmean(m["objective/kl"] for m in history[-5:]),
+               "config": vars(args) | {"out": str(args.out)}}
     summary["held_out"] = gold_eval(args.out, {"reference": None, "policy": args.out / "policy"},
                                     samples_per_prompt=2, seed=args.seed)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

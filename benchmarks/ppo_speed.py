@@ -28,13 +28,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from turns import take_turn  # noqa: E402
+
 from rlhf_engine import distributed  # noqa: E402
 from rlhf_engine.cli import _set_fields as set_fields  # noqa: E402
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig, to_dict  # noqa: E402
 from rlhf_engine.demo import demo_prompts  # noqa: E402
 from rlhf_engine.ppo import PHASES, PPOTrainer  # noqa: E402
 from rlhf_engine.reward import new_reward_model  # noqa: E402
-from turns import take_turn  # noqa: E402
 
 
 def rss_now() -> int:
@@ -98,8 +99,8 @@ def main() -> None:
         "sequence_tokens_per_iteration": statistics.median(m["sequence_tokens"] for m in measured),
         "tokens_per_s": tokens / median_s,
         "processes": distributed.world_size(),
-        "peak_rss_bytes": int(distributed.all_sum(torch.tensor(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                                                                 dtype=torch.float64)).item()),
+        "peak_rss_bytes": int(distributed.all_sum(
+            torch.tensor(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, dtype=torch.float64)).item()),
         "rss_after_load_bytes": rss_after_load,
         "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"config": to_dict(config)},
     }

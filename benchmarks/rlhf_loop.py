@@ -89,7 +89,8 @@ def gold_eval(out: Path, policies: dict[str, Path | None], samples_per_prompt: i
         scores[name] = {"gold_mean": sum(gold) / len(gold), "gold_std": std, "gold_sem": std / len(gold) ** 0.5,
                         "n": len(gold), "per_prompt": per_prompt,
                         "kl_to_reference": sum(kls) / len(kls) if kls else 0.0,
-                        "examples": [{"prompt": p, "response": t} for p, t in zip(prompts[:6:samples_per_prompt], texts[:6:samples_per_prompt])]}
+                        "examples": [{"prompt": p, "response": t}
+                                     for p, t in zip(prompts[:6:samples_per_prompt], texts[:6:samples_per_prompt])]}
         if "reference" in scores and name != "reference":
             scores[name] |= paired_difference(per_prompt, scores["reference"]["per_prompt"])
         print(f"   {name}: gold {scores[name]['gold_mean']:.3f}, KL to reference "
@@ -140,8 +141,10 @@ def main() -> None:
     rm_dir = out / "rm"
     if not (rm_dir / "reward_model.json").exists():
         run_phase("train-rm", ["train-rm", "--data", str(pairs), "--out", str(rm_dir), "--steps", str(args.rm_steps),
-                               "--quant", args.rm_quant, "--pooling", args.rm_pooling, "--seed", str(args.seed)], results)
-    results["reward_model"] = {k: v for k, v in json.loads((rm_dir / "eval.json").read_text()).items() if k != "margins"}
+                               "--quant", args.rm_quant, "--pooling", args.rm_pooling,
+                               "--seed", str(args.seed)], results)
+    results["reward_model"] = {k: v for k, v in json.loads((rm_dir / "eval.json").read_text()).items()
+                               if k != "margins"}
 
     policies: dict[str, Path | None] = {"reference": None}
     for beta in args.betas.split(","):

@@ -23,10 +23,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from turns import StepClock  # noqa: E402
+
 from rlhf_engine.config import ModelConfig, RewardConfig  # noqa: E402
 from rlhf_engine.data import read_pairs  # noqa: E402
 from rlhf_engine.reward import train_reward_model  # noqa: E402
-from turns import StepClock  # noqa: E402
 
 
 def main() -> None:

@@ -27,7 +27,13 @@ from rlhf_engine.config import POOLINGS, ModelConfig, RewardConfig  # noqa: E402
 from rlhf_engine.data import read_pairs  # noqa: E402
 from rlhf_engine.models import set_seed  # noqa: E402
 from rlhf_engine.reward import (  # noqa: E402
-    bradley_terry_loss, evaluate, linear_warmup_decay, new_reward_model, pair_scores, split_pairs)
+    bradley_terry_loss,
+    evaluate,
+    linear_warmup_decay,
+    new_reward_model,
+    pair_scores,
+    split_pairs,
+)
 
 
 def main() -> None:
@@ -67,8 +73,9 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         if step % args.eval_every == 0 or step == args.steps:
             result = evaluate(rm, held_out)
-            print(json.dumps({"step": step, "wall_s": round(time.perf_counter() - started), "train_loss": round(loss.item(), 3),
-                              "held_out_accuracy": round(result["accuracy"], 3), "margin": round(result["margin_mean"], 3)}),
+            print(json.dumps({"step": step, "wall_s": round(time.perf_counter() - started),
+                              "train_loss": round(loss.item(), 3), "held_out_accuracy": round(result["accuracy"], 3),
+                              "margin": round(result["margin_mean"], 3)}),
                   flush=True)
 
 

@@ -29,16 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from rlhf_engine import workshop  # noqa: E402
-from rlhf_engine.runfolder import RunFolder  # noqa: E402
-from rlhf_engine.sweep import (  # noqa: E402
-    Sweep,
-    final_value,
-    gold_peak,
-    overoptimisation_sentence,
-    probe_summary,
-    sweep_story,
-)
 from browser import (  # noqa: E402
     app_button,
     chromium_page,
@@ -48,6 +38,17 @@ from browser import (  # noqa: E402
     screenshot,
     wait_for_health,
     wait_idle,
+)
+
+from rlhf_engine import workshop  # noqa: E402
+from rlhf_engine.runfolder import RunFolder  # noqa: E402
+from rlhf_engine.sweep import (  # noqa: E402
+    Sweep,
+    final_value,
+    gold_peak,
+    overoptimisation_sentence,
+    probe_summary,
+    sweep_story,
 )
 
 RESULTS = ROOT / "benchmarks" / "results" / "workshop-path.json"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 
 import streamlit as st
 
-from rlhf_engine.config import KL_ESTIMATORS, VALUE_MODELS, PPOConfig, field_defaults, field_help
+from rlhf_engine.config import KL_ESTIMATORS, LR_SCHEDULES, VALUE_MODELS, PPOConfig, field_defaults, field_help
 from rlhf_engine.jobs import describe_error
 from rlhf_engine.runfolder import RunFolder
 
@@ -232,80 +231,76 @@ def queue_notice() -> None:
         st.caption(f"Device busy with **{md(jobs[0].run.id)}**{waiting}. New jobs wait their turn (one at a time).")
 
 
-def ppo_knobs(key_prefix: str) -> dict:
-    """Every PPOConfig knob except the model, grouped as on the PPO page; returns PPOConfig keyword arguments.
+# The PPO form, shared by the PPO and sweep pages (so a sweep's runs take the same knobs): each group is a
+# heading and its columns, each column the (PPOConfig field, label) pairs drawn in it; then the popover's.
+PPO_FORM = (
+    ("KL penalty", (
+        (("kl_coef", "β (KL coefficient)"),),
+        (("adaptive_kl", "adaptive β"),),
+        (("kl_target", "KL target (nats)"), ("kl_horizon", "adaptive horizon (samples)")),
+        (("kl_estimator", "KL estimator"),),
+    )),
+    ("Rollouts", (
+        (("steps", "PPO steps"),),
+        (("batch_size", "batch (prompts per step)"),),
+        (("response_length", "response length (tokens)"),),
+        (("temperature", "temperature"),),
+    )),
+    ("Update", (
+        (("ppo_epochs", "PPO epochs"), ("num_mini_batches", "minibatches")),
+        (("cliprange", "policy clip range"), ("cliprange_value", "value clip range")),
+        (("learning_rate", "learning rate"), ("lr_schedule", "lr schedule")),
+        (("vf_coef", "value loss weight"), ("lam", "GAE λ"), ("value_model", "value model")),
+    )),
+)
+PPO_FORM_MORE = ("More: γ, implementation details, seed", (
+    ("gamma", "γ (discount)"), ("whiten_rewards", "whiten rewards"), ("whiten_advantages", "whiten advantages"),
+    ("normalize_reward", "normalise RM scores"), ("missing_eos_penalty", "missing-EOS penalty (score units)"),
+    ("max_grad_norm", "gradient clip"), ("checkpoint_every", "checkpoint every (steps)"),
+    ("probe_every", "probe answers every (steps)"), ("probe_prompts", "held-out probe prompts"), ("seed", "seed"),
+))
+PPO_CHOICES = {"kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES, "value_model": VALUE_MODELS}
+EOS_PENALTY_DEFAULT = 1.0  # the penalty the form offers once its checkbox is ticked (score units)
 
-    Call inside a form. The PPO page and the sweep page share it, so a sweep's runs take the same knobs.
-    """
-    K = key_prefix
-    st.markdown("**KL penalty**")
-    c = st.columns(4)
-    with c[0]:
-        kl_coef = knob(PPOConfig, "kl_coef", K, label="β (KL coefficient)")
-    with c[1]:
-        adaptive = knob(PPOConfig, "adaptive_kl", K, label="adaptive β")
-    with c[2]:
-        kl_target = knob(PPOConfig, "kl_target", K, label="KL target (nats)")
-        kl_horizon = knob(PPOConfig, "kl_horizon", K, label="adaptive horizon (samples)")
-    with c[3]:
-        estimator = choice_knob(PPOConfig, "kl_estimator", KL_ESTIMATORS, K, label="KL estimator")
-    st.markdown("**Rollouts**")
-    c = st.columns(4)
-    with c[0]:
-        steps = knob(PPOConfig, "steps", K, label="PPO steps")
-    with c[1]:
-        batch_size = knob(PPOConfig, "batch_size", K, label="batch (prompts per step)")
-    with c[2]:
-        response_length = knob(PPOConfig, "response_length", K, label="response length (tokens)")
-    with c[3]:
-        temperature = knob(PPOConfig, "temperature", K, label="temperature")
-    st.markdown("**Update**")
-    c = st.columns(4)
-    with c[0]:
-        ppo_epochs = knob(PPOConfig, "ppo_epochs", K, label="PPO epochs")
-        num_mini_batches = knob(PPOConfig, "num_mini_batches", K, label="minibatches")
-    with c[1]:
-        cliprange = knob(PPOConfig, "cliprange", K, label="policy clip range")
-        cliprange_value = knob(PPOConfig, "cliprange_value", K, label="value clip range")
-    with c[2]:
-        learning_rate = knob(PPOConfig, "learning_rate", K, label="learning rate")
-        lr_schedule = choice_knob(PPOConfig, "lr_schedule", ("linear", "constant"), K, label="lr schedule")
-    with c[3]:
-        vf_coef = knob(PPOConfig, "vf_coef", K, label="value loss weight")
-        lam = knob(PPOConfig, "lam", K, label="GAE λ")
-        value_model = choice_knob(PPOConfig, "value_model", VALUE_MODELS, K, label="value model")
-    with st.popover("More: γ, implementation details, seed"):
-        gamma = knob(PPOConfig, "gamma", K, label="γ (discount)")
-        whiten_rewards = knob(PPOConfig, "whiten_rewards", K, label="whiten rewards")
-        whiten_advantages = knob(PPOConfig, "whiten_advantages", K, label="whiten advantages")
-        normalize_reward = knob(PPOConfig, "normalize_reward", K, label="normalise RM scores")
-        use_eos_penalty = st.checkbox("penalise answers with no EOS", key=f"{K}.use_eos_penalty",
-                                      help="Subtract a fixed amount from the score of answers cut at the cap")
-        eos_penalty = st.number_input("missing-EOS penalty (score units)", key=f"{K}.eos_penalty",
-                                      **first_value(f"{K}.eos_penalty", 1.0))
-        max_grad_norm = knob(PPOConfig, "max_grad_norm", K, label="gradient clip")
-        checkpoint_every = knob(PPOConfig, "checkpoint_every", K, label="checkpoint every (steps)")
-        probe_every = knob(PPOConfig, "probe_every", K, label="probe answers every (steps)")
-        probe_prompts = knob(PPOConfig, "probe_prompts", K, label="held-out probe prompts")
-        seed = knob(PPOConfig, "seed", K, label="seed")
-    return dict(
-        steps=steps, batch_size=batch_size, num_mini_batches=num_mini_batches, ppo_epochs=ppo_epochs,
-        learning_rate=learning_rate, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm,
-        response_length=response_length, temperature=temperature, kl_coef=kl_coef, adaptive_kl=adaptive,
-        kl_target=kl_target, kl_horizon=kl_horizon, kl_estimator=estimator, gamma=gamma, lam=lam,
-        cliprange=cliprange, cliprange_value=cliprange_value, vf_coef=vf_coef, value_model=value_model,
-        whiten_rewards=whiten_rewards,
-        whiten_advantages=whiten_advantages, normalize_reward=normalize_reward,
-        missing_eos_penalty=eos_penalty if use_eos_penalty else None, checkpoint_every=checkpoint_every,
-        probe_every=probe_every, probe_prompts=probe_prompts, seed=seed,
-    )
+
+def ppo_form_fields() -> list[tuple[str, str]]:
+    """Every (field, label) of the PPO form, in the order drawn."""
+    grouped = [knob for _, columns in PPO_FORM for column in columns for knob in column]
+    return grouped + list(PPO_FORM_MORE[1])
+
+
+def ppo_knobs(key_prefix: str) -> dict:
+    """The PPO form (``PPO_FORM``): every PPOConfig knob but the model; returns PPOConfig keyword arguments.
+    Call inside a form; ``key_prefix`` is the page's."""
+    fields = {}
+    for heading, columns in PPO_FORM:
+        st.markdown(f"**{heading}**")
+        for column, knobs in zip(st.columns(len(columns)), columns):
+            with column:
+                for name, label in knobs:
+                    fields[name] = _ppo_knob(name, label, key_prefix)
+    title, knobs = PPO_FORM_MORE
+    with st.popover(title):
+        for name, label in knobs:
+            fields[name] = _ppo_knob(name, label, key_prefix)
+    return fields
+
+
+def _ppo_knob(name: str, label: str, key_prefix: str):
+    if name in PPO_CHOICES:
+        return choice_knob(PPOConfig, name, PPO_CHOICES[name], key_prefix, label=label)
+    if name == "missing_eos_penalty":  # None (off) or a number: a checkbox and the number
+        used = st.checkbox("penalise answers with no EOS", key=f"{key_prefix}.use_eos_penalty",
+                           help="Subtract a fixed amount from the score of answers cut at the cap")
+        penalty = st.number_input(label, key=f"{key_prefix}.eos_penalty",
+                                  **first_value(f"{key_prefix}.eos_penalty", EOS_PENALTY_DEFAULT))
+        return penalty if used else None
+    return knob(PPOConfig, name, key_prefix, label=label)
 
 
 def fill_ppo_knobs(key_prefix: str, config: PPOConfig) -> None:
     """Set every ``ppo_knobs`` widget to a config's value (a preset); call from a button's on_click."""
-    names = [f.name for f in dataclasses.fields(PPOConfig)
-             if f.name not in ("model", "missing_eos_penalty", "samples_per_step", "gold_score")]
-    values = {name: getattr(config, name) for name in names}
+    values = {name: getattr(config, name) for name, _ in ppo_form_fields() if name != "missing_eos_penalty"}
     values["use_eos_penalty"] = config.missing_eos_penalty is not None
     if config.missing_eos_penalty is not None:
         values["eos_penalty"] = float(config.missing_eos_penalty)

@@ -19,14 +19,15 @@ from dashboard.widgets import (
     status_line,
     submit_job,
 )
-from rlhf_engine.data import DataError, PreferencePair, prompt_text, read_pairs, write_pairs
+from rlhf_engine import collect
+from rlhf_engine.data import DataError, prompt_text, read_pairs, write_pairs
 from rlhf_engine.demo import demo_prompt_split
-from rlhf_engine.generation import decode_responses, sample_responses
 from rlhf_engine.jobs import DEMO_PAIRS_KIND, prepare_demo_pairs_job
 from rlhf_engine.runfolder import RunFolder, new_run_name, safe_name
 
 require_app_shell()
 
+K = "preferences"  # the page's widget and session keys
 PREVIEW_ROWS = 20
 PAGE_SIZE = 50
 ws = workspace()
@@ -47,7 +48,7 @@ def pairs_frame(pairs):
 with upload_tab:
     st.write("A CSV, JSONL or Parquet file with columns `prompt`, `chosen`, `rejected` (or conversational "
              "message lists, or full chosen/rejected transcripts sharing a prefix).")
-    uploaded = st.file_uploader("Pairs file", type=["csv", "jsonl", "json", "parquet"], key="upload")
+    uploaded = st.file_uploader("Pairs file", type=["csv", "jsonl", "json", "parquet"], key=f"{K}.upload")
     limit_mb = st.get_option("server.maxUploadSize")
     if uploaded is not None and uploaded.size > limit_mb * 2**20:  # the browser checks too; this is the server
         st.error(f"{md(uploaded.name)}: {uploaded.size / 2**20:.1f} MB is over the upload limit of {limit_mb} MB. "
@@ -66,13 +67,13 @@ with upload_tab:
                 pairs = None
                 where = f"row {err.row}: " if err.row is not None else ""
                 st.error(md(f"{uploaded.name}: {where}{err.problem}"))
-        stored_uploads = st.session_state.setdefault("stored_uploads", set())
+        stored_uploads = st.session_state.setdefault(f"{K}.stored_uploads", set())
         if pairs is not None and uploaded.file_id in stored_uploads:
             st.info(f"{md(uploaded.name)} is stored ({len(pairs)} pairs). Remove it above to upload another file.")
         elif pairs is not None:
             st.success(f"{md(uploaded.name)}: {len(pairs)} valid pairs.")
             st.dataframe(pairs_frame(pairs[:PREVIEW_ROWS]), hide_index=True)
-            if st.button(f"Add {len(pairs)} pairs to the store", type="primary", key="upload.add"):
+            if st.button(f"Add {len(pairs)} pairs to the store", type="primary", key=f"{K}.upload.add"):
                 with engine_errors("Storing the pairs"):
                     store.add_many(pairs, source=f"upload:{uploaded.name}")
                     stored_uploads.add(uploaded.file_id)  # a second click cannot store the file twice
@@ -84,16 +85,16 @@ with collect_tab:
              "Tie and skip store nothing (a tie carries no preference for the Bradley–Terry loss).")
     prompts = demo_prompt_split()[0]
     col_pick, col_type = st.columns(2)
-    picked = col_pick.selectbox("Pick a prompt", prompts, key="collect.pick")
-    typed = col_type.text_input("…or type your own", key="collect.typed")
-    if st.button("Write two answers", key="collect.generate"):
+    picked = col_pick.selectbox("Pick a prompt", prompts, key=f"{K}.collect.pick")
+    typed = col_type.text_input("…or type your own", key=f"{K}.collect.typed")
+    if st.button("Write two answers", key=f"{K}.collect.generate"):
         prompt = typed.strip() or picked
         with engine_errors("Generating"), st.spinner("The model is writing two answers…"):
             config = ws.model_config()
             model, tokenizer, _ = model_for(config)
-            rollout = sample_responses(model, tokenizer, [prompt, prompt], 64, 0.9, config.chat_template)
-            st.session_state.candidate = {"prompt": prompt, "answers": decode_responses(tokenizer, rollout)}
-    candidate = st.session_state.get("candidate")
+            answers = collect.two_answers(model, tokenizer, prompt, chat_template=config.chat_template)
+            st.session_state[f"{K}.candidate"] = {"prompt": prompt, "answers": list(answers)}
+    candidate = st.session_state.get(f"{K}.candidate")
     if candidate:
         st.markdown("**Prompt**")
         st.text(candidate["prompt"])
@@ -102,21 +103,21 @@ with collect_tab:
             col.markdown(f"**{label}**")
             col.text(text)
         buttons = st.columns(4)
-        choice = next((label for col, label in zip(buttons, ("A is better", "B is better", "Tie", "Skip"))
-                       if col.button(label, key=f"collect.{label}")), None)
+        labels = {"a": "A is better", "b": "B is better", "tie": "Tie", "skip": "Skip"}
+        choice = next((pick for col, (pick, label) in zip(buttons, labels.items())
+                       if col.button(label, key=f"{K}.collect.{label}")), None)
         if choice:
-            a, b = candidate["answers"]
-            if choice.startswith(("A", "B")) and a.strip() == b.strip():
-                st.warning("The two answers are identical; nothing stored.")
-            elif choice.startswith(("A", "B")):
-                chosen, rejected = (a, b) if choice.startswith("A") else (b, a)
-                with engine_errors("Storing the pair"):
-                    pair_id = store.add(PreferencePair(candidate["prompt"], chosen, rejected), source="collected")
-                    st.success(f"Stored pair #{pair_id}.")
+            try:
+                pair = collect.picked_pair(candidate["prompt"], *candidate["answers"], pick=choice)
+            except ValueError as err:  # A or B between two identical answers
+                st.warning(f"{md(err)}.")
             else:
-                st.session_state.ties = st.session_state.get("ties", 0) + (choice == "Tie")
-                st.info(f"{choice}: nothing stored.")
-            st.session_state.candidate = None
+                if pair is None:
+                    st.info(f"{labels[choice]}: nothing stored.")
+                else:
+                    with engine_errors("Storing the pair"):
+                        st.success(f"Stored pair #{store.add(pair, source=collect.SOURCE)}.")
+            st.session_state[f"{K}.candidate"] = None
 
 # --------------------------------------------------------------------------------------------- simulate
 with simulate_tab:
@@ -124,16 +125,16 @@ with simulate_tab:
              "annotator** (VADER sentiment, minus a penalty for repeated phrases) pairs its favourite with its "
              "least favourite. The demo "
              "reward model then learns to prefer positive text. ~2.4 s per pair on 2 CPU cores.")
-    n = st.number_input("pairs to make", 1, 5000, 64, step=16, key="simulate.n")
-    if st.button("Make simulated pairs", key="simulate.start"):
-        making = st.session_state.get("simulate.started")  # a double click must not start a second job
+    n = st.number_input("pairs to make", 1, 5000, 64, step=16, key=f"{K}.simulate.n")
+    if st.button("Make simulated pairs", key=f"{K}.simulate.start"):
+        making = st.session_state.get(f"{K}.simulate.started")  # a double click must not start a second job
         if making and RunFolder(ws.runs / making).status().get("state") in ("queued", "running"):
             st.info(f"{md(making)} is still making pairs; stop it or let it finish (a second click starts nothing).")
         else:
             with engine_errors("Starting"):
                 job = prepare_demo_pairs_job(ws.runs / new_run_name("pairs"), int(n), ws.store_path,
                                              ws.model_config(), seed=random.randrange(2**31))
-                submit_job(job, "simulate", "simulate.name")
+                submit_job(job, f"{K}.simulate", f"{K}.simulate.name")
     queue_notice()
 
     def simulate_progress(run):
@@ -143,7 +144,7 @@ with simulate_tab:
         st.markdown(status_line(run))
         st.progress(min(int(status.get("step", 0)) / total, 1.0),
                     text=f"{status.get('step', 0)} of {total} pairs (stored together when all are made)")
-        job_controls(run, "simulate")
+        job_controls(run, f"{K}.simulate")
 
     simulate_runs = ws.runs_of(DEMO_PAIRS_KIND)
     if simulate_runs:
@@ -151,10 +152,10 @@ with simulate_tab:
 
 # --------------------------------------------------------------------------------------------- browse
 with browse_tab:
-    search = st.text_input("Filter (case-insensitive, prompt or answers)", key="browse.search")
+    search = st.text_input("Filter (case-insensitive, prompt or answers)", key=f"{K}.browse.search")
     total = store.count(search or None)
     pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
-    page = st.number_input(f"page (of {pages})", 1, pages, 1, key="browse.page")
+    page = st.number_input(f"page (of {pages})", 1, pages, 1, key=f"{K}.browse.page")
     rows = store.list(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, search=search or None)
     st.caption(f"{total} matching pairs")
     if rows:
@@ -163,18 +164,18 @@ with browse_tab:
                               for r in rows])
         st.dataframe(frame, hide_index=True)
         col_del, col_btn = st.columns([3, 1])
-        to_delete = col_del.multiselect("Delete pairs (by id)", [r.id for r in rows], key="browse.delete")
-        if col_btn.button("Delete selected", disabled=not to_delete, key="browse.delete_btn"):
+        to_delete = col_del.multiselect("Delete pairs (by id)", [r.id for r in rows], key=f"{K}.browse.delete")
+        if col_btn.button("Delete selected", disabled=not to_delete, key=f"{K}.browse.delete_btn"):
             deleted = sum(store.delete(pid) for pid in to_delete)
             st.success(f"Deleted {deleted} pairs.")
             st.rerun()
     st.markdown("**Export every stored pair**")
-    fmt = st.selectbox("Export format", ["jsonl", "csv", "parquet"], key="browse.format")
-    if store.count() and st.button("Prepare export", key="browse.export"):
+    fmt = st.selectbox("Export format", ["jsonl", "csv", "parquet"], key=f"{K}.browse.format")
+    if store.count() and st.button("Prepare export", key=f"{K}.browse.export"):
         with engine_errors("Export"), tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"pairs.{fmt}"
             write_pairs(store.all_pairs(), path)
-            st.session_state.export = (path.name, path.read_bytes())
-    if st.session_state.get("export"):
-        name, data = st.session_state.export
-        st.download_button(f"Download {name}", data, file_name=name, key="browse.download")
+            st.session_state[f"{K}.export"] = (path.name, path.read_bytes())
+    if st.session_state.get(f"{K}.export"):
+        name, data = st.session_state[f"{K}.export"]
+        st.download_button(f"Download {name}", data, file_name=name, key=f"{K}.browse.download")

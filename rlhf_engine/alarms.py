@@ -338,7 +338,7 @@ def _check_length_cap(rows, config) -> Alarm | None:
 
 
 def check(metrics: Sequence[dict], config: Mapping | None = None, status: Mapping | None = None) -> list[Alarm]:
-    """All alarms that hold at the end of the metric stream (each code at most once), ordered errors first then by ALARM_CODES order."""
+    """Alarms holding at the end of the metric stream (each code at most once), errors first, then ALARM_CODES order."""
     rows = _rows(metrics)
     found = [
         _check_nan(rows, status),

@@ -1,4 +1,4 @@
-"""Command line: ``python -m rlhf_engine {validate-data,make-demo-pairs,train-rm,ppo,sweep,resume,sample,report,runs,...}``.
+"""CLI: ``python -m rlhf_engine {validate-data,make-demo-pairs,train-rm,ppo,sweep,resume,sample,report,runs,...}``.
 
 Every user error (bad file, bad flag value, missing run) prints one line on stderr and exits 2.
 """
@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import KL_ESTIMATORS, POOLINGS
+from . import collect
+from .config import KL_ESTIMATORS, POOLINGS, QUANT_CHOICES
 from .sweep import DEFAULT_BETAS, SWEEPABLE
 
 EXIT_USER_ERROR = 2
@@ -57,15 +58,24 @@ DEFAULT_RUNS = WORKSPACE / "runs"
 DEFAULT_STORE = WORKSPACE / "pairs.sqlite"
 
 
+def _add_model_flags(p: argparse.ArgumentParser, quant: str, quant_help: str = "") -> None:
+    """--model and --quant: the base model of a command that loads one."""
+    p.add_argument("--model", default="default",
+                   help="base model: default (the bundled SmolLM2-135M-Instruct), a hub id, a folder or a .gguf file")
+    p.add_argument("--quant", choices=QUANT_CHOICES, default=quant,
+                   help=quant_help or f"quantization of the base model (default {quant})")
+
+
 def _add_ppo_knobs(p: argparse.ArgumentParser) -> None:
     """The PPO settings shared by ``ppo`` and ``sweep``."""
-    p.add_argument("--prompts", type=Path, help="prompts file (.txt one per line, or .jsonl/.csv/.parquet with 'prompt'); default: demo prompts")
-    p.add_argument("--model", default="default", help="policy base model source")
+    p.add_argument("--prompts", type=Path,
+                   help="prompts file (.txt one per line, or .jsonl/.csv/.parquet with 'prompt'); "
+                        "default: demo prompts")
+    _add_model_flags(p, quant="4bit")
     p.add_argument("--steps", type=_positive_int)
     p.add_argument("--kl-coef", type=_non_negative_float, help="beta, the KL penalty weight")
     p.add_argument("--kl-target", type=_non_negative_float)
     p.add_argument("--kl-estimator", choices=KL_ESTIMATORS)
-    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="4bit")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--response-length", type=_positive_int)
     p.add_argument("--lr", type=float)
@@ -84,12 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate-data", help="check a preference-pair file and print its pair count")
     p.add_argument("file", type=Path)
 
-    p = sub.add_parser("make-demo-pairs", help="simulated pairs: the base model's completions labelled by the gold annotator")
+    p = sub.add_parser("make-demo-pairs",
+                       help="simulated pairs: the base model's completions labelled by the gold annotator")
     p.add_argument("--n", type=_positive_int, required=True, help="number of pairs")
     p.add_argument("--out", type=Path, required=True, help="output file (.jsonl, .csv or .parquet)")
-    p.add_argument("--model", default="default", help="model source (default: bundled SmolLM2-135M-Instruct)")
-    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="none",
-                   help="quantization for generating the completions (default none: fastest on CPU)")
+    _add_model_flags(p, quant="none", quant_help="quantization for generating the completions (default none: "
+                                                 "fastest on CPU)")
     p.add_argument("--completions", type=_positive_int, default=4,
                    help="completions per prompt; the annotator pairs the most and least positive (default 4)")
     p.add_argument("--temperature", type=_positive_float, default=0.7,
@@ -101,13 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-rm", help="train a Bradley-Terry reward model with QLoRA")
     p.add_argument("--data", type=Path, required=True, help="preference pairs file or datasets folder")
     p.add_argument("--out", type=Path, required=True, help="run folder to create; holds the trained reward model")
-    p.add_argument("--model", default="default")
+    _add_model_flags(p, quant="4bit")
     p.add_argument("--steps", type=_positive_int)
-    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="4bit")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float)
     p.add_argument("--pooling", choices=POOLINGS,
-                   help="score from the last real token (default, as in Ziegler et al.) or the mean of the response tokens")
+                   help="score from the last real token (default, as in Ziegler et al.) "
+                        "or the mean of the response tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other RewardConfig field, e.g. --set eval_every=10 (repeatable)")
@@ -118,11 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ppo_knobs(p)
     p.add_argument("--adaptive-kl", action="store_true", help="adapt beta towards --kl-target (Ziegler et al.)")
 
-    p = sub.add_parser("sweep", help="queue PPO runs that differ only in beta (or one other setting) and run them in turn")
+    p = sub.add_parser("sweep",
+                       help="queue PPO runs that differ only in beta (or one other setting) and run them in turn")
     p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
     p.add_argument("--out", type=Path, required=True,
                    help="sweep folder to create; each run goes beside it as OUT-<label> (e.g. OUT-beta-0.05)")
-    p.add_argument("--kl-coefs", help=f"comma-separated betas (default {','.join(format(b, 'g') for b in DEFAULT_BETAS)})")
+    p.add_argument("--kl-coefs",
+                   help=f"comma-separated betas (default {','.join(format(b, 'g') for b in DEFAULT_BETAS)})")
     p.add_argument("--vary", choices=SWEEPABLE, default="kl_coef",
                    help="the one setting that differs between runs (default kl_coef); give its values with --values")
     p.add_argument("--values", help="comma-separated values of --vary, e.g. on,off or k1,k3 or none,1.0")
@@ -140,12 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path)
 
     p = sub.add_parser("sample", help="generate a response from a model (optionally with a trained adapter)")
-    p.add_argument("--model", default="default")
+    _add_model_flags(p, quant="none")
     p.add_argument("--adapter", type=Path, help="PEFT adapter folder, or a PPO run folder (uses its policy/)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=_positive_int, default=64)
     p.add_argument("--temperature", type=_positive_float, default=0.7)
-    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="none")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("run-job", help="run a prepared (queued) run folder in this process; the dashboard "
@@ -176,18 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help="collect pairs by hand: the model answers twice, you pick the better one")
     p.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"store file (default {DEFAULT_STORE})")
-    p.add_argument("--model", default="default")
-    p.add_argument("--quant", choices=("4bit", "8bit", "none"), default="none")
+    _add_model_flags(p, quant="none")
     p.add_argument("--prompt", action="append", help="prompt to ask (repeatable); default: the demo prompts")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=64)
-    p.add_argument("--temperature", type=_positive_float, default=0.9)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=collect.MAX_NEW_TOKENS,
+                   help=f"tokens per answer (default {collect.MAX_NEW_TOKENS})")
+    p.add_argument("--temperature", type=_positive_float, default=collect.TEMPERATURE,
+                   help=f"sampling temperature (default {collect.TEMPERATURE})")
     p.add_argument("--seed", type=int, default=0)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .config import ModelSourceError
     from .data import DataError
-    from .models import ModelSourceError
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     parser = build_parser()
@@ -230,7 +242,8 @@ def _make_demo_pairs(args) -> int:
         raise UserError(f"--completions must be at least 2 (a pair needs two), got {args.completions}")
     pairs = make_demo_pairs(args.n, config, seed=args.seed, temperature=args.temperature,
                             completions_per_prompt=args.completions, response_length=args.response_length,
-                            on_progress=lambda done, total: print(f"\r{done}/{total} pairs", end="", file=sys.stderr, flush=True))
+                            on_progress=lambda done, total: print(f"\r{done}/{total} pairs", end="",
+                                                                  file=sys.stderr, flush=True))
     print(file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_pairs(pairs, args.out)
@@ -280,9 +293,10 @@ def _reward_config(args):
 
 
 def _train_rm(args) -> int:
+    config = _reward_config(args)  # a bad flag value is refused before torch is imported
     from .jobs import start_reward_job
 
-    job = start_reward_job(args.out, _reward_config(args), args.data)
+    job = start_reward_job(args.out, config, args.data)
     return _follow(job)
 
 
@@ -302,9 +316,9 @@ def _ppo_config(args, **fields):
 
 
 def _ppo(args) -> int:
+    config = _ppo_config(args, adaptive_kl=args.adaptive_kl)  # a bad flag value is refused before torch is imported
     from .jobs import prepare_ppo_job
 
-    config = _ppo_config(args, adaptive_kl=args.adaptive_kl)
     return _follow(_prepared_by_main(lambda: prepare_ppo_job(args.out, config, args.reward, args.prompts)).start())
 
 
@@ -335,12 +349,15 @@ def _sweep(args) -> int:
     if args.vary == "kl_coef":
         if args.values is not None and args.kl_coefs is not None:
             raise UserError("give the betas with --kl-coefs or --values, not both")
-        given = args.values or args.kl_coefs
-        values = parse_values("kl_coef", given) if given else list(DEFAULT_BETAS)
+        flag, given = ("--values", args.values) if args.values is not None else ("--kl-coefs", args.kl_coefs)
     elif args.values is None:
         raise UserError(f"--vary {args.vary} needs --values (comma-separated)")
     else:
-        values = parse_values(args.vary, args.values)
+        flag, given = "--values", args.values
+    try:
+        values = parse_values(args.vary, given) if given is not None else list(DEFAULT_BETAS)
+    except ValueError as err:
+        raise UserError(f"{flag} {given!r}: {err}") from None
     if args.best_of_n == 1 or args.best_of_n < 0:
         raise UserError(f"--best-of-n must be 0 (none) or at least 2, got {args.best_of_n}")
     jobs = prepare_sweep(args.out, _ppo_config(args), args.reward, args.vary, values, args.adaptive,
@@ -399,7 +416,8 @@ def _run_job(args) -> int:
     return _follow(job)
 
 
-FOLLOWED_METRICS = {  # printed each step by the commands that run a job, by the run's kind
+# What the commands that run a job print each step, by the run's kind; `runs` shows the last row's, less the time.
+FOLLOWED_METRICS = {
     "ppo": ("objective/scores", "objective/kl", "beta", "time/step_s"),
     "reward_model": ("loss", "accuracy", "eval/accuracy"),
 }
@@ -443,7 +461,8 @@ def _follow(job) -> int:
     if kind == "sweep":  # every member's lines, each with its run's name
         from .sweep import Sweep
 
-        followed = [(run, f"{run.id}: ", FOLLOWED_METRICS.get(run.config()["kind"], ())) for run in Sweep(job.run.path).runs()]
+        followed = [(run, f"{run.id}: ", FOLLOWED_METRICS.get(run.config()["kind"], ()))
+                    for run in Sweep(job.run.path).runs()]
     else:
         followed = [(job.run, "", FOLLOWED_METRICS.get(kind, ()))]
     seen = {run.id: (len(run.metrics()), len(_alarm_lines(run))) for run, _, _ in followed}
@@ -473,7 +492,8 @@ def _follow(job) -> int:
 def _print_new_metrics(run, seen: int, keys, prefix: str = "") -> int:
     rows = run.metrics()
     for row in rows[seen:]:
-        parts = [f"step {row.get('step')}"] + [f"{k} {row[k]:.4g}" for k in keys if isinstance(row.get(k), (int, float))]
+        parts = [f"step {row.get('step')}"] + [f"{k} {row[k]:.4g}" for k in keys
+                                               if isinstance(row.get(k), (int, float))]
         print(prefix + "  ".join(parts), flush=True)
     return len(rows)
 
@@ -500,7 +520,8 @@ def _sample(args) -> int:
 
         from .lora_fused import fuse_lora_products
 
-        adapter = args.adapter / "policy" if (args.adapter / "policy" / "adapter_config.json").is_file() else args.adapter
+        adapter = (args.adapter / "policy" if (args.adapter / "policy" / "adapter_config.json").is_file()
+                   else args.adapter)
         if not (adapter / "adapter_config.json").is_file():
             raise UserError(f"{args.adapter}: no PEFT adapter (adapter_config.json) found")
         model = PeftModel.from_pretrained(model, str(adapter))
@@ -532,9 +553,10 @@ def _runs(args) -> int:
         metrics = run.metrics()
         last = metrics[-1] if metrics else {}
         kind = run.config().get("kind", "?")
-        keys = ("objective/scores", "objective/kl", "beta") if kind == "ppo" else ("loss", "accuracy", "eval/accuracy")
+        keys = [k for k in FOLLOWED_METRICS.get(kind, ()) if not k.startswith("time/")]
         shown = "  ".join(f"{k}={last[k]:.4g}" for k in keys if isinstance(last.get(k), (int, float)))
-        line = f"{run.id:24s} {kind:12s} {status['state']:11s} step {status.get('step', 0)}/{status.get('total_steps', '?')}  {shown}"
+        line = (f"{run.id:24s} {kind:12s} {status['state']:11s} "
+                f"step {status.get('step', 0)}/{status.get('total_steps', '?')}  {shown}")
         if status["state"] == "failed":
             line += f"  error: {status.get('error')}"
         print(line)
@@ -574,9 +596,8 @@ def _collect(args) -> int:
     import random
 
     from .config import ModelConfig
-    from .data import PairStore, PreferencePair
+    from .data import PairStore
     from .demo import demo_prompt_split
-    from .generation import decode_responses, sample_responses
     from .models import load_model_and_tokenizer, set_seed
 
     config = ModelConfig(source=args.model, quant=args.quant)
@@ -584,22 +605,27 @@ def _collect(args) -> int:
     store = PairStore(args.store)
     set_seed(args.seed)
     prompts = args.prompt or random.Random(args.seed).sample(demo_prompt_split()[0], len(demo_prompt_split()[0]))
+    keys = {"a": "a", "b": "b", "t": "tie", "s": "skip"}
     stored = 0
     for prompt in prompts:
-        a, b = decode_responses(tokenizer, sample_responses(model, tokenizer, [prompt, prompt], args.max_new_tokens,
-                                                            args.temperature, config.chat_template))
+        a, b = collect.two_answers(model, tokenizer, prompt, args.max_new_tokens, args.temperature,
+                                   config.chat_template)
         print(f"\nprompt: {prompt}\n\n[A] {a}\n\n[B] {b}\n")
         answer = ""
-        while answer not in ("a", "b", "t", "s", "q"):
+        while answer not in (*keys, "q"):
             try:
                 answer = input("better? a / b / t(ie) / s(kip) / q(uit): ").strip().lower()
             except EOFError:  # input closed: stop as if q
                 answer = "q"
         if answer == "q":
             break
-        if answer in ("a", "b") and a.strip() != b.strip():
-            chosen, rejected = (a, b) if answer == "a" else (b, a)
-            pair_id = store.add(PreferencePair(prompt, chosen, rejected), source="collected")
+        try:
+            pair = collect.picked_pair(prompt, a, b, keys[answer])
+        except ValueError as err:
+            print(err)
+            continue
+        if pair is not None:
+            pair_id = store.add(pair, source=collect.SOURCE)
             stored += 1
             print(f"stored pair #{pair_id}")
     print(f"stored {stored} pairs in {args.store}")

@@ -21,7 +21,13 @@ KL_ESTIMATORS = ("k1", "k3")
 POOLINGS = ("last", "mean")
 GOLD_CHOICES = ("auto", "on", "off")
 VALUE_MODELS = ("shared", "separate")
+LR_SCHEDULES = ("linear", "constant")
 CPU_MATMUL_CHOICES = ("auto", "packed", "onednn", "pytorch")
+
+
+class ModelSourceError(ValueError):
+    """A model source that cannot be found or loaded; str() is one line for the user. (Here, not in
+    models.py, so that commands that load no model can catch it without importing torch.)"""
 
 
 @dataclass
@@ -36,7 +42,7 @@ class ModelConfig:
     lora_alpha: int = 32  # LoRA scale numerator; update scaled by alpha / r
     lora_target: str = "all-linear"  # QLoRA: adapters on every linear layer except the LM head
     chat_template: bool = True  # wrap plain-text prompts as a user turn of the tokenizer's chat template
-    cpu_matmul: str = "auto"  # fp32 frozen linears on CPU: oneDNN "packed" (a copy of the weights), "onednn", "pytorch"; auto = packed up to 2 GiB
+    cpu_matmul: str = "auto"  # frozen fp32 CPU linears: packed (oneDNN+copy), onednn, pytorch; auto: packed up to 2 GiB
 
     def __post_init__(self) -> None:
         _check_choice("quant", self.quant, QUANT_CHOICES)
@@ -53,7 +59,7 @@ class RewardConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     steps: int = 120  # optimiser steps
     batch_size: int = 8  # pairs per step
-    learning_rate: float = 1e-4  # AdamW rate for adapter and head (QLoRA used 2e-4; lower overfits less on a few hundred pairs)
+    learning_rate: float = 1e-4  # AdamW LR for adapter + head (QLoRA: 2e-4; lower overfits less on a few hundred pairs)
     weight_decay: float = 0.0  # AdamW weight decay on adapter and head
     warmup_ratio: float = 0.03  # linear warm-up share of steps, then linear decay to 0 (QLoRA: 0.03)
     max_grad_norm: float = 1.0  # gradient clipping
@@ -101,18 +107,18 @@ class PPOConfig:
     cliprange: float = 0.2  # policy ratio clip (Schulman et al. 2017: 0.2)
     cliprange_value: float = 0.2  # value prediction clip around the rollout values
     vf_coef: float = 0.1  # value loss weight (TRL default 0.1)
-    value_model: str = "shared"  # "shared": value head on the policy's trunk (Ziegler et al.'s code; one pass), "separate": own LoRA adapter
+    value_model: str = "shared"  # "shared": value head on the policy trunk (Ziegler; one pass); "separate": own adapter
     whiten_rewards: bool = False  # whiten per-token rewards without shifting the mean
     whiten_advantages: bool = True  # whiten advantages over the batch (Huang et al.: on); off = raw GAE advantages
     normalize_reward: bool = True  # scale RM scores to mean 0, std 1 on the initial policy (Ziegler)
-    missing_eos_penalty: float | None = None  # if set, the score of a response with no EOS is replaced by this
+    missing_eos_penalty: float | None = None  # if set, subtracted from the score of a response with no EOS (TRL's)
     checkpoint_every: int = 10  # write a resumable checkpoint every N steps
     samples_per_step: int = 4  # (prompt, response, score, KL) rows logged each step
     probe_every: int = 5  # answer the held-out probe prompts with the current policy every N steps (0 = never)
     probe_prompts: int = 24  # held-out prompts the reference and the policy answer, same sampling seed (paired)
     gold_score: str = "auto"  # also log the demo's gold score of each sample: auto = when the RM's pairs are simulated
     seed: int = 0  # seeds Python, NumPy and torch (and the prompt order)
-    trim_memory: bool = False  # return freed heap to the OS after each phase and minibatch: ~0.4 GB lower peak, ~10 % slower (page faults)
+    trim_memory: bool = False  # release heap to OS each phase/minibatch: ~0.4 GB lower peak, ~10 % slower (page faults)
 
     # Fields added after runs were already saved, with the value such a run actually used: a config file
     # without the field reads with this, so resuming an old run does not change its algorithm.
@@ -124,7 +130,7 @@ class PPOConfig:
         _check_choice("gold_score", self.gold_score, GOLD_CHOICES)
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _check_choice("value_model", self.value_model, VALUE_MODELS)
-        _check_choice("lr_schedule", self.lr_schedule, ("linear", "constant"))
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for name in ("steps", "batch_size", "num_mini_batches", "ppo_epochs", "response_length", "probe_prompts"):
             _check_positive(name, getattr(self, name))
         if self.batch_size % self.num_mini_batches:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .config import ModelConfig
 from .data import PreferencePair
+from .normalisation import normalized as normalized_scores
 
 PROMPTS_FILE = Path(__file__).parent / "assets" / "demo_prompts.txt"
 HELD_OUT_EVERY = 5  # every 5th demo prompt is kept out of training, for gold evaluation
@@ -64,7 +65,7 @@ def repetition(text: str) -> float:
 
 
 class GoldReward:
-    """The gold annotator as a reward model (same ``score``/``gain``/``bias`` as RewardModel).
+    """The gold annotator as a reward model (same ``score`` and normalisation as RewardModel).
 
     PPO against it optimises the true demo objective, with no reward-model error: a sanity check that
     PPO itself raises a reward that is right by construction.
@@ -73,14 +74,14 @@ class GoldReward:
     normalized_on = None
 
     def __init__(self, gain: float = 1.0, bias: float = 0.0):
-        self.gain = gain  # scores are gain * gold + bias, like a normalised reward model
+        self.gain = gain
         self.bias = bias
 
     def score(self, prompts: Sequence, responses: Sequence[str], normalized: bool = True):
         import torch
 
         raw = torch.tensor([gold_score(text) for text in responses], dtype=torch.float32)
-        return raw * self.gain + self.bias if normalized else raw
+        return normalized_scores(raw, self) if normalized else raw
 
 
 def gold_label(prompt, first: str, second: str) -> PreferencePair | None:
@@ -140,7 +141,8 @@ def make_demo_pairs(
     while len(pairs) < n:
         step += 1
         if step * per_batch > 20 * n + 100:
-            raise RuntimeError(f"only {len(pairs)} of {n} pairs after {step * per_batch} prompts: completions tie too often")
+            raise RuntimeError(f"only {len(pairs)} of {n} pairs after {step * per_batch} prompts: "
+                               "completions tie too often")
         batch = [pool[i] for i in batch_indices(len(pool), per_batch, step, seed)]
         repeated = [p for p in batch for _ in range(completions_per_prompt)]
         rollout = sample_responses(model, tokenizer, repeated, response_length, temperature, config.chat_template)

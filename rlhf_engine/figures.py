@@ -272,13 +272,15 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
         proxy = [r["score"] for r in points]
         fig.add_trace(go.Scatter(x=x, y=proxy, mode="lines+markers", name=f"{plain(name)}: RM score",
                                  line=dict(color=colour), customdata=steps, legendgroup=name,
-                                 hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>RM score %{y:.3f}<extra></extra>"))
+                                 hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>"
+                                               "RM score %{y:.3f}<extra></extra>"))
         if all(isinstance(r.get("gold"), (int, float)) for r in points):
             gold = [r["gold"] for r in points]
             fig.add_trace(go.Scatter(x=x, y=gold, mode="lines+markers", name=f"{plain(name)}: gold",
                                      line=dict(color=colour, dash="dash"), marker=dict(symbol="diamond-open"),
                                      customdata=steps, legendgroup=name,
-                                     hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>gold %{y:.3f}<extra></extra>"),
+                                     hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>"
+                                                   "gold %{y:.3f}<extra></extra>"),
                           secondary_y=True)
             peak = gold_peak(proxy, gold)
             if peak is not None:

@@ -53,7 +53,8 @@ def truncate_after_eos(response_ids: torch.Tensor, eos_id: int, pad_id: int):
     """Pad everything after the first EOS; return (ids, mask, has_eos)."""
     is_eos = response_ids == eos_id
     has_eos = is_eos.any(1)
-    first = torch.where(has_eos, is_eos.float().argmax(1), torch.full_like(has_eos, response_ids.shape[1], dtype=torch.long))
+    first = torch.where(has_eos, is_eos.float().argmax(1),
+                        torch.full_like(has_eos, response_ids.shape[1], dtype=torch.long))
     positions = torch.arange(response_ids.shape[1], device=response_ids.device)[None, :]
     mask = positions <= first[:, None]
     ids = torch.where(mask, response_ids, torch.full_like(response_ids, pad_id))

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .alarms import check, new_alarms
 from .config import ModelConfig, PPOConfig, RewardConfig, from_dict, to_dict
 from .data import read_pairs, read_prompts, write_pairs
 from .models import load_model_and_tokenizer, policy_name
-from . import distributed
 from .runfolder import ReplicaRunFolder, RunFolder, atomic_write_text, checkpoint_step
 
 REWARD_KIND, PPO_KIND, DEMO_PAIRS_KIND, BEST_OF_N_KIND = "reward_model", "ppo", "demo_pairs", "best_of_n"
@@ -248,13 +248,9 @@ def prepare_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_
     same sampling seed) are the first ``probe_prompts`` held-out demo prompts, or the first prompts of a
     user's prompt file.
     """
-    from .demo import demo_prompt_split
-
-    reward_dir = Path(reward_dir)
-    if not (reward_dir / "reward_model.json").is_file():
-        raise FileNotFoundError(f"{reward_dir} holds no trained reward model (no reward_model.json)")
-    prompts = read_prompts(prompts_path) if prompts_path else demo_prompt_split()[0]
-    probes = (prompts if prompts_path else demo_prompt_split()[1])[:config.probe_prompts]
+    reward_dir = _trained_reward_dir(reward_dir)
+    prompts, held_out = _prompts(prompts_path)
+    probes = held_out[:config.probe_prompts]
     run = RunFolder(run_dir)
     run.create(PPO_KIND, {"config": to_dict(config), "reward": str(reward_dir.resolve()),
                           "prompts": str(prompts_path) if prompts_path else "demo",
@@ -268,6 +264,24 @@ def start_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_pa
                   background: bool = True) -> Job:
     """Check the reward model and prompts, create the run folder and start PPO."""
     return _launch(prepare_ppo_job(run_dir, config, reward_dir, prompts_path), background)
+
+
+def _trained_reward_dir(reward_dir: Path) -> Path:
+    """``reward_dir`` if it holds a trained reward model, else a FileNotFoundError saying so."""
+    reward_dir = Path(reward_dir)
+    if not (reward_dir / "reward_model.json").is_file():
+        raise FileNotFoundError(f"{reward_dir} holds no trained reward model (no reward_model.json)")
+    return reward_dir
+
+
+def _prompts(prompts_path: Path | None) -> tuple[list, list]:
+    """(training prompts, held-out prompts): a user's prompt file serves as both; else the demo's split."""
+    if prompts_path:
+        prompts = read_prompts(prompts_path)
+        return prompts, prompts
+    from .demo import demo_prompt_split
+
+    return demo_prompt_split()
 
 
 def uses_gold_score(config: PPOConfig, reward_dir: Path) -> bool:
@@ -559,6 +573,16 @@ class _Stopped(Exception):
     """Raised from a progress callback when the job was asked to stop."""
 
 
+def _progress_or_stop(job: Job, run: RunFolder) -> Callable[[int, int], None]:
+    """A progress callback (done, total): the run's step is ``done``; raises _Stopped once Stop was asked."""
+    def progress(done: int, total: int) -> None:
+        run.set_status("running", step=done)
+        if job.stop_event.is_set():
+            raise _Stopped
+
+    return progress
+
+
 # ----------------------------------------------------------------------------------------------
 # Best-of-n from the reference: the no-training baseline of a sweep
 # ----------------------------------------------------------------------------------------------
@@ -573,18 +597,15 @@ def prepare_best_of_n_job(run_dir: Path, config: PPOConfig, reward_dir: Path, n:
     if n < 2:
         raise ValueError(f"best-of-n needs n >= 2, got {n}")
     from .batching import batch_indices
-    from .demo import demo_prompt_split
 
-    reward_dir = Path(reward_dir)
-    if not (reward_dir / "reward_model.json").is_file():
-        raise FileNotFoundError(f"{reward_dir} holds no trained reward model (no reward_model.json)")
+    reward_dir = _trained_reward_dir(reward_dir)
     # The PPO runs' probe prompts (held out, the first of them), so their answers and best-of-n's are
     # scored on the same prompts; from a user's prompt file, a seeded choice as before.
+    prompts, held_out = _prompts(prompts_path)
     if prompts_path:
-        prompts = read_prompts(prompts_path)
         chosen = [prompts[i] for i in batch_indices(len(prompts), min(n_prompts, len(prompts)), 1, config.seed)]
     else:
-        chosen = demo_prompt_split()[1][:n_prompts]
+        chosen = held_out[:n_prompts]
     run = RunFolder(run_dir)
     run.create(BEST_OF_N_KIND, {"config": to_dict(config), "reward": str(reward_dir.resolve()), "n": n,
                                 "gold": uses_gold_score(config, reward_dir)}, len(chosen) * n)
@@ -610,11 +631,7 @@ def _best_of_n(job: Job, run: RunFolder, model, tokenizer, reward_model, policy_
     reward_normalisation(reward_model, Path(saved["reward"]), model, tokenizer, prompts, config, run,
                          policy_context)
 
-    def progress(done: int, total: int) -> None:
-        run.set_status("running", step=done)
-        if job.stop_event.is_set():
-            raise _Stopped
-
+    progress = _progress_or_stop(job, run)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -650,11 +667,7 @@ def _demo_pairs_body(job: Job) -> str:
     saved = run.config()
     model_config = from_dict(ModelConfig, saved["config"]["model"])
 
-    def progress(done: int, total: int) -> None:
-        run.set_status("running", step=done)
-        if job.stop_event.is_set():
-            raise _Stopped
-
+    progress = _progress_or_stop(job, run)
     try:
         pairs = make_demo_pairs(saved["config"]["n"], model_config, seed=saved["config"]["seed"], on_progress=progress)
     except _Stopped:

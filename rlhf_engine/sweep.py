@@ -44,7 +44,7 @@ def parse_values(field: str, text: str) -> list:
         if not item:
             continue
         if field == "kl_coef":
-            value = float(item)
+            value = _number(field, item)
             if value < 0:
                 raise ValueError(f"kl_coef must be >= 0, got {item}")
         elif field in ("normalize_reward", "whiten_advantages"):
@@ -52,7 +52,7 @@ def parse_values(field: str, text: str) -> list:
                 raise ValueError(f"{field} takes on/off values, got {item!r}")
             value = item.lower() in ("on", "true", "1")
         elif field == "missing_eos_penalty":
-            value = None if item.lower() in ("none", "off") else float(item)
+            value = None if item.lower() in ("none", "off") else _number(field, item)
         else:
             if item not in KL_ESTIMATORS:
                 raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {item!r}")
@@ -63,6 +63,13 @@ def parse_values(field: str, text: str) -> list:
     if len(set(map(str, values))) != len(values):
         raise ValueError(f"the values of {field} repeat: {text}")
     return values
+
+
+def _number(field: str, item: str) -> float:
+    try:
+        return float(item)
+    except ValueError:
+        raise ValueError(f"{field} takes numbers, got {item!r}") from None
 
 
 def member_label(field: str, value) -> str:

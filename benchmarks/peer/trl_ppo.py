@@ -13,10 +13,10 @@ import resource
 import statistics
 import tempfile
 
-from common import StepTimer, pick_pad_token, resident_rss  # sets the offline environment first
 import torch
 import transformers
 import trl
+from common import StepTimer, pick_pad_token, resident_rss  # sets the offline environment first
 from datasets import Dataset
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
@@ -52,7 +52,8 @@ def main():
 
     prompts = json.load(open(a.prompts))
     if len(prompts) < a.batch_size:
-        raise SystemExit(f"need at least --batch-size={a.batch_size} prompts (TRL's dataloader drops the last ragged batch)")
+        raise SystemExit(f"need at least --batch-size={a.batch_size} prompts "
+                         "(TRL's dataloader drops the last ragged batch)")
     ids = [
         tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                       tokenize=True, return_dict=True)["input_ids"]

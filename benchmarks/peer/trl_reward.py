@@ -16,10 +16,10 @@ import resource
 import statistics
 import tempfile
 
-from common import StepTimer, pick_pad_token, resident_rss  # sets the offline environment first
 import torch
 import transformers
 import trl
+from common import StepTimer, pick_pad_token, resident_rss  # sets the offline environment first
 from datasets import Dataset
 from peft import LoraConfig
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
