@@ -26,8 +26,13 @@ browser:
 run: setup
 	$(VENV)/bin/streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
+# The suite runs on PYTEST_WORKERS processes (pytest-xdist; its tests wait on job processes and servers about
+# half the time); the linter first.
+PYTEST_WORKERS ?= 2
+
 test: setup browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -68,7 +68,8 @@ def test_infinite_metric_is_a_nan_alarm():
 
 
 def test_nan_from_failed_status():
-    status = {"state": "failed", "error": "NonFiniteError: policy loss is NaN or infinite at step 7; the run was stopped"}
+    status = {"state": "failed",
+              "error": "NonFiniteError: policy loss is NaN or infinite at step 7; the run was stopped"}
     alarm = only(check(healthy()[:7], status=status), "nan")
     assert alarm.step == 7 and "step 7" in alarm.message
     assert alarm.severity == "error"

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rlhf_engine.cli import main
@@ -26,8 +26,8 @@ from rlhf_engine.data import DataError, PairStore, PreferencePair, read_pairs, r
 
 FIELDS = ("prompt", "chosen", "rejected")
 TEXT_FORMATS = ("csv", "jsonl", "json")
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings()  # the profile's (tests/conftest.py): 100 examples, 1000 with HYPOTHESIS_PROFILE=deep
+SLOW_SETTINGS = settings(max_examples=max(10, settings.default.max_examples // 4))  # files written per example
 
 
 # --------------------------------------------------------------------------- what a reader may return
@@ -212,7 +212,8 @@ ARROW_TYPES = {
                  st.lists(st.fixed_dictionaries({"role": roles | st.none(), "content": words | st.none()}),
                           max_size=3) | st.none()),
     "struct": (pa.struct([("text", pa.string())]), st.fixed_dictionaries({"text": words}) | st.none()),
-    "map": (pa.map_(pa.string(), pa.string()), st.dictionaries(words, words, max_size=2).map(lambda d: list(d.items()))),
+    "map": (pa.map_(pa.string(), pa.string()),
+            st.dictionaries(words, words, max_size=2).map(lambda d: list(d.items()))),
     "null": (pa.null(), st.none()),
 }
 

@@ -39,9 +39,8 @@ def test_two_processes_alternate_one_step_at_a_time_and_the_wait_is_not_timed(tm
 
 
 def test_a_failing_side_is_reported_with_its_log(tmp_path):
-    import pytest
-
     import compare_trl
+    import pytest
 
     ok = tmp_path / "ok.py"
     ok.write_text("import json, sys\njson.dump({}, open(sys.argv[1], 'w'))\n")

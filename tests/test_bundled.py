@@ -23,7 +23,7 @@ def test_whole_loop_on_the_bundled_model(tmp_path):
     rm_job = start_reward_job(tmp_path / "rm", rm_config, tmp_path / "pairs.jsonl", background=False)
     assert rm_job.state == "completed", rm_job.run.status()
 
-    ppo_config = PPOConfig(model=quantized, steps=2, batch_size=2, response_length=8)
+    ppo_config = PPOConfig(model=quantized, steps=2, batch_size=2, response_length=8, ppo_epochs=2, probe_prompts=2)
     ppo_job = start_ppo_job(tmp_path / "ppo", ppo_config, tmp_path / "rm", background=False)
     assert ppo_job.state == "completed", ppo_job.run.status()
     metrics = ppo_job.run.metrics()
@@ -31,3 +31,4 @@ def test_whole_loop_on_the_bundled_model(tmp_path):
     assert metrics[0]["objective/kl"] == pytest.approx(0.0, abs=1e-3)  # the first rollout is the reference's own
     samples = ppo_job.run.samples()
     assert any(s["response"].strip() for s in samples)
+    assert {(p["step"], p["policy"]) for p in ppo_job.run.probes()} == {(0, "reference"), (2, "policy")}

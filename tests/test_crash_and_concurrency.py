@@ -158,7 +158,8 @@ WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from rlhf_engine.data import PairStore, PreferencePair
-    store, tag, n, batch, go = PairStore(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
+    store, tag, n, batch, go = (PairStore(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                                Path(sys.argv[5]))
     while not go.exists():
         time.sleep(0.005)
     for start in range(0, n, batch):

@@ -2,8 +2,16 @@
 
 import pytest
 
-from rlhf_engine.demo import (GoldReward, demo_prompt_split, demo_prompts, gold_best_worst, gold_label,
-                              gold_score, make_demo_pairs, repetition)
+from rlhf_engine.demo import (
+    GoldReward,
+    demo_prompt_split,
+    demo_prompts,
+    gold_best_worst,
+    gold_label,
+    gold_score,
+    make_demo_pairs,
+    repetition,
+)
 
 
 def test_demo_prompt_set_is_large_varied_and_split():

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 import time
 
 import pytest
@@ -18,11 +19,26 @@ PPO_METRICS = ("objective/scores", "objective/kl", "objective/non_score_reward",
                "loss/value", "beta", "response_length", "time/step_s", "tokens_per_s")
 
 
-@pytest.fixture
-def reward_dir(runs_dir, tiny_model_config, pairs_file):
-    config = RewardConfig(model=tiny_model_config, steps=4, eval_every=2, norm_samples=4, norm_response_length=4)
-    job = start_reward_job(runs_dir / "rm", config, pairs_file, background=False)
+@pytest.fixture(scope="module")
+def trained_reward_dir(tmp_path_factory, tiny_model_dir):
+    """A tiny reward model trained once for the module (the conftest's pairs and tiny model)."""
+    from rlhf_engine.config import ModelConfig
+    from rlhf_engine.data import write_pairs
+
+    root = tmp_path_factory.mktemp("trained-rm")
+    write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
+                                "Awful, bad, terrible.") for i in range(12)], root / "pairs.jsonl")
+    model = ModelConfig(source=tiny_model_dir, quant="none", lora_r=4, lora_alpha=8)
+    config = RewardConfig(model=model, steps=4, eval_every=2, norm_samples=4, norm_response_length=4)
+    job = start_reward_job(root / "rm", config, root / "pairs.jsonl", background=False)
     assert job.state == "completed", job.run.status()
+    return root / "rm"
+
+
+@pytest.fixture
+def reward_dir(trained_reward_dir, runs_dir):
+    """A copy of the module's reward model in this test's runs folder (a test may write beside it)."""
+    shutil.copytree(trained_reward_dir, runs_dir / "rm")
     return runs_dir / "rm"
 
 
@@ -348,10 +364,16 @@ def test_demo_pairs_job_stores_all_pairs_or_none(tmp_path, monkeypatch, tiny_mod
     assert PairStore(store).count() == 4  # nothing of the stopped job was stored
 
 
-def test_process_job_runs_a_prepared_run_in_its_own_process(runs_dir, tiny_model_config, pairs_file):
+def test_a_process_job_runs_stops_on_sigint_even_when_ignored_and_reads_as_interrupted_when_killed(
+        runs_dir, tiny_model_config, pairs_file):
+    """The dashboard's job processes, one lifecycle: a reward model trained in a process of its own; a PPO
+    run on it, started with SIGINT ignored (`nohup make run &` starts the server so, and children inherit
+    it: the job must take SIGINT back, or Stop would do nothing), stopped at a checkpoint; resumed, then
+    SIGKILLed, which reads as interrupted (not the run's fault: it resumes from its checkpoint)."""
     import os
+    import signal
 
-    from rlhf_engine.jobs import ProcessJob, prepare_reward_job
+    from rlhf_engine.jobs import ProcessJob, prepare_ppo_job, prepare_resume, prepare_reward_job
 
     config = RewardConfig(model=tiny_model_config, steps=3, eval_every=3, norm_samples=4, norm_response_length=4)
     job = ProcessJob(prepare_reward_job(runs_dir / "rm-process", config, pairs_file).run).start()
@@ -360,15 +382,12 @@ def test_process_job_runs_a_prepared_run_in_its_own_process(runs_dir, tiny_model
     assert [m["step"] for m in job.run.metrics()] == [1, 2, 3]
     assert "step 3" in (job.run.path / "process.log").read_text()
 
-
-def test_process_job_stop_checkpoints_and_a_killed_process_reads_as_interrupted(runs_dir, tiny_model_config,
-                                                                           reward_dir):
-    import signal
-
-    from rlhf_engine.jobs import ProcessJob, prepare_ppo_job
-
-    job = ProcessJob(prepare_ppo_job(runs_dir / "ppo-process", _ppo_config(tiny_model_config, steps=500),
-                                     reward_dir).run).start()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        job = ProcessJob(prepare_ppo_job(runs_dir / "ppo-process", _ppo_config(tiny_model_config, steps=500),
+                                         runs_dir / "rm-process").run).start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.time() + 300
     while len(job.run.metrics()) < 2:
         assert time.time() < deadline and job.alive, (job.run.path / "process.log").read_text()
@@ -376,35 +395,11 @@ def test_process_job_stop_checkpoints_and_a_killed_process_reads_as_interrupted(
     job.stop()  # SIGINT: the job answers as to Ctrl-C
     assert job.join(timeout=120) == "stopped"
     stopped_at = job.run.status()["step"]
-    assert job.run.latest_checkpoint().name == f"step-{stopped_at:06d}"
-
-    from rlhf_engine.jobs import prepare_resume
+    assert stopped_at < 500 and job.run.latest_checkpoint().name == f"step-{stopped_at:06d}"
 
     killed = ProcessJob(prepare_resume(job.run.path).run).start()
     while killed.run.status()["state"] != "running":
         time.sleep(0.05)
     killed.process.send_signal(signal.SIGKILL)
-    assert killed.join(timeout=60) == "interrupted"  # not the run's fault: it resumes from its checkpoint
+    assert killed.join(timeout=60) == "interrupted"
     assert "killed by SIGKILL (often the system running out of memory)" in killed.run.status()["error"]
-
-
-def test_stop_works_when_the_server_was_started_with_sigint_ignored(runs_dir, tiny_model_config, reward_dir):
-    """`nohup make run &` starts the server with SIGINT ignored, and children inherit that: the job process
-    must take SIGINT back, or the dashboard's Stop would do nothing."""
-    import signal
-
-    from rlhf_engine.jobs import ProcessJob, prepare_ppo_job
-
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        job = ProcessJob(prepare_ppo_job(runs_dir / "ppo-nohup", _ppo_config(tiny_model_config, steps=500),
-                                         reward_dir).run).start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    deadline = time.time() + 300
-    while not job.run.metrics():
-        assert time.time() < deadline and job.alive, (job.run.path / "process.log").read_text()
-        time.sleep(0.1)
-    job.stop()
-    assert job.join(timeout=120) == "stopped"
-    assert len(job.run.metrics()) < 500

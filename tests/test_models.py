@@ -5,8 +5,7 @@ import torch
 
 from rlhf_engine.config import ModelConfig
 from rlhf_engine.generation import response_logits, sample_responses, token_logprobs
-from rlhf_engine.models import (ModelSourceError, choose_dtype, load_model_and_tokenizer, load_tokenizer,
-                                resolve_source)
+from rlhf_engine.models import ModelSourceError, choose_dtype, load_model_and_tokenizer, load_tokenizer, resolve_source
 
 
 def test_bundled_source_resolves_to_a_cached_safetensors_folder(bundled_model_dir):
@@ -114,8 +113,8 @@ def test_recomputed_logprobs_match_what_generate_sampled_from(tiny_model_config)
 
 def test_4bit_weights_stay_differentiable_after_a_pass_without_gradient(tiny_model_dir):
     """A no-grad pass (generation) must not switch bitsandbytes to its backward-less CPU kernel."""
-    from peft import get_peft_model
     from bitsandbytes.nn import Linear4bit
+    from peft import get_peft_model
 
     from rlhf_engine.config import ModelConfig
     from rlhf_engine.models import load_model_and_tokenizer, lora_config

@@ -7,8 +7,20 @@ import torch
 
 from rlhf_engine.batching import batch_indices
 from rlhf_engine.generation import truncate_after_eos
-from rlhf_engine.ppo import (AdaptiveKLController, FixedKLController, NonFiniteError, check_finite, gae,
-                             kl_penalty, masked_mean, per_token_rewards, policy_loss, value_loss, whiten)
+from rlhf_engine.ppo import (
+    AdaptiveKLController,
+    FixedKLController,
+    NonFiniteError,
+    check_finite,
+    gae,
+    kl_penalty,
+    masked_mean,
+    missing_eos_penalized,
+    per_token_rewards,
+    policy_loss,
+    value_loss,
+    whiten,
+)
 from rlhf_engine.reward import bradley_terry_loss, score_index
 
 
@@ -124,6 +136,12 @@ def test_value_loss_is_clipped_around_old_values():
     # token 0: unclipped (2-3)^2 = 1, clipped (1.2-3)^2 = 3.24 -> 3.24 ; token 1: both (1.1)^2 = 1.21
     assert torch.isclose(loss, torch.tensor(0.5 * (3.24 + 1.21) / 2))
     assert torch.isclose(clipfrac, torch.tensor(0.5))
+
+
+def test_the_missing_eos_penalty_is_subtracted_from_answers_cut_at_the_cap_only():
+    scores, has_eos = torch.tensor([1.5, -0.25, 0.0]), torch.tensor([True, False, False])
+    assert missing_eos_penalized(scores, has_eos, 0.5).tolist() == [1.5, -0.75, -0.5]  # not replaced by -0.5
+    assert missing_eos_penalized(scores, has_eos, None) is scores
 
 
 def test_masked_mean_ignores_padding():

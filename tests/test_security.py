@@ -10,18 +10,17 @@ import ast
 import json
 import pickle
 import shutil
-import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+import tomllib
+from browser import dashboard_server
 
 from rlhf_engine.config import ModelConfig
 from rlhf_engine.models import ModelSourceError, load_model_and_tokenizer
-
-from browser import dashboard_server
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_CODE = [*ROOT.glob("rlhf_engine/*.py"), *ROOT.glob("dashboard/*.py"), *ROOT.glob("pages/*.py"), ROOT / "app.py"]
@@ -135,9 +134,9 @@ def test_the_code_never_trusts_remote_code_loads_pickles_or_renders_html():
 @pytest.mark.parametrize("name", ["../../escaped", "/tmp/escaped", "..", "a/../../escaped", ".hidden", "x\\..\\y",
                                   "run\x00name", "~/escaped"])
 def test_a_run_name_that_leaves_the_runs_folder_is_refused_on_the_page(tmp_path, monkeypatch, tiny_model_dir, name):
-    from rlhf_engine.data import PairStore, PreferencePair
-
     from test_app import make_workspace, open_page, plain
+
+    from rlhf_engine.data import PairStore, PreferencePair
 
     workspace = make_workspace(tmp_path / "deep" / "ws", tiny_model_dir,
                                [PreferencePair(f"q{i}", "good", "bad") for i in range(4)])
