@@ -71,3 +71,9 @@ def pairs_file(tmp_path) -> Path:
     write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
                                 "Awful, bad, terrible.") for i in range(12)], path)
     return path
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first (a stable sort): on several xdist workers the suite then ends on short tests
+    that the idle worker can take over, not on one long test that the other worker waits for."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

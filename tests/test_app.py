@@ -54,6 +54,17 @@ def trained_workspace(tmp_path_factory, tiny_model_dir) -> Path:
     return root
 
 
+@pytest.fixture
+def jobs_in_threads(monkeypatch):
+    """The pages' jobs run in threads of the test process (the engine's own Job, as `run-job` runs it)
+    instead of a process each, which would import torch, transformers and peft again (~10 s of CPU). What
+    the job process adds is tested where it matters: test_browser (the pages' jobs in their processes),
+    test_jobs (ProcessJob's stop and kill) and the simulated-pairs test below."""
+    from rlhf_engine import jobs
+
+    monkeypatch.setattr(jobs, "ProcessJob", lambda run: jobs.prepared_job(run.path))
+
+
 def open_page(page: str | None = None) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=120).run()
     assert not at.exception, at.exception
@@ -280,7 +291,7 @@ def test_ppo_page_shows_every_knob_with_its_default(trained_workspace, monkeypat
     assert at.checkbox(key="ppo.adaptive_kl").value is False
 
 
-def test_a_tiny_ppo_run_started_from_the_page_produces_metric_points(trained_workspace, monkeypatch):
+def test_a_tiny_ppo_run_started_from_the_page_produces_metric_points(trained_workspace, monkeypatch, jobs_in_threads):
     monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
     at = open_page("pages/ppo.py")
     at.text_input[0].set_value("ppo-page")
@@ -521,7 +532,7 @@ def test_sweep_page_preset_fills_the_form_with_the_workshops_sweep(workspace, mo
 
 
 @pytest.mark.slow
-def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch):
+def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch, jobs_in_threads):
     import dataclasses
 
     from dashboard.state import job_queue

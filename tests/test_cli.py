@@ -67,6 +67,7 @@ def test_user_errors_exit_2_with_one_line(argv, words, tmp_path, capsys):
     assert words in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_train_rm_ppo_sample_and_runs_from_the_command_line(tmp_path, tiny_model_dir, good_pairs, capsys):
     rm = tmp_path / "runs" / "rm"
     result = run_cli("train-rm", "--data", good_pairs, "--out", rm, "--model", tiny_model_dir, "--steps", "2",

@@ -84,32 +84,35 @@ def kill_twice_then_resume(run: RunFolder, kill_at: tuple[int, int], log: Path) 
     return kills
 
 
+@pytest.mark.slow
 def test_a_reward_model_run_survives_sigkill_twice_and_resumes_to_the_full_step_count(runs_dir, tiny_model_config,
                                                                                      pairs_file, tmp_path):
-    config = RewardConfig(model=tiny_model_config, steps=60, eval_every=20, checkpoint_every=3, norm_samples=4,
+    config = RewardConfig(model=tiny_model_config, steps=30, eval_every=10, checkpoint_every=3, norm_samples=4,
                           norm_response_length=4)
     run = prepare_reward_job(runs_dir / "rm-kill", config, pairs_file).run
     stored_pairs = (run.path / "pairs.jsonl").read_bytes()
-    assert kill_twice_then_resume(run, (5, 20), tmp_path / "engine.log") == 2
-    assert [m["step"] for m in run.metrics()] == list(range(1, 61))
+    assert kill_twice_then_resume(run, (5, 15), tmp_path / "engine.log") == 2
+    assert [m["step"] for m in run.metrics()] == list(range(1, 31))
     assert run.events().count("resuming from step-") == 2  # the restart after the first kill, and Resume
     assert (run.path / "pairs.jsonl").read_bytes() == stored_pairs  # the run's copy of the pairs is untouched
     assert (run.path / "reward_model.json").is_file() and run.eval()["accuracy"] >= 0
 
 
+@pytest.mark.slow
 def test_a_ppo_run_survives_sigkill_twice_and_resumes_to_the_full_step_count(runs_dir, tiny_model_config,
                                                                             pairs_file, tmp_path):
     rm_config = RewardConfig(model=tiny_model_config, steps=2, eval_every=2, norm_samples=4, norm_response_length=4)
     assert start_reward_job(runs_dir / "rm", rm_config, pairs_file, background=False).state == "completed"
-    config = PPOConfig(model=tiny_model_config, batch_size=2, response_length=4, steps=14, checkpoint_every=2)
+    config = PPOConfig(model=tiny_model_config, batch_size=2, response_length=4, steps=10, checkpoint_every=2)
     run = prepare_ppo_job(runs_dir / "ppo-kill", config, runs_dir / "rm").run
-    assert kill_twice_then_resume(run, (3, 8), tmp_path / "engine.log") == 2
-    assert [m["step"] for m in run.metrics()] == list(range(1, 15))
-    assert sorted({s["step"] for s in run.samples()}) == list(range(1, 15))  # samples truncated and resumed too
+    assert kill_twice_then_resume(run, (3, 6), tmp_path / "engine.log") == 2
+    assert [m["step"] for m in run.metrics()] == list(range(1, 11))
+    assert sorted({s["step"] for s in run.samples()}) == list(range(1, 11))  # samples truncated and resumed too
     assert run.events().count("resumed from step-") == 2
     assert (run.path / "policy" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_the_cli_stops_cleanly_on_sigint_even_when_started_with_it_ignored_and_on_sigterm(tmp_path, tiny_model_dir,
                                                                                          pairs_file):
     """`nohup python -m rlhf_engine train-rm ... &` gets SIGINT ignored; `kill` sends SIGTERM: both checkpoint."""

@@ -44,8 +44,8 @@ def test_one_update_raises_high_scored_responses_and_lowers_low_scored_ones(tiny
 
 @pytest.mark.parametrize("value_model", VALUE_MODELS)
 def test_value_head_learns_the_returns(tiny_model_config, value_model):
-    config = PPOConfig(model=tiny_model_config, steps=1, batch_size=8, kl_coef=0.0, learning_rate=3e-3,
-                       response_length=8, lr_schedule="constant", cliprange_value=10.0, vf_coef=1.0, ppo_epochs=16,
+    config = PPOConfig(model=tiny_model_config, steps=1, batch_size=8, kl_coef=0.0, learning_rate=6e-3,
+                       response_length=8, lr_schedule="constant", cliprange_value=10.0, vf_coef=1.0, ppo_epochs=8,
                        value_model=value_model)
     trainer = PPOTrainer(config, FirstHalfWins(), [f"prompt number {i}" for i in range(8)])
     batch = trainer.advantages(trainer.rollout(trainer.next_prompts()))

@@ -7,6 +7,7 @@ file if it ever ran, a server started with the project's own settings, run and f
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import pickle
 import shutil
@@ -98,10 +99,15 @@ def test_model_code_shipped_in_a_folder_never_runs(tmp_path, tiny_model_dir):
     assert not marker.exists()
 
 
+@functools.cache
+def _syntax_nodes(path: Path) -> tuple:
+    return tuple(ast.walk(ast.parse(path.read_text(), str(path))))
+
+
 def calls(name: str):
     """Every call of a function or method called ``name`` in the app's code, with its file."""
     for path in APP_CODE:
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in _syntax_nodes(path):
             if isinstance(node, ast.Call):
                 func = node.func
                 called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
