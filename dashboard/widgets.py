@@ -257,7 +257,8 @@ PPO_FORM_MORE = ("More: γ, implementation details, seed", (
     ("gamma", "γ (discount)"), ("whiten_rewards", "whiten rewards"), ("whiten_advantages", "whiten advantages"),
     ("normalize_reward", "normalise RM scores"), ("missing_eos_penalty", "missing-EOS penalty (score units)"),
     ("max_grad_norm", "gradient clip"), ("checkpoint_every", "checkpoint every (steps)"),
-    ("probe_every", "probe answers every (steps)"), ("probe_prompts", "held-out probe prompts"), ("seed", "seed"),
+    ("probe_every", "probe answers every (steps)"), ("probe_prompts", "held-out probe prompts"),
+    ("reference_probe_samples", "reference answers per probe prompt"), ("seed", "seed"),
 ))
 PPO_CHOICES = {"kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES, "value_model": VALUE_MODELS}
 EOS_PENALTY_DEFAULT = 1.0  # the penalty the form offers once its checkbox is ticked (score units)

@@ -107,9 +107,12 @@ if not summary:
                f"{config.get('probe_every')} steps." if config.get("probe_every") else
                "This run answers no probe prompts (probe_every = 0).")
 else:
+    several = summary[0]["answers"] // max(summary[0]["prompts"], 1)
     st.caption(f"{summary[0]['prompts']} held-out prompts (never trained on), answered by the reference and, every "
                f"{config.get('probe_every')} steps, by the policy, with the same sampling seed: a change here is "
-               "training, not a lucky batch.")
+               "training, not a lucky batch."
+               + (f" The reference answered each {several} times (further seeds); a gain is the policy's answer "
+                  "against the mean of the reference's." if several > 1 else ""))
     if policy_steps:
         last = policy_steps[-1]
         words = [f"at step {last['step']}: KL {last['kl']:.2f} ± {last['kl_se']:.2f} nats"]
@@ -121,7 +124,7 @@ else:
         st.markdown(md("; ".join(words)) + ".")
         colour = plots.beta_colour(config.get("kl_coef"), config.get("adaptive_kl"))
         st.plotly_chart(plots.probe_figure(summary, colour), key="ppo.probes")
-    reference = {p["prompt"]: p["response"] for p in probes if p["policy"] == "reference"}
+    reference = {p["prompt"]: p["response"] for p in probes if p["policy"] == "reference" and not p.get("sample")}
     latest_step = policy_steps[-1]["step"] if policy_steps else None
     policy = {p["prompt"]: p["response"] for p in probes if p["policy"] == "policy" and p["step"] == latest_step}
     for prompt, answer in list(reference.items())[:SHOWN_PROBES]:

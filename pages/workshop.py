@@ -132,7 +132,9 @@ st.markdown("PPO makes the policy write answers the reward model scores highly. 
             f"model, and samples best-of-{sizes.best_of_n} from the reference as a no-training baseline. "
             + ("At the end" if sizes.probe_every >= sizes.ppo_steps else f"Every {sizes.probe_every} steps")
             + f" each run answers the same {sizes.probe_prompts} held-out prompts with the same random numbers as "
-            "the reference did: that is where the story is read, not from one noisy batch.")
+            "the reference did: that is where the story is read, not from one noisy batch."
+            + (f" The reference answers each of them {sizes.reference_probe_samples} times, so the baseline a "
+               "gain is measured from is steadier." if sizes.reference_probe_samples > 1 else ""))
 if st.button("Run the KL sweep", key=f"{K}.sweep", disabled=done_rm is None or sweep_done or sweep_going):
     with engine_errors("Starting the sweep"):
         name = new_run_name(SWEEP_PREFIX)

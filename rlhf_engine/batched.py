@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from .generation import NonFiniteLogitsError, Rollout, sample_responses
-from .ppo import POLICY, PROBE_SEED, NonFiniteError, PPOTrainer
+from .ppo import POLICY, NonFiniteError, PPOTrainer, probe_generator
 
 
 def sample_side_by_side(trainers: Sequence[PPOTrainer], prompts: Sequence[Sequence],
@@ -72,13 +72,17 @@ def step_side_by_side(trainers: Sequence[PPOTrainer], on_rollout=None) -> list[t
 def probe_side_by_side(trainers: Sequence[PPOTrainer], prompts: Sequence, reference: bool = False) -> list[list[dict]]:
     """Each trainer's scored answers to the same probe prompts (``PPOTrainer.probe_answers``), decoded as one
     batch, each run with its own generator seeded with PROBE_SEED: the same random numbers as alone. The
-    reference's answers are the same for every run (same base, prompts and seed): decoded once, then scored
-    by each run (whose scoring settings may differ)."""
+    reference's answers (``reference_probe_samples`` per prompt, seeds PROBE_SEED + i) are the same for every
+    run (same base, prompts and seeds): decoded once, then scored by each run (whose scoring settings may
+    differ)."""
     if reference:
-        answers = sample_side_by_side(trainers[:1], [prompts], [torch.Generator().manual_seed(PROBE_SEED)],
-                                      reference=True) * len(trainers)
-    else:
-        answers = sample_side_by_side(trainers, [prompts] * len(trainers),
-                                      [torch.Generator().manual_seed(PROBE_SEED) for _ in trainers])
-    return [trainer.probe_answers(prompts, reference=reference, sampled=rollout)
-            for trainer, rollout in zip(trainers, answers)]
+        samples = range(trainers[0].config.reference_probe_samples)
+        if any(t.config.reference_probe_samples != len(samples) for t in trainers):
+            raise ValueError("runs probed side by side must share reference_probe_samples")
+        answers = sample_side_by_side(trainers[:1] * len(samples), [prompts] * len(samples),
+                                      [probe_generator(i) for i in samples], reference=True)
+        return [[row for i, rollout in zip(samples, answers)
+                 for row in trainer.probe_answers(prompts, reference=True, sampled=rollout, sample=i)]
+                for trainer in trainers]
+    answers = sample_side_by_side(trainers, [prompts] * len(trainers), [probe_generator() for _ in trainers])
+    return [trainer.probe_answers(prompts, sampled=rollout) for trainer, rollout in zip(trainers, answers)]

@@ -116,6 +116,7 @@ class PPOConfig:
     samples_per_step: int = 4  # (prompt, response, score, KL) rows logged each step
     probe_every: int = 5  # answer the held-out probe prompts with the current policy every N steps (0 = never)
     probe_prompts: int = 24  # held-out prompts the reference and the policy answer, same sampling seed (paired)
+    reference_probe_samples: int = 1  # reference answers per probe prompt, averaged into the paired gain's baseline
     gold_score: str = "auto"  # also log the demo's gold score of each sample: auto = when the RM's pairs are simulated
     seed: int = 0  # seeds Python, NumPy and torch (and the prompt order)
     trim_memory: bool = False  # release heap to OS each phase/minibatch: ~0.4 GB lower peak, ~10 % slower (page faults)
@@ -131,7 +132,8 @@ class PPOConfig:
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _check_choice("value_model", self.value_model, VALUE_MODELS)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        for name in ("steps", "batch_size", "num_mini_batches", "ppo_epochs", "response_length", "probe_prompts"):
+        for name in ("steps", "batch_size", "num_mini_batches", "ppo_epochs", "response_length", "probe_prompts",
+                     "reference_probe_samples"):
             _check_positive(name, getattr(self, name))
         if self.batch_size % self.num_mini_batches:
             raise ValueError("batch_size must be divisible by num_mini_batches")

@@ -420,6 +420,12 @@ class PPORun:
         step = self.trainer.step_count
         return [not self.reference_answered, step % self.config.probe_every == 0 or step == self.config.steps]
 
+    def answer_probes(self, reference: bool) -> list[dict]:
+        """This run's answers to its probe prompts, alone (a sweep's runs answer side by side:
+        batched.probe_side_by_side): the policy's once, the reference's ``reference_probe_samples`` times."""
+        samples = range(self.config.reference_probe_samples if reference else 1)
+        return [row for i in samples for row in self.trainer.probe_answers(self.probe_prompts, reference, sample=i)]
+
     def add_probes(self, rows: list[dict], reference: bool) -> None:
         for row in rows:
             row["step"] = 0 if reference else self.trainer.step_count
@@ -458,7 +464,7 @@ def _ppo_body(job: Job) -> str:
         loop.end_step(*trainer.step(loop.on_rollout))
         for reference, due in zip((True, False), loop.probes_due()):
             if due:
-                loop.add_probes(trainer.probe_answers(loop.probe_prompts, reference=reference), reference)
+                loop.add_probes(loop.answer_probes(reference), reference)
     return loop.finish()
 
 
@@ -555,10 +561,11 @@ def _sweep_body(job: Job) -> str:
 
 
 def _same_probe_prompts(loops: list) -> list[list]:
-    """Runs grouped by their probe prompts (a sweep's runs share them: one group)."""
+    """Runs grouped by their probe prompts and reference answers per prompt (a sweep's runs share them: one
+    group)."""
     groups: dict[str, list] = {}
     for loop in loops:
-        groups.setdefault(json.dumps(loop.probe_prompts), []).append(loop)
+        groups.setdefault(json.dumps([loop.probe_prompts, loop.config.reference_probe_samples]), []).append(loop)
     return list(groups.values())
 
 

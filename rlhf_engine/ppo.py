@@ -48,6 +48,12 @@ from .normalisation import normalized
 POLICY, VALUE = "policy", "value"
 VALUE_HEAD_FILE = "value_head.safetensors"
 PROBE_SEED = 1234  # sampling seed of every probe answer: the policy's differ from the reference's only by training
+
+
+def probe_generator(sample: int = 0) -> torch.Generator:
+    """The random stream of probe answer ``sample`` (PROBE_SEED + sample): answer 0 of the reference and every
+    answer of the policy share PROBE_SEED; the reference's further answers steady the baseline."""
+    return torch.Generator().manual_seed(PROBE_SEED + sample)
 PHASES = ("generate", "forward", "reward", "update")  # timed parts of an iteration, logged as time/<phase>_s
 
 
@@ -438,14 +444,16 @@ class PPOTrainer:
         return missing_eos_penalized(scores, has_eos.cpu(), cfg.missing_eos_penalty), raw
 
     @torch.no_grad()
-    def probe_answers(self, prompts: Sequence, reference: bool = False, sampled: Rollout | None = None) -> list[dict]:
+    def probe_answers(self, prompts: Sequence, reference: bool = False, sampled: Rollout | None = None,
+                      sample: int = 0) -> list[dict]:
         """The policy's (or the reference's) answers to the held-out probe prompts, each scored: RM score,
         gold score (when logged) and KL to the reference (nats, the run's estimator, summed over the answer).
 
         Sampled with the fixed PROBE_SEED, so the reference and the policy at every step answer with the
         same random numbers: the difference between their answers is what training changed (common random
-        numbers make the paired difference far less noisy than two independent draws). ``sampled``: the
-        answers sampled already, beside other runs'.
+        numbers make the paired difference far less noisy than two independent draws). ``sample`` i > 0:
+        a further answer of the reference, seeded PROBE_SEED + i (``reference_probe_samples``). ``sampled``:
+        the answers sampled already, beside other runs'.
         """
         cfg = self.config
         if sampled is None:
@@ -453,7 +461,7 @@ class PPOTrainer:
             with self.model.peft.disable_adapter() if reference else contextlib.nullcontext():
                 sampled = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
                                            cfg.temperature, cfg.model.chat_template,
-                                           generators=torch.Generator().manual_seed(PROBE_SEED))
+                                           generators=probe_generator(sample))
         texts = decode_responses(self.tokenizer, sampled)
         scores, _ = self.scores(prompts, texts, sampled.has_eos)
         if reference:
@@ -466,8 +474,8 @@ class PPOTrainer:
                                           sampled.response_ids)
             kl = (kl_penalty(logprobs, ref_logprobs, cfg.kl_estimator) * sampled.response_mask).sum(1)
         rows = [{"step": self.step_count, "policy": "reference" if reference else "policy",
-                 "prompt": prompt_text(prompt), "response": text, "score": float(score), "kl": float(k),
-                 "eos": bool(eos)}
+                 "prompt": prompt_text(prompt), "sample": sample, "response": text, "score": float(score),
+                 "kl": float(k), "eos": bool(eos)}
                 for prompt, text, score, k, eos in zip(prompts, texts, scores.tolist(), kl.tolist(),
                                                         sampled.has_eos.tolist())]
         if self.gold_scorer is not None:

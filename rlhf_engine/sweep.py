@@ -232,31 +232,49 @@ def final_point(run: RunFolder) -> dict | None:
 def probe_summary(rows: list[dict]) -> list[dict]:
     """A run's held-out probe answers summarised per probe step, the reference's first (step 0).
 
-    Each: ``step``, ``prompts``, means and standard errors of ``kl``, ``score`` and ``gold`` (when logged),
-    and for the policy's steps the paired gains over the reference's answer to the same prompt:
-    ``score_gain``, ``gold_gain`` with ``*_se`` (the standard error of the mean paired difference).
+    Each: ``step``, ``prompts``, ``answers``, means and standard errors over the prompts of ``kl``, ``score``
+    and ``gold`` (when logged), and for the policy's steps the paired gains over the reference on the same
+    prompts: ``score_gain``, ``gold_gain`` with ``*_se`` (the standard error of the mean paired difference).
+    A prompt the reference answered several times (``reference_probe_samples``) counts once, with the mean
+    of its answers: its gain is the policy's answer against that steadier baseline.
     """
-    reference = [r for r in rows if r.get("policy") == "reference"]
+    reference = _by_prompt([r for r in rows if r.get("policy") == "reference"])
     by_step: dict[int, list[dict]] = {}
     for row in rows:
         if row.get("policy") == "policy":
             by_step.setdefault(int(row["step"]), []).append(row)
-    steps = ([(0, reference)] if reference else []) + sorted(by_step.items())
+    steps = ([(0, reference)] if reference else []) + [(step, _by_prompt(answers))
+                                                        for step, answers in sorted(by_step.items())]
     summary = []
     for step, answers in steps:
-        entry = {"step": step, "prompts": len(answers)}
+        entry = {"step": step, "prompts": len(answers), "answers": sum(len(a) for a in answers.values())}
         for key in ("kl", "score", "gold"):
-            values = [r[key] for r in answers if isinstance(r.get(key), (int, float))]
-            if len(values) == len(answers):
-                entry[key], entry[f"{key}_se"] = _mean_and_se(values)
-        if step > 0 and len(reference) == len(answers) and all(
-                a["prompt"] == b["prompt"] for a, b in zip(answers, reference)):
+            means = _prompt_means(answers, key)
+            if means is not None:
+                entry[key], entry[f"{key}_se"] = _mean_and_se(list(means.values()))
+        if step > 0 and list(answers) == list(reference):
             for key in ("score", "gold"):
-                if key in entry and all(isinstance(r.get(key), (int, float)) for r in reference):
+                after, before = _prompt_means(answers, key), _prompt_means(reference, key)
+                if key in entry and before is not None:
                     entry[f"{key}_gain"], entry[f"{key}_gain_se"] = _mean_and_se(
-                        [a[key] - b[key] for a, b in zip(answers, reference)])
+                        [after[prompt] - before[prompt] for prompt in answers])
         summary.append(entry)
     return summary
+
+
+def _by_prompt(rows: list[dict]) -> dict[str, list[dict]]:
+    """Answers grouped by prompt, in the order the prompts first appear."""
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(json.dumps(row["prompt"]), []).append(row)
+    return grouped
+
+
+def _prompt_means(answers: dict[str, list[dict]], key: str) -> dict[str, float] | None:
+    """Each prompt's mean ``key`` over its answers; None unless every answer has it."""
+    if not all(isinstance(r.get(key), (int, float)) for group in answers.values() for r in group):
+        return None
+    return {prompt: statistics.fmean(r[key] for r in group) for prompt, group in answers.items()}
 
 
 def _mean_and_se(values: list[float]) -> tuple[float, float]:

@@ -49,6 +49,7 @@ class Preset:
     batch_size: int  # prompts per rollout
     probe_every: int  # held-out probe answers every N steps
     probe_prompts: int  # held-out prompts answered at each probe (paired with the reference's)
+    reference_probe_samples: int  # the reference's answers per probe prompt: their mean is the gain's baseline
     best_of_n: int  # best-of-1…n from the reference: the no-training baseline
     best_of_n_prompts: int  # held-out prompts best-of-n samples for (the first probe prompts)
     overopt_steps: int  # steps of the over-optimisation run at β = 0
@@ -56,11 +57,11 @@ class Preset:
 
 
 CPU = Preset(device="cpu", minutes=16, rm_steps=20, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
-             probe_every=10, probe_prompts=54, best_of_n=8, best_of_n_prompts=8, overopt_steps=40,
-             overopt_minutes=17)
+             probe_every=10, probe_prompts=54, reference_probe_samples=2, best_of_n=8, best_of_n_prompts=8,
+             overopt_steps=40, overopt_minutes=17)
 GPU = Preset(device="cuda", minutes=5, rm_steps=120, rm_batch=16, betas=(0.0, 0.02, 0.05, 0.2), ppo_steps=30,
-             batch_size=32, probe_every=5, probe_prompts=48, best_of_n=16, best_of_n_prompts=24, overopt_steps=100,
-             overopt_minutes=10)
+             batch_size=32, probe_every=5, probe_prompts=48, reference_probe_samples=4, best_of_n=16,
+             best_of_n_prompts=24, overopt_steps=100, overopt_minutes=10)
 
 
 def preset(device: str | None = None) -> Preset:
@@ -91,7 +92,8 @@ def ppo_config(model: ModelConfig, sizes: Preset | None = None) -> PPOConfig:
                      ppo_epochs=2, learning_rate=LEARNING_RATE, lr_schedule="constant",
                      missing_eos_penalty=MISSING_EOS_PENALTY,
                      checkpoint_every=sizes.ppo_steps, probe_every=sizes.probe_every,
-                     probe_prompts=sizes.probe_prompts, samples_per_step=4)
+                     probe_prompts=sizes.probe_prompts, reference_probe_samples=sizes.reference_probe_samples,
+                     samples_per_step=4)
 
 
 def overopt_ppo_config(model: ModelConfig, sizes: Preset | None = None) -> PPOConfig:

@@ -39,7 +39,7 @@ def rm_dir(tmp_path_factory, tiny_model_dir):
 def _config(model, beta: float) -> PPOConfig:
     # two epochs of two minibatches: the shuffled minibatch order is part of what must match
     return PPOConfig(model=model, steps=3, batch_size=4, num_mini_batches=2, ppo_epochs=2, response_length=6,
-                     learning_rate=5e-3, kl_coef=beta, seed=3)
+                     learning_rate=5e-3, kl_coef=beta, seed=3, reference_probe_samples=2)
 
 
 def _timeless(metrics: dict) -> dict:
@@ -49,7 +49,8 @@ def _timeless(metrics: dict) -> dict:
 def _run_alone(rm_path, model, beta):
     trainer = PPOTrainer(_config(model, beta), RewardModel.load(rm_path), PROMPTS, gold_scorer=gold_score)
     steps = [trainer.step() for _ in range(3)]
-    return steps, trainer.probe_answers(PROBES), trainer.probe_answers(PROBES, reference=True)
+    reference = [row for i in (0, 1) for row in trainer.probe_answers(PROBES, reference=True, sample=i)]
+    return steps, trainer.probe_answers(PROBES), reference
 
 
 def test_each_run_of_a_batched_sweep_has_the_metrics_it_has_alone(rm_dir):
@@ -77,7 +78,8 @@ def test_each_run_of_a_batched_sweep_has_the_metrics_it_has_alone(rm_dir):
             assert [s["response"] for s in samples] == [s["response"] for s in samples_b], (beta, step)
         assert [r["response"] for r in probes[i]] == [r["response"] for r in probe_rows]
         assert [r["kl"] for r in probes[i]] == pytest.approx([r["kl"] for r in probe_rows], rel=1e-4, abs=1e-5)
-        assert [r["response"] for r in reference[i]] == [r["response"] for r in reference_rows]
+        assert [(r["sample"], r["response"]) for r in reference[i]] == [(r["sample"], r["response"])
+                                                                       for r in reference_rows]
     # the runs really differ (else equality would prove little): β changed what they learnt
     assert together[-1][0][0]["objective/kl"] != pytest.approx(together[-1][2][0]["objective/kl"], rel=1e-3)
 

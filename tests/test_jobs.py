@@ -310,7 +310,7 @@ def test_ppo_job_answers_probe_prompts(reward_dir, runs_dir, tiny_model_config):
     from rlhf_engine.demo import demo_prompt_split
     from rlhf_engine.sweep import probe_summary
 
-    config = _ppo_config(tiny_model_config, steps=3, probe_every=2, probe_prompts=4)
+    config = _ppo_config(tiny_model_config, steps=3, probe_every=2, probe_prompts=4, reference_probe_samples=2)
     job = start_ppo_job(runs_dir / "probes", config, reward_dir, background=False)
     assert job.state == "completed"
     probes = job.run.probes()
@@ -318,17 +318,40 @@ def test_ppo_job_answers_probe_prompts(reward_dir, runs_dir, tiny_model_config):
     assert prompts == demo_prompt_split()[1][:4]  # held-out prompts, never trained on
     by_step = {}
     for row in probes:
-        by_step.setdefault((row["policy"], row["step"]), []).append(row["prompt"])
-    # the reference once at the start, the policy at step 2 (probe_every) and at the last step
-    assert sorted(by_step) == [("policy", 2), ("policy", 3), ("reference", 0)]
+        by_step.setdefault((row["policy"], row["step"], row["sample"]), []).append(row["prompt"])
+    # the reference twice (two seeds) at the start, the policy at step 2 (probe_every) and at the last step
+    assert sorted(by_step) == [("policy", 2, 0), ("policy", 3, 0), ("reference", 0, 0), ("reference", 0, 1)]
     assert all(v == prompts for v in by_step.values())
+    reference = {i: [r["response"] for r in probes if r["policy"] == "reference" and r["sample"] == i] for i in (0, 1)}
+    assert reference[0] != reference[1]  # another seed, other answers
     assert all(isinstance(r["score"], float) and isinstance(r["kl"], float) for r in probes)
     assert all(r["kl"] == 0.0 for r in probes if r["policy"] == "reference")
     summary = probe_summary(probes)
     assert [s["step"] for s in summary] == [0, 2, 3] and all(s["prompts"] == 4 for s in summary)
-    gains = [p["score"] - r["score"] for p, r in zip([r for r in probes if r["step"] == 3],
-                                                     [r for r in probes if r["policy"] == "reference"])]
+    assert [s["answers"] for s in summary] == [8, 4, 4]
+    ref = [r for r in probes if r["policy"] == "reference"]
+    baseline = [(a["score"] + b["score"]) / 2 for a, b in zip(ref[:4], ref[4:])]  # each prompt's mean
+    gains = [p["score"] - b for p, b in zip([r for r in probes if r["step"] == 3], baseline)]
     assert summary[2]["score_gain"] == pytest.approx(sum(gains) / 4)
+    assert summary[0]["score"] == pytest.approx(sum(baseline) / 4)
+
+
+def test_probe_summary_counts_a_prompt_once_with_the_mean_of_the_references_answers():
+    from rlhf_engine.sweep import probe_summary
+
+    def row(policy, step, prompt, sample, gold):
+        return {"policy": policy, "step": step, "prompt": prompt, "sample": sample, "score": gold, "kl": 0.0,
+                "gold": gold}
+
+    rows = [row("reference", 0, "a", 0, 0.0), row("reference", 0, "b", 0, 0.2),
+            row("reference", 0, "a", 1, 0.4), row("reference", 0, "b", 1, 0.6),
+            row("policy", 5, "a", 0, 0.5), row("policy", 5, "b", 0, 1.0)]
+    reference, policy = probe_summary(rows)
+    assert (reference["prompts"], reference["answers"]) == (2, 4)
+    assert reference["gold"] == pytest.approx(0.3)  # prompt means 0.2 and 0.4
+    assert reference["gold_se"] == pytest.approx(0.1)  # stdev of (0.2, 0.4) / sqrt(2)
+    assert policy["gold_gain"] == pytest.approx(0.45)  # gains 0.5 - 0.2 and 1.0 - 0.4
+    assert policy["gold_gain_se"] == pytest.approx(0.15)  # stdev of (0.3, 0.6) / sqrt(2)
 
 
 def test_reward_eval_has_held_out_scores_and_lengths(reward_dir):
