@@ -86,14 +86,24 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: st
     """Per-token estimate of KL(policy || reference) from sampled tokens.
 
     k1 = log pi(y) - log pi_ref(y)  (unbiased, can be negative per token)
+    k2 = 0.5 * (log pi(y) - log pi_ref(y))^2  (biased, low variance, never negative)
     k3 = (r - 1) - log r with r = pi_ref(y) / pi(y)  (unbiased, never negative)
+    (Schulman 2020, "Approximating KL divergence".)
     """
     log_ratio = logprobs - ref_logprobs
     if estimator == "k1":
         return log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio ** 2
     if estimator == "k3":
         return torch.expm1(-log_ratio) + log_ratio
     raise ValueError(f"unknown KL estimator {estimator!r}")
+
+
+def kl_estimates(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """KL(policy || reference) per answer (nats, summed over its tokens, mean over answers) by each of k1,
+    k2 and k3, to be logged side by side."""
+    return {name: float((kl_penalty(logprobs, ref_logprobs, name) * mask).sum(1).mean()) for name in ("k1", "k2", "k3")}
 
 
 def per_token_rewards(kl: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, beta: float):
@@ -585,6 +595,8 @@ class PPOTrainer:
             "objective/scores": batch["scores"].mean().item(),
             "objective/raw_scores": batch["raw_scores"].mean().item(),
             "objective/kl": kl_per_response.mean().item(),
+            **{f"kl/{name}": value for name, value in kl_estimates(batch["logprobs"], batch["ref_logprobs"],
+                                                                   mask).items()},
             "objective/non_score_reward": non_score.mean().item(),
             "objective/rlhf_reward": (batch["scores"] + non_score).mean().item(),
             "objective/entropy": (batch["entropy"] * mask).sum(1).mean().item(),

@@ -16,7 +16,7 @@ from rlhf_engine.runfolder import RunFolder, read_jsonl
 
 PPO_METRICS = ("objective/scores", "objective/kl", "objective/non_score_reward", "objective/rlhf_reward",
                "objective/entropy", "policy/approxkl", "policy/clipfrac", "val/clipfrac", "loss/policy",
-               "loss/value", "beta", "response_length", "time/step_s", "tokens_per_s")
+               "loss/value", "beta", "response_length", "time/step_s", "tokens_per_s", "kl/k1", "kl/k2", "kl/k3")
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,8 @@ def test_ppo_job_logs_every_metric_and_samples_each_step(runs_dir, tiny_model_co
     assert [m["step"] for m in metrics] == [1, 2, 3]
     for name in PPO_METRICS:
         assert all(isinstance(m[name], float) for m in metrics), name
+    assert all(m["kl/k1"] == pytest.approx(m["objective/kl"], abs=1e-6) for m in metrics)  # the k1 run's own
+    assert all(m["kl/k2"] >= 0 and m["kl/k3"] >= -1e-6 for m in metrics)  # never negative
     samples = job.run.samples()
     assert {s["step"] for s in samples} == {1, 2, 3}
     assert {"prompt", "response", "score", "kl"} <= set(samples[0])

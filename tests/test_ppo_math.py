@@ -46,7 +46,7 @@ def test_k3_is_zero_when_policies_agree_and_unknown_estimator_fails():
     x = torch.randn(3, 4)
     assert torch.allclose(kl_penalty(x, x, "k3"), torch.zeros(3, 4))
     with pytest.raises(ValueError):
-        kl_penalty(x, x, "k2")
+        kl_penalty(x, x, "k4")
 
 
 def test_per_token_rewards_put_the_score_on_the_last_real_token():

@@ -1,0 +1,69 @@
+"""GRPO (Shao et al. 2024, DeepSeekMath) and Dr. GRPO (Liu et al. 2025): advantages and loss as pure tensor
+functions, each unit-tested against hand-computed numbers (tests/test_methods_math.py).
+
+G answers per prompt; each answer's advantage is its score against its group's (no value model); the
+policy loss is PPO's clipped ratio per token, with the KL to the reference either as β·k3 per token in the
+loss (GRPO's) or, as PPO does, k1 in the reward. Dr. GRPO removes two biases: no division by the group's
+standard deviation (it favours groups whose answers scored nearly alike), and token sums over a constant
+instead of per-answer means (the mean rewards short wrong answers and long right ones less). The trainer
+that turns a rollout into an update shares PPO's rollout and run folder (issue 19; not written yet).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .ppo import kl_penalty
+
+STD_EPS = 1e-4  # added to a group's standard deviation before dividing (TRL's GRPOTrainer)
+LOSS_TYPES = ("grpo", "dr_grpo")  # per-answer token means (GRPO) or token sums over a constant (Dr. GRPO)
+
+
+def group_advantages(scores: torch.Tensor, scale_by_std: bool = True) -> torch.Tensor:
+    """Advantages of G answers per prompt from their scores, both [P, G].
+
+    GRPO: A_i = (r_i − mean(r)) / (std(r) + STD_EPS), std over the group (unbiased, as TRL);
+    Dr. GRPO (scale_by_std=False): A_i = r_i − mean(r).
+    """
+    advantages = scores - scores.mean(dim=1, keepdim=True)
+    if scale_by_std:
+        advantages = advantages / (scores.std(dim=1, keepdim=True) + STD_EPS)
+    return advantages
+
+
+def frac_reward_zero_std(scores: torch.Tensor) -> float:
+    """Share of prompts whose G answers all scored the same ([P, G]): such groups give every answer a zero
+    advantage and teach nothing (TRL's ``frac_reward_zero_std``)."""
+    std = scores.std(dim=1)
+    return float(torch.isclose(std, torch.zeros_like(std)).float().mean())
+
+
+def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+              cliprange: float, beta: float = 0.0, ref_logprobs: torch.Tensor | None = None,
+              loss_type: str = "grpo", max_length: int | None = None) -> tuple[torch.Tensor, dict]:
+    """The GRPO policy loss over answers [B, T] whose advantages are [B] (one per answer, on every token).
+
+    Per token: l_t = −min(ρ_t A, clip(ρ_t, 1 − ε, 1 + ε) A) + β k3_t, ρ_t = π(y_t)/π_old(y_t), k3 as
+    ``ppo.kl_penalty`` (never negative).
+    "grpo": mean over each answer's tokens, then over answers; "dr_grpo": sum over every token divided by
+    B × max_length (a constant: the length cap). Returns (loss, {"clip_ratio", "kl"}), the clipped share of
+    tokens and the mean k3 (0 without a reference).
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    ratio = torch.exp(logprobs - old_logprobs)
+    advantage = advantages.unsqueeze(1)
+    unclipped, clipped = ratio * advantage, torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange) * advantage
+    per_token = -torch.min(unclipped, clipped)
+    kl = kl_penalty(logprobs, ref_logprobs, "k3") if ref_logprobs is not None else torch.zeros_like(logprobs)
+    if beta:
+        per_token = per_token + beta * kl
+    if loss_type == "grpo":
+        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    else:
+        loss = (per_token * mask).sum() / (mask.shape[0] * (max_length or mask.shape[1]))
+    with torch.no_grad():
+        tokens = mask.sum().clamp(min=1)
+        metrics = {"clip_ratio": float(((clipped < unclipped).float() * mask).sum() / tokens),
+                   "kl": float((kl * mask).sum() / tokens)}
+    return loss, metrics

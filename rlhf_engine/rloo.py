@@ -1,0 +1,32 @@
+"""RLOO (Ahmadian et al. 2024, "Back to basics"): REINFORCE with a leave-one-out baseline, as pure tensor
+functions unit-tested against hand-computed numbers (tests/test_methods_math.py).
+
+k answers per prompt; each answer's reward is its score minus β·KL (k1 summed over the answer, in the
+reward as PPO puts it); its baseline is the mean reward of the other k − 1 answers to the same prompt, so
+no value model is needed and the baseline does not depend on the answer it judges. The trainer shares
+PPO's rollout and run folder (issue 19; not written yet).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sequence_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """Each answer's reward [B]: its score minus β × its per-token KL [B, T] summed over its tokens."""
+    return scores - beta * (kl * mask).sum(1)
+
+
+def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """Advantages [P, k] of k ≥ 2 answers per prompt: A_i = r_i − (Σ_j r_j − r_i) / (k − 1)."""
+    k = rewards.shape[1]
+    if k < 2:
+        raise ValueError(f"RLOO needs at least 2 answers per prompt, got {k}")
+    baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (k - 1)
+    return rewards - baseline
+
+
+def reinforce_loss(logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """−mean_i A_i · log π(y_i): each answer's log-probability [B, T] summed over its tokens, weighted by
+    its advantage [B] (a constant: no gradient flows through it)."""
+    return -(advantages.detach() * (logprobs * mask).sum(1)).mean()
