@@ -79,7 +79,7 @@ if pending and rows and pending["step"] <= rows[-1]["step"]:
 st.caption(f"{len(rows)} steps plotted" + (f" + step {pending['step']}'s rollout (hollow marker, update running)"
                                           if pending else ""))
 health_alarms(rows, config, status)
-panels = plots.ppo_panels(has_gold=run.config().get("gold", False))
+panels = plots.ppo_panels(has_gold=run.config().get("gold", False), has_kl_estimators=plots.logs_kl_estimators(rows))
 figures, _ = metric_figures(run, panels, PPO_KIND, pending)
 for start in range(0, len(figures), 3):
     for col, (title, _), figure in zip(st.columns(3), panels[start:start + 3], figures[start:start + 3]):

@@ -58,11 +58,23 @@ PPO_PANELS = (
     ("Step time (s)", ("time/step_s", "time/rollout_s")),
 )
 GOLD_PANEL = ("Gold score (the true reward)", ("gold/score",))
+# Schulman 2020's three estimators of the same KL, side by side (the run's penalty uses one: objective/kl)
+KL_ESTIMATORS_PANEL = ("KL estimators k1, k2, k3 (nats / response)", ("kl/k1", "kl/k2", "kl/k3"))
 
 
-def ppo_panels(has_gold: bool) -> tuple:
-    """The PPO panels; with the gold panel second when the run logs the gold score."""
-    return (PPO_PANELS[0], GOLD_PANEL) + PPO_PANELS[1:] if has_gold else PPO_PANELS
+def ppo_panels(has_gold: bool, has_kl_estimators: bool = False) -> tuple:
+    """The PPO panels; with the gold panel second when the run logs the gold score, and the KL estimators'
+    panel after the KL's when it logs them (runs from before 2026-12-03 do not)."""
+    panels = (PPO_PANELS[0], GOLD_PANEL) + PPO_PANELS[1:] if has_gold else PPO_PANELS
+    if has_kl_estimators:
+        at = panels.index(PPO_PANELS[1]) + 1
+        panels = panels[:at] + (KL_ESTIMATORS_PANEL,) + panels[at:]
+    return panels
+
+
+def logs_kl_estimators(rows: Sequence[dict]) -> bool:
+    """Whether a PPO run's metrics carry k1, k2 and k3 (``ppo.kl_estimates``)."""
+    return bool(rows) and all(name in rows[-1] for name in KL_ESTIMATORS_PANEL[1])
 
 
 RM_PANELS = (

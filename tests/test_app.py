@@ -310,7 +310,11 @@ def test_a_tiny_ppo_run_started_from_the_page_produces_metric_points(trained_wor
     at.run()
     assert "3 steps plotted" in texts(at)
     assert run.config()["gold"] is True  # the tiny RM learnt pairs that follow the simulated annotator's rule
-    assert len(at.get("plotly_chart")) == 8 + 2  # seven panels + gold, the held-out probes and the token view
+    charts = at.get("plotly_chart")
+    assert len(charts) == 9 + 2  # seven panels + gold + the KL estimators, the held-out probes and the token view
+    estimators = json.loads(charts[3].proto.spec)  # after the score, gold and KL panels
+    assert estimators["layout"]["title"]["text"].startswith("KL estimators")
+    assert [t["name"] for t in estimators["data"]] == ["kl/k1", "kl/k2", "kl/k3"]
     assert len(at.dataframe[0].value) == 3 * 2  # samples of every step, newest first
     assert "policy at step 3" in texts(at)
 
