@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .ppo import kl_penalty
+from .ppo import kl_penalty, masked_mean
 
 STD_EPS = 1e-4  # added to a group's standard deviation before dividing (TRL's GRPOTrainer)
 LOSS_TYPES = ("grpo", "dr_grpo")  # per-answer token means (GRPO) or token sums over a constant (Dr. GRPO)
@@ -63,7 +63,6 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: to
     else:
         loss = (per_token * mask).sum() / (mask.shape[0] * (max_length or mask.shape[1]))
     with torch.no_grad():
-        tokens = mask.sum().clamp(min=1)
-        metrics = {"clip_ratio": float(((clipped < unclipped).float() * mask).sum() / tokens),
-                   "kl": float((kl * mask).sum() / tokens)}
+        metrics = {"clip_ratio": float(masked_mean((clipped < unclipped).float(), mask)),
+                   "kl": float(masked_mean(kl, mask))}
     return loss, metrics

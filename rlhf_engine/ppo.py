@@ -48,13 +48,13 @@ from .normalisation import normalized
 POLICY, VALUE = "policy", "value"
 VALUE_HEAD_FILE = "value_head.safetensors"
 PROBE_SEED = 1234  # sampling seed of every probe answer: the policy's differ from the reference's only by training
+PHASES = ("generate", "forward", "reward", "update")  # timed parts of an iteration, logged as time/<phase>_s
 
 
 def probe_generator(sample: int = 0) -> torch.Generator:
     """The random stream of probe answer ``sample`` (PROBE_SEED + sample): answer 0 of the reference and every
     answer of the policy share PROBE_SEED; the reference's further answers steady the baseline."""
     return torch.Generator().manual_seed(PROBE_SEED + sample)
-PHASES = ("generate", "forward", "reward", "update")  # timed parts of an iteration, logged as time/<phase>_s
 
 
 # ----------------------------------------------------------------------------------------------

@@ -245,19 +245,19 @@ def probe_summary(rows: list[dict]) -> list[dict]:
             by_step.setdefault(int(row["step"]), []).append(row)
     steps = ([(0, reference)] if reference else []) + [(step, _by_prompt(answers))
                                                         for step, answers in sorted(by_step.items())]
+    baseline = {key: _prompt_means(reference, key) for key in ("score", "gold")}
     summary = []
     for step, answers in steps:
         entry = {"step": step, "prompts": len(answers), "answers": sum(len(a) for a in answers.values())}
         for key in ("kl", "score", "gold"):
             means = _prompt_means(answers, key)
-            if means is not None:
-                entry[key], entry[f"{key}_se"] = _mean_and_se(list(means.values()))
-        if step > 0 and list(answers) == list(reference):
-            for key in ("score", "gold"):
-                after, before = _prompt_means(answers, key), _prompt_means(reference, key)
-                if key in entry and before is not None:
-                    entry[f"{key}_gain"], entry[f"{key}_gain_se"] = _mean_and_se(
-                        [after[prompt] - before[prompt] for prompt in answers])
+            if means is None:
+                continue
+            entry[key], entry[f"{key}_se"] = _mean_and_se(list(means.values()))
+            before = baseline.get(key)
+            if step > 0 and before is not None and list(answers) == list(reference):
+                entry[f"{key}_gain"], entry[f"{key}_gain_se"] = _mean_and_se(
+                    [means[prompt] - before[prompt] for prompt in answers])
         summary.append(entry)
     return summary
 
