@@ -34,8 +34,9 @@ from rlhf_engine import distributed  # noqa: E402
 from rlhf_engine.cli import _set_fields as set_fields  # noqa: E402
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig, to_dict  # noqa: E402
 from rlhf_engine.demo import demo_prompts  # noqa: E402
-from rlhf_engine.ppo import PHASES, PPOTrainer  # noqa: E402
+from rlhf_engine.ppo import PPOTrainer  # noqa: E402
 from rlhf_engine.reward import new_reward_model  # noqa: E402
+from rlhf_engine.rollout import PHASES  # noqa: E402
 
 
 def rss_now() -> int:

@@ -1,11 +1,11 @@
 """The runs of a sweep trained side by side in one process: one copy of the base weights, one decoding batch.
 
 Each run keeps everything that makes it a run of its own: its LoRA adapter, value head, optimiser, KL
-controller and random streams (a ``PPOTrainer`` each, built on the first one's base model). What they
-share is the base weights and the decoding. Every step the runs' prompts are sampled as one batch, each
+controller and random streams (a ``trainer.PolicyTrainer`` each, built on the first one's base model). What
+they share is the base weights and the decoding. Every step the runs' prompts are sampled as one batch, each
 row through its own run's adapter (``lora_fused.rows_through_adapters``) and drawing from its own run's
 random stream, so each run gets exactly the tokens it would get alone; then each run scores its own
-rollout and takes its own update (``PPOTrainer.step`` with ``sampled=``). Decoding a batch is bound by
+rollout and takes its own update (``PolicyTrainer.step`` with ``sampled=``). Decoding a batch is bound by
 reading the weights, so four runs' rows cost far less than four decodings (RESULTS.md); scoring and
 updating are arithmetic and stay one run at a time.
 """
@@ -18,10 +18,11 @@ from collections.abc import Sequence
 import torch
 
 from .generation import NonFiniteLogitsError, Rollout, sample_responses
-from .ppo import POLICY, NonFiniteError, PPOTrainer, probe_generator
+from .rollout import POLICY, NonFiniteError, probe_generator
+from .trainer import PolicyTrainer
 
 
-def sample_side_by_side(trainers: Sequence[PPOTrainer], prompts: Sequence[Sequence],
+def sample_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence[Sequence],
                         generators: Sequence[torch.Generator], reference: bool = False) -> list[Rollout]:
     """Each trainer's responses to its prompts, decoded as one batch: trainer i's rows through its policy
     adapter (or, with ``reference``, through none) and its generator. Returns one Rollout per trainer, as
@@ -52,10 +53,10 @@ def sample_side_by_side(trainers: Sequence[PPOTrainer], prompts: Sequence[Sequen
     return [together.rows(slice(start, stop)) for start, stop in bounds]
 
 
-def step_side_by_side(trainers: Sequence[PPOTrainer], on_rollout=None) -> list[tuple[dict, list[dict]]]:
+def step_side_by_side(trainers: Sequence[PolicyTrainer], on_rollout=None) -> list[tuple[dict, list[dict]]]:
     """One PPO step of every trainer, their rollouts decoded as one batch; (metrics, samples) of each.
 
-    ``on_rollout(i, metrics)`` gets run i's rollout metrics before its update, as ``PPOTrainer.step``'s.
+    ``on_rollout(i, metrics)`` gets run i's rollout metrics before its update, as ``PolicyTrainer.step``'s.
     ``time/generate_s`` of each run is the shared decoding's time.
     """
     started = time.perf_counter()
@@ -69,8 +70,9 @@ def step_side_by_side(trainers: Sequence[PPOTrainer], on_rollout=None) -> list[t
     return results
 
 
-def probe_side_by_side(trainers: Sequence[PPOTrainer], prompts: Sequence, reference: bool = False) -> list[list[dict]]:
-    """Each trainer's scored answers to the same probe prompts (``PPOTrainer.probe_answers``), decoded as one
+def probe_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence,
+                       reference: bool = False) -> list[list[dict]]:
+    """Each trainer's scored answers to the same probe prompts (``PolicyTrainer.probe_answers``), decoded as one
     batch, each run with its own generator seeded with PROBE_SEED: the same random numbers as alone. The
     reference's answers (``reference_probe_samples`` per prompt, seeds PROBE_SEED + i) are the same for every
     run (same base, prompts and seeds): decoded once, then scored by each run (whose scoring settings may

@@ -21,6 +21,8 @@ KL_ESTIMATORS = ("k1", "k3")
 POOLINGS = ("last", "mean")
 GOLD_CHOICES = ("auto", "on", "off")
 VALUE_MODELS = ("shared", "separate")
+GRPO_LOSS_TYPES = ("grpo", "dr_grpo")
+KL_PLACES = ("loss", "reward")
 LR_SCHEDULES = ("linear", "constant")
 CPU_MATMUL_CHOICES = ("auto", "packed", "onednn", "pytorch")
 
@@ -84,32 +86,21 @@ class RewardConfig:
 
 
 @dataclass
-class PPOConfig:
-    """PPO with a per-token KL penalty to the frozen reference policy."""
+class PolicyConfig:
+    """What every policy-training method shares: the model, the schedule, sampling, the KL to the reference,
+    scoring, checkpoints, samples and probes. Each method's config adds its own knobs (PPOConfig, GRPOConfig,
+    RLOOConfig, DPOConfig)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    steps: int = 100  # PPO iterations (rollout + update)
-    batch_size: int = 8  # prompts per rollout
-    num_mini_batches: int = 1  # minibatches per PPO epoch (TRL default 1)
-    ppo_epochs: int = 4  # passes over each rollout (Huang et al.: 4)
-    learning_rate: float = 1e-4  # AdamW rate for policy and value adapters (LoRA needs ~10x full fine-tuning rates)
+    steps: int = 100  # iterations (a rollout and its update; DPO: an optimiser step on a batch of pairs)
+    batch_size: int = 8  # answers per rollout (DPO: pairs per step)
+    learning_rate: float = 1e-4  # AdamW rate for the adapters (LoRA needs ~10x full fine-tuning rates)
     lr_schedule: str = "linear"  # "linear" decay to 0 over all steps, or "constant"
     max_grad_norm: float = 1.0  # global gradient-norm clip
     response_length: int = 32  # max new tokens per response
     temperature: float = 0.7  # rollout sampling temperature; log-probs use logits / T too (TRL 0.7)
     kl_coef: float = 0.05  # beta, the KL penalty weight (TRL default 0.05)
-    adaptive_kl: bool = False  # adapt beta towards kl_target (Ziegler et al. 2019)
-    kl_target: float = 6.0  # target KL in nats per response for adaptive beta (Ziegler: 6)
-    kl_horizon: int = 10000  # adaptive beta horizon in samples (Ziegler: 10000)
     kl_estimator: str = "k1"  # per-token KL estimator: k1 = log-ratio, k3 = (r - 1) - log r >= 0
-    gamma: float = 1.0  # discount (Huang et al.: 1)
-    lam: float = 0.95  # GAE lambda (Huang et al.: 0.95)
-    cliprange: float = 0.2  # policy ratio clip (Schulman et al. 2017: 0.2)
-    cliprange_value: float = 0.2  # value prediction clip around the rollout values
-    vf_coef: float = 0.1  # value loss weight (TRL default 0.1)
-    value_model: str = "shared"  # "shared": value head on the policy trunk (Ziegler; one pass); "separate": own adapter
-    whiten_rewards: bool = False  # whiten per-token rewards without shifting the mean
-    whiten_advantages: bool = True  # whiten advantages over the batch (Huang et al.: on); off = raw GAE advantages
     normalize_reward: bool = True  # scale RM scores to mean 0, std 1 on the initial policy (Ziegler)
     missing_eos_penalty: float | None = None  # if set, subtracted from the score of a response with no EOS (TRL's)
     checkpoint_every: int = 10  # write a resumable checkpoint every N steps
@@ -121,26 +112,96 @@ class PPOConfig:
     seed: int = 0  # seeds Python, NumPy and torch (and the prompt order)
     trim_memory: bool = False  # release heap to OS each phase/minibatch: ~0.4 GB lower peak, ~10 % slower (page faults)
 
-    # Fields added after runs were already saved, with the value such a run actually used: a config file
-    # without the field reads with this, so resuming an old run does not change its algorithm.
-    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"value_model": "separate"}
+    METHOD: ClassVar[str] = ""  # the run kind and CLI command of the method ("ppo", "grpo", ...)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig(**self.model)
         _check_choice("gold_score", self.gold_score, GOLD_CHOICES)
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
-        _check_choice("value_model", self.value_model, VALUE_MODELS)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        for name in ("steps", "batch_size", "num_mini_batches", "ppo_epochs", "response_length", "probe_prompts",
-                     "reference_probe_samples"):
+        for name in ("steps", "batch_size", "response_length", "probe_prompts", "reference_probe_samples"):
             _check_positive(name, getattr(self, name))
-        if self.batch_size % self.num_mini_batches:
-            raise ValueError("batch_size must be divisible by num_mini_batches")
         if self.kl_coef < 0:
             raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class PPOConfig(PolicyConfig):
+    """PPO with a per-token KL penalty to the frozen reference policy."""
+
+    num_mini_batches: int = 1  # minibatches per PPO epoch (TRL default 1)
+    ppo_epochs: int = 4  # passes over each rollout (Huang et al.: 4)
+    adaptive_kl: bool = False  # adapt beta towards kl_target (Ziegler et al. 2019)
+    kl_target: float = 6.0  # target KL in nats per response for adaptive beta (Ziegler: 6)
+    kl_horizon: int = 10000  # adaptive beta horizon in samples (Ziegler: 10000)
+    gamma: float = 1.0  # discount (Huang et al.: 1)
+    lam: float = 0.95  # GAE lambda (Huang et al.: 0.95)
+    cliprange: float = 0.2  # policy ratio clip (Schulman et al. 2017: 0.2)
+    cliprange_value: float = 0.2  # value prediction clip around the rollout values
+    vf_coef: float = 0.1  # value loss weight (TRL default 0.1)
+    value_model: str = "shared"  # "shared": value head on the policy trunk (Ziegler; one pass); "separate": own adapter
+    whiten_rewards: bool = False  # whiten per-token rewards without shifting the mean
+    whiten_advantages: bool = True  # whiten advantages over the batch (Huang et al.: on); off = raw GAE advantages
+
+    METHOD: ClassVar[str] = "ppo"
+    # Fields added after runs were already saved, with the value such a run actually used: a config file
+    # without the field reads with this, so resuming an old run does not change its algorithm.
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"value_model": "separate"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("value_model", self.value_model, VALUE_MODELS)
+        for name in ("num_mini_batches", "ppo_epochs"):
+            _check_positive(name, getattr(self, name))
+        if self.batch_size % self.num_mini_batches:
+            raise ValueError("batch_size must be divisible by num_mini_batches")
+
+
+@dataclass
+class GroupConfig(PolicyConfig):
+    """What the group methods (GRPO, RLOO) add: several answers per prompt, scored against each other."""
+
+    group_size: int = 4  # answers sampled per prompt (TRL num_generations 8; 4 keeps a CPU step short)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be at least 2 (answers are judged against their group), "
+                             f"got {self.group_size}")
+        if self.batch_size % self.group_size:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of group_size {self.group_size}")
+
+
+@dataclass
+class GRPOConfig(GroupConfig):
+    """GRPO (Shao et al. 2024) and Dr. GRPO (Liu et al. 2025): group-normalised advantages, no value model."""
+
+    kl_coef: float = 0.04  # beta of the KL term (DeepSeekMath 0.04; TRL now defaults to 0, no reference)
+    loss_type: str = "grpo"  # "grpo": std-scaled advantages, per-answer token means; "dr_grpo": neither (Liu et al.)
+    kl_in: str = "loss"  # "loss": beta * k3 per token in the loss (GRPO); "reward": beta * KL off each score (as PPO)
+    epochs: int = 1  # passes over each rollout (TRL num_iterations 1: the ratio stays 1, nothing is clipped)
+    cliprange: float = 0.2  # epsilon of the clipped ratio (DeepSeekMath 0.2)
+
+    METHOD: ClassVar[str] = "grpo"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("loss_type", self.loss_type, GRPO_LOSS_TYPES)
+        _check_choice("kl_in", self.kl_in, KL_PLACES)
+        _check_positive("epochs", self.epochs)
+
+
+@dataclass
+class RLOOConfig(GroupConfig):
+    """RLOO (Ahmadian et al. 2024): REINFORCE with a leave-one-out baseline, KL in the reward."""
+
+    METHOD: ClassVar[str] = "rloo"
+
+
+METHOD_CONFIGS: dict[str, type[PolicyConfig]] = {cls.METHOD: cls for cls in (PPOConfig, GRPOConfig, RLOOConfig)}
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -150,12 +211,15 @@ def field_help(cls: type) -> dict[str, str]:
     """
     import inspect
 
-    source = inspect.getsource(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     found = {}
-    for match in re.finditer(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE):
-        if match.group(1) in names:
-            found[match.group(1)] = match.group(2).strip()
+    for klass in cls.__mro__:  # a field a subclass sets anew (another default) keeps the subclass's comment
+        if not dataclasses.is_dataclass(klass):
+            continue
+        source = inspect.getsource(klass)
+        for match in re.finditer(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE):
+            if match.group(1) in names:
+                found.setdefault(match.group(1), match.group(2).strip())
     return found
 
 
@@ -174,7 +238,7 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value}")
 
 
-Config = TypeVar("Config", ModelConfig, RewardConfig, PPOConfig)
+Config = TypeVar("Config", ModelConfig, RewardConfig, PolicyConfig, PPOConfig, GRPOConfig, RLOOConfig)
 
 
 def to_dict(config: Any) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .ppo import kl_penalty, masked_mean
+from .rollout import kl_penalty, masked_mean
 
 STD_EPS = 1e-4  # added to a group's standard deviation before dividing (TRL's GRPOTrainer)
 LOSS_TYPES = ("grpo", "dr_grpo")  # per-answer token means (GRPO) or token sums over a constant (Dr. GRPO)
@@ -44,7 +44,7 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: to
     """The GRPO policy loss over answers [B, T] whose advantages are [B] (one per answer, on every token).
 
     Per token: l_t = −min(ρ_t A, clip(ρ_t, 1 − ε, 1 + ε) A) + β k3_t, ρ_t = π(y_t)/π_old(y_t), k3 as
-    ``ppo.kl_penalty`` (never negative).
+    ``rollout.kl_penalty`` (never negative).
     "grpo": mean over each answer's tokens, then over answers; "dr_grpo": sum over every token divided by
     B × max_length (a constant: the length cap). Returns (loss, {"clip_ratio", "kl"}), the clipped share of
     tokens and the mean k3 (0 without a reference).

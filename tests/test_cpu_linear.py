@@ -158,12 +158,12 @@ def _ppo_gradients(model_config, cpu_matmul):
             if "lora_B" in name:
                 param.normal_(std=0.05)
     batch = trainer.advantages(trainer.rollout(trainer.next_prompts()))
-    roll = batch["rollout"]
+    roll = batch.scored.rollout
     logits, values = trainer.model.policy_logits_and_values(roll.input_ids, roll.attention_mask,
                                                             roll.response_ids.shape[1], config.temperature)
-    pg, _, _ = policy_loss(token_logprobs(logits, roll.response_ids), batch["logprobs"], batch["advantages"],
-                           batch["mask"], config.cliprange)
-    vf, _ = value_loss(values, batch["values"], batch["returns"], batch["mask"], config.cliprange_value)
+    pg, _, _ = policy_loss(token_logprobs(logits, roll.response_ids), batch.scored.logprobs, batch.advantages,
+                           batch.mask, config.cliprange)
+    vf, _ = value_loss(values, batch.scored.values, batch.returns, batch.mask, config.cliprange_value)
     (pg + config.vf_coef * vf).backward()
     return batch, [p.grad.clone() for p in trainer.params]
 
@@ -174,9 +174,11 @@ def test_ppos_rollout_and_gradients_are_the_same_through_onednn_as_through_pytor
     assert onednn_calls == []
     batch_b, grads_b = _ppo_gradients(tiny_model_config, "packed")
     assert len(onednn_calls) > 0
-    assert torch.equal(batch_b["rollout"].response_ids, batch_a["rollout"].response_ids)
-    for key in ("logprobs", "ref_logprobs", "values", "scores", "advantages"):
-        torch.testing.assert_close(batch_b[key], batch_a[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert torch.equal(batch_b.scored.rollout.response_ids, batch_a.scored.rollout.response_ids)
+    for key in ("logprobs", "ref_logprobs", "values", "scores"):
+        torch.testing.assert_close(getattr(batch_b.scored, key), getattr(batch_a.scored, key), rtol=1e-4, atol=1e-5,
+                                   msg=key)
+    torch.testing.assert_close(batch_b.advantages, batch_a.advantages, rtol=1e-4, atol=1e-5)
     assert len(grads_a) == len(grads_b) > 0
     for a, b in zip(grads_a, grads_b):
         assert a.abs().max() > 0

@@ -126,16 +126,21 @@ def test_samples_carry_a_token_view_that_adds_up_to_the_sample(runs_dir, tiny_mo
 
 def test_advantage_whitening_can_be_switched_off(tiny_model_config):
     from rlhf_engine.demo import GoldReward
+    from rlhf_engine.generation import Rollout
     from rlhf_engine.ppo import PPOTrainer
+    from rlhf_engine.rollout import ScoredRollout
 
     trainer = PPOTrainer(_base(tiny_model_config, whiten_advantages=False), GoldReward(), ["a"])
     mask = torch.ones(2, 3)
-    batch = {"rollout": type("R", (), {"response_mask": mask})(), "logprobs": torch.zeros(2, 3),
-             "ref_logprobs": torch.zeros(2, 3), "values": torch.zeros(2, 3), "scores": torch.tensor([3.0, 1.0])}
-    raw = trainer.advantages(batch)["advantages"]
+    rollout = Rollout(torch.ones(2, 1, dtype=torch.long), torch.ones(2, 1), torch.ones(2, 3, dtype=torch.long), mask,
+                      torch.ones(2, dtype=torch.bool))
+    zeros = torch.zeros(2, 3)
+    batch = ScoredRollout(rollout, ["", ""], zeros, zeros, zeros, torch.tensor([3.0, 1.0]), torch.tensor([3.0, 1.0]),
+                          values=zeros)
+    raw = trainer.advantages(batch).advantages
     assert raw[0, -1].item() == pytest.approx(3.0) and raw[1, -1].item() == pytest.approx(1.0)
     trainer.config = dataclasses.replace(trainer.config, whiten_advantages=True)
-    whitened = trainer.advantages(batch)["advantages"]
+    whitened = trainer.advantages(batch).advantages
     assert whitened.mean().item() == pytest.approx(0.0, abs=1e-5)
     assert whitened.std().item() == pytest.approx(1.0, abs=1e-3)
 

@@ -10,18 +10,14 @@ from rlhf_engine.generation import truncate_after_eos
 from rlhf_engine.ppo import (
     AdaptiveKLController,
     FixedKLController,
-    NonFiniteError,
-    check_finite,
     gae,
-    kl_penalty,
-    masked_mean,
-    missing_eos_penalized,
     per_token_rewards,
     policy_loss,
     value_loss,
     whiten,
 )
 from rlhf_engine.reward import bradley_terry_loss, score_index
+from rlhf_engine.rollout import NonFiniteError, check_finite, kl_penalty, masked_mean, missing_eos_penalized
 
 
 def test_k1_is_the_log_ratio_and_can_be_negative():

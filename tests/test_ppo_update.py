@@ -20,8 +20,8 @@ class FirstHalfWins:
         return torch.tensor([1.0 if i < n // 2 else -1.0 for i in range(n)])
 
 
-def _response_logprobs(trainer: PPOTrainer, batch: dict) -> torch.Tensor:
-    roll = batch["rollout"]
+def _response_logprobs(trainer: PPOTrainer, batch) -> torch.Tensor:
+    roll = batch.scored.rollout
     with torch.no_grad():
         logits = trainer.model.policy_logits(roll.input_ids, roll.attention_mask, roll.response_ids.shape[1],
                                              trainer.config.temperature)
@@ -35,7 +35,7 @@ def test_one_update_raises_high_scored_responses_and_lowers_low_scored_ones(tiny
     trainer = PPOTrainer(config, FirstHalfWins(), [f"prompt number {i}" for i in range(8)])
     batch = trainer.advantages(trainer.rollout(trainer.next_prompts()))
     before = _response_logprobs(trainer, batch)
-    assert torch.allclose(before, (batch["logprobs"] * batch["mask"]).sum(1), atol=1e-4)  # ratio 1 at the start
+    assert torch.allclose(before, (batch.scored.logprobs * batch.mask).sum(1), atol=1e-4)  # ratio 1 at the start
     trainer.update(batch)
     change = _response_logprobs(trainer, batch) - before
     assert (change[:4] > 0).all(), change
@@ -49,12 +49,12 @@ def test_value_head_learns_the_returns(tiny_model_config, value_model):
                        value_model=value_model)
     trainer = PPOTrainer(config, FirstHalfWins(), [f"prompt number {i}" for i in range(8)])
     batch = trainer.advantages(trainer.rollout(trainer.next_prompts()))
-    roll, mask = batch["rollout"], batch["mask"]
+    roll, mask = batch.scored.rollout, batch.mask
 
     def value_error() -> float:
         with torch.no_grad():
             values = trainer.model.values(roll.input_ids, roll.attention_mask, roll.response_ids.shape[1])
-        return float((((values - batch["returns"]) ** 2) * mask).sum() / mask.sum())
+        return float((((values - batch.returns) ** 2) * mask).sum() / mask.sum())
 
     before = value_error()
     trainer.update(batch)
@@ -65,12 +65,12 @@ def test_the_value_head_starts_at_zero_so_first_advantages_are_the_discounted_sc
     """lm-human-preferences initialises the value head with zeros (the reward head with N(0, 1/sqrt(d+1)))."""
     config = PPOConfig(model=tiny_model_config, steps=1, batch_size=4, kl_coef=0.0, response_length=6)
     trainer = PPOTrainer(config, FirstHalfWins(), [f"prompt number {i}" for i in range(4)])
-    batch = trainer.rollout(trainer.next_prompts())
-    assert torch.count_nonzero(batch["values"]) == 0
-    advantages = trainer.advantages(batch)["advantages"]
-    mask = batch["rollout"].response_mask.bool()
+    scored = trainer.rollout(trainer.next_prompts())
+    assert torch.count_nonzero(scored.values) == 0
+    advantages = trainer.advantages(scored).advantages
+    mask = scored.rollout.response_mask.bool()
     last = mask.sum(1) - 1
-    assert (advantages[torch.arange(4), last] * batch["scores"] > 0).all()  # sign of the score at the end
+    assert (advantages[torch.arange(4), last] * scored.scores > 0).all()  # sign of the score at the end
 
 
 def test_rollout_metrics_are_reported_before_the_update_and_match_the_logged_step(tiny_model_config):

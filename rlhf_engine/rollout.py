@@ -1,0 +1,124 @@
+"""What every on-policy method shares between sampling and its update: the scored rollout, a typed batch.
+
+A rollout is sampled at temperature T (``generation.sample_responses``), scored by the reward model (or
+the demo's gold annotator beside it), and read back under the policy and the frozen reference (log-probs
+of logits / T). The methods differ only in how they turn it into a loss: PPO (ppo.py), GRPO (grpo.py)
+and RLOO (rloo.py) each take a ``ScoredRollout`` and nothing else.
+
+The KL estimators are here because every method logs all three side by side (Schulman 2020).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from . import distributed
+from .generation import Rollout
+
+POLICY = "policy"  # the adapter name of a run's policy (the reference is the same base, adapters off)
+PROBE_SEED = 1234  # sampling seed of every probe answer: the policy's differ from the reference's only by training
+PHASES = ("generate", "forward", "reward", "update")  # timed parts of an iteration, logged as time/<phase>_s
+KL_NAMES = ("k1", "k2", "k3")  # the estimators logged side by side as kl/<name>
+
+
+def probe_generator(sample: int = 0) -> torch.Generator:
+    """The random stream of probe answer ``sample`` (PROBE_SEED + sample): answer 0 of the reference and every
+    answer of the policy share PROBE_SEED; the reference's further answers steady the baseline."""
+    return torch.Generator().manual_seed(PROBE_SEED + sample)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over positions where mask is 1."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from sampled tokens.
+
+    k1 = log pi(y) - log pi_ref(y)  (unbiased, can be negative per token)
+    k2 = 0.5 * (log pi(y) - log pi_ref(y))^2  (biased, low variance, never negative)
+    k3 = (r - 1) - log r with r = pi_ref(y) / pi(y)  (unbiased, never negative)
+    (Schulman 2020, "Approximating KL divergence".)
+    """
+    log_ratio = logprobs - ref_logprobs
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio ** 2
+    if estimator == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"unknown KL estimator {estimator!r}")
+
+
+def kl_estimates(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """KL(policy || reference) per answer (nats, summed over its tokens, mean over answers) by each of k1,
+    k2 and k3, to be logged side by side."""
+    return {name: float((kl_penalty(logprobs, ref_logprobs, name) * mask).sum(1).mean()) for name in KL_NAMES}
+
+
+def missing_eos_penalized(scores: torch.Tensor, has_eos: torch.Tensor, penalty: float | None) -> torch.Tensor:
+    """Scores with ``penalty`` subtracted where the response has no EOS (cut at the length cap), as TRL's
+    missing_eos_penalty; unchanged when the penalty is None."""
+    if penalty is None:
+        return scores
+    return torch.where(has_eos, scores, scores - penalty)
+
+
+class NonFiniteError(FloatingPointError):
+    """NaN or inf in a loss, reward or log-prob: the run stops with this message."""
+
+
+def check_finite(name: str, x: torch.Tensor, step: int) -> None:
+    """Stop the run with a clear message if x holds NaN or inf.
+
+    Under data parallelism it is decided on every process at once: one process stopping alone would leave
+    the others waiting for it forever.
+    """
+    if distributed.any_process(not bool(torch.isfinite(x).all())):
+        raise NonFiniteError(f"{name} is NaN or infinite at step {step}; the run was stopped "
+                             "(try a lower learning rate or a smaller beta)")
+
+
+@dataclass
+class ScoredRollout:
+    """One step's sampled answers, scored and read back under the policy and the reference: all an update
+    needs. Tensors are [B, R] per response token (zero past each answer's end) or [B] per answer."""
+
+    rollout: Rollout  # the token tensors (prompts left-padded, answers cut after the first EOS)
+    texts: list[str]  # the answers, decoded without special tokens
+    logprobs: torch.Tensor  # [B, R] log pi(y_t) at sampling time, from logits / T (no grad)
+    ref_logprobs: torch.Tensor  # [B, R] log pi_ref(y_t), the same base with adapters off
+    entropy: torch.Tensor  # [B, R] the policy's entropy (nats) at each answer token
+    scores: torch.Tensor  # [B] the scores the method optimises (normalised, minus any missing-EOS penalty)
+    raw_scores: torch.Tensor  # [B] the reward model's scores before normalisation
+    times: dict[str, float] = field(default_factory=dict)  # seconds per phase (PHASES) so far
+    values: torch.Tensor | None = None  # [B, R] V(s_t) from PPO's value head; None for methods without one
+    first_pass: tuple | None = None  # (log-probs, values) with their graph: the first update pass, not recomputed
+    gold: list[float] | None = None  # the demo's gold score of each answer, when the run logs it
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """[B, R] float: 1 on answer tokens (up to and including the first EOS)."""
+        return self.rollout.response_mask.float()
+
+    def kl(self, estimator: str) -> torch.Tensor:
+        """[B, R] per-token KL to the reference by ``estimator``, zero past each answer's end."""
+        return kl_penalty(self.logprobs, self.ref_logprobs, estimator) * self.mask
+
+    def metrics(self) -> dict[str, float]:
+        """What every method logs of its rollout: the score, the three KL estimates, entropy, length and the
+        share of answers that ended (per answer, means over the batch)."""
+        mask, roll = self.mask, self.rollout
+        metrics = {
+            "objective/scores": self.scores.mean().item(),
+            "objective/raw_scores": self.raw_scores.mean().item(),
+            **{f"kl/{name}": value for name, value in kl_estimates(self.logprobs, self.ref_logprobs, mask).items()},
+            "objective/entropy": (self.entropy * mask).sum(1).mean().item(),
+            "response_length": roll.response_lengths.float().mean().item(),
+            "eos_fraction": roll.has_eos.float().mean().item(),
+        }
+        if self.gold is not None:
+            metrics["gold/score"] = sum(self.gold) / len(self.gold)
+        return metrics
