@@ -1,4 +1,4 @@
-"""CLI: ``python -m rlhf_engine {validate-data,make-demo-pairs,train-rm,ppo,sweep,resume,sample,report,runs,...}``.
+"""CLI: ``python -m rlhf_engine {validate-data,make-demo-pairs,train-rm,ppo,grpo,rloo,sweep,resume,sample,report,...}``.
 
 Every user error (bad file, bad flag value, missing run) prints one line on stderr and exits 2.
 """
@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 from . import collect
-from .config import KL_ESTIMATORS, POOLINGS, QUANT_CHOICES
+from .config import GRPO_LOSS_TYPES, KL_ESTIMATORS, KL_PLACES, POOLINGS, QUANT_CHOICES
 from .sweep import DEFAULT_BETAS, SWEEPABLE
 
 EXIT_USER_ERROR = 2
-DATA_PARALLEL_COMMANDS = ("ppo", "resume")  # what runs under `accelerate launch` (rlhf_engine/distributed.py)
+# What runs under `accelerate launch` (rlhf_engine/distributed.py).
+DATA_PARALLEL_COMMANDS = ("ppo", "grpo", "rloo", "resume")
 
 
 class UserError(Exception):
@@ -68,13 +69,18 @@ def _add_model_flags(p: argparse.ArgumentParser, quant: str, quant_help: str = "
 
 def _add_ppo_knobs(p: argparse.ArgumentParser) -> None:
     """The PPO settings shared by ``ppo`` and ``sweep``."""
+    _add_policy_knobs(p, "PPOConfig", "ppo_epochs=2 --set cliprange=0.1")
+    p.add_argument("--kl-target", type=_non_negative_float)
+
+
+def _add_policy_knobs(p: argparse.ArgumentParser, config_name: str, set_example: str) -> None:
+    """The settings every policy-training command shares (``ppo``, ``grpo``, ``rloo``, ``sweep``)."""
     p.add_argument("--prompts", type=Path,
                    help="prompts file (.txt one per line, or .jsonl/.csv/.parquet with 'prompt'); "
                         "default: demo prompts")
     _add_model_flags(p, quant="4bit")
     p.add_argument("--steps", type=_positive_int)
     p.add_argument("--kl-coef", type=_non_negative_float, help="beta, the KL penalty weight")
-    p.add_argument("--kl-target", type=_non_negative_float)
     p.add_argument("--kl-estimator", choices=KL_ESTIMATORS)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--response-length", type=_positive_int)
@@ -84,7 +90,14 @@ def _add_ppo_knobs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=_positive_int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="any other PPOConfig field, e.g. --set ppo_epochs=2 --set cliprange=0.1 (repeatable)")
+                   help=f"any other {config_name} field, e.g. --set {set_example} (repeatable)")
+
+
+def _add_group_knobs(p: argparse.ArgumentParser) -> None:
+    """What the group methods add: answers per prompt."""
+    p.add_argument("--group-size", type=_positive_int,
+                   help="answers sampled per prompt, judged against each other (default 4); --batch-size counts "
+                        "answers, so it must be a multiple")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder to create")
     _add_ppo_knobs(p)
     p.add_argument("--adaptive-kl", action="store_true", help="adapt beta towards --kl-target (Ziegler et al.)")
+
+    p = sub.add_parser("grpo", help="GRPO (or Dr. GRPO) against a reward model: group-normalised advantages, "
+                                    "no value model, KL to the reference in the loss")
+    p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    _add_policy_knobs(p, "GRPOConfig", "epochs=2 --set cliprange=0.1")
+    _add_group_knobs(p)
+    p.add_argument("--loss-type", choices=GRPO_LOSS_TYPES,
+                   help="grpo (default: std-scaled advantages, per-answer token means) or dr_grpo (Liu et al. "
+                        "2025: neither)")
+    p.add_argument("--kl-in", choices=KL_PLACES,
+                   help="loss (default: beta * k3 per token in the loss, as GRPO) or reward (beta * KL off each score)")
+
+    p = sub.add_parser("rloo", help="RLOO against a reward model: REINFORCE with a leave-one-out baseline, "
+                                    "KL in the reward")
+    p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    _add_policy_knobs(p, "RLOOConfig", "kl_estimator=k3")
+    _add_group_knobs(p)
 
     p = sub.add_parser("sweep",
                        help="queue PPO runs that differ only in beta (or one other setting) and run them in turn")
@@ -301,25 +333,49 @@ def _train_rm(args) -> int:
 
 
 def _ppo_config(args, **fields):
-    from .config import ModelConfig, PPOConfig
+    from .config import PPOConfig
+
+    return _policy_config(args, PPOConfig, **fields)
+
+
+def _policy_config(args, config_class, **fields):
+    """The config of a policy-training command: its method's class, from the flags it was given."""
+    from .config import ModelConfig
 
     flags = _overrides(args, {
         "steps": "steps", "kl_coef": "kl_coef", "kl_target": "kl_target", "kl_estimator": "kl_estimator",
         "batch_size": "batch_size", "response_length": "response_length", "lr": "learning_rate",
         "temperature": "temperature", "missing_eos_penalty": "missing_eos_penalty",
-        "checkpoint_every": "checkpoint_every",
+        "checkpoint_every": "checkpoint_every", "group_size": "group_size", "loss_type": "loss_type",
+        "kl_in": "kl_in",
     })
     if args.prompts is not None and not args.prompts.exists():
         raise UserError(f"{args.prompts}: file not found")
-    return PPOConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
-                     **{**fields, **flags, **_set_fields(PPOConfig, args.set)})
+    return config_class(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
+                        **{**fields, **flags, **_set_fields(config_class, args.set)})
 
 
 def _ppo(args) -> int:
-    config = _ppo_config(args, adaptive_kl=args.adaptive_kl)  # a bad flag value is refused before torch is imported
-    from .jobs import prepare_ppo_job
+    return _train_policy(args, _ppo_config(args, adaptive_kl=args.adaptive_kl))
 
-    return _follow(_prepared_by_main(lambda: prepare_ppo_job(args.out, config, args.reward, args.prompts)).start())
+
+def _grpo(args) -> int:
+    from .config import GRPOConfig
+
+    return _train_policy(args, _policy_config(args, GRPOConfig))
+
+
+def _rloo(args) -> int:
+    from .config import RLOOConfig
+
+    return _train_policy(args, _policy_config(args, RLOOConfig))
+
+
+def _train_policy(args, config) -> int:
+    """Start a policy run of ``config``'s method (its flags were checked before torch is imported) and follow it."""
+    from .jobs import prepare_policy_job
+
+    return _follow(_prepared_by_main(lambda: prepare_policy_job(args.out, config, args.reward, args.prompts)).start())
 
 
 def _prepared_by_main(prepare):
@@ -419,6 +475,8 @@ def _run_job(args) -> int:
 # What the commands that run a job print each step, by the run's kind; `runs` shows the last row's, less the time.
 FOLLOWED_METRICS = {
     "ppo": ("objective/scores", "objective/kl", "beta", "time/step_s"),
+    "grpo": ("objective/scores", "objective/kl", "frac_reward_zero_std", "time/step_s"),
+    "rloo": ("objective/scores", "objective/kl", "frac_reward_zero_std", "time/step_s"),
     "reward_model": ("loss", "accuracy", "eval/accuracy"),
 }
 
@@ -637,6 +695,8 @@ COMMANDS = {
     "make-demo-pairs": _make_demo_pairs,
     "train-rm": _train_rm,
     "ppo": _ppo,
+    "grpo": _grpo,
+    "rloo": _rloo,
     "sweep": _sweep,
     "resume": _resume,
     "sample": _sample,

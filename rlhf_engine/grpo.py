@@ -5,15 +5,17 @@ G answers per prompt; each answer's advantage is its score against its group's (
 policy loss is PPO's clipped ratio per token, with the KL to the reference either as β·k3 per token in the
 loss (GRPO's) or, as PPO does, k1 in the reward. Dr. GRPO removes two biases: no division by the group's
 standard deviation (it favours groups whose answers scored nearly alike), and token sums over a constant
-instead of per-answer means (the mean rewards short wrong answers and long right ones less). The trainer
-that turns a rollout into an update shares PPO's rollout and run folder (issue 19; not written yet).
+instead of per-answer means (the mean rewards short wrong answers and long right ones less).
+
+``GRPOTrainer`` turns the shared scored rollout (rollout.py) into this loss; all else is trainer.py's.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .rollout import kl_penalty, masked_mean
+from .rollout import ScoredRollout, check_finite, kl_penalty, masked_mean
+from .trainer import GroupBatch, GroupTrainer
 
 STD_EPS = 1e-4  # added to a group's standard deviation before dividing (TRL's GRPOTrainer)
 LOSS_TYPES = ("grpo", "dr_grpo")  # per-answer token means (GRPO) or token sums over a constant (Dr. GRPO)
@@ -29,13 +31,6 @@ def group_advantages(scores: torch.Tensor, scale_by_std: bool = True) -> torch.T
     if scale_by_std:
         advantages = advantages / (scores.std(dim=1, keepdim=True) + STD_EPS)
     return advantages
-
-
-def frac_reward_zero_std(scores: torch.Tensor) -> float:
-    """Share of prompts whose G answers all scored the same ([P, G]): such groups give every answer a zero
-    advantage and teach nothing (TRL's ``frac_reward_zero_std``)."""
-    std = scores.std(dim=1)
-    return float(torch.isclose(std, torch.zeros_like(std)).float().mean())
 
 
 def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
@@ -66,3 +61,39 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: to
         metrics = {"clip_ratio": float(masked_mean((clipped < unclipped).float(), mask)),
                    "kl": float(masked_mean(kl, mask))}
     return loss, metrics
+
+
+class GRPOTrainer(GroupTrainer):
+    """GRPO iterations: G answers per prompt, group-normalised advantages, the clipped loss with β·k3 per
+    token (``kl_in`` = "loss") or β·KL off each score before the group comparison (``kl_in`` = "reward")."""
+
+    method_name = "GRPO"
+
+    def settings(self) -> str:
+        cfg = self.config
+        return (f"{'Dr. GRPO' if cfg.loss_type == 'dr_grpo' else 'GRPO'}: beta={cfg.kl_coef:g} (KL in the "
+                f"{cfg.kl_in}), {cfg.group_size} answers per prompt, {cfg.epochs} epoch(s)")
+
+    def advantages(self, scored: ScoredRollout) -> GroupBatch:
+        cfg = self.config
+        kl = scored.kl(cfg.kl_estimator)
+        rewards = scored.scores - cfg.kl_coef * kl.sum(1) if cfg.kl_in == "reward" else scored.scores
+        advantages = group_advantages(self.grouped(rewards), scale_by_std=cfg.loss_type == "grpo").flatten()
+        return GroupBatch(scored, kl, rewards, advantages)
+
+    def update(self, batch: GroupBatch) -> dict:
+        cfg, scored = self.config, batch.scored
+        beta = cfg.kl_coef if cfg.kl_in == "loss" else 0.0
+        losses, clipped, kls, norms = [], [], [], []
+        for rows in self.minibatches(len(batch.advantages), 1, cfg.epochs):
+            loss, metrics = grpo_loss(self.new_logprobs(scored, rows), scored.logprobs[rows], batch.advantages[rows],
+                                      batch.mask[rows], cfg.cliprange, beta, scored.ref_logprobs[rows],
+                                      cfg.loss_type, cfg.response_length)
+            check_finite("policy loss", loss, self.step_count)
+            loss.backward()
+            norms.append(self.optimizer_step())
+            losses.append(loss.item())
+            clipped.append(metrics["clip_ratio"])
+            kls.append(metrics["kl"])
+        return {"loss": sum(losses) / len(losses), "kl": sum(kls) / len(kls),
+                "clip_ratio/region_mean": sum(clipped) / len(clipped), "grad_norm": sum(norms) / len(norms)}

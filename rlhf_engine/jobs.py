@@ -1,6 +1,7 @@
-"""Background jobs: reward-model training and PPO in a thread, with a stop event and the run folder as output.
+"""Background jobs: reward-model and policy training (PPO, GRPO, RLOO) in a thread, with a stop event and the run
+folder as output.
 
-``start_reward_job`` / ``start_ppo_job`` check their inputs at once (a bad data file raises before any
+``start_reward_job`` / ``start_policy_job`` check their inputs at once (a bad data file raises before any
 thread starts), create the run folder and return a ``Job`` handle. The job writes metrics, samples,
 checkpoints and status as it goes; an exception marks the run failed with its message in status.json
 and the traceback in events.log. ``resume_job`` continues a stopped, failed or interrupted run from its
@@ -25,12 +26,13 @@ import torch
 
 from . import distributed
 from .alarms import check, new_alarms
-from .config import ModelConfig, PPOConfig, RewardConfig, from_dict, to_dict
+from .config import METHOD_CONFIGS, ModelConfig, PolicyConfig, PPOConfig, RewardConfig, from_dict, to_dict
 from .data import read_pairs, read_prompts, write_pairs
 from .models import load_model_and_tokenizer, policy_name
 from .runfolder import ReplicaRunFolder, RunFolder, atomic_write_text, checkpoint_step
 
 REWARD_KIND, PPO_KIND, DEMO_PAIRS_KIND, BEST_OF_N_KIND = "reward_model", "ppo", "demo_pairs", "best_of_n"
+POLICY_KINDS = tuple(METHOD_CONFIGS)  # runs that train a policy on-policy, one kind per method: ppo, grpo, rloo
 PPO_NORM_SAMPLES = 64  # policy samples for score normalisation when the RM was normalised on another policy
 
 
@@ -238,11 +240,28 @@ def _reward_body(job: Job) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# PPO
+# Policy training: PPO, GRPO, RLOO
 # ----------------------------------------------------------------------------------------------
 
-def prepare_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_path: Path | None = None) -> Job:
-    """Check the reward model and prompts and create the run folder (state queued); not started.
+def trainer_class(kind: str):
+    """The trainer of a policy run's method (its kind: "ppo", "grpo" or "rloo")."""
+    if kind == "grpo":
+        from .grpo import GRPOTrainer
+
+        return GRPOTrainer
+    if kind == "rloo":
+        from .rloo import RLOOTrainer
+
+        return RLOOTrainer
+    from .ppo import PPOTrainer
+
+    return PPOTrainer
+
+
+def prepare_policy_job(run_dir: Path, config: PolicyConfig, reward_dir: Path,
+                       prompts_path: Path | None = None) -> Job:
+    """Check the reward model and prompts and create the run folder (state queued); not started. The run's
+    kind is its method's (``config.METHOD``: a PPOConfig makes a PPO run, a GRPOConfig a GRPO run, ...).
 
     The probe prompts (answered by the reference and, every ``probe_every`` steps, by the policy, with the
     same sampling seed) are the first ``probe_prompts`` held-out demo prompts, or the first prompts of a
@@ -252,18 +271,18 @@ def prepare_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_
     prompts, held_out = _prompts(prompts_path)
     probes = held_out[:config.probe_prompts]
     run = RunFolder(run_dir)
-    run.create(PPO_KIND, {"config": to_dict(config), "reward": str(reward_dir.resolve()),
+    run.create(config.METHOD, {"config": to_dict(config), "reward": str(reward_dir.resolve()),
                           "prompts": str(prompts_path) if prompts_path else "demo",
                           "gold": uses_gold_score(config, reward_dir)}, config.steps)
     atomic_write_text(run.path / "prompts.json", json.dumps([_jsonable(p) for p in prompts]) + "\n")
     atomic_write_text(run.path / "probe_prompts.json", json.dumps([_jsonable(p) for p in probes]) + "\n")
-    return Job(run, _ppo_body)
+    return Job(run, _policy_body)
 
 
-def start_ppo_job(run_dir: Path, config: PPOConfig, reward_dir: Path, prompts_path: Path | None = None,
-                  background: bool = True) -> Job:
-    """Check the reward model and prompts, create the run folder and start PPO."""
-    return _launch(prepare_ppo_job(run_dir, config, reward_dir, prompts_path), background)
+def start_policy_job(run_dir: Path, config: PolicyConfig, reward_dir: Path, prompts_path: Path | None = None,
+                     background: bool = True) -> Job:
+    """Check the reward model and prompts, create the run folder and start training."""
+    return _launch(prepare_policy_job(run_dir, config, reward_dir, prompts_path), background)
 
 
 def _trained_reward_dir(reward_dir: Path) -> Path:
@@ -284,8 +303,8 @@ def _prompts(prompts_path: Path | None) -> tuple[list, list]:
     return demo_prompt_split()
 
 
-def uses_gold_score(config: PPOConfig, reward_dir: Path) -> bool:
-    """Whether a PPO run logs the gold score: on, off, or auto = the RM learnt from simulated pairs."""
+def uses_gold_score(config: PolicyConfig, reward_dir: Path) -> bool:
+    """Whether a policy run logs the gold score: on, off, or auto = the RM learnt from simulated pairs."""
     if config.gold_score != "auto":
         return config.gold_score == "on"
     from .demo import labelled_by_gold_annotator
@@ -294,7 +313,7 @@ def uses_gold_score(config: PPOConfig, reward_dir: Path) -> bool:
     return pairs_file.is_file() and labelled_by_gold_annotator(read_pairs(pairs_file))
 
 
-def reward_normalisation(reward_model, reward_dir: Path, policy_model, tokenizer, prompts: list, config: PPOConfig,
+def reward_normalisation(reward_model, reward_dir: Path, policy_model, tokenizer, prompts: list, config: PolicyConfig,
                          run: RunFolder, policy_context=contextlib.nullcontext) -> None:
     """Set the RM's gain/bias for this policy; normalise on the policy's samples only when needed.
 
@@ -334,8 +353,8 @@ def _jsonable(prompt):
 
 
 def _policy_run_inputs(run: RunFolder, reward_model=None):
-    """(saved config.json, PPOConfig, prompts, reward model, gold scorer or None) of a PPO or best-of-n run;
-    ``reward_model``: one loaded already (the runs of a sweep share theirs)."""
+    """(saved config.json, its method's config, prompts, reward model, gold scorer or None) of a policy or
+    best-of-n run (whose config is a PPOConfig); ``reward_model``: one loaded already (a sweep's runs share it)."""
     from .demo import gold_score
     from .reward import RewardModel
 
@@ -344,10 +363,12 @@ def _policy_run_inputs(run: RunFolder, reward_model=None):
     if reward_model is None:
         reward_model = RewardModel.load(Path(saved["reward"]))
     gold_scorer = gold_score if saved.get("gold") else None
-    return saved, from_dict(PPOConfig, saved["config"]), prompts, reward_model, gold_scorer
+    config_class = METHOD_CONFIGS.get(saved["kind"], PPOConfig)
+    return saved, from_dict(config_class, saved["config"]), prompts, reward_model, gold_scorer
 
 
-def _normalise_rewards(run: RunFolder, saved: dict, config: PPOConfig, reward_model, trainer, prompts: list) -> None:
+def _normalise_rewards(run: RunFolder, saved: dict, config: PolicyConfig, reward_model, trainer,
+                       prompts: list) -> None:
     """The RM's gain and bias for this run: as the run recorded them (a resume), else for its initial policy."""
     norm_file = run.path / "reward_norm.json"
     if norm_file.is_file():
@@ -360,15 +381,15 @@ def _normalise_rewards(run: RunFolder, saved: dict, config: PPOConfig, reward_mo
         atomic_write_text(norm_file, json.dumps({"gain": reward_model.gain, "bias": reward_model.bias}) + "\n")
 
 
-class PPORun:
-    """One PPO run's bookkeeping around its trainer: resume, metrics, samples, alarms, probes, checkpoints.
+class PolicyRun:
+    """One policy run's bookkeeping around its trainer: resume, metrics, samples, alarms, probes, checkpoints.
 
-    The loop that drives it is ``_ppo_body``'s (the run alone) or ``_sweep_body``'s (beside the other runs of
+    The loop that drives it is ``_policy_body``'s (the run alone) or ``_sweep_body``'s (beside the other runs of
     a batched sweep); both do the same per step, in this order: ``begin_step``, the trainer's step,
     ``end_step``, then the probe answers that ``probes_due`` asks for.
     """
 
-    def __init__(self, run: RunFolder, saved: dict, config: PPOConfig, trainer):
+    def __init__(self, run: RunFolder, saved: dict, config: PolicyConfig, trainer):
         self.run, self.saved, self.config, self.trainer = run, saved, config, trainer
         self.latest = run.latest_checkpoint()
         if self.latest is not None:
@@ -377,11 +398,10 @@ class PPORun:
             run.log(f"resumed from {self.latest.name}")
         else:
             run.truncate_to_step(0)
-        run.log(f"PPO: beta={trainer.kl_ctl.value:g} ({'adaptive' if config.adaptive_kl else 'fixed'}), "
-                f"KL estimator {config.kl_estimator}, {len(trainer.prompts)} prompts, value model {config.value_model}")
+        run.log(f"{trainer.settings()}, {len(trainer.prompts)} prompts")
         if trainer.world_size > 1:
             run.log(f"data parallel over {trainer.world_size} processes, "
-                    f"{config.batch_size // trainer.world_size} prompts each per step")
+                    f"{config.batch_size // trainer.world_size} answers each per step")
         main = distributed.is_main()
         self.probe_prompts = _load_probes(run) if config.probe_every and main else []  # answered by process 0
         self.reference_answered = any(r["policy"] == "reference" for r in run.probes())
@@ -450,13 +470,11 @@ class PPORun:
         return "completed"
 
 
-def _ppo_body(job: Job) -> str:
-    from .ppo import PPOTrainer
-
+def _policy_body(job: Job) -> str:
     saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(job.run)
-    trainer = PPOTrainer(config, reward_model, prompts, gold_scorer=gold_scorer)
+    trainer = trainer_class(saved["kind"])(config, reward_model, prompts, gold_scorer=gold_scorer)
     _normalise_rewards(job.run, saved, config, reward_model, trainer, prompts)
-    loop = PPORun(job.run, saved, config, trainer)
+    loop = PolicyRun(job.run, saved, config, trainer)
     while not loop.done:
         if distributed.any_process(job.stop_event.is_set()):  # all processes stop after the same step
             return loop.stop()
@@ -488,7 +506,7 @@ def _sweep_body(job: Job) -> str:
     bon = bon if bon is not None and bon.status().get("state") != "completed" else None
     for run in todo + ([bon] if bon else []):
         run.set_status("queued")  # this process's id: if it dies, they read as interrupted
-    loops: list[PPORun] = []
+    loops: list[PolicyRun] = []
     live: list[RunFolder] = []
     reward_model = None
     try:
@@ -501,7 +519,7 @@ def _sweep_body(job: Job) -> str:
                                  name=POLICY if first is None else f"{POLICY}{i}")
             first = first or trainer
             _normalise_rewards(run, saved, config, reward_model, trainer, prompts)
-            loops.append(PPORun(run, saved, config, trainer))
+            loops.append(PolicyRun(run, saved, config, trainer))
         if bon is not None:
             live = [bon]
             bon.set_status("running", error=None)
@@ -713,8 +731,8 @@ def prepared_job(run_dir: Path) -> Job:
     if not run.exists():
         raise FileNotFoundError(f"no run at {run_dir}")
     kind = run.config()["kind"]
-    bodies = {REWARD_KIND: _reward_body, PPO_KIND: _ppo_body, DEMO_PAIRS_KIND: _demo_pairs_body,
-              BEST_OF_N_KIND: _best_of_n_body, SWEEP_KIND: _sweep_body}
+    bodies = {REWARD_KIND: _reward_body, DEMO_PAIRS_KIND: _demo_pairs_body, BEST_OF_N_KIND: _best_of_n_body,
+              SWEEP_KIND: _sweep_body, **dict.fromkeys(POLICY_KINDS, _policy_body)}
     return Job(run, bodies[kind])
 
 

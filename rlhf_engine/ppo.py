@@ -261,6 +261,11 @@ class PPOTrainer(PolicyTrainer):
     def beta(self) -> float:
         return self.kl_ctl.value
 
+    def settings(self) -> str:
+        cfg = self.config
+        return (f"PPO: beta={self.beta:g} ({'adaptive' if cfg.adaptive_kl else 'fixed'}), KL estimator "
+                f"{cfg.kl_estimator}, value model {cfg.value_model}")
+
     def policy_pass(self, ids, mask, length: int):
         return self.model.policy_logits_and_values(ids, mask, length, self.config.temperature)
 

@@ -3,13 +3,18 @@ functions unit-tested against hand-computed numbers (tests/test_methods_math.py)
 
 k answers per prompt; each answer's reward is its score minus β·KL (k1 summed over the answer, in the
 reward as PPO puts it); its baseline is the mean reward of the other k − 1 answers to the same prompt, so
-no value model is needed and the baseline does not depend on the answer it judges. The trainer shares
-PPO's rollout and run folder (issue 19; not written yet).
+no value model is needed and the baseline does not depend on the answer it judges.
+
+``RLOOTrainer`` turns the shared scored rollout (rollout.py) into this loss, one update per rollout
+(on-policy REINFORCE); all else is trainer.py's.
 """
 
 from __future__ import annotations
 
 import torch
+
+from .rollout import ScoredRollout, check_finite
+from .trainer import GroupBatch, GroupTrainer
 
 
 def sequence_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -30,3 +35,25 @@ def reinforce_loss(logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch
     """−mean_i A_i · log π(y_i): each answer's log-probability [B, T] summed over its tokens, weighted by
     its advantage [B] (a constant: no gradient flows through it)."""
     return -(advantages.detach() * (logprobs * mask).sum(1)).mean()
+
+
+class RLOOTrainer(GroupTrainer):
+    """RLOO iterations: k answers per prompt, rewards with the KL in them, leave-one-out advantages, REINFORCE."""
+
+    method_name = "RLOO"
+
+    def settings(self) -> str:
+        cfg = self.config
+        return f"RLOO: beta={cfg.kl_coef:g}, KL estimator {cfg.kl_estimator}, {cfg.group_size} answers per prompt"
+
+    def advantages(self, scored: ScoredRollout) -> GroupBatch:
+        kl = scored.kl(self.config.kl_estimator)
+        rewards = sequence_rewards(scored.scores, kl, scored.mask, self.config.kl_coef)
+        return GroupBatch(scored, kl, rewards, leave_one_out_advantages(self.grouped(rewards)).flatten())
+
+    def update(self, batch: GroupBatch) -> dict:
+        rows = torch.arange(len(batch.advantages))
+        loss = reinforce_loss(self.new_logprobs(batch.scored, rows), batch.advantages, batch.mask)
+        check_finite("policy loss", loss, self.step_count)
+        loss.backward()
+        return {"loss": loss.item(), "grad_norm": self.optimizer_step()}

@@ -102,7 +102,7 @@ def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str
     Otherwise one Job per member, to run one after another. Nothing is created if any input is wrong:
     the members are checked before the first folder is made.
     """
-    from .jobs import SWEEP_KIND, Job, _sweep_body, prepare_best_of_n_job, prepare_ppo_job
+    from .jobs import SWEEP_KIND, Job, _sweep_body, prepare_best_of_n_job, prepare_policy_job
 
     sweep_dir = Path(sweep_dir)
     safe_name(sweep_dir.name, "sweep name")
@@ -132,7 +132,8 @@ def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str
     atomic_write_text(sweep_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
     jobs = [prepare_best_of_n_job(bon_folder, base, reward_dir, best_of_n, best_of_n_prompts, prompts_path)] \
         if bon_folder else []
-    jobs += [prepare_ppo_job(folder, config, reward_dir, prompts_path) for (_, config), folder in zip(members, folders)]
+    jobs += [prepare_policy_job(folder, config, reward_dir, prompts_path)
+             for (_, config), folder in zip(members, folders)]
     return [Job(sweep_run, _sweep_body)] if batched else jobs
 
 

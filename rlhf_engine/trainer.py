@@ -15,6 +15,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,6 +46,7 @@ from .rollout import (
     ScoredRollout,
     check_finite,
     kl_penalty,
+    masked_mean,
     missing_eos_penalized,
     probe_generator,
 )
@@ -196,6 +198,11 @@ class PolicyTrainer:
     def beta(self) -> float:
         """The KL coefficient now."""
         return self.config.kl_coef
+
+    def settings(self) -> str:
+        """The run's method and main settings, one line for its log."""
+        cfg = self.config
+        return f"{self.method_name}: beta={self.beta:g}, KL estimator {cfg.kl_estimator}"
 
     def advantages(self, scored: ScoredRollout):
         raise NotImplementedError
@@ -477,3 +484,55 @@ class PolicyTrainer:
 
 def rounded(x: torch.Tensor) -> list[float]:
     return [round(v, 5) for v in x.detach().float().cpu().tolist()]
+
+
+@dataclass
+class GroupBatch:
+    """A scored rollout of groups (``group_size`` answers to each prompt, in a row) with each answer's
+    reward and advantage [B]: what the group methods' losses need."""
+
+    scored: ScoredRollout  # the sampled, scored answers and their log-probs
+    kl: torch.Tensor  # [B, R] per-token KL to the reference by the run's estimator
+    rewards: torch.Tensor  # [B] what the group compares: the score (minus beta * KL where KL is in the reward)
+    advantages: torch.Tensor  # [B] each answer's advantage, the same on all its tokens
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.scored.mask
+
+
+class GroupTrainer(PolicyTrainer):
+    """A method that samples ``group_size`` answers per prompt and judges each against its group (GRPO, RLOO):
+    no value model, one advantage per answer. It logs its rollout with TRL's GRPO/RLOO metric names."""
+
+    @staticmethod
+    def answers_per_prompt(config) -> int:
+        return config.group_size
+
+    def can_reuse_rollout_pass(self) -> bool:
+        return True  # the update's first pass is over the whole batch with untouched weights
+
+    def grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """[B] -> [prompts, group_size] (a group's answers are consecutive rows)."""
+        return x.view(-1, self.config.group_size)
+
+    def method_metrics(self, batch: GroupBatch) -> dict:
+        scored, mask = batch.scored, batch.mask
+        scores = self.grouped(scored.scores)
+        return {"reward": scored.scores.mean().item(),
+                "reward_std": scores.std(dim=1).mean().item(),
+                "frac_reward_zero_std": frac_reward_zero_std(scores),
+                "entropy": masked_mean(scored.entropy, mask).item(),
+                "completions/mean_length": scored.rollout.response_lengths.float().mean().item(),
+                "completions/clipped_ratio": 1.0 - scored.rollout.has_eos.float().mean().item()}
+
+    def token_view(self, batch: GroupBatch, i: int, n: int) -> dict:
+        """The answer's reward and advantage (one number each: a group method has no per-token values)."""
+        return {"reward": round(batch.rewards[i].item(), 5), "advantage": round(batch.advantages[i].item(), 5)}
+
+
+def frac_reward_zero_std(scores: torch.Tensor) -> float:
+    """Share of prompts whose G answers all scored the same ([P, G]): such groups give every answer a zero
+    advantage and teach nothing (TRL's ``frac_reward_zero_std``)."""
+    std = scores.std(dim=1)
+    return float(torch.isclose(std, torch.zeros_like(std)).float().mean())

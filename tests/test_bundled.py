@@ -5,7 +5,7 @@ import pytest
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig
 from rlhf_engine.data import read_pairs, write_pairs
 from rlhf_engine.demo import demo_prompt_split, gold_score, make_demo_pairs
-from rlhf_engine.jobs import start_ppo_job, start_reward_job
+from rlhf_engine.jobs import start_policy_job, start_reward_job
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def test_whole_loop_on_the_bundled_model(tmp_path):
     assert rm_job.state == "completed", rm_job.run.status()
 
     ppo_config = PPOConfig(model=quantized, steps=1, batch_size=2, response_length=8, ppo_epochs=2, probe_prompts=2)
-    ppo_job = start_ppo_job(tmp_path / "ppo", ppo_config, tmp_path / "rm", background=False)
+    ppo_job = start_policy_job(tmp_path / "ppo", ppo_config, tmp_path / "rm", background=False)
     assert ppo_job.state == "completed", ppo_job.run.status()
     metrics = ppo_job.run.metrics()
     assert [m["step"] for m in metrics] == [1]

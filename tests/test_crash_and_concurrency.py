@@ -25,7 +25,7 @@ import pytest
 from rlhf_engine.cli import main
 from rlhf_engine.config import PPOConfig, RewardConfig
 from rlhf_engine.data import PairStore, PreferencePair
-from rlhf_engine.jobs import prepare_ppo_job, prepare_resume, prepare_reward_job, resume_job, start_reward_job
+from rlhf_engine.jobs import prepare_policy_job, prepare_resume, prepare_reward_job, resume_job, start_reward_job
 from rlhf_engine.runfolder import STATES, RunFolder, checkpoint_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def test_a_ppo_run_survives_sigkill_twice_and_resumes_to_the_full_step_count(run
     rm_config = RewardConfig(model=tiny_model_config, steps=2, eval_every=2, norm_samples=4, norm_response_length=4)
     assert start_reward_job(runs_dir / "rm", rm_config, pairs_file, background=False).state == "completed"
     config = PPOConfig(model=tiny_model_config, batch_size=2, response_length=4, steps=10, checkpoint_every=2)
-    run = prepare_ppo_job(runs_dir / "ppo-kill", config, runs_dir / "rm").run
+    run = prepare_policy_job(runs_dir / "ppo-kill", config, runs_dir / "rm").run
     assert kill_twice_then_resume(run, (3, 6), tmp_path / "engine.log") == 2
     assert [m["step"] for m in run.metrics()] == list(range(1, 11))
     assert sorted({s["step"] for s in run.samples()}) == list(range(1, 11))  # samples truncated and resumed too

@@ -10,7 +10,7 @@ import torch
 
 from rlhf_engine.config import PPOConfig, RewardConfig
 from rlhf_engine.data import DataError, PreferencePair
-from rlhf_engine.jobs import Job, resume_job, start_ppo_job, start_reward_job
+from rlhf_engine.jobs import Job, resume_job, start_policy_job, start_reward_job
 from rlhf_engine.models import policy_name
 from rlhf_engine.runfolder import RunFolder, read_jsonl
 
@@ -77,7 +77,7 @@ def test_bad_data_is_refused_before_any_run_is_created(runs_dir, tiny_model_conf
 
 
 def test_ppo_job_logs_every_metric_and_samples_each_step(runs_dir, tiny_model_config, reward_dir):
-    job = start_ppo_job(runs_dir / "ppo", _ppo_config(tiny_model_config, steps=3, checkpoint_every=2),
+    job = start_policy_job(runs_dir / "ppo", _ppo_config(tiny_model_config, steps=3, checkpoint_every=2),
                         reward_dir, background=False)
     assert job.state == "completed", job.run.status()
     metrics = job.run.metrics()
@@ -100,7 +100,7 @@ def test_ppo_renormalises_the_reward_on_a_policy_that_samples_differently(runs_d
     """Ziegler et al.: scores have mean 0, std 1 on the initial policy; another dtype is another policy."""
     model_config = dataclasses.replace(tiny_model_config, dtype="bfloat16")
     assert policy_name(model_config) != policy_name(tiny_model_config)
-    job = start_ppo_job(runs_dir / "ppo-bf16", _ppo_config(model_config, steps=1), reward_dir, background=False)
+    job = start_policy_job(runs_dir / "ppo-bf16", _ppo_config(model_config, steps=1), reward_dir, background=False)
     assert job.state == "completed", job.run.status()
     assert "normalising on its samples" in job.run.events()
     norm = json.loads((runs_dir / "ppo-bf16" / "reward_norm.json").read_text())
@@ -110,7 +110,7 @@ def test_ppo_renormalises_the_reward_on_a_policy_that_samples_differently(runs_d
 
 def test_stop_then_resume_continues_from_the_checkpoint(runs_dir, tiny_model_config, reward_dir):
     config = _ppo_config(tiny_model_config, steps=4, checkpoint_every=1)
-    job = start_ppo_job(runs_dir / "ppo-stop", config, reward_dir)
+    job = start_policy_job(runs_dir / "ppo-stop", config, reward_dir)
     stopped_at = _stop_after(job, 2)
     assert stopped_at < 4
     resumed = resume_job(runs_dir / "ppo-stop", background=False)
@@ -121,7 +121,7 @@ def test_stop_then_resume_continues_from_the_checkpoint(runs_dir, tiny_model_con
 
 def test_an_interrupted_run_reads_as_interrupted_and_resumes_with_intact_metrics(runs_dir, tiny_model_config,
                                                                                  reward_dir):
-    job = start_ppo_job(runs_dir / "ppo-crash", _ppo_config(tiny_model_config, steps=3, checkpoint_every=1),
+    job = start_policy_job(runs_dir / "ppo-crash", _ppo_config(tiny_model_config, steps=3, checkpoint_every=1),
                         reward_dir, background=False)
     run = job.run
     # simulate a crash after step 2's checkpoint: step 3 logged half a line, status still "running"
@@ -145,7 +145,7 @@ def test_a_failing_run_is_marked_failed_with_its_reason(runs_dir, tiny_model_con
         return torch.full((len(prompts),), float("nan"))
 
     monkeypatch.setattr(RewardModel, "score", nan_scores)
-    job = start_ppo_job(runs_dir / "ppo-nan", _ppo_config(tiny_model_config, steps=2, normalize_reward=False),
+    job = start_policy_job(runs_dir / "ppo-nan", _ppo_config(tiny_model_config, steps=2, normalize_reward=False),
                         reward_dir, background=False)
     status = job.run.status()
     assert status["state"] == "failed"
@@ -168,7 +168,7 @@ def test_nan_logits_while_sampling_stop_the_run_naming_them_and_the_step(runs_di
         return sample(self, prompts, sampled)
 
     monkeypatch.setattr(PPOTrainer, "rollout", rollout_after_a_blow_up)
-    job = start_ppo_job(runs_dir / "ppo-nan-logits", _ppo_config(tiny_model_config, steps=3), reward_dir,
+    job = start_policy_job(runs_dir / "ppo-nan-logits", _ppo_config(tiny_model_config, steps=3), reward_dir,
                         background=False)
     status = job.run.status()
     assert status["state"] == "failed"
@@ -181,7 +181,7 @@ def test_a_nan_policy_loss_stops_the_run_at_its_step(runs_dir, tiny_model_config
 
     exact = ppo.policy_loss
     monkeypatch.setattr(ppo, "policy_loss", lambda *a, **k: (exact(*a, **k)[0] * float("inf"), 0.0, 0.0))
-    job = start_ppo_job(runs_dir / "ppo-inf-loss", _ppo_config(tiny_model_config, steps=2), reward_dir,
+    job = start_policy_job(runs_dir / "ppo-inf-loss", _ppo_config(tiny_model_config, steps=2), reward_dir,
                         background=False)
     assert "policy loss is NaN or infinite at step 1" in job.run.status()["error"]
 
@@ -220,7 +220,7 @@ def test_out_of_memory_is_reported_with_its_step_and_what_to_change(runs_dir, ti
         return update(self, batch)
 
     monkeypatch.setattr(PPOTrainer, "update", update_that_runs_out)
-    job = start_ppo_job(runs_dir / f"ppo-oom-{type(error).__name__}", _ppo_config(tiny_model_config, steps=3),
+    job = start_policy_job(runs_dir / f"ppo-oom-{type(error).__name__}", _ppo_config(tiny_model_config, steps=3),
                         reward_dir, background=False)
     status = job.run.status()
     assert status["state"] == "failed"
@@ -231,7 +231,7 @@ def test_out_of_memory_is_reported_with_its_step_and_what_to_change(runs_dir, ti
 
 def test_a_run_folder_is_never_overwritten(runs_dir, tiny_model_config, reward_dir):
     with pytest.raises(FileExistsError):
-        start_ppo_job(reward_dir, _ppo_config(tiny_model_config), reward_dir)
+        start_policy_job(reward_dir, _ppo_config(tiny_model_config), reward_dir)
 
 
 def test_completed_runs_cannot_be_resumed_and_missing_runs_are_reported(reward_dir, tmp_path):
@@ -313,7 +313,7 @@ def test_ppo_job_answers_probe_prompts(reward_dir, runs_dir, tiny_model_config):
     from rlhf_engine.sweep import probe_summary
 
     config = _ppo_config(tiny_model_config, steps=3, probe_every=2, probe_prompts=4, reference_probe_samples=2)
-    job = start_ppo_job(runs_dir / "probes", config, reward_dir, background=False)
+    job = start_policy_job(runs_dir / "probes", config, reward_dir, background=False)
     assert job.state == "completed"
     probes = job.run.probes()
     prompts = json.loads((job.run.path / "probe_prompts.json").read_text())
@@ -400,11 +400,11 @@ def test_a_process_job_runs_stops_on_sigint_even_when_ignored_and_reads_as_inter
     import os
     import signal
 
-    from rlhf_engine.jobs import ProcessJob, prepare_ppo_job, prepare_resume
+    from rlhf_engine.jobs import ProcessJob, prepare_policy_job, prepare_resume
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        job = ProcessJob(prepare_ppo_job(runs_dir / "ppo-process", _ppo_config(tiny_model_config, steps=500),
+        job = ProcessJob(prepare_policy_job(runs_dir / "ppo-process", _ppo_config(tiny_model_config, steps=500),
                                          reward_dir).run).start()
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -19,7 +19,7 @@ from rlhf_engine.cli import main
 from rlhf_engine.config import PPOConfig, RewardConfig
 from rlhf_engine.data import PreferencePair, write_pairs
 from rlhf_engine.demo import gold_score, labelled_by_gold_annotator
-from rlhf_engine.jobs import JobQueue, start_ppo_job, start_reward_job
+from rlhf_engine.jobs import JobQueue, start_policy_job, start_reward_job
 from rlhf_engine.runfolder import RunFolder
 from rlhf_engine.sweep import Sweep, list_sweeps, member_label, parse_values, plan, prepare_sweep
 
@@ -93,7 +93,7 @@ def test_simulated_pairs_are_recognised_and_human_ones_are_not():
 
 def test_ppo_logs_the_gold_score_of_each_sample_when_the_rm_learnt_simulated_pairs(runs_dir, tiny_model_config,
                                                                                    simulated_rm):
-    job = start_ppo_job(runs_dir / "ppo", _base(tiny_model_config), simulated_rm, background=False)
+    job = start_policy_job(runs_dir / "ppo", _base(tiny_model_config), simulated_rm, background=False)
     assert job.state == "completed", job.run.status()
     assert job.run.config()["gold"] is True
     samples = job.run.samples()
@@ -104,10 +104,10 @@ def test_ppo_logs_the_gold_score_of_each_sample_when_the_rm_learnt_simulated_pai
 
 def test_no_gold_score_for_a_reward_model_of_human_pairs_unless_asked(runs_dir, tiny_model_config):
     rm = _reward_dir(runs_dir, tiny_model_config, HUMAN, "rm-human")
-    job = start_ppo_job(runs_dir / "ppo-human", _base(tiny_model_config, steps=1), rm, background=False)
+    job = start_policy_job(runs_dir / "ppo-human", _base(tiny_model_config, steps=1), rm, background=False)
     assert job.run.config()["gold"] is False
     assert "gold/score" not in job.run.metrics()[0] and "gold" not in job.run.samples()[0]
-    forced = start_ppo_job(runs_dir / "ppo-forced", _base(tiny_model_config, steps=1, gold_score="on"), rm,
+    forced = start_policy_job(runs_dir / "ppo-forced", _base(tiny_model_config, steps=1, gold_score="on"), rm,
                            background=False)
     assert "gold/score" in forced.run.metrics()[0]
 
@@ -115,7 +115,7 @@ def test_no_gold_score_for_a_reward_model_of_human_pairs_unless_asked(runs_dir, 
 # -- token view and ablations -------------------------------------------------------------------
 
 def test_samples_carry_a_token_view_that_adds_up_to_the_sample(runs_dir, tiny_model_config, simulated_rm):
-    job = start_ppo_job(runs_dir / "ppo", _base(tiny_model_config, steps=2), simulated_rm, background=False)
+    job = start_policy_job(runs_dir / "ppo", _base(tiny_model_config, steps=2), simulated_rm, background=False)
     for sample in job.run.samples():
         n = len(sample["tokens"])
         assert 1 <= n <= 5

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from rlhf_engine.dpo import dpo_loss
-from rlhf_engine.grpo import STD_EPS, frac_reward_zero_std, group_advantages, grpo_loss
+from rlhf_engine.grpo import STD_EPS, group_advantages, grpo_loss
 from rlhf_engine.rloo import leave_one_out_advantages, reinforce_loss, sequence_rewards
 from rlhf_engine.rollout import kl_estimates, kl_penalty
+from rlhf_engine.trainer import frac_reward_zero_std
 
 LOG = math.log
 
