@@ -16,7 +16,7 @@ PAGES = [
     st.Page("pages/model.py", title="Model", icon=":material/neurology:"),
     st.Page("pages/preferences.py", title="Preferences", icon=":material/balance:"),
     st.Page("pages/reward_model.py", title="Reward model", icon=":material/military_tech:"),
-    st.Page("pages/ppo.py", title="PPO", icon=":material/autorenew:"),
+    st.Page("pages/ppo.py", title="Policy training", icon=":material/autorenew:"),
     st.Page("pages/sweep.py", title="KL sweep", icon=":material/tune:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:"),
 ]

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import streamlit as st
 
-from rlhf_engine.config import KL_ESTIMATORS, LR_SCHEDULES, VALUE_MODELS, PPOConfig, field_defaults, field_help
+from rlhf_engine.config import (
+    GRPO_LOSS_TYPES,
+    KL_ESTIMATORS,
+    KL_PLACES,
+    LR_SCHEDULES,
+    VALUE_MODELS,
+    GRPOConfig,
+    PPOConfig,
+    RLOOConfig,
+    field_defaults,
+    field_help,
+)
 from rlhf_engine.jobs import describe_error
 from rlhf_engine.runfolder import RunFolder
 
@@ -151,14 +162,15 @@ def live_header(run: RunFolder, key: str, extra=None) -> dict:
     return run.status()
 
 
-def run_picker(runs: Sequence[RunFolder], label: str, key: str) -> RunFolder | None:
+def run_picker(runs: Sequence[RunFolder], label: str, key: str,
+               describe: Callable[[str], str] | None = None) -> RunFolder | None:
     """A selectbox of run ids (newest first, the run this session last started on top); None if there are
-    none. The state is shown by status_line."""
+    none. ``describe``: how an id is shown (default: as it is). The state is shown by status_line."""
     if not runs:
         return None
     started = st.session_state.get(f"{key}.started")
     by_id = {r.id: r for r in sorted(runs, key=lambda r: r.id != started)}
-    return by_id.get(st.selectbox(label, list(by_id), key=key))
+    return by_id.get(st.selectbox(label, list(by_id), key=key, format_func=describe or str))
 
 
 def started_already(name: str) -> bool:
@@ -231,8 +243,8 @@ def queue_notice() -> None:
         st.caption(f"Device busy with **{md(jobs[0].run.id)}**{waiting}. New jobs wait their turn (one at a time).")
 
 
-# The PPO form, shared by the PPO and sweep pages (so a sweep's runs take the same knobs): each group is a
-# heading and its columns, each column the (PPOConfig field, label) pairs drawn in it; then the popover's.
+# Each method's form: its groups, each a heading and its columns, each column the (config field, label) pairs
+# drawn in it; then the popover's. PPO's is shared by the policy and sweep pages (a sweep's runs take its knobs).
 PPO_FORM = (
     ("KL penalty", (
         (("kl_coef", "β (KL coefficient)"),),
@@ -253,55 +265,98 @@ PPO_FORM = (
         (("vf_coef", "value loss weight"), ("lam", "GAE λ"), ("value_model", "value model")),
     )),
 )
-PPO_FORM_MORE = ("More: γ, implementation details, seed", (
-    ("gamma", "γ (discount)"), ("whiten_rewards", "whiten rewards"), ("whiten_advantages", "whiten advantages"),
+# What every method's popover holds (PPO's adds γ and its whitening switches).
+COMMON_MORE = (
     ("normalize_reward", "normalise RM scores"), ("missing_eos_penalty", "missing-EOS penalty (score units)"),
     ("max_grad_norm", "gradient clip"), ("checkpoint_every", "checkpoint every (steps)"),
     ("probe_every", "probe answers every (steps)"), ("probe_prompts", "held-out probe prompts"),
     ("reference_probe_samples", "reference answers per probe prompt"), ("seed", "seed"),
+)
+PPO_FORM_MORE = ("More: γ, implementation details, seed", (
+    ("gamma", "γ (discount)"), ("whiten_rewards", "whiten rewards"), ("whiten_advantages", "whiten advantages"),
+    *COMMON_MORE,
 ))
-PPO_CHOICES = {"kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES, "value_model": VALUE_MODELS}
+GROUP_ROLLOUTS = ("Rollouts", (
+    (("steps", "steps"),),
+    (("batch_size", "batch (answers per step)"), ("group_size", "answers per prompt (group)")),
+    (("response_length", "response length (tokens)"),),
+    (("temperature", "temperature"),),
+))
+GRPO_FORM = (
+    ("KL penalty", (
+        (("kl_coef", "β (KL coefficient)"),),
+        (("kl_in", "KL in the loss or the reward"),),
+        (("kl_estimator", "KL estimator (plotted; in the reward)"),),
+    )),
+    GROUP_ROLLOUTS,
+    ("Update", (
+        (("loss_type", "loss (GRPO or Dr. GRPO)"),),
+        (("epochs", "epochs per rollout"), ("cliprange", "clip range ε")),
+        (("learning_rate", "learning rate"), ("lr_schedule", "lr schedule")),
+    )),
+)
+RLOO_FORM = (
+    ("KL penalty", (
+        (("kl_coef", "β (KL coefficient)"),),
+        (("kl_estimator", "KL estimator"),),
+    )),
+    GROUP_ROLLOUTS,
+    ("Update", (
+        (("learning_rate", "learning rate"),),
+        (("lr_schedule", "lr schedule"),),
+    )),
+)
+GROUP_FORM_MORE = ("More: implementation details, seed", COMMON_MORE)
+# method -> (its config class, its form, its popover)
+METHOD_FORMS = {
+    "ppo": (PPOConfig, PPO_FORM, PPO_FORM_MORE),
+    "grpo": (GRPOConfig, GRPO_FORM, GROUP_FORM_MORE),
+    "rloo": (RLOOConfig, RLOO_FORM, GROUP_FORM_MORE),
+}
+KNOB_CHOICES = {"kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES, "value_model": VALUE_MODELS,
+                "loss_type": GRPO_LOSS_TYPES, "kl_in": KL_PLACES}
 EOS_PENALTY_DEFAULT = 1.0  # the penalty the form offers once its checkbox is ticked (score units)
 
 
-def ppo_form_fields() -> list[tuple[str, str]]:
-    """Every (field, label) of the PPO form, in the order drawn."""
-    grouped = [knob for _, columns in PPO_FORM for column in columns for knob in column]
-    return grouped + list(PPO_FORM_MORE[1])
+def form_fields(method: str = "ppo") -> list[tuple[str, str]]:
+    """Every (field, label) of a method's form, in the order drawn."""
+    _, form, (_, more) = METHOD_FORMS[method]
+    grouped = [knob for _, columns in form for column in columns for knob in column]
+    return grouped + list(more)
 
 
-def ppo_knobs(key_prefix: str) -> dict:
-    """The PPO form (``PPO_FORM``): every PPOConfig knob but the model; returns PPOConfig keyword arguments.
-    Call inside a form; ``key_prefix`` is the page's."""
+def policy_knobs(key_prefix: str, method: str = "ppo") -> dict:
+    """A method's form (``METHOD_FORMS``): every knob of its config but the model; returns its config's keyword
+    arguments. Call inside a form; ``key_prefix`` is the page's (one per method: their defaults differ)."""
+    cls, form, (title, more) = METHOD_FORMS[method]
     fields = {}
-    for heading, columns in PPO_FORM:
+    for heading, columns in form:
         st.markdown(f"**{heading}**")
         for column, knobs in zip(st.columns(len(columns)), columns):
             with column:
                 for name, label in knobs:
-                    fields[name] = _ppo_knob(name, label, key_prefix)
-    title, knobs = PPO_FORM_MORE
+                    fields[name] = _policy_knob(cls, name, label, key_prefix)
     with st.popover(title):
-        for name, label in knobs:
-            fields[name] = _ppo_knob(name, label, key_prefix)
+        for name, label in more:
+            fields[name] = _policy_knob(cls, name, label, key_prefix)
     return fields
 
 
-def _ppo_knob(name: str, label: str, key_prefix: str):
-    if name in PPO_CHOICES:
-        return choice_knob(PPOConfig, name, PPO_CHOICES[name], key_prefix, label=label)
+def _policy_knob(cls: type, name: str, label: str, key_prefix: str):
+    if name in KNOB_CHOICES:
+        return choice_knob(cls, name, KNOB_CHOICES[name], key_prefix, label=label)
     if name == "missing_eos_penalty":  # None (off) or a number: a checkbox and the number
         used = st.checkbox("penalise answers with no EOS", key=f"{key_prefix}.use_eos_penalty",
                            help="Subtract a fixed amount from the score of answers cut at the cap")
         penalty = st.number_input(label, key=f"{key_prefix}.eos_penalty",
                                   **first_value(f"{key_prefix}.eos_penalty", EOS_PENALTY_DEFAULT))
         return penalty if used else None
-    return knob(PPOConfig, name, key_prefix, label=label)
+    return knob(cls, name, key_prefix, label=label)
 
 
 def fill_ppo_knobs(key_prefix: str, config: PPOConfig) -> None:
-    """Set every ``ppo_knobs`` widget to a config's value (a preset); call from a button's on_click."""
-    values = {name: getattr(config, name) for name, _ in ppo_form_fields() if name != "missing_eos_penalty"}
+    """Set every PPO ``policy_knobs`` widget to a config's value (a preset); call from a button's on_click."""
+    values = {name: getattr(config, name) for name, _ in form_fields("ppo") if name != "missing_eos_penalty"}
     values["use_eos_penalty"] = config.missing_eos_penalty is not None
     if config.missing_eos_penalty is not None:
         values["eos_penalty"] = float(config.missing_eos_penalty)
@@ -331,8 +386,12 @@ def token_view(samples: list[dict], key: str) -> None:
     with_tokens = [s for s in samples if s.get("tokens")]
     if not with_tokens:
         return
-    st.markdown("**Token view**: where in an answer the policy left the reference (KL), what the value "
-                "head expected (value) and which tokens PPO pushes up or down (advantage).")
+    if "advantage" in with_tokens[-1]:  # a group method: one advantage per answer
+        st.markdown("**Token view**: where in an answer the policy left the reference (KL). The answer's "
+                    "advantage, against the other answers to its prompt, pushes all its tokens up or down alike.")
+    else:
+        st.markdown("**Token view**: where in an answer the policy left the reference (KL), what the value "
+                    "head expected (value) and which tokens PPO pushes up or down (advantage).")
     steps = sorted({s["step"] for s in with_tokens})
     col_step, col_sample = st.columns([1, 3])
     step = col_step.selectbox("step", steps[::-1], key=f"{key}.step")

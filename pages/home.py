@@ -49,9 +49,9 @@ with col_rm:
         st.caption(f"{STATE_ICONS.get(run.status()['state'], '')} {md(run.id)} — {run.status()['state']}")
     st.page_link("pages/reward_model.py", label="Train and evaluate", icon=":material/military_tech:")
 with col_ppo:
-    st.subheader("3. PPO")
-    ppo_runs = ws.runs_of("ppo")
-    st.metric("PPO runs", len(ppo_runs))
+    st.subheader("3. PPO (or GRPO, RLOO)")
+    ppo_runs = [r for kind in ("ppo", "grpo", "rloo") for r in ws.runs_of(kind)]
+    st.metric("policy runs", len(ppo_runs))
     for run in ppo_runs[:3]:
         status = run.status()
         st.caption(f"{STATE_ICONS.get(status['state'], '')} {md(run.id)} — {status['state']}, "

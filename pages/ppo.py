@@ -1,4 +1,5 @@
-"""PPO: every knob with its meaning and literature default; Start, Stop, Resume; live plots and samples."""
+"""Policy training, by PPO, GRPO or RLOO: every knob with its meaning and literature default; Start, Stop, Resume;
+live plots (TRL's metric names for each method), samples and held-out probes."""
 
 import pandas as pd
 import streamlit as st
@@ -11,7 +12,7 @@ from dashboard.widgets import (
     health_alarms,
     live_header,
     md,
-    ppo_knobs,
+    policy_knobs,
     queue_notice,
     run_picker,
     show_flash,
@@ -19,45 +20,63 @@ from dashboard.widgets import (
     submit_job,
     token_view,
 )
-from rlhf_engine.config import PPOConfig
-from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_ppo_job
+from rlhf_engine.config import METHOD_CONFIGS
+from rlhf_engine.jobs import POLICY_KINDS, REWARD_KIND, prepare_policy_job
 from rlhf_engine.runfolder import new_run_name, safe_name
 from rlhf_engine.sweep import is_clear, probe_summary
 
 require_app_shell()
 
-K = "ppo"
 SHOWN_PROBES = 3  # probe prompts shown side by side (all of them count in the summary)
+METHOD_NAMES = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO"}
+# What each method does, in one breath (the words above its form).
+METHOD_TEXT = {
+    "ppo": "The policy (base + LoRA) writes answers, the reward model scores them, and PPO raises the "
+           "probability of well-scored answers, token by token, against a learnt value baseline. Each token also "
+           "pays β·KL to the frozen reference, so the policy cannot drift far from the base model to please the "
+           "reward model (Ziegler et al. 2019).",
+    "grpo": "GRPO samples a group of answers to each prompt and judges each against its group: advantage = (score − "
+            "group mean) / group std, no value model. The KL to the frozen reference is β·k3 per token in the loss "
+            "(Shao et al. 2024). Dr. GRPO drops the std division and the per-answer length mean (Liu et al. 2025).",
+    "rloo": "RLOO samples k answers to each prompt; each answer's baseline is the mean reward of the other k − 1, "
+            "and REINFORCE raises answers above it. The KL to the frozen reference is taken off each answer's "
+            "reward, β·KL, as PPO does (Ahmadian et al. 2024).",
+}
 ws = workspace()
-st.title("PPO")
+st.title("Policy training: PPO, GRPO, RLOO")
 show_flash()
-st.caption("The policy (base + LoRA) writes answers, the reward model scores them, and PPO raises the "
-           "probability of well-scored answers. Each token also pays β·KL to the frozen reference, "
-           "so the policy cannot drift far from the base model to please the reward model.")
 
 reward_models = [r for r in ws.runs_of(REWARD_KIND) if r.status().get("state") == "completed"]
-with st.expander("Start a new run", expanded=not ws.runs_of(PPO_KIND)):
+policy_runs = [r for kind in POLICY_KINDS for r in ws.runs_of(kind)]
+policy_runs.sort(key=lambda r: r.status().get("created_at", ""), reverse=True)
+with st.expander("Start a new run", expanded=not policy_runs):
+    method = st.segmented_control("Method", list(METHOD_NAMES), format_func=METHOD_NAMES.get, default="ppo",
+                                  key="policy.method", help="Each method has its own knobs and literature defaults; "
+                                  "all share the rollout, the reward model, the reference and the plots of KL.")
+    method = method or "ppo"
+    st.caption(METHOD_TEXT[method])
     if not reward_models:
         st.info("Train a reward model first (Reward model page).")
-    st.session_state.setdefault("ppo.name", new_run_name("ppo"))
-    with st.form("ppo-form"):
+    st.session_state.setdefault(f"{method}.name", new_run_name(method))
+    with st.form(f"{method}-form"):
         col_name, col_rm = st.columns(2)
-        name = col_name.text_input("Run name", key="ppo.name")
-        rm_id = col_rm.selectbox("Reward model", [r.id for r in reward_models])
-        fields = ppo_knobs(K)
+        name = col_name.text_input("Run name", key=f"{method}.name")
+        rm_id = col_rm.selectbox("Reward model", [r.id for r in reward_models], key=f"{method}.reward")
+        fields = policy_knobs(method, method)
         base = ws.model_config()
         st.caption(f"Policy base: `{base.source}` ({base.quant}); change it on the Model page.")
         start = st.form_submit_button("Start", type="primary", disabled=not reward_models)
     if start and not started_already(name):
-        with engine_errors("Starting PPO"):
-            config = PPOConfig(model=ws.model_config(), **fields)
-            job = prepare_ppo_job(ws.runs / safe_name(name), config, ws.runs / rm_id)
-            submit_job(job, "ppo.pick", "ppo.name")
+        with engine_errors(f"Starting {METHOD_NAMES[method]}"):
+            config = METHOD_CONFIGS[method](model=ws.model_config(), **fields)
+            job = prepare_policy_job(ws.runs / safe_name(name), config, ws.runs / rm_id)
+            submit_job(job, "ppo.pick", f"{method}.name")
 queue_notice()
 
-run = run_picker(ws.runs_of(PPO_KIND), "PPO run", "ppo.pick")
+kinds = {r.id: r.config().get("kind", "ppo") for r in policy_runs}
+run = run_picker(policy_runs, "Run", "ppo.pick", describe=lambda i: f"{i} ({METHOD_NAMES.get(kinds[i], kinds[i])})")
 if run is None:
-    st.info("No PPO run yet.")
+    st.info("No policy run yet.")
     st.stop()
 
 
@@ -68,10 +87,17 @@ def show_phase(status: dict) -> None:
 
 
 status = live_header(run, "ppo", show_phase)
+kind = run.config().get("kind", "ppo")
 config = run.config().get("config", {})
-st.caption(f"β {config.get('kl_coef')} ({'adaptive' if config.get('adaptive_kl') else 'fixed'}) · "
-           f"KL estimator {config.get('kl_estimator')} · batch {config.get('batch_size')} · "
-           f"{config.get('response_length')} tokens · T {config.get('temperature')}")
+if kind == "ppo":
+    settings = (f"PPO · β {config.get('kl_coef')} ({'adaptive' if config.get('adaptive_kl') else 'fixed'}) · "
+                f"KL estimator {config.get('kl_estimator')} · batch {config.get('batch_size')}")
+else:
+    variant = "Dr. GRPO" if config.get("loss_type") == "dr_grpo" else METHOD_NAMES.get(kind, kind)
+    where = f" in the {config.get('kl_in')}" if kind == "grpo" else " in the reward"
+    settings = (f"{variant} · β {config.get('kl_coef')}{where} · {config.get('batch_size')} answers per step, "
+                f"{config.get('group_size')} per prompt")
+st.caption(f"{settings} · {config.get('response_length')} tokens · T {config.get('temperature')}")
 rows = run.metrics()
 pending = status.get("rollout") if status.get("state") == "running" else None
 if pending and rows and pending["step"] <= rows[-1]["step"]:
@@ -79,8 +105,9 @@ if pending and rows and pending["step"] <= rows[-1]["step"]:
 st.caption(f"{len(rows)} steps plotted" + (f" + step {pending['step']}'s rollout (hollow marker, update running)"
                                           if pending else ""))
 health_alarms(rows, config, status)
-panels = plots.ppo_panels(has_gold=run.config().get("gold", False), has_kl_estimators=plots.logs_kl_estimators(rows))
-figures, _ = metric_figures(run, panels, PPO_KIND, pending)
+panels = plots.policy_panels(kind, config, has_gold=run.config().get("gold", False),
+                             has_kl_estimators=plots.logs_kl_estimators(rows))
+figures, _ = metric_figures(run, panels, kind, pending)
 for start in range(0, len(figures), 3):
     for col, (title, _), figure in zip(st.columns(3), panels[start:start + 3], figures[start:start + 3]):
         col.plotly_chart(figure, key=f"ppo.{title}")
@@ -88,12 +115,15 @@ for start in range(0, len(figures), 3):
 st.subheader("Samples")
 samples = run.samples()
 if samples:
-    columns = ["step", "prompt", "response", "score", "kl"] + (["gold"] if "gold" in samples[-1] else [])
+    columns = (["step", "prompt", "response", "score", "kl"] + (["gold"] if "gold" in samples[-1] else [])
+               + (["advantage"] if "advantage" in samples[-1] else []))
     frame = pd.DataFrame(samples[::-1])[columns]
     st.dataframe(frame, hide_index=True, height=260,
                  column_config={"score": st.column_config.NumberColumn("RM score", format="%.3f"),
                                 "kl": st.column_config.NumberColumn("KL (nats)", format="%.3f"),
-                                "gold": st.column_config.NumberColumn("gold score", format="%.3f")})
+                                "gold": st.column_config.NumberColumn("gold score", format="%.3f"),
+                                "advantage": st.column_config.NumberColumn(
+                                    "advantage", format="%+.3f", help="against the other answers to its prompt")})
     token_view(samples, "ppo.tokens")
 else:
     st.caption("The first samples appear after the first step.")
@@ -136,4 +166,4 @@ else:
         col_pol.text(policy.get(prompt, "—"))
 
 st.subheader("Share")
-report_button(run.path, "ppo")
+report_button(run.path, kind)

@@ -10,7 +10,7 @@ from dashboard.widgets import (
     fill_knobs,
     fill_ppo_knobs,
     first_value,
-    ppo_knobs,
+    policy_knobs,
     queue_notice,
     show_flash,
     started_already,
@@ -78,7 +78,7 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
                               **first_value(f"{K}.batched", True))
         st.markdown("**Settings every run shares** (β here is the adaptive run's start, and every run's β "
                     "when another setting is varied)")
-        fields = ppo_knobs(K)
+        fields = policy_knobs(K)
         base = ws.model_config()
         st.caption(f"Policy base: `{base.source}` ({base.quant}); change it on the Model page.")
         start = st.form_submit_button("Queue the sweep", type="primary", disabled=not reward_models)

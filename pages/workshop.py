@@ -9,7 +9,7 @@ from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import engine_errors, md, queue_notice, show_flash, status_line, submit_job
 from rlhf_engine import figures, workshop
 from rlhf_engine.data import read_pairs
-from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_ppo_job, prepare_reward_job
+from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_policy_job, prepare_reward_job
 from rlhf_engine.models import describe_model
 from rlhf_engine.runfolder import ACTIVE_STATES, list_runs, new_run_name
 from rlhf_engine.sweep import is_clear, list_sweeps, overoptimisation_sentence, prepare_sweep, probe_summary
@@ -169,7 +169,7 @@ st.markdown(f"Run the policy with no KL penalty (β = 0) for {long.steps} steps 
 if st.button(f"Run {long.steps} steps at β = 0", key=f"{K}.overopt",
              disabled=done_rm is None or not sweep_done or overopt is not None):
     with engine_errors("Starting the run"):
-        job = prepare_ppo_job(ws.runs / new_run_name(OVEROPT_PREFIX), long, done_rm.path)
+        job = prepare_policy_job(ws.runs / new_run_name(OVEROPT_PREFIX), long, done_rm.path)
         submit_job(job, f"{K}.overopt.pick", f"{K}.overopt.name")
 if overopt is not None:
     st.markdown(status_line(overopt))

@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 
 from .sweep import gold_peak
 
-STEP_AXIS = {"ppo": "PPO step", "reward_model": "optimiser step"}
+STEP_AXIS = {"ppo": "PPO step", "grpo": "GRPO step", "rloo": "RLOO step", "reward_model": "optimiser step"}
 
 # metric name -> short axis label with its unit (the panel titles and README say more)
 METRIC_LABELS = {
@@ -44,8 +44,20 @@ METRIC_LABELS = {
     "eval/accuracy": "held-out accuracy (share)",
     "margin": "margin (raw score units)",
     "eval/margin": "held-out margin (raw units)",
+    # the group methods' metrics, under TRL's names (GRPOTrainer, RLOOTrainer)
+    "reward": "RM score (normalised)",
+    "reward_std": "score std within a group (score units)",
+    "frac_reward_zero_std": "share of groups scored all alike",
+    "entropy": "entropy (nats / token)",
+    "completions/mean_length": "answer length (tokens)",
+    "completions/clipped_ratio": "share cut at the length cap",
+    "clip_ratio/region_mean": "clipped share of tokens",
+    "kl": "k3 in the loss (nats / token)",
 }
-SHARE_METRICS = {"policy/clipfrac", "val/clipfrac", "accuracy", "eval/accuracy", "eos_fraction"}
+# The few names that mean another thing in another kind of run (a reward model's "loss" is its BT loss).
+KIND_LABELS = {"grpo": {"loss": "GRPO loss"}, "rloo": {"loss": "REINFORCE loss (score units · nats)"}}
+SHARE_METRICS = {"policy/clipfrac", "val/clipfrac", "accuracy", "eval/accuracy", "eos_fraction",
+                 "frac_reward_zero_std", "completions/clipped_ratio", "clip_ratio/region_mean"}
 
 # the PPO page's live panels: (title, metrics drawn on one set of axes)
 PPO_PANELS = (
@@ -62,10 +74,40 @@ GOLD_PANEL = ("Gold score (the true reward)", ("gold/score",))
 KL_ESTIMATORS_PANEL = ("KL estimators k1, k2, k3 (nats / response)", ("kl/k1", "kl/k2", "kl/k3"))
 
 
+# the group methods' panels (GRPO, RLOO), with TRL's metric names; the KL panel is every method's
+GROUP_PANELS = (
+    ("Reward: the RM score (score units)", ("reward",)),
+    PPO_PANELS[1],
+    ("Score spread within a group (score units)", ("reward_std",)),
+    ("Groups that teach nothing (all scored alike)", ("frac_reward_zero_std",)),
+    ("Entropy (nats / token)", ("entropy",)),
+    ("Answer length (tokens)", ("completions/mean_length",)),
+    ("Loss", ("loss",)),
+    PPO_PANELS[-1],
+)
+CLIP_PANEL = ("Clipped ratio (share of tokens)", ("clip_ratio/region_mean",))  # GRPO with more than one epoch
+
+
 def ppo_panels(has_gold: bool, has_kl_estimators: bool = False) -> tuple:
     """The PPO panels; with the gold panel second when the run logs the gold score, and the KL estimators'
     panel after the KL's when it logs them (runs from before 2026-12-03 do not)."""
-    panels = (PPO_PANELS[0], GOLD_PANEL) + PPO_PANELS[1:] if has_gold else PPO_PANELS
+    return _with_gold_and_estimators(PPO_PANELS, has_gold, has_kl_estimators)
+
+
+def policy_panels(kind: str, config: dict, has_gold: bool, has_kl_estimators: bool = False) -> tuple:
+    """The live panels of a policy run of any method (its kind): PPO's, or the group methods' (with GRPO's
+    clipped share when it takes more than one pass over a rollout: with one, nothing is ever clipped)."""
+    if kind == "ppo":
+        return ppo_panels(has_gold, has_kl_estimators)
+    panels = GROUP_PANELS
+    if kind == "grpo" and config.get("epochs", 1) > 1:
+        panels = panels[:-1] + (CLIP_PANEL,) + panels[-1:]
+    return _with_gold_and_estimators(panels, has_gold, has_kl_estimators)
+
+
+def _with_gold_and_estimators(panels: tuple, has_gold: bool, has_kl_estimators: bool) -> tuple:
+    if has_gold:
+        panels = panels[:1] + (GOLD_PANEL,) + panels[1:]
     if has_kl_estimators:
         at = panels.index(PPO_PANELS[1]) + 1
         panels = panels[:at] + (KL_ESTIMATORS_PANEL,) + panels[at:]
@@ -83,8 +125,9 @@ RM_PANELS = (
 )
 
 
-def label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
+def label(metric: str, kind: str = "") -> str:
+    """A metric's axis label with its unit (in a run of ``kind``, where a name means another thing there)."""
+    return KIND_LABELS.get(kind, {}).get(metric) or METRIC_LABELS.get(metric, metric)
 
 
 def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 300) -> go.Figure:
@@ -112,7 +155,7 @@ def metric_figure(rows: Sequence[dict], metrics: Sequence[str], title: str, kind
             fig.add_trace(go.Scatter(x=[pending["step"]], y=[pending[metric]], mode="markers",
                                      marker=dict(symbol="circle-open", size=10),
                                      name=f"{metric}, step {pending['step']} (update running)"))
-    fig = _layout(fig, title, STEP_AXIS.get(kind, "step"), label(metrics[0]) if len(metrics) == 1 else "")
+    fig = _layout(fig, title, STEP_AXIS.get(kind, "step"), label(metrics[0], kind) if len(metrics) == 1 else "")
     last_step = max((r["step"] for r in rows), default=0)
     fig.update_xaxes(tickformat="d", dtick=1 if last_step <= 10 else None)  # whole steps only
     if set(metrics) <= SHARE_METRICS:
@@ -133,7 +176,7 @@ def overlay_figure(series: dict[str, Sequence[dict]], metric: str, kind: str = "
         seen[colour] = seen.get(colour, 0) + 1
         fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
                                  name=plain(run_id), line=dict(color=colour, dash=dash)))
-    return _layout(fig, label(metric), STEP_AXIS.get(kind, "step"), label(metric), height=420)
+    return _layout(fig, label(metric, kind), STEP_AXIS.get(kind, "step"), label(metric, kind), height=420)
 
 
 def margin_histogram(margins: Sequence[float]) -> go.Figure:
@@ -341,24 +384,31 @@ TOKEN_ROWS = (("token_kl", "KL (nats)"), ("token_value", "value (score units)"),
 
 
 def token_heatmap(sample: dict) -> go.Figure:
-    """One logged sample, token by token: KL to the reference, the value estimate and the advantage.
+    """One logged sample, token by token: KL to the reference and, for PPO, the value estimate and the
+    advantage (a group method's sample has one advantage for the whole answer: it is in the title).
 
     Blue is negative, red positive, white zero; each row has its own scale.
     """
     tokens = sample.get("tokens") or []
     positions = list(range(len(tokens)))
     ticks = [plain(t.replace("\n", "⏎")) or "∅" for t in tokens]
-    fig = make_subplots(rows=len(TOKEN_ROWS), cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=[title for _, title in TOKEN_ROWS])
-    for row, (key, title) in enumerate(TOKEN_ROWS, start=1):
+    rows = [(key, title) for key, title in TOKEN_ROWS if key == "token_kl" or key in sample]
+    fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=[title for _, title in rows])
+    for row, (key, title) in enumerate(rows, start=1):
         values = sample.get(key) or [0.0] * len(tokens)
         scale = max((abs(v) for v in values), default=1.0) or 1.0
         fig.add_trace(go.Heatmap(z=[values], x=positions, y=[title], zmin=-scale, zmax=scale, colorscale="RdBu_r",
                                  text=[ticks], texttemplate="%{text}", textfont={"size": 10},
-                                 colorbar=dict(len=0.28, y=1 - (row - 0.5) / len(TOKEN_ROWS), thickness=10),
+                                 colorbar=dict(len=0.84 / len(rows), y=1 - (row - 0.5) / len(rows), thickness=10),
                                  hovertemplate="token %{x}: %{text}<br>" + title + " %{z:.4f}<extra></extra>"),
                       row=row, col=1)
         fig.update_yaxes(showticklabels=False, row=row, col=1)
-    fig.update_xaxes(title_text="response token (position)", row=len(TOKEN_ROWS), col=1)
-    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_xaxes(title_text="response token (position)", row=len(rows), col=1)
+    title = None
+    if "advantage" in sample:  # a group method: one reward and advantage per answer
+        title = (f"reward {sample.get('reward', 0.0):+.3f} · advantage {sample['advantage']:+.3f} (against its "
+                 "group; the same on every token)")
+    fig.update_layout(height=120 + 80 * len(rows), margin={"l": 10, "r": 10, "t": 60 if title else 40, "b": 10},
+                      title=title)
     return fig

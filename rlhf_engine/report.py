@@ -74,8 +74,9 @@ def _run_body(run: RunFolder) -> list[str]:
     if status.get("error"):
         parts.append(f"<div class=\"alarm error\">Error: {_e(status['error'])}</div>")
     parts += _alarms(rows, config, status)
-    if saved.get("kind") == "ppo":
-        panels = figures.ppo_panels(saved.get("gold", False), figures.logs_kl_estimators(rows))
+    if saved.get("kind") in ("ppo", "grpo", "rloo"):
+        panels = figures.policy_panels(saved["kind"], config, saved.get("gold", False),
+                                       figures.logs_kl_estimators(rows))
     elif saved.get("kind") == "reward_model":
         panels = figures.RM_PANELS
     else:

@@ -100,7 +100,7 @@ def test_home_shows_the_loop_and_where_the_project_stands(workspace):
     at = open_page()
     assert at.title[0].value == "RLHF Workbench"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["pairs stored"] == "3" and metrics["PPO runs"] == "1"
+    assert metrics["pairs stored"] == "3" and metrics["policy runs"] == "1"
     assert "ppo-old — running, step 4/10" in plain(texts(at))
     links = {link.proto.page for link in at.get("page_link")}
     assert {"model", "preferences", "reward_model", "ppo", "runs"} <= links
@@ -319,6 +319,33 @@ def test_a_tiny_ppo_run_started_from_the_page_produces_metric_points(trained_wor
     assert "policy at step 3" in texts(at)
 
 
+def test_a_grpo_run_started_from_the_page_draws_trls_metrics_and_each_answers_advantage(trained_workspace,
+                                                                                       monkeypatch, jobs_in_threads):
+    monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
+    at = open_page("pages/ppo.py")
+    at.segmented_control(key="policy.method").set_value("grpo").run()
+    assert at.number_input(key="grpo.kl_coef").value == 0.04  # GRPO's own default (DeepSeekMath), not PPO's
+    assert "Default: 'loss'" in at.selectbox(key="grpo.kl_in").help
+    at.text_input(key="grpo.name").set_value("grpo-page")
+    for key, value in (("steps", 2), ("batch_size", 4), ("group_size", 2), ("response_length", 4),
+                       ("probe_every", 0)):
+        at.number_input(key=f"grpo.{key}").set_value(value)
+    next(b for b in at.button if b.label == "Start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run = RunFolder(trained_workspace / "runs" / "grpo-page")
+    wait_for(lambda: run.status()["state"] in ("completed", "failed"))
+    assert run.status()["state"] == "completed", run.status()
+    at.selectbox(key="ppo.pick").set_value("grpo-page").run()
+    assert not at.exception
+    assert "2 steps plotted" in texts(at) and "GRPO · β 0.04 in the loss" in texts(at)
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert titles[:3] == ["Reward: the RM score (score units)", "Gold score (the true reward)", "KL to the reference"]
+    assert "Groups that teach nothing (all scored alike)" in titles and "Value loss" not in titles
+    assert "advantage" in at.dataframe[0].value.columns
+    heatmap = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert len(heatmap["data"]) == 1 and "advantage" in heatmap["layout"]["title"]["text"]  # KL row, no value row
+
+
 def test_runs_page_compares_runs(trained_workspace, monkeypatch):
     monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
     for beta, name in ((0.05, "ppo-a"), (0.5, "ppo-b")):
@@ -331,7 +358,7 @@ def test_runs_page_compares_runs(trained_workspace, monkeypatch):
     at = open_page("pages/runs.py")
     table = at.dataframe[0].value
     assert {"ppo-a", "ppo-b", "rm-tiny"} <= set(table["run"])
-    at.radio(key="runs.kind").set_value("ppo").run()
+    at.radio(key="runs.kind").set_value("policy").run()
     assert {"ppo-a", "ppo-b"} <= set(at.multiselect(key="runs.sel").value)
     charts = at.get("plotly_chart")
     assert len(charts) == 2  # the overlay and the reward-vs-KL chart

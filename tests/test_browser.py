@@ -76,7 +76,8 @@ def test_the_loop_by_clicking_in_chromium(workspace, tmp_path):
         expect(page.get_by_role("heading", name="Runs")).to_be_visible()
         links = page.locator(NAV_LINK)
         nav = [links.nth(i).inner_text().split("\n")[-1] for i in range(links.count())]
-        assert nav == ["Home", "Workshop", "Model", "Preferences", "Reward model", "PPO", "KL sweep", "Runs"]
+        assert nav == ["Home", "Workshop", "Model", "Preferences", "Reward model", "Policy training", "KL sweep",
+                       "Runs"]
 
         # Home: the loop and the pages
         open_page(page, url)
