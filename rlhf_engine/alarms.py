@@ -1,4 +1,4 @@
-"""Plain-language health alarms over a PPO run's metric stream.
+"""Plain-language health alarms over a policy run's metric stream (PPO, GRPO, RLOO).
 
 ``check(metrics, config, status)`` reads the per-step metric rows a run has logged so far and returns the
 alarms that hold at the end of the stream, each as an ``Alarm`` with a message (what is happening, with the
@@ -16,9 +16,13 @@ The alarms:
   gold score falls: the policy exploits the reward model's mistakes (over-optimisation, Gao et al. 2022).
 - ``entropy_collapse``: entropy per token has fallen to a small fraction of its starting value: the policy
   answers almost deterministically (mode collapse).
-- ``clipfrac_high``: a large share of tokens hit the PPO clip: each update moves the policy too far.
+- ``clipfrac_high``: a large share of tokens hit the PPO (or GRPO) clip: each update moves the policy too far.
 - ``value_loss_diverging``: the value loss keeps growing and is far above its best value.
 - ``length_cap``: almost no response ends with EOS, so nearly all of them are cut off at the length cap.
+- ``zero_std_groups``: (GRPO, RLOO) in most groups every answer scored the same, so their advantages are all
+  zero and those prompts teach nothing (TRL's ``frac_reward_zero_std``).
+- ``length_drift``: the answer length has moved steadily up (or down) by a large share over the last steps:
+  the policy may have found that length pays (a length bias of the reward model, or of the loss).
 
 Every alarm looks at the end of the stream only (a short window of the last steps), so an alarm that no longer
 holds disappears on the next check; ``new_alarms`` helps log each alarm once per run.
@@ -34,13 +38,13 @@ from typing import Any, Mapping, Sequence
 
 ALARM_CODES = (
     "nan", "kl_negative", "kl_runaway", "reward_hacking", "entropy_collapse", "clipfrac_high",
-    "value_loss_diverging", "length_cap",
+    "value_loss_diverging", "length_cap", "zero_std_groups", "length_drift",
 )
 
 # The metric keys whose values are checked for NaN / infinity.
 TRACKED_KEYS = (
     "objective/kl", "objective/scores", "gold/score", "objective/entropy", "response_length", "eos_fraction",
-    "policy/clipfrac", "loss/value",
+    "policy/clipfrac", "loss/value", "loss",
 )
 
 # Number of most recent steps whose mean KL is compared with KL_NEGATIVE_BELOW.
@@ -86,6 +90,19 @@ LENGTH_CAP_EOS = 0.05
 DEFAULT_KL_ESTIMATOR = "k1"
 DEFAULT_RESPONSE_LENGTH = 32
 DEFAULT_KL_TARGET = 6.0
+
+# A recent mean share of groups whose answers all scored alike above this counts as most groups teaching nothing.
+ZERO_STD_HIGH = 0.5
+
+# Number of most recent steps over which the answer length's trend is fitted (after a running mean of
+# HACK_SMOOTH steps: one batch's mean length is noisy)...
+LENGTH_WINDOW = 8
+# ...the fitted change over the window must be at least this share of the length at its start...
+LENGTH_DRIFT_SHARE = 0.3
+# ...and at least this many tokens...
+LENGTH_DRIFT_MIN_TOKENS = 3.0
+# ...and this share of the smoothed step-to-step changes must go the same way (steady, not one jump).
+LENGTH_DRIFT_STEADY = 0.75
 
 
 @dataclass(frozen=True)
@@ -280,8 +297,10 @@ def _check_entropy_collapse(rows) -> Alarm | None:
 
 
 def _check_clipfrac_high(rows) -> Alarm | None:
-    """Mean policy/clipfrac of the last EDGE_WINDOW steps above CLIPFRAC_HIGH."""
-    recent = _recent_mean(rows, "policy/clipfrac", EDGE_WINDOW)
+    """Mean clip fraction (PPO's policy/clipfrac, GRPO's clip_ratio/region_mean) of the last EDGE_WINDOW steps
+    above CLIPFRAC_HIGH."""
+    recent = _recent_mean(rows, "policy/clipfrac", EDGE_WINDOW) or _recent_mean(rows, "clip_ratio/region_mean",
+                                                                               EDGE_WINDOW)
     if recent is None or recent[1] <= CLIPFRAC_HIGH:
         return None
     step, mean = recent
@@ -337,6 +356,54 @@ def _check_length_cap(rows, config) -> Alarm | None:
     )
 
 
+def _check_zero_std_groups(rows, config) -> Alarm | None:
+    """Mean frac_reward_zero_std of the last EDGE_WINDOW steps above ZERO_STD_HIGH."""
+    recent = _recent_mean(rows, "frac_reward_zero_std", EDGE_WINDOW)
+    if recent is None or recent[1] <= ZERO_STD_HIGH:
+        return None
+    step, mean = recent
+    group = _number(_setting(config, "group_size", None))
+    answers = f"all {int(group)} answers" if group is not None and math.isfinite(group) else "all the answers"
+    return Alarm(
+        "zero_std_groups", step, "warning",
+        f"In {mean:.0%} of the prompts of the last {EDGE_WINDOW} steps (up to step {step}), {answers} scored the "
+        "same: their advantages are all zero, so those prompts teach the policy nothing.",
+        "Make the answers to a prompt differ: raise group_size or the temperature; or use harder prompts or a "
+        "reward model whose scores tell the answers apart.",
+    )
+
+
+def _check_length_drift(rows) -> Alarm | None:
+    """The answer length moving steadily over the last LENGTH_WINDOW (smoothed) steps by at least
+    LENGTH_DRIFT_SHARE of its value at the window's start and LENGTH_DRIFT_MIN_TOKENS."""
+    lengths = _series(rows, "response_length")
+    if len(lengths) < LENGTH_WINDOW + HACK_SMOOTH - 1:
+        return None
+    values = [v for _, (v,) in lengths]
+    smooth = [_mean(values[i - HACK_SMOOTH + 1:i + 1]) for i in range(HACK_SMOOTH - 1, len(values))][-LENGTH_WINDOW:]
+    change = _slope(smooth) * (LENGTH_WINDOW - 1)
+    start, end = smooth[0], smooth[-1]
+    if abs(change) < max(LENGTH_DRIFT_MIN_TOKENS, LENGTH_DRIFT_SHARE * start):
+        return None
+    steps = [b - a for a, b in zip(smooth, smooth[1:])]
+    if sum((d > 0) == (change > 0) for d in steps if d) < LENGTH_DRIFT_STEADY * len(steps):
+        return None
+    step = lengths[-1][0]
+    if change > 0:
+        message = (f"Answers grew steadily from {start:.1f} to {end:.1f} tokens over the last {LENGTH_WINDOW} steps "
+                   f"(up to step {step}): the policy may have learnt that length pays.")
+        suggestion = ("Check whether the reward model prefers longer answers (score against length); with GRPO "
+                      "try loss_type=dr_grpo (no per-answer length mean); a larger β holds the policy nearer the "
+                      "reference.")
+    else:
+        message = (f"Answers shrank steadily from {start:.1f} to {end:.1f} tokens over the last {LENGTH_WINDOW} "
+                   f"steps (up to step {step}): the policy may have learnt that ending early pays.")
+        suggestion = ("Check whether the reward model prefers short answers; with GRPO's per-answer mean, short "
+                      "wrong answers are punished more per token than long ones: try loss_type=dr_grpo; a larger β "
+                      "holds the policy nearer the reference.")
+    return Alarm("length_drift", step, "warning", message, suggestion)
+
+
 def check(metrics: Sequence[dict], config: Mapping | None = None, status: Mapping | None = None) -> list[Alarm]:
     """Alarms holding at the end of the metric stream (each code at most once), errors first, then ALARM_CODES order."""
     rows = _rows(metrics)
@@ -349,6 +416,8 @@ def check(metrics: Sequence[dict], config: Mapping | None = None, status: Mappin
         _check_clipfrac_high(rows),
         _check_value_loss(rows),
         _check_length_cap(rows, config),
+        _check_zero_std_groups(rows, config),
+        _check_length_drift(rows),
     ]
     alarms = [alarm for alarm in found if alarm is not None]
     return sorted(alarms, key=lambda a: (a.severity != "error", ALARM_CODES.index(a.code)))

@@ -215,6 +215,32 @@ def test_length_cap():
     assert "already" in penalised.suggestion and "-1" in penalised.suggestion
 
 
+def test_groups_that_all_scored_alike():
+    rows = [{**row, "frac_reward_zero_std": 0.25} for row in healthy()]
+    assert check(rows) == []
+    rows = with_values(rows, "frac_reward_zero_std", [0.5, 0.75, 0.75])
+    alarm = only(check(rows, {"group_size": 4}), "zero_std_groups")
+    assert "67%" in alarm.message and "all 4 answers" in alarm.message and f"step {STEPS}" in alarm.message
+    assert "group_size" in alarm.suggestion and "temperature" in alarm.suggestion
+
+
+def test_length_drifting_steadily_up_or_down_but_not_noise_or_one_jump():
+    steps = 12
+    growing = with_values(healthy(steps), "response_length", [12.0 + 1.5 * i + (0.8 if i % 2 else -0.8)
+                                                              for i in range(steps)])
+    alarm = only(check(growing), "length_drift")
+    assert "grew steadily" in alarm.message and f"step {steps}" in alarm.message
+    assert "dr_grpo" in alarm.suggestion
+    shrinking = with_values(healthy(steps), "response_length", [30.0 - 1.5 * i for i in range(steps)])
+    assert "shrank steadily" in only(check(shrinking), "length_drift").message
+    noisy = with_values(healthy(steps), "response_length", [20.0 + (4.0 if i % 2 else -4.0) for i in range(steps)])
+    assert check(noisy) == []
+    small = with_values(healthy(steps), "response_length", [30.0 + 0.2 * i for i in range(steps)])
+    assert check(small) == []  # 2 tokens on 30: a drift of under 30 %
+    jump = with_values(healthy(steps), "response_length", [12.0] * 8 + [30.0] * 4)
+    assert check(jump) == []  # one jump, not a steady trend
+
+
 @pytest.mark.parametrize("metrics", [
     [],
     [{}],
