@@ -14,6 +14,7 @@ from rlhf_engine.config import (
     KL_PLACES,
     LR_SCHEDULES,
     VALUE_MODELS,
+    DPOConfig,
     GRPOConfig,
     PPOConfig,
     RLOOConfig,
@@ -307,11 +308,34 @@ RLOO_FORM = (
     )),
 )
 GROUP_FORM_MORE = ("More: implementation details, seed", COMMON_MORE)
+DPO_FORM = (
+    ("Objective", (
+        (("kl_coef", "β (KL coefficient of the objective)"),),
+    )),
+    ("Training on pairs", (
+        (("steps", "steps"),),
+        (("batch_size", "batch (pairs per step)"),),
+        (("learning_rate", "learning rate"), ("lr_schedule", "lr schedule")),
+        (("max_length", "max tokens (prompt + answer)"),),
+    )),
+    ("Held-out probe answers (where DPO's KL and scores are measured)", (
+        (("probe_every", "probe answers every (steps)"),),
+        (("probe_prompts", "held-out probe prompts"),),
+        (("response_length", "answer length (tokens)"),),
+        (("temperature", "temperature"),),
+    )),
+)
+DPO_FORM_MORE = ("More: implementation details, seed", (
+    ("kl_estimator", "KL estimator (of the probes' KL)"), ("normalize_reward", "normalise RM scores"),
+    ("reference_probe_samples", "reference answers per probe prompt"), ("max_grad_norm", "gradient clip"),
+    ("checkpoint_every", "checkpoint every (steps)"), ("seed", "seed"),
+))
 # method -> (its config class, its form, its popover)
 METHOD_FORMS = {
     "ppo": (PPOConfig, PPO_FORM, PPO_FORM_MORE),
     "grpo": (GRPOConfig, GRPO_FORM, GROUP_FORM_MORE),
     "rloo": (RLOOConfig, RLOO_FORM, GROUP_FORM_MORE),
+    "dpo": (DPOConfig, DPO_FORM, DPO_FORM_MORE),
 }
 KNOB_CHOICES = {"kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES, "value_model": VALUE_MODELS,
                 "loss_type": GRPO_LOSS_TYPES, "kl_in": KL_PLACES}

@@ -1,5 +1,8 @@
-"""Policy training, by PPO, GRPO or RLOO: every knob with its meaning and literature default; Start, Stop, Resume;
+"""Policy training, by PPO, GRPO, RLOO or DPO: every knob with its meaning and literature default; Start, Stop, Resume;
 live plots (TRL's metric names for each method), samples and held-out probes."""
+
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -28,7 +31,8 @@ from rlhf_engine.sweep import is_clear, probe_summary
 require_app_shell()
 
 SHOWN_PROBES = 3  # probe prompts shown side by side (all of them count in the summary)
-METHOD_NAMES = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO"}
+METHOD_NAMES = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO", "dpo": "DPO"}
+RM_PAIRS, STORE_PAIRS = "the reward model's pairs", "the pair store"  # what a DPO run can learn from
 # What each method does, in one breath (the words above its form).
 METHOD_TEXT = {
     "ppo": "The policy (base + LoRA) writes answers, the reward model scores them, and PPO raises the "
@@ -41,9 +45,13 @@ METHOD_TEXT = {
     "rloo": "RLOO samples k answers to each prompt; each answer's baseline is the mean reward of the other k − 1, "
             "and REINFORCE raises answers above it. The KL to the frozen reference is taken off each answer's "
             "reward, β·KL, as PPO does (Ahmadian et al. 2024).",
+    "dpo": "DPO learns from the preference pairs directly, offline: no sampling, no reward model in training. Its "
+           "loss −log σ(β[(log π − log π_ref)(chosen) − (log π − log π_ref)(rejected)]) solves the same "
+           "reward-minus-β·KL objective (Rafailov et al. 2023). To compare it with the others, the policy answers "
+           "held-out prompts every few steps: the reward model scores them and their KL is measured.",
 }
 ws = workspace()
-st.title("Policy training: PPO, GRPO, RLOO")
+st.title("Policy training: PPO, GRPO, RLOO, DPO")
 show_flash()
 
 reward_models = [r for r in ws.runs_of(REWARD_KIND) if r.status().get("state") == "completed"]
@@ -63,13 +71,23 @@ with st.expander("Start a new run", expanded=not policy_runs):
         name = col_name.text_input("Run name", key=f"{method}.name")
         rm_id = col_rm.selectbox("Reward model", [r.id for r in reward_models], key=f"{method}.reward")
         fields = policy_knobs(method, method)
+        pairs_from = RM_PAIRS
+        if method == "dpo":
+            pairs_from = st.radio("Pairs to learn from", (RM_PAIRS, STORE_PAIRS), horizontal=True, key="dpo.pairs",
+                                  help="The reward model's pairs (the default) let DPO and the RL methods learn "
+                                       f"from the same preferences; the pair store holds {ws.store().count()} now.")
         base = ws.model_config()
         st.caption(f"Policy base: `{base.source}` ({base.quant}); change it on the Model page.")
         start = st.form_submit_button("Start", type="primary", disabled=not reward_models)
     if start and not started_already(name):
         with engine_errors(f"Starting {METHOD_NAMES[method]}"):
             config = METHOD_CONFIGS[method](model=ws.model_config(), **fields)
-            job = prepare_policy_job(ws.runs / safe_name(name), config, ws.runs / rm_id)
+            with tempfile.TemporaryDirectory() as tmp:
+                pairs = None
+                if pairs_from == STORE_PAIRS:  # the run keeps its own copy of them
+                    pairs = Path(tmp) / "pairs.jsonl"
+                    ws.store().export(pairs)
+                job = prepare_policy_job(ws.runs / safe_name(name), config, ws.runs / rm_id, pairs_path=pairs)
             submit_job(job, "ppo.pick", f"{method}.name")
 queue_notice()
 
@@ -89,7 +107,10 @@ def show_phase(status: dict) -> None:
 status = live_header(run, "ppo", show_phase)
 kind = run.config().get("kind", "ppo")
 config = run.config().get("config", {})
-if kind == "ppo":
+if kind == "dpo":
+    settings = (f"DPO · β {config.get('kl_coef')} · {config.get('batch_size')} pairs per step from "
+                f"{Path(run.config().get('pairs', '?')).name}")
+elif kind == "ppo":
     settings = (f"PPO · β {config.get('kl_coef')} ({'adaptive' if config.get('adaptive_kl') else 'fixed'}) · "
                 f"KL estimator {config.get('kl_estimator')} · batch {config.get('batch_size')}")
 else:
@@ -114,7 +135,14 @@ for start in range(0, len(figures), 3):
 
 st.subheader("Samples")
 samples = run.samples()
-if samples:
+if samples and kind == "dpo":
+    st.caption("The pairs of each step, with the margin of their implicit rewards β·(log π/π_ref of the chosen − "
+               "of the rejected): positive when the policy already prefers the chosen answer more than the "
+               "reference does. DPO's own answers are the held-out probes below.")
+    frame = pd.DataFrame(samples[::-1])[["step", "prompt", "chosen", "rejected", "margin"]]
+    st.dataframe(frame, hide_index=True, height=260,
+                 column_config={"margin": st.column_config.NumberColumn("implicit margin", format="%+.3f")})
+elif samples:
     columns = (["step", "prompt", "response", "score", "kl"] + (["gold"] if "gold" in samples[-1] else [])
                + (["advantage"] if "advantage" in samples[-1] else []))
     frame = pd.DataFrame(samples[::-1])[columns]

@@ -1,4 +1,4 @@
-"""CLI: ``python -m rlhf_engine {validate-data,make-demo-pairs,train-rm,ppo,grpo,rloo,sweep,resume,sample,report,...}``.
+"""CLI: ``python -m rlhf_engine {validate-data,train-rm,ppo,grpo,rloo,dpo,sweep,resume,sample,report,runs,...}``.
 
 Every user error (bad file, bad flag value, missing run) prints one line on stderr and exits 2.
 """
@@ -17,7 +17,7 @@ from .sweep import DEFAULT_BETAS, SWEEPABLE
 
 EXIT_USER_ERROR = 2
 # What runs under `accelerate launch` (rlhf_engine/distributed.py).
-DATA_PARALLEL_COMMANDS = ("ppo", "grpo", "rloo", "resume")
+DATA_PARALLEL_COMMANDS = ("ppo", "grpo", "rloo", "dpo", "resume")
 
 
 class UserError(Exception):
@@ -159,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder to create")
     _add_policy_knobs(p, "RLOOConfig", "kl_estimator=k3")
     _add_group_knobs(p)
+
+    p = sub.add_parser("dpo", help="DPO on preference pairs (offline); its answers to held-out prompts are scored "
+                                   "by the reward model to place it beside the other methods")
+    p.add_argument("--reward", type=Path, required=True,
+                   help="reward-model folder: scores the probe answers; its pairs are the default --data")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    p.add_argument("--data", type=Path, help="preference pairs file or datasets folder (default: the pairs the "
+                                             "reward model learnt from)")
+    _add_policy_knobs(p, "DPOConfig", "max_length=512")
 
     p = sub.add_parser("sweep",
                        help="queue PPO runs that differ only in beta (or one other setting) and run them in turn")
@@ -371,11 +380,20 @@ def _rloo(args) -> int:
     return _train_policy(args, _policy_config(args, RLOOConfig))
 
 
-def _train_policy(args, config) -> int:
+def _dpo(args) -> int:
+    from .config import DPOConfig
+
+    if args.data is not None and not args.data.exists():
+        raise UserError(f"{args.data}: file not found")
+    return _train_policy(args, _policy_config(args, DPOConfig), pairs=args.data)
+
+
+def _train_policy(args, config, pairs: Path | None = None) -> int:
     """Start a policy run of ``config``'s method (its flags were checked before torch is imported) and follow it."""
     from .jobs import prepare_policy_job
 
-    return _follow(_prepared_by_main(lambda: prepare_policy_job(args.out, config, args.reward, args.prompts)).start())
+    return _follow(_prepared_by_main(
+        lambda: prepare_policy_job(args.out, config, args.reward, args.prompts, pairs)).start())
 
 
 def _prepared_by_main(prepare):
@@ -477,6 +495,7 @@ FOLLOWED_METRICS = {
     "ppo": ("objective/scores", "objective/kl", "beta", "time/step_s"),
     "grpo": ("objective/scores", "objective/kl", "frac_reward_zero_std", "time/step_s"),
     "rloo": ("objective/scores", "objective/kl", "frac_reward_zero_std", "time/step_s"),
+    "dpo": ("loss", "rewards/accuracies", "rewards/margins", "time/step_s"),
     "reward_model": ("loss", "accuracy", "eval/accuracy"),
 }
 
@@ -697,6 +716,7 @@ COMMANDS = {
     "ppo": _ppo,
     "grpo": _grpo,
     "rloo": _rloo,
+    "dpo": _dpo,
     "sweep": _sweep,
     "resume": _resume,
     "sample": _sample,

@@ -201,7 +201,27 @@ class RLOOConfig(GroupConfig):
     METHOD: ClassVar[str] = "rloo"
 
 
-METHOD_CONFIGS: dict[str, type[PolicyConfig]] = {cls.METHOD: cls for cls in (PPOConfig, GRPOConfig, RLOOConfig)}
+@dataclass
+class DPOConfig(PolicyConfig):
+    """DPO (Rafailov et al. 2023): the sigmoid preference loss on pairs, offline; the policy is sampled only to
+    answer the held-out probe prompts (its KL, RM and gold scores there put it on the reward-vs-KL chart)."""
+
+    kl_coef: float = 0.1  # beta, the KL coefficient of the objective DPO solves (Rafailov et al. 0.1; TRL 0.1)
+    batch_size: int = 8  # preference pairs per optimiser step
+    learning_rate: float = 5e-5  # AdamW rate for the adapter (LoRA; TRL's 1e-6 is for full fine-tuning)
+    max_length: int = 256  # tokens of prompt + answer; longer pairs lose the start of the prompt
+    probe_every: int = 10  # answer the held-out probe prompts every N steps: DPO's only samples (0 = never)
+
+    METHOD: ClassVar[str] = "dpo"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive("max_length", self.max_length)
+
+
+METHOD_CONFIGS: dict[str, type[PolicyConfig]] = {
+    cls.METHOD: cls for cls in (PPOConfig, GRPOConfig, RLOOConfig, DPOConfig)}
+ON_POLICY_METHODS = ("ppo", "grpo", "rloo")  # the methods that sample their own training answers
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -238,7 +258,7 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value}")
 
 
-Config = TypeVar("Config", ModelConfig, RewardConfig, PolicyConfig, PPOConfig, GRPOConfig, RLOOConfig)
+Config = TypeVar("Config", ModelConfig, RewardConfig, PolicyConfig, PPOConfig, GRPOConfig, RLOOConfig, DPOConfig)
 
 
 def to_dict(config: Any) -> dict:

@@ -12,7 +12,8 @@ from plotly.subplots import make_subplots
 
 from .sweep import gold_peak
 
-STEP_AXIS = {"ppo": "PPO step", "grpo": "GRPO step", "rloo": "RLOO step", "reward_model": "optimiser step"}
+STEP_AXIS = {"ppo": "PPO step", "grpo": "GRPO step", "rloo": "RLOO step", "dpo": "DPO step",
+             "reward_model": "optimiser step"}
 
 # metric name -> short axis label with its unit (the panel titles and README say more)
 METRIC_LABELS = {
@@ -53,11 +54,19 @@ METRIC_LABELS = {
     "completions/clipped_ratio": "share cut at the length cap",
     "clip_ratio/region_mean": "clipped share of tokens",
     "kl": "k3 in the loss (nats / token)",
+    # DPO's, under TRL's names (DPOTrainer): implicit rewards are β·(log π − log π_ref) of an answer
+    "rewards/chosen": "β·log π/π_ref, chosen (score units)",
+    "rewards/rejected": "β·log π/π_ref, rejected (score units)",
+    "rewards/margins": "chosen − rejected implicit reward",
+    "rewards/accuracies": "share of pairs ranked right",
+    "logps/chosen": "log π(chosen) (nats / answer)",
+    "logps/rejected": "log π(rejected) (nats / answer)",
 }
 # The few names that mean another thing in another kind of run (a reward model's "loss" is its BT loss).
-KIND_LABELS = {"grpo": {"loss": "GRPO loss"}, "rloo": {"loss": "REINFORCE loss (score units · nats)"}}
+KIND_LABELS = {"grpo": {"loss": "GRPO loss"}, "rloo": {"loss": "REINFORCE loss (score units · nats)"},
+               "dpo": {"loss": "DPO loss (nats / pair)"}}
 SHARE_METRICS = {"policy/clipfrac", "val/clipfrac", "accuracy", "eval/accuracy", "eos_fraction",
-                 "frac_reward_zero_std", "completions/clipped_ratio", "clip_ratio/region_mean"}
+                 "frac_reward_zero_std", "completions/clipped_ratio", "clip_ratio/region_mean", "rewards/accuracies"}
 
 # the PPO page's live panels: (title, metrics drawn on one set of axes)
 PPO_PANELS = (
@@ -86,6 +95,15 @@ GROUP_PANELS = (
     PPO_PANELS[-1],
 )
 CLIP_PANEL = ("Clipped ratio (share of tokens)", ("clip_ratio/region_mean",))  # GRPO with more than one epoch
+# DPO's panels (TRL's names); its KL, RM and gold scores are measured on the held-out probes, drawn below them
+DPO_PANELS = (
+    ("Implicit rewards of the chosen and rejected answers", ("rewards/chosen", "rewards/rejected")),
+    ("Pairs ranked right by the implicit reward", ("rewards/accuracies",)),
+    ("Implicit reward margin", ("rewards/margins",)),
+    ("Log-probability of the answers", ("logps/chosen", "logps/rejected")),
+    ("Loss", ("loss",)),
+    ("Step time (s)", ("time/step_s",)),
+)
 
 
 def ppo_panels(has_gold: bool, has_kl_estimators: bool = False) -> tuple:
@@ -99,6 +117,8 @@ def policy_panels(kind: str, config: dict, has_gold: bool, has_kl_estimators: bo
     clipped share when it takes more than one pass over a rollout: with one, nothing is ever clipped)."""
     if kind == "ppo":
         return ppo_panels(has_gold, has_kl_estimators)
+    if kind == "dpo":
+        return DPO_PANELS
     panels = GROUP_PANELS
     if kind == "grpo" and config.get("epochs", 1) > 1:
         panels = panels[:-1] + (CLIP_PANEL,) + panels[-1:]

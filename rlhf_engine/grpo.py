@@ -72,7 +72,8 @@ class GRPOTrainer(GroupTrainer):
     def settings(self) -> str:
         cfg = self.config
         return (f"{'Dr. GRPO' if cfg.loss_type == 'dr_grpo' else 'GRPO'}: beta={cfg.kl_coef:g} (KL in the "
-                f"{cfg.kl_in}), {cfg.group_size} answers per prompt, {cfg.epochs} epoch(s)")
+                f"{cfg.kl_in}), {cfg.group_size} answers per prompt, {cfg.epochs} epoch(s), "
+                f"{len(self.prompts)} prompts")
 
     def advantages(self, scored: ScoredRollout) -> GroupBatch:
         cfg = self.config

@@ -32,7 +32,8 @@ from .models import load_model_and_tokenizer, policy_name
 from .runfolder import ReplicaRunFolder, RunFolder, atomic_write_text, checkpoint_step
 
 REWARD_KIND, PPO_KIND, DEMO_PAIRS_KIND, BEST_OF_N_KIND = "reward_model", "ppo", "demo_pairs", "best_of_n"
-POLICY_KINDS = tuple(METHOD_CONFIGS)  # runs that train a policy on-policy, one kind per method: ppo, grpo, rloo
+POLICY_KINDS = tuple(METHOD_CONFIGS)  # runs that train a policy, one kind per method: ppo, grpo, rloo, dpo
+DPO_PAIRS_FILE = "pairs.jsonl"  # a DPO run's own copy of the pairs it learns from
 PPO_NORM_SAMPLES = 64  # policy samples for score normalisation when the RM was normalised on another policy
 
 
@@ -244,7 +245,11 @@ def _reward_body(job: Job) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def trainer_class(kind: str):
-    """The trainer of a policy run's method (its kind: "ppo", "grpo" or "rloo")."""
+    """The trainer of a policy run's method (its kind: "ppo", "grpo", "rloo" or "dpo")."""
+    if kind == "dpo":
+        from .dpo import DPOTrainer
+
+        return DPOTrainer
     if kind == "grpo":
         from .grpo import GRPOTrainer
 
@@ -258,31 +263,43 @@ def trainer_class(kind: str):
     return PPOTrainer
 
 
-def prepare_policy_job(run_dir: Path, config: PolicyConfig, reward_dir: Path,
-                       prompts_path: Path | None = None) -> Job:
-    """Check the reward model and prompts and create the run folder (state queued); not started. The run's
-    kind is its method's (``config.METHOD``: a PPOConfig makes a PPO run, a GRPOConfig a GRPO run, ...).
+def prepare_policy_job(run_dir: Path, config: PolicyConfig, reward_dir: Path, prompts_path: Path | None = None,
+                       pairs_path: Path | None = None) -> Job:
+    """Check the reward model, prompts (and DPO's pairs) and create the run folder (state queued); not started.
+    The run's kind is its method's (``config.METHOD``: a PPOConfig makes a PPO run, a DPOConfig a DPO run, ...).
 
     The probe prompts (answered by the reference and, every ``probe_every`` steps, by the policy, with the
     same sampling seed) are the first ``probe_prompts`` held-out demo prompts, or the first prompts of a
-    user's prompt file.
+    user's prompt file. DPO learns from ``pairs_path`` (default: the pairs the reward model learnt from),
+    copied into the run folder; the reward model scores its probe answers, as every method's.
     """
     reward_dir = _trained_reward_dir(reward_dir)
     prompts, held_out = _prompts(prompts_path)
+    pairs = None
+    if config.METHOD == "dpo":
+        pairs_path = Path(pairs_path) if pairs_path else reward_dir / "pairs.jsonl"
+        pairs = read_pairs(pairs_path)  # a bad file raises here, naming its row, before any folder is made
+    elif pairs_path is not None:
+        raise ValueError(f"{config.METHOD} samples its own answers: preference pairs are for DPO (and the reward "
+                         "model)")
     probes = held_out[:config.probe_prompts]
     run = RunFolder(run_dir)
-    run.create(config.METHOD, {"config": to_dict(config), "reward": str(reward_dir.resolve()),
-                          "prompts": str(prompts_path) if prompts_path else "demo",
-                          "gold": uses_gold_score(config, reward_dir)}, config.steps)
+    record = {"config": to_dict(config), "reward": str(reward_dir.resolve()),
+              "prompts": str(prompts_path) if prompts_path else "demo", "gold": uses_gold_score(config, reward_dir)}
+    if pairs is not None:
+        record["pairs"] = str(pairs_path)
+    run.create(config.METHOD, record, config.steps)
+    if pairs is not None:
+        write_pairs(pairs, run.path / DPO_PAIRS_FILE)
     atomic_write_text(run.path / "prompts.json", json.dumps([_jsonable(p) for p in prompts]) + "\n")
     atomic_write_text(run.path / "probe_prompts.json", json.dumps([_jsonable(p) for p in probes]) + "\n")
     return Job(run, _policy_body)
 
 
 def start_policy_job(run_dir: Path, config: PolicyConfig, reward_dir: Path, prompts_path: Path | None = None,
-                     background: bool = True) -> Job:
+                     background: bool = True, pairs_path: Path | None = None) -> Job:
     """Check the reward model and prompts, create the run folder and start training."""
-    return _launch(prepare_policy_job(run_dir, config, reward_dir, prompts_path), background)
+    return _launch(prepare_policy_job(run_dir, config, reward_dir, prompts_path, pairs_path), background)
 
 
 def _trained_reward_dir(reward_dir: Path) -> Path:
@@ -398,7 +415,7 @@ class PolicyRun:
             run.log(f"resumed from {self.latest.name}")
         else:
             run.truncate_to_step(0)
-        run.log(f"{trainer.settings()}, {len(trainer.prompts)} prompts")
+        run.log(trainer.settings())
         if trainer.world_size > 1:
             run.log(f"data parallel over {trainer.world_size} processes, "
                     f"{config.batch_size // trainer.world_size} answers each per step")
@@ -472,7 +489,8 @@ class PolicyRun:
 
 def _policy_body(job: Job) -> str:
     saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(job.run)
-    trainer = trainer_class(saved["kind"])(config, reward_model, prompts, gold_scorer=gold_scorer)
+    data = read_pairs(job.run.path / DPO_PAIRS_FILE) if saved["kind"] == "dpo" else prompts  # DPO: pairs
+    trainer = trainer_class(saved["kind"])(config, reward_model, data, gold_scorer=gold_scorer)
     _normalise_rewards(job.run, saved, config, reward_model, trainer, prompts)
     loop = PolicyRun(job.run, saved, config, trainer)
     while not loop.done:

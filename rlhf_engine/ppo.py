@@ -264,7 +264,7 @@ class PPOTrainer(PolicyTrainer):
     def settings(self) -> str:
         cfg = self.config
         return (f"PPO: beta={self.beta:g} ({'adaptive' if cfg.adaptive_kl else 'fixed'}), KL estimator "
-                f"{cfg.kl_estimator}, value model {cfg.value_model}")
+                f"{cfg.kl_estimator}, value model {cfg.value_model}, {len(self.prompts)} prompts")
 
     def policy_pass(self, ids, mask, length: int):
         return self.model.policy_logits_and_values(ids, mask, length, self.config.temperature)

@@ -44,7 +44,8 @@ class RLOOTrainer(GroupTrainer):
 
     def settings(self) -> str:
         cfg = self.config
-        return f"RLOO: beta={cfg.kl_coef:g}, KL estimator {cfg.kl_estimator}, {cfg.group_size} answers per prompt"
+        return (f"RLOO: beta={cfg.kl_coef:g}, KL estimator {cfg.kl_estimator}, {cfg.group_size} answers per "
+                f"prompt, {len(self.prompts)} prompts")
 
     def advantages(self, scored: ScoredRollout) -> GroupBatch:
         kl = scored.kl(self.config.kl_estimator)

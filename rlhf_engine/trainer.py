@@ -202,7 +202,7 @@ class PolicyTrainer:
     def settings(self) -> str:
         """The run's method and main settings, one line for its log."""
         cfg = self.config
-        return f"{self.method_name}: beta={self.beta:g}, KL estimator {cfg.kl_estimator}"
+        return f"{self.method_name}: beta={self.beta:g}, KL estimator {cfg.kl_estimator}, {len(self.prompts)} prompts"
 
     def advantages(self, scored: ScoredRollout):
         raise NotImplementedError

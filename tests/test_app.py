@@ -346,6 +346,30 @@ def test_a_grpo_run_started_from_the_page_draws_trls_metrics_and_each_answers_ad
     assert len(heatmap["data"]) == 1 and "advantage" in heatmap["layout"]["title"]["text"]  # KL row, no value row
 
 
+def test_a_dpo_run_started_from_the_page_draws_its_implicit_rewards_and_probe_kl(trained_workspace, monkeypatch,
+                                                                                jobs_in_threads):
+    monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
+    at = open_page("pages/ppo.py")
+    at.segmented_control(key="policy.method").set_value("dpo").run()
+    assert at.number_input(key="dpo.kl_coef").value == 0.1  # the DPO paper's β
+    at.text_input(key="dpo.name").set_value("dpo-page")
+    for key, value in (("steps", 2), ("batch_size", 2), ("response_length", 4), ("probe_every", 2),
+                       ("probe_prompts", 2)):
+        at.number_input(key=f"dpo.{key}").set_value(value)
+    next(b for b in at.button if b.label == "Start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run = RunFolder(trained_workspace / "runs" / "dpo-page")
+    wait_for(lambda: run.status()["state"] in ("completed", "failed"))
+    assert run.status()["state"] == "completed", run.status()
+    at.selectbox(key="ppo.pick").set_value("dpo-page").run()
+    assert not at.exception
+    assert "DPO · β 0.1 · 2 pairs per step from pairs.jsonl" in texts(at)
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert titles[0] == "Implicit rewards of the chosen and rejected answers"
+    assert list(at.dataframe[0].value.columns) == ["step", "prompt", "chosen", "rejected", "margin"]
+    assert "KL" in texts(at) and "at step 2" in texts(at)  # the held-out probes measure its KL
+
+
 def test_runs_page_compares_runs(trained_workspace, monkeypatch):
     monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
     for beta, name in ((0.05, "ppo-a"), (0.5, "ppo-b")):

@@ -131,3 +131,30 @@ def test_grpo_and_rloo_from_the_command_line_log_trls_metric_names_and_refuse_ba
     with pytest.raises(SystemExit) as exit_info:  # a PPO-only flag is refused by the parser
         main(["grpo", "--out", str(tmp_path / "bad"), *common, "--kl-target", "3"])
     assert exit_info.value.code == 2
+
+
+def test_dpo_raises_the_chosen_answers_over_the_rejected_and_probes_its_kl_from_the_command_line(
+        tmp_path, tiny_model_dir, reward_dir, capsys):
+    out = tmp_path / "dpo"
+    assert main(["dpo", "--reward", str(reward_dir), "--out", str(out), "--model", tiny_model_dir, "--quant", "none",
+                 "--steps", "6", "--batch-size", "4", "--lr", "3e-3", "--response-length", "4",
+                 "--set", "probe_every=3", "--set", "probe_prompts=3", "--set", "lr_schedule=constant"]) == 0
+    run = RunFolder(out)
+    assert run.config()["kind"] == "dpo" and run.config()["pairs"] == str(reward_dir / "pairs.jsonl")
+    rows = run.metrics()
+    assert [m["step"] for m in rows] == list(range(1, 7))
+    assert {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+            "logps/rejected", "beta", "grad_norm"} <= set(rows[-1])
+    assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)  # the policy starts as the reference
+    assert rows[-1]["rewards/margins"] > 0.05 and rows[-1]["loss"] < rows[0]["loss"]  # it learnt the preference
+    probes = run.probes()
+    assert {p["policy"] for p in probes} == {"reference", "policy"} and {p["step"] for p in probes} == {0, 3, 6}
+    assert any(p["kl"] != 0 for p in probes if p["policy"] == "policy")  # its KL to the reference, on held-out prompts
+    assert (out / "policy" / "adapter_model.safetensors").is_file() and (out / "pairs.jsonl").is_file()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "a"}\n')
+    capsys.readouterr()
+    assert main(["dpo", "--reward", str(reward_dir), "--out", str(tmp_path / "dpo-bad"), "--data", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "bad.jsonl" in err and "row 2" in err
+    assert not (tmp_path / "dpo-bad").exists()
