@@ -1,5 +1,6 @@
-"""KL sweep: one action queues PPO runs that differ only in β (or one implementation detail), plus an
-optional adaptive-β run and the best-of-n baseline; then the frontier and gold vs proxy, live."""
+"""KL sweep: one action queues PPO runs that differ only in β (or one implementation detail), or runs of
+several methods (PPO, GRPO, RLOO, DPO) at their βs, plus an optional adaptive-β run and the best-of-n baseline;
+then the frontier and gold vs proxy, live."""
 
 import streamlit as st
 
@@ -19,16 +20,26 @@ from rlhf_engine import workshop
 from rlhf_engine.config import PPOConfig
 from rlhf_engine.jobs import REWARD_KIND
 from rlhf_engine.runfolder import new_run_name, safe_name
-from rlhf_engine.sweep import SWEEPABLE, list_sweeps, parse_values, prepare_sweep
+from rlhf_engine.sweep import (
+    METHOD_FIELD,
+    SWEEPABLE,
+    list_sweeps,
+    method_config,
+    parse_method_betas,
+    parse_values,
+    plan_methods,
+    prepare_sweep,
+)
 
 require_app_shell()
 
 K = "sweep"
 VALUE_HINTS = {"kl_coef": "0, 0.01, 0.05, 0.2", "normalize_reward": "on, off", "whiten_advantages": "on, off",
-               "missing_eos_penalty": "none, 1.0", "kl_estimator": "k1, k3"}
+               "missing_eos_penalty": "none, 1.0", "kl_estimator": "k1, k3",
+               METHOD_FIELD: "ppo=0.05, grpo=0.04, rloo=0.05, dpo=0.1"}
 VARY_LABELS = {"kl_coef": "β (KL coefficient)", "normalize_reward": "reward normalisation",
                "whiten_advantages": "advantage whitening", "missing_eos_penalty": "missing-EOS penalty",
-               "kl_estimator": "KL estimator (k1 / k3)"}
+               "kl_estimator": "KL estimator (k1 / k3)", METHOD_FIELD: "method (PPO, GRPO, RLOO, DPO)"}
 
 
 def use_workshop_preset() -> None:
@@ -54,7 +65,13 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
     st.button("Fill in the workshop preset", key=f"{K}.preset", on_click=use_workshop_preset,
               help="The Workshop page's sweep, sized to this machine: short runs at a high constant learning rate, "
                    "held-out probes every few steps and a best-of-n baseline (benchmarks/RESULTS.md).")
-    vary = st.radio("Vary", SWEEPABLE, format_func=VARY_LABELS.get, horizontal=True, key=f"{K}.vary")
+    vary = st.radio("Vary", (*SWEEPABLE, METHOD_FIELD), format_func=VARY_LABELS.get, horizontal=True,
+                    key=f"{K}.vary")
+    if vary == METHOD_FIELD:
+        st.caption("Each `method=β` is one run (repeat a method for several βs). The runs share the reward model, "
+                   "the prompts, the answer budget per step, answer length, temperature, probes and seed below; each "
+                   "method keeps its own literature defaults for the rest (PPO's are the form's). DPO learns from "
+                   "the reward model's pairs and is placed on the chart by its held-out probe answers.")
     st.session_state.setdefault(f"{K}.name", new_run_name("sweep"))
     with st.form("sweep-form"):
         col_name, col_rm = st.columns(2)
@@ -64,7 +81,7 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
         values_key = f"{K}.values.{vary}"
         values_text = col_values.text_input(f"Values of {VARY_LABELS[vary]} (comma-separated)", key=values_key,
                                             **first_value(values_key, VALUE_HINTS[vary]))
-        adaptive = col_adaptive.checkbox("add an adaptive-β run", key=f"{K}.adaptive",
+        adaptive = col_adaptive.checkbox("add an adaptive-β run", key=f"{K}.adaptive", disabled=vary == METHOD_FIELD,
                                          help="Starts at the β below and adapts it towards the KL target "
                                               "(Ziegler et al. 2019)",
                                          **first_value(f"{K}.adaptive", vary == "kl_coef"))
@@ -84,11 +101,17 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
         start = st.form_submit_button("Queue the sweep", type="primary", disabled=not reward_models)
     if start and not started_already(name):
         with engine_errors("Starting the sweep"):
-            values = parse_values(vary, values_text)
             config = PPOConfig(model=base, **fields)
+            methods = None
+            if vary == METHOD_FIELD:
+                betas = parse_method_betas(values_text)
+                configs = {m: config if m == "ppo" else method_config(config, m) for m in betas}
+                methods, values, adaptive = plan_methods(configs, betas), None, False
+            else:
+                values = parse_values(vary, values_text)
             sweep_dir = ws.runs / safe_name(name, "sweep name")
             jobs = prepare_sweep(sweep_dir, config, ws.runs / rm_id, vary, values, adaptive, int(best_of_n),
-                                 batched=batched)
+                                 batched=batched, methods=methods)
             st.session_state.pop(f"{K}.name", None)
             submit_sweep(sweep_dir.name, jobs, f"{K}.pick")
             st.rerun()

@@ -54,7 +54,7 @@ def sample_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence[Seq
 
 
 def step_side_by_side(trainers: Sequence[PolicyTrainer], on_rollout=None) -> list[tuple[dict, list[dict]]]:
-    """One PPO step of every trainer, their rollouts decoded as one batch; (metrics, samples) of each.
+    """One step of every trainer (PPO, GRPO, RLOO), their rollouts decoded as one batch; (metrics, samples) of each.
 
     ``on_rollout(i, metrics)`` gets run i's rollout metrics before its update, as ``PolicyTrainer.step``'s.
     ``time/generate_s`` of each run is the shared decoding's time.

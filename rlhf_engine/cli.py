@@ -181,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--values", help="comma-separated values of --vary, e.g. on,off or k1,k3 or none,1.0")
     p.add_argument("--adaptive", action="store_true",
                    help="add one run with adaptive beta (starts at --kl-coef, aims at --kl-target)")
+    p.add_argument("--methods", help="comma-separated methods to set side by side (ppo,grpo,rloo,dpo) instead of "
+                                     "one PPO setting: one reward model, one prompt set, one frontier")
+    p.add_argument("--betas", action="append", default=[], metavar="METHOD=B1,B2",
+                   help="with --methods: one method's betas, e.g. --betas ppo=0.02,0.1 --betas dpo=0.1 (repeatable; "
+                        "default: --kl-coefs, else the method's own default)")
     p.add_argument("--best-of-n", type=int, default=0, metavar="N",
                    help="also sample N reference answers per prompt: the best-of-n baseline for n = 1, 2, 4, ..., N")
     p.add_argument("--best-of-n-prompts", type=_positive_int, default=16, help="prompts for best-of-n (default 16)")
@@ -347,8 +352,11 @@ def _ppo_config(args, **fields):
     return _policy_config(args, PPOConfig, **fields)
 
 
-def _policy_config(args, config_class, **fields):
-    """The config of a policy-training command: its method's class, from the flags it was given."""
+def _policy_config(args, config_class, only_known: bool = False, **fields):
+    """The config of a policy-training command: its method's class, from the flags it was given. ``only_known``
+    (a sweep of several methods): the flags and --set fields a method does not have are left out for it."""
+    import dataclasses
+
     from .config import ModelConfig
 
     flags = _overrides(args, {
@@ -360,8 +368,13 @@ def _policy_config(args, config_class, **fields):
     })
     if args.prompts is not None and not args.prompts.exists():
         raise UserError(f"{args.prompts}: file not found")
+    assignments = args.set
+    if only_known:
+        known = {f.name for f in dataclasses.fields(config_class)}
+        flags = {k: v for k, v in flags.items() if k in known}
+        assignments = [item for item in args.set if item.partition("=")[0] in known]
     return config_class(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
-                        **{**fields, **flags, **_set_fields(config_class, args.set)})
+                        **{**fields, **flags, **_set_fields(config_class, assignments)})
 
 
 def _ppo(args) -> int:
@@ -420,7 +433,12 @@ def _sweep(args) -> int:
     """Prepare every run of the sweep (all queued), then run them one after another in this process."""
     from .sweep import parse_values, prepare_sweep
 
-    if args.vary == "kl_coef":
+    methods = _method_members(args) if args.methods else None
+    if methods is not None:
+        values = None
+    elif args.betas:
+        raise UserError("--betas gives each method's betas: use it with --methods")
+    elif args.vary == "kl_coef":
         if args.values is not None and args.kl_coefs is not None:
             raise UserError("give the betas with --kl-coefs or --values, not both")
         flag, given = ("--values", args.values) if args.values is not None else ("--kl-coefs", args.kl_coefs)
@@ -428,14 +446,17 @@ def _sweep(args) -> int:
         raise UserError(f"--vary {args.vary} needs --values (comma-separated)")
     else:
         flag, given = "--values", args.values
-    try:
-        values = parse_values(args.vary, given) if given is not None else list(DEFAULT_BETAS)
-    except ValueError as err:
-        raise UserError(f"{flag} {given!r}: {err}") from None
+    if methods is None:
+        try:
+            values = parse_values(args.vary, given) if given is not None else list(DEFAULT_BETAS)
+        except ValueError as err:
+            raise UserError(f"{flag} {given!r}: {err}") from None
     if args.best_of_n == 1 or args.best_of_n < 0:
         raise UserError(f"--best-of-n must be 0 (none) or at least 2, got {args.best_of_n}")
-    jobs = prepare_sweep(args.out, _ppo_config(args), args.reward, args.vary, values, args.adaptive,
-                         args.best_of_n, args.best_of_n_prompts, args.prompts, batched=not args.one_at_a_time)
+    base = _policy_config(args, _config_class("ppo"), only_known=methods is not None)
+    jobs = prepare_sweep(args.out, base, args.reward, args.vary, values, args.adaptive,
+                         args.best_of_n, args.best_of_n_prompts, args.prompts, batched=not args.one_at_a_time,
+                         methods=methods)
     if not args.one_at_a_time:
         from .sweep import Sweep
 
@@ -460,6 +481,51 @@ def _sweep(args) -> int:
         worst = max(worst, code)
     print(f"sweep done: python -m rlhf_engine report {args.out} writes its one-file HTML report")
     return worst
+
+
+def _config_class(method: str):
+    from .config import METHOD_CONFIGS
+
+    return METHOD_CONFIGS[method]
+
+
+def _method_members(args) -> list:
+    """The (label, config) members of ``sweep --methods``: each method's config from the flags, at the betas
+    --betas METHOD=... gives it, else --kl-coefs', else its own default."""
+    import dataclasses
+
+    from .config import METHOD_CONFIGS
+    from .sweep import parse_values, plan_methods
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHOD_CONFIGS]
+    if unknown or not methods or len(set(methods)) != len(methods):
+        raise UserError(f"--methods {args.methods!r}: give each of {', '.join(METHOD_CONFIGS)} at most once, "
+                        "comma-separated")
+    if args.vary != "kl_coef" or args.values is not None or args.adaptive:
+        raise UserError("--methods varies the method (and each method's beta): not with --vary, --values or "
+                        "--adaptive")
+    betas = {}
+    for item in args.betas:
+        method, sep, text = item.partition("=")
+        if not sep or method not in methods:
+            raise UserError(f"--betas {item!r}: expected METHOD=B1,B2 with METHOD one of --methods ({args.methods})")
+        try:
+            betas[method] = parse_values("kl_coef", text)
+        except ValueError as err:
+            raise UserError(f"--betas {item!r}: {err}") from None
+    if args.kl_coefs is not None:
+        try:
+            everyone = parse_values("kl_coef", args.kl_coefs)
+        except ValueError as err:
+            raise UserError(f"--kl-coefs {args.kl_coefs!r}: {err}") from None
+        betas = {method: betas.get(method, everyone) for method in methods}
+    known = set().union(*({f.name for f in dataclasses.fields(METHOD_CONFIGS[m])} for m in methods))
+    for item in args.set:
+        if item.partition("=")[0] not in known:
+            raise UserError(f"--set {item!r}: none of {', '.join(methods)} has that setting")
+    configs = {m: _policy_config(args, METHOD_CONFIGS[m], only_known=True) for m in methods}
+    return plan_methods(configs, betas)
 
 
 def _resume(args) -> int:

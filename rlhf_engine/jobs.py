@@ -509,10 +509,11 @@ SWEEP_KIND = "sweep"
 
 def _sweep_body(job: Job) -> str:
     """The runs of a sweep side by side in this process (``batched``): the best-of-n baseline first, then
-    every PPO run not completed yet, one step of each at a time on one base model, their rollouts and probe
-    answers decoded as one batch. Each member's run folder is written as if it ran alone."""
+    every run not completed yet, one step of each at a time on one base model, the rollouts of the methods
+    that sample (PPO, GRPO, RLOO) and every run's probe answers decoded as one batch (DPO steps on its pairs
+    alone). Each member's run folder is written as if it ran alone."""
     from .batched import probe_side_by_side, step_side_by_side
-    from .ppo import POLICY, PPOTrainer
+    from .rollout import POLICY
     from .sweep import Sweep
 
     if distributed.world_size() > 1:
@@ -533,8 +534,9 @@ def _sweep_body(job: Job) -> str:
             saved, config, prompts, rm, gold_scorer = _policy_run_inputs(run, reward_model)
             reward_model = rm
             base = None if first is None else (first.model.peft, first.tokenizer)
-            trainer = PPOTrainer(config, reward_model, prompts, gold_scorer=gold_scorer, base=base,
-                                 name=POLICY if first is None else f"{POLICY}{i}")
+            data = read_pairs(run.path / DPO_PAIRS_FILE) if saved["kind"] == "dpo" else prompts
+            trainer = trainer_class(saved["kind"])(config, reward_model, data, gold_scorer=gold_scorer, base=base,
+                                                   name=POLICY if first is None else f"{POLICY}{i}")
             first = first or trainer
             _normalise_rewards(run, saved, config, reward_model, trainer, prompts)
             loops.append(PolicyRun(run, saved, config, trainer))
@@ -566,10 +568,14 @@ def _sweep_body(job: Job) -> str:
                 return "stopped"
             for loop in going:
                 loop.begin_step()
-            results = step_side_by_side([loop.trainer for loop in going],
-                                        lambda i, rollout: going[i].on_rollout(rollout))
-            for loop, result in zip(going, results):
+            sampling = [loop for loop in going if loop.saved["kind"] != "dpo"]  # DPO learns from its pairs
+            results = step_side_by_side([loop.trainer for loop in sampling],
+                                        lambda i, rollout: sampling[i].on_rollout(rollout)) if sampling else []
+            for loop, result in zip(sampling, results):
                 loop.end_step(*result)
+            for loop in going:
+                if loop not in sampling:
+                    loop.end_step(*loop.trainer.step(loop.on_rollout))
             for column, reference in enumerate((True, False)):
                 due = [loop for loop in going if loop.probes_due()[column]]
                 for group in _same_probe_prompts(due):

@@ -1,4 +1,5 @@
-"""Sweeps: PPO runs that differ in one setting only (β by default), queued one after another.
+"""Sweeps: PPO runs that differ in one setting only (β by default), or runs of several methods (PPO, GRPO,
+RLOO, DPO, each at its βs) on one reward model and one prompt set: one reward-vs-KL frontier.
 
 A sweep folder ``<runs>/<name>/`` holds ``sweep.json`` (what varies, the members, in order); each
 member is an ordinary PPO run folder beside it, ``<runs>/<name>-<label>/``, so the Runs page, the CLI
@@ -81,6 +82,56 @@ def member_label(field: str, value) -> str:
     return f"{field}-{'none' if value is None else format(value, 'g') if isinstance(value, float) else value}"
 
 
+METHOD_FIELD = "method"  # what a sweep of several methods varies (``prepare_sweep(methods=...)``)
+
+
+def plan_methods(configs: dict, betas: dict) -> list[tuple[str, object]]:
+    """(label, config) of each member of a methods sweep: each method's config ({method: config}) at each of its
+    βs ({method: [β, ...]}; a method without βs runs at its config's own), labelled method-beta-β."""
+    members = []
+    for method, config in configs.items():
+        for beta in betas.get(method) or [config.kl_coef]:
+            members.append((f"{method}-beta-{beta:g}", dataclasses.replace(config, kl_coef=beta)))
+    return members
+
+
+# What the runs of a methods sweep built from one PPO config share with it (the dashboard's form): the answer
+# budget and length, sampling, scoring, probes and seed; each method keeps its own β, learning rate and knobs.
+SHARED_ACROSS_METHODS = ("steps", "batch_size", "response_length", "temperature", "normalize_reward",
+                         "missing_eos_penalty", "checkpoint_every", "samples_per_step", "probe_every",
+                         "probe_prompts", "reference_probe_samples", "gold_score", "seed", "trim_memory")
+
+
+def method_config(base: PPOConfig, method: str):
+    """``method``'s config with its own defaults, and what every member shares taken from ``base``."""
+    from .config import METHOD_CONFIGS
+
+    return METHOD_CONFIGS[method](model=base.model, **{name: getattr(base, name) for name in SHARED_ACROSS_METHODS})
+
+
+def parse_method_betas(text: str) -> dict[str, list[float]]:
+    """"ppo=0.02, ppo=0.1, grpo=0.04, dpo" -> {method: [β, ...]} (a method without "=β" runs at its default)."""
+    from .config import METHOD_CONFIGS
+
+    betas: dict[str, list[float]] = {}
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        method, sep, value = (part.strip() for part in item.partition("="))
+        if method not in METHOD_CONFIGS:
+            raise ValueError(f"{method!r} is not a method; give method=β items with a method among "
+                             f"{', '.join(METHOD_CONFIGS)}")
+        betas.setdefault(method, [])
+        if sep:
+            beta = _number("beta", value)
+            if beta < 0 or beta in betas[method]:
+                raise ValueError(f"{item!r}: β must be >= 0 and not repeat for a method")
+            betas[method].append(beta)
+    if not betas:
+        raise ValueError("no methods given")
+    return betas
+
+
 def plan(base: PPOConfig, field: str, values: list, adaptive: bool = False) -> list[tuple[str, PPOConfig]]:
     """(label, config) of each member: base with ``field`` set to each value; then the adaptive-β run.
 
@@ -94,8 +145,12 @@ def plan(base: PPOConfig, field: str, values: list, adaptive: bool = False) -> l
 
 def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str = "kl_coef",
                   values: list | None = None, adaptive: bool = False, best_of_n: int = 0,
-                  best_of_n_prompts: int = 16, prompts_path: Path | None = None, batched: bool = True) -> list:
+                  best_of_n_prompts: int = 16, prompts_path: Path | None = None, batched: bool = True,
+                  methods: list | None = None) -> list:
     """Create the sweep folder and its members' run folders (all queued); return the Jobs that run them.
+
+    ``methods`` (``plan_methods``'s (label, config) list) makes a sweep of several methods instead of one
+    setting of ``base``: ``field`` is then "method", and ``base`` (a PPOConfig) gives best-of-n its settings.
 
     ``batched`` (the default): one Job, the sweep's own, that trains every member side by side in one
     process (``rlhf_engine.batched``: one base model, one decoding batch; each run's metrics as alone).
@@ -108,7 +163,10 @@ def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str
     safe_name(sweep_dir.name, "sweep name")
     if (sweep_dir / SWEEP_FILE).exists():
         raise FileExistsError(f"{sweep_dir} already holds a sweep; choose another name")
-    members = plan(base, field, values if values is not None else list(DEFAULT_BETAS), adaptive)
+    if methods is not None:
+        field, values, members = METHOD_FIELD, [label for label, _ in methods], list(methods)
+    else:
+        members = plan(base, field, values if values is not None else list(DEFAULT_BETAS), adaptive)
     folders = [sweep_dir.parent / f"{sweep_dir.name}-{label}" for label, _ in members]
     bon_folder = sweep_dir.parent / f"{sweep_dir.name}-best-of-{best_of_n}" if best_of_n else None
     for folder in folders + ([bon_folder] if bon_folder else []):
@@ -137,9 +195,11 @@ def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str
     return [Job(sweep_run, _sweep_body)] if batched else jobs
 
 
-def _changes(base: PPOConfig, config: PPOConfig) -> dict:
+def _changes(base: PPOConfig, config) -> dict:
+    """What a member changes of the base: its method (when another) and each setting it sets otherwise."""
     before, after = to_dict(base), to_dict(config)
-    return {k: v for k, v in after.items() if before[k] != v}
+    changes = {METHOD_FIELD: config.METHOD} if config.METHOD != base.METHOD else {}
+    return {**changes, **{k: v for k, v in after.items() if k not in before or before[k] != v}}
 
 
 class Sweep:
@@ -321,6 +381,15 @@ def is_clear(gain: float, se: float) -> bool:
     return standard_errors(gain, se) >= CLEAR_SE
 
 
+METHOD_TITLES = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO", "dpo": "DPO"}
+
+
+def member_title(label: str) -> str:
+    """A methods sweep's member label in words: "grpo-beta-0.04" -> "GRPO at β 0.04"."""
+    method, _, beta = label.partition("-beta-")
+    return f"{METHOD_TITLES.get(method, method)} at β {beta}" if beta else label
+
+
 def gain_sentence(label: str, before: float, after: float, gain: float, se: float, prompts: int) -> str:
     """'β = 0: gold score 0.27 → 0.83 on 24 held-out prompts, +0.55 ± 0.12 (4.7 standard errors)', and what
     that means."""
@@ -342,6 +411,14 @@ def sweep_story(sweep: Sweep) -> list[str]:
     lines = []
     fixed = sorted((p for p in points if not p.get("adaptive") and isinstance(p.get("beta"), (int, float))),
                    key=lambda p: p["beta"])
+    by_method = sweep.record().get("vary") == METHOD_FIELD
+    if by_method:  # each method's gain in gold score over the reference's, on the same held-out prompts
+        for point in points:
+            summary = probe_summary(by_label[point["label"]].run.probes())
+            if summary and summary[0]["step"] == 0 and "gold_gain" in point:
+                lines.append(gain_sentence(f"{member_title(point['label'])}, after {point['probe_step']} steps",
+                                           summary[0]["gold"], point["gold"], point["gold_gain"],
+                                           point["gold_gain_se"], point["prompts"]))
     if sweep.record().get("vary") == "kl_coef" and fixed:
         smallest = fixed[0]
         summary = probe_summary(by_label[smallest["label"]].run.probes())
@@ -369,8 +446,13 @@ def sweep_story(sweep: Sweep) -> list[str]:
         if "gold" in last and golds:
             beaten = [p for p in golds if p["gold"] - p.get("gold_se", 0.0) > last["gold"]]
             if beaten:
+                names = [member_title(p["label"]) if by_method else f"β {p['beta']:g}" for p in beaten]
                 lines.append("Above best-of-n's gold score: " + ", ".join(
-                    f"β {p['beta']:g} ({p['gold']:.2f} at {p['kl']:.1f} nats)" for p in beaten) + ".")
+                    f"{name} ({p['gold']:.2f} at {p['kl']:.1f} nats)" for name, p in zip(names, beaten)) + ".")
+            elif by_method:
+                lines.append(f"No run clearly beat best-of-{last['n']}'s gold score: per nat of KL, best-of-n is the "
+                             "most efficient (Gao et al. 2022 found the same for RL); the trained policies move "
+                             "further, and cost one sample per answer instead of n.")
             else:
                 lines.append(f"No PPO run clearly beat best-of-{last['n']}'s gold score: per nat of KL, best-of-n is "
                              "the more efficient of the two (Gao et al. 2022 found the same); PPO moves further, and "

@@ -126,3 +126,34 @@ def test_decoding_uses_the_batch_invariant_attention_and_puts_the_fast_one_back(
     trainer.sample(PROMPTS[:2])
     hook.remove()
     assert seen and set(seen) == {"eager"} and inner.config._attn_implementation == "sdpa"
+
+
+def test_a_sweep_of_methods_side_by_side_gives_each_run_the_metrics_and_probes_it_has_alone(rm_dir, tmp_path):
+    """GRPO, RLOO and DPO on one base model in the sweep's one process: GRPO's and RLOO's rollouts decoded in one
+    batch, DPO stepping on its pairs beside them, every probe answer decoded together."""
+    from rlhf_engine.config import DPOConfig, GRPOConfig, RLOOConfig
+    from rlhf_engine.jobs import start_policy_job
+    from rlhf_engine.runfolder import RunFolder
+    from rlhf_engine.sweep import Sweep, plan_methods, prepare_sweep
+
+    rm_path, model = rm_dir
+    shared = dict(model=model, steps=2, response_length=4, probe_every=2, probe_prompts=3, seed=3,
+                  learning_rate=5e-3)
+    configs = {"grpo": GRPOConfig(batch_size=4, group_size=2, **shared),
+               "rloo": RLOOConfig(batch_size=4, group_size=2, **shared), "dpo": DPOConfig(batch_size=2, **shared)}
+    members = plan_methods(configs, {"grpo": [0.0, 0.5]})
+    assert [label for label, _ in members] == ["grpo-beta-0", "grpo-beta-0.5", "rloo-beta-0.05", "dpo-beta-0.1"]
+    (job,) = prepare_sweep(tmp_path / "sw", PPOConfig(**shared), rm_path, methods=members)
+    job.start()
+    assert job.join() == "completed", job.run.status()
+    for member, (label, config) in zip(Sweep(tmp_path / "sw").members(), members):
+        alone = start_policy_job(tmp_path / f"alone-{label}", config, rm_path, background=False).run
+        assert alone.status()["state"] == member.run.status()["state"] == "completed"
+        assert member.run.config()["kind"] == label.split("-")[0]
+        for step, (a, b) in enumerate(zip(alone.metrics(), member.run.metrics(), strict=True), 1):
+            expected, got = _timeless(a), _timeless(b)
+            assert expected.keys() == got.keys()
+            for key in expected:
+                assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-5), (label, step, key)
+        assert [(p["policy"], p["step"], p["response"]) for p in RunFolder(alone.path).probes()] == \
+            [(p["policy"], p["step"], p["response"]) for p in member.run.probes()], label

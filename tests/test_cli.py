@@ -59,6 +59,13 @@ def test_bad_flags_exit_2(argv, words, capsys):
     (["validate-data", "/no/such/file.csv"], "file not found"),
     (["sample", "--model", "./no/such/model", "--prompt", "hi"], "model folder not found"),
     (["make-demo-pairs", "--n", "2", "--out", "OUT.jsonl", "--completions", "1"], "at least 2"),
+    (["sweep", "--reward", "/no/rm", "--out", "OUT", "--methods", "ppo,sft"], "give each of ppo, grpo, rloo, dpo"),
+    (["sweep", "--reward", "/no/rm", "--out", "OUT", "--methods", "ppo,dpo", "--betas", "grpo=0.1"],
+     "METHOD one of --methods"),
+    (["sweep", "--reward", "/no/rm", "--out", "OUT", "--methods", "grpo", "--set", "vf_coef=0.2"],
+     "none of grpo has that setting"),
+    (["sweep", "--reward", "/no/rm", "--out", "OUT", "--betas", "ppo=0.1"], "use it with --methods"),
+    (["dpo", "--reward", "/no/rm", "--out", "OUT", "--data", "/no/pairs.jsonl"], "file not found"),
 ])
 def test_user_errors_exit_2_with_one_line(argv, words, tmp_path, capsys):
     argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
