@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             from . import distributed
 
             if args.command not in DATA_PARALLEL_COMMANDS:
-                raise UserError(f"'{args.command}' runs in one process; only {' and '.join(DATA_PARALLEL_COMMANDS)} "
+                raise UserError(f"'{args.command}' runs in one process; only {', '.join(DATA_PARALLEL_COMMANDS)} "
                                 "run data-parallel under accelerate launch")
             distributed.init_from_environment()
         return COMMANDS[args.command](args)

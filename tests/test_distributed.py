@@ -59,14 +59,16 @@ def tiny_reward_dir(tmp_path, tiny_model_config) -> Path:
 
 
 @pytest.mark.slow
-def test_ppo_runs_data_parallel_on_two_cpu_processes_under_accelerate_launch(tmp_path, tiny_model_dir, tiny_reward_dir):
-    out = tmp_path / "ppo-dp"
+@pytest.mark.parametrize("method", ["ppo", "grpo"])
+def test_ppo_and_grpo_run_data_parallel_on_two_cpu_processes_under_accelerate_launch(tmp_path, tiny_model_dir,
+                                                                                    tiny_reward_dir, method):
+    out = tmp_path / f"{method}-dp"
+    knobs = ["--set", "ppo_epochs=2"] if method == "ppo" else ["--group-size", "2", "--set", "epochs=2"]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(_free_port()), "-m", "rlhf_engine", "ppo", "--model", tiny_model_dir, "--quant", "none",
+               str(_free_port()), "-m", "rlhf_engine", method, "--model", tiny_model_dir, "--quant", "none",
                "--reward", str(tiny_reward_dir), "--out", str(out), "--steps", "3", "--batch-size", "4",
-               "--response-length", "6", "--set", "ppo_epochs=2", "--set", "probe_every=0",
-               "--set", "checkpoint_every=2"]
+               "--response-length", "6", *knobs, "--set", "probe_every=0", "--set", "checkpoint_every=2"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1],
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -77,7 +79,7 @@ def test_ppo_runs_data_parallel_on_two_cpu_processes_under_accelerate_launch(tmp
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2, 3]  # one writer: no step logged twice
     events = (out / "events.log").read_text()
-    assert "data parallel over 2 processes, 2 prompts each per step" in events
+    assert "data parallel over 2 processes, 2 answers each per step" in events  # GRPO: one group of 2 each
     assert (out / "policy" / "adapter_model.safetensors").is_file()
     assert (out / "checkpoints" / "step-000002" / "trainer_state.pt").is_file()
 
@@ -87,4 +89,4 @@ def test_commands_other_than_ppo_refuse_to_run_under_a_launcher(monkeypatch, cap
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["validate-data", str(tmp_path / "x.jsonl")]) == 2
-    assert "only ppo and resume run data-parallel" in capsys.readouterr().err
+    assert "only ppo, grpo, rloo, dpo, resume run data-parallel" in capsys.readouterr().err
