@@ -1,4 +1,4 @@
-"""Our PPO and reward-model training against TRL's, side by side in one run on this machine.
+"""Our PPO, reward-model, GRPO, RLOO and DPO training against TRL's, side by side in one run on this machine.
 
 Run by hand (not in CI), with nothing else running:
 
@@ -16,6 +16,10 @@ a step until the other has done one), so the VM's drifting speed falls on both a
 run pairs; the table reports the median over runs of each run's median iteration, response tokens per
 second, the highest peak RSS of the process, and the ratio of every run pair. Reward model: the same
 pairs through ``benchmarks/rm_speed.py`` and ``benchmarks/peer/trl_reward.py``, taking turns likewise.
+
+``--methods grpo,rloo,dpo``: our ``benchmarks/method_speed.py`` beside TRL 1.16's GRPOTrainer, RLOOTrainer and
+DPOTrainer (``benchmarks/peer/trl_methods.py``), taking turns likewise: 8 completions a step (2 prompts × 4),
+32 new tokens, one update per generation batch, an untrained reward head on the same base; DPO 8 pairs a step.
 
 Then the lower bound of one of our iterations: FLOPs of every pass from the model's shapes and the
 measured token counts, over this machine's measured matmul rate in our dtype; generation, which reads every
@@ -188,6 +192,8 @@ def main() -> None:
     parser.add_argument("--rm-steps", type=int, default=10, help="measured reward-model steps (after 1 warm-up)")
     parser.add_argument("--skip-ppo", action="store_true")
     parser.add_argument("--skip-rm", action="store_true")
+    parser.add_argument("--methods", default="", help="also (or, with --skip-ppo --skip-rm, only) these of "
+                                                      "grpo,rloo,dpo against TRL 1.16's trainers")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="our PPO's weights")
     parser.add_argument("--trl-dtype", choices=["float32", "bfloat16"], default="float32",
                         help="TRL's PPO weights (bfloat16 also turns on its bf16 mode)")
@@ -223,6 +229,15 @@ def main() -> None:
                                               "--model", model_dir, "--pairs", str(pairs_file), *rm_args,
                                               "--out", out])
         results["reward"] = {"ours": ours, "trl": theirs}
+    for method in filter(None, args.methods.split(",")):
+        data = (["--pairs", str(pairs_file)] if method == "dpo" else ["--prompts", str(prompts_file)])
+        method_args = [*common, "--iterations", str(args.iterations), "--warmup", "1", "--method", method]
+        ours, theirs = run_pairs(args.out, method, args.repeats,
+                                 lambda out: [sys.executable, "benchmarks/method_speed.py", *method_args, *data,
+                                              "--out", out],
+                                 lambda out: [str(PEER / ".venv-reward/bin/python"), str(PEER / "trl_methods.py"),
+                                              "--model", model_dir, *method_args, *data, "--out", out])
+        results.setdefault("methods", {})[method] = {"ours": ours, "trl": theirs}
     (args.out / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
     print_tables(results)
 
@@ -261,6 +276,15 @@ def print_tables(results: dict) -> None:
         print("Per run pair, ours / TRL pairs per second: " + ", ".join(
             f"{o['pairs_per_s']:.2f} / {t['pairs_per_s']:.2f} = {o['pairs_per_s'] / t['pairs_per_s']:.2f}x"
             for o, t in zip(ours, trl)))
+    if "methods" in results:
+        print("\n| one step, taking turns | ours, s / step (median) | TRL 1.16.0 | TRL / ours (speed-up) | peak RSS, "
+              "ours / TRL |\n|---|---|---|---|---|")
+        for method, runs in results["methods"].items():
+            ours, trl = runs["ours"], runs["trl"]
+            a, b = _median(ours, "median_s"), _median(trl, "median_s")
+            rss_a, rss_b = max(r["peak_rss_bytes"] for r in ours) / gb, max(r["peak_rss_bytes"] for r in trl) / gb
+            print(f"| {method.upper()} | {a:.2f} s | {b:.2f} s | {b / a:.2f}× | {rss_a:.2f} / {rss_b:.2f} GiB = "
+                  f"{rss_a / rss_b:.2f} |")
 
 if __name__ == "__main__":
     main()

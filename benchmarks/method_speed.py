@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--response-length", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=256, help="DPO: tokens of prompt + answer")
     parser.add_argument("--pairs", type=Path, help="DPO's pairs (.jsonl)")
+    parser.add_argument("--prompts", type=Path, help="GRPO's and RLOO's prompts (a JSON list; default the demo's)")
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--lora-alpha", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -59,6 +60,7 @@ def main() -> None:
                   response_length=args.response_length, probe_every=0, gold_score="off", lr_schedule="constant")
     started = time.perf_counter()
     reward_model = new_reward_model(RewardConfig(model=model))
+    prompts = json.loads(args.prompts.read_text()) if args.prompts else demo_prompts()
     if args.method == "dpo":
         from rlhf_engine.dpo import DPOTrainer
 
@@ -68,12 +70,12 @@ def main() -> None:
         from rlhf_engine.grpo import GRPOTrainer
 
         config = GRPOConfig(group_size=args.group_size, **shared)
-        trainer = GRPOTrainer(config, reward_model, demo_prompts())
+        trainer = GRPOTrainer(config, reward_model, prompts)
     else:
         from rlhf_engine.rloo import RLOOTrainer
 
         config = RLOOConfig(group_size=args.group_size, **shared)
-        trainer = RLOOTrainer(config, reward_model, demo_prompts())
+        trainer = RLOOTrainer(config, reward_model, prompts)
     load_s = time.perf_counter() - started
 
     steps = []

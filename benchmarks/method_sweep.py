@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from rlhf_engine import workshop  # noqa: E402
 from rlhf_engine.config import ModelConfig  # noqa: E402
 from rlhf_engine.jobs import start_reward_job  # noqa: E402
-from rlhf_engine.sweep import Sweep, method_config, plan_methods, prepare_sweep  # noqa: E402
+from rlhf_engine.sweep import Sweep, method_config, parse_method_betas, plan_methods, prepare_sweep  # noqa: E402
 
 
 def method_configs(model: ModelConfig) -> dict:
@@ -48,29 +48,36 @@ def main() -> int:
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--reward", type=Path, help="a trained workshop reward model (copied); default: train one")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--methods", default="ppo,grpo,rloo,dpo", help="comma-separated (default all four)")
+    parser.add_argument("--betas", default="", help="e.g. ppo=0,rloo=0 (default: each method's own β)")
+    parser.add_argument("--best-of-n", type=int, default=workshop.CPU.best_of_n, help="0: no best-of-n run")
+    parser.add_argument("--name", default="methods", help="the sweep's folder name")
     args = parser.parse_args()
     runs = args.workspace / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     model = ModelConfig(quant="none")  # the workshop's CPU model
     rm_dir = runs / "workshop-rm"
     started = time.perf_counter()
-    if args.reward:
+    if rm_dir.exists():  # a second sweep in the same workspace: the same reward model
+        pass
+    elif args.reward:
         shutil.copytree(args.reward, rm_dir)
     else:
         job = start_reward_job(rm_dir, workshop.reward_config(model, workshop.CPU), workshop.PAIRS_FILE,
                                background=False)
         assert job.state == "completed", job.run.status()
     rm_seconds = time.perf_counter() - started
-    configs = method_configs(model)
-    sizes = workshop.CPU
-    (job,) = prepare_sweep(runs / "methods", configs["ppo"], rm_dir, best_of_n=sizes.best_of_n,
-                           best_of_n_prompts=sizes.best_of_n_prompts, methods=plan_methods(configs, {}))
+    every = method_configs(model)
+    configs = {m: every[m] for m in args.methods.split(",")}
+    betas = parse_method_betas(args.betas) if args.betas else {}
+    (job,) = prepare_sweep(runs / args.name, every["ppo"], rm_dir, best_of_n=args.best_of_n,
+                           best_of_n_prompts=workshop.CPU.best_of_n_prompts, methods=plan_methods(configs, betas))
     started = time.perf_counter()
     job.start()
     state = job.join()
     sweep_seconds = time.perf_counter() - started
     print(f"sweep {state} in {sweep_seconds:.0f} s (reward model {rm_seconds:.0f} s)")
-    sweep = Sweep(runs / "methods")
+    sweep = Sweep(runs / args.name)
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "state": state, "sweep_s": sweep_seconds,
               "reward_model_s": rm_seconds, "runs": {}, "best_of_n": sweep.best_of_n()}
     for point in sweep.frontier():

@@ -93,6 +93,12 @@ def _add_policy_knobs(p: argparse.ArgumentParser, config_name: str, set_example:
                    help=f"any other {config_name} field, e.g. --set {set_example} (repeatable)")
 
 
+def _add_reward_and_out(p: argparse.ArgumentParser) -> None:
+    """--reward and --out: what every on-policy training command starts from and writes."""
+    p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+
+
 def _add_group_knobs(p: argparse.ArgumentParser) -> None:
     """What the group methods add: answers per prompt."""
     p.add_argument("--group-size", type=_positive_int,
@@ -136,15 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any other RewardConfig field, e.g. --set eval_every=10 (repeatable)")
 
     p = sub.add_parser("ppo", help="PPO against a reward model with a KL penalty to the reference")
-    p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
-    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    _add_reward_and_out(p)
     _add_ppo_knobs(p)
     p.add_argument("--adaptive-kl", action="store_true", help="adapt beta towards --kl-target (Ziegler et al.)")
 
     p = sub.add_parser("grpo", help="GRPO (or Dr. GRPO) against a reward model: group-normalised advantages, "
                                     "no value model, KL to the reference in the loss")
-    p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
-    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    _add_reward_and_out(p)
     _add_policy_knobs(p, "GRPOConfig", "epochs=2 --set cliprange=0.1")
     _add_group_knobs(p)
     p.add_argument("--loss-type", choices=GRPO_LOSS_TYPES,
@@ -155,8 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rloo", help="RLOO against a reward model: REINFORCE with a leave-one-out baseline, "
                                     "KL in the reward")
-    p.add_argument("--reward", type=Path, required=True, help="reward-model folder (a train-rm --out folder)")
-    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    _add_reward_and_out(p)
     _add_policy_knobs(p, "RLOOConfig", "kl_estimator=k3")
     _add_group_knobs(p)
 

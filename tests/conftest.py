@@ -77,3 +77,21 @@ def pytest_collection_modifyitems(items):
     """The slow tests first (a stable sort): on several xdist workers the suite then ends on short tests
     that the idle worker can take over, not on one long test that the other worker waits for."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_reward_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A tiny reward model trained once per test process on twelve easy pairs (tests that write beside a
+    reward model copy it first)."""
+    from rlhf_engine.config import ModelConfig, RewardConfig
+    from rlhf_engine.data import PreferencePair, write_pairs
+    from rlhf_engine.jobs import start_reward_job
+
+    root = tmp_path_factory.mktemp("trained-rm")
+    write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
+                                "Awful, bad, terrible.") for i in range(12)], root / "pairs.jsonl")
+    model = ModelConfig(source=tiny_model_dir, quant="none", lora_r=4, lora_alpha=8)
+    config = RewardConfig(model=model, steps=4, eval_every=2, norm_samples=4, norm_response_length=4)
+    job = start_reward_job(root / "rm", config, root / "pairs.jsonl", background=False)
+    assert job.state == "completed", job.run.status()
+    return root / "rm"

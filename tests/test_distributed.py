@@ -14,9 +14,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rlhf_engine.config import RewardConfig
-from rlhf_engine.data import PreferencePair, write_pairs
-from rlhf_engine.jobs import start_reward_job
 from rlhf_engine.ppo import whiten
 
 
@@ -47,27 +44,16 @@ def test_whitening_over_two_processes_uses_the_whole_batch_statistics(tmp_path):
     assert not torch.allclose(torch.load(f"{out}.0"), whiten(x[:3], mask[:3]), atol=1e-3)  # not per-process stats
 
 
-@pytest.fixture
-def tiny_reward_dir(tmp_path, tiny_model_config) -> Path:
-    pairs = tmp_path / "pairs.jsonl"
-    write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
-                                "Awful, bad, terrible.") for i in range(12)], pairs)
-    config = RewardConfig(model=tiny_model_config, steps=2, eval_every=2, norm_samples=4, norm_response_length=4)
-    job = start_reward_job(tmp_path / "rm", config, pairs, background=False)
-    assert job.state == "completed", job.run.status()
-    return tmp_path / "rm"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["ppo", "grpo"])
 def test_ppo_and_grpo_run_data_parallel_on_two_cpu_processes_under_accelerate_launch(tmp_path, tiny_model_dir,
-                                                                                    tiny_reward_dir, method):
+                                                                                    trained_tiny_reward_dir, method):
     out = tmp_path / f"{method}-dp"
     knobs = ["--set", "ppo_epochs=2"] if method == "ppo" else ["--group-size", "2", "--set", "epochs=2"]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
                str(_free_port()), "-m", "rlhf_engine", method, "--model", tiny_model_dir, "--quant", "none",
-               "--reward", str(tiny_reward_dir), "--out", str(out), "--steps", "3", "--batch-size", "4",
+               "--reward", str(trained_tiny_reward_dir), "--out", str(out), "--steps", "3", "--batch-size", "4",
                "--response-length", "6", *knobs, "--set", "probe_every=0", "--set", "checkpoint_every=2"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1],
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})

@@ -19,26 +19,10 @@ PPO_METRICS = ("objective/scores", "objective/kl", "objective/non_score_reward",
                "loss/value", "beta", "response_length", "time/step_s", "tokens_per_s", "kl/k1", "kl/k2", "kl/k3")
 
 
-@pytest.fixture(scope="module")
-def trained_reward_dir(tmp_path_factory, tiny_model_dir):
-    """A tiny reward model trained once for the module (the conftest's pairs and tiny model)."""
-    from rlhf_engine.config import ModelConfig
-    from rlhf_engine.data import write_pairs
-
-    root = tmp_path_factory.mktemp("trained-rm")
-    write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
-                                "Awful, bad, terrible.") for i in range(12)], root / "pairs.jsonl")
-    model = ModelConfig(source=tiny_model_dir, quant="none", lora_r=4, lora_alpha=8)
-    config = RewardConfig(model=model, steps=4, eval_every=2, norm_samples=4, norm_response_length=4)
-    job = start_reward_job(root / "rm", config, root / "pairs.jsonl", background=False)
-    assert job.state == "completed", job.run.status()
-    return root / "rm"
-
-
 @pytest.fixture
-def reward_dir(trained_reward_dir, runs_dir):
-    """A copy of the module's reward model in this test's runs folder (a test may write beside it)."""
-    shutil.copytree(trained_reward_dir, runs_dir / "rm")
+def reward_dir(trained_tiny_reward_dir, runs_dir):
+    """A copy of the session's reward model in this test's runs folder (a test may write beside it)."""
+    shutil.copytree(trained_tiny_reward_dir, runs_dir / "rm")
     return runs_dir / "rm"
 
 

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from rlhf_engine.cli import main
-from rlhf_engine.config import GRPOConfig, RewardConfig, RLOOConfig
-from rlhf_engine.data import PreferencePair, write_pairs
+from rlhf_engine.config import GRPOConfig, RLOOConfig
 from rlhf_engine.generation import token_logprobs
-from rlhf_engine.jobs import resume_job, start_policy_job, start_reward_job
+from rlhf_engine.jobs import resume_job, start_policy_job
 from rlhf_engine.runfolder import RunFolder
 
 TRL_GROUP_METRICS = {"reward", "reward_std", "frac_reward_zero_std", "entropy", "completions/mean_length",
@@ -72,17 +71,11 @@ def test_grpo_puts_beta_k3_in_the_loss_or_beta_kl_in_the_reward(tiny_model_confi
     torch.testing.assert_close(in_reward.rewards, scored.scores - 0.5 * 0.1 * scored.mask.sum(1))
 
 
-@pytest.fixture(scope="module")
-def reward_dir(tmp_path_factory, tiny_model_dir):
-    from rlhf_engine.config import ModelConfig
-
-    root = tmp_path_factory.mktemp("methods-rm")
-    write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
-                                "Awful, bad, terrible.") for i in range(12)], root / "pairs.jsonl")
-    model = ModelConfig(source=tiny_model_dir, quant="none", lora_r=4, lora_alpha=8)
-    config = RewardConfig(model=model, steps=2, eval_every=2, norm_samples=4, norm_response_length=4)
-    assert start_reward_job(root / "rm", config, root / "pairs.jsonl", background=False).state == "completed"
-    return root / "rm"
+@pytest.fixture
+def reward_dir(trained_tiny_reward_dir, tmp_path):
+    """A copy of the session's tiny reward model (runs may write their normalisation beside it)."""
+    shutil.copytree(trained_tiny_reward_dir, tmp_path / "rm-copy")
+    return tmp_path / "rm-copy"
 
 
 def test_a_stopped_grpo_run_resumes_to_the_metrics_of_one_that_ran_straight(tmp_path, tiny_model_config,
@@ -92,8 +85,7 @@ def test_a_stopped_grpo_run_resumes_to_the_metrics_of_one_that_ran_straight(tmp_
     straight = start_policy_job(tmp_path / "straight", config, reward_dir, background=False)
     assert straight.state == "completed", straight.run.status()
     assert RunFolder(straight.run.path).config()["kind"] == "grpo"
-    shutil.copytree(reward_dir, tmp_path / "rm")  # the run writes its normalisation beside its reward model
-    stopped = start_policy_job(tmp_path / "stopped", config, tmp_path / "rm")
+    stopped = start_policy_job(tmp_path / "stopped", config, reward_dir)
     while len(stopped.run.metrics()) < 1 and stopped.alive:
         time.sleep(0.02)
     stopped.stop()
