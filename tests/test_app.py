@@ -557,6 +557,30 @@ def test_sweep_page_queues_runs_that_differ_only_in_beta(trained_workspace, monk
         assert sweep.best_of_n_run() is not None
 
 
+def test_sweep_page_queues_a_sweep_of_methods_that_share_the_budget_and_keep_their_own_knobs(trained_workspace,
+                                                                                            monkeypatch):
+    from rlhf_engine.sweep import Sweep
+
+    monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
+    with queue_held(trained_workspace, "blocker-methods"):
+        at = open_page("pages/sweep.py")
+        at.radio(key="sweep.vary").set_value("method").run()
+        at.text_input(key="sweep.name").set_value("methods-page")
+        at.text_input(key="sweep.values.method").set_value("ppo=0.02, ppo=0.2, grpo, dpo=0.3")
+        at.number_input(key="sweep.bon").set_value(0)
+        for key, value in (("steps", 2), ("batch_size", 4), ("response_length", 4), ("probe_prompts", 2)):
+            at.number_input(key=f"sweep.{key}").set_value(value)
+        next(b for b in at.button if b.label == "Queue the sweep").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        sweep = Sweep(trained_workspace / "runs" / "methods-page")
+        assert [m.label for m in sweep.members()] == ["ppo-beta-0.02", "ppo-beta-0.2", "grpo-beta-0.04",
+                                                      "dpo-beta-0.3"]
+        runs = [m.run.config() for m in sweep.members()]
+        assert [r["kind"] for r in runs] == ["ppo", "ppo", "grpo", "dpo"]
+        assert all(r["config"]["steps"] == 2 and r["config"]["response_length"] == 4 for r in runs)  # shared
+        assert runs[2]["config"]["learning_rate"] == 1e-4 and runs[3]["config"]["learning_rate"] == 5e-5  # own
+
+
 def test_sweep_page_preset_fills_the_form_with_the_workshops_sweep(workspace, monkeypatch):
     from streamlit.elements.lib import policies
 
