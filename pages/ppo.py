@@ -181,7 +181,7 @@ else:
                 words.append(f"{name} {summary[0][key]:.2f} → {last[key]:.2f} ({gain:+.2f} ± {se:.2f}{noise})")
         st.markdown(md("; ".join(words)) + ".")
         colour = plots.beta_colour(config.get("kl_coef"), config.get("adaptive_kl"))
-        st.plotly_chart(plots.probe_figure(summary, colour), key="ppo.probes")
+        st.plotly_chart(plots.probe_figure(summary, colour, kind), key="ppo.probes")
     reference = {p["prompt"]: p["response"] for p in probes if p["policy"] == "reference" and not p.get("sample")}
     latest_step = policy_steps[-1]["step"] if policy_steps else None
     policy = {p["prompt"]: p["response"] for p in probes if p["policy"] == "policy" and p["step"] == latest_step}

@@ -88,7 +88,7 @@ GROUP_PANELS = (
     ("Reward: the RM score (score units)", ("reward",)),
     PPO_PANELS[1],
     ("Score spread within a group (score units)", ("reward_std",)),
-    ("Groups that teach nothing (all scored alike)", ("frac_reward_zero_std",)),
+    ("Groups that teach nothing", ("frac_reward_zero_std",)),
     ("Entropy (nats / token)", ("entropy",)),
     ("Answer length (tokens)", ("completions/mean_length",)),
     ("Loss", ("loss",)),
@@ -97,7 +97,7 @@ GROUP_PANELS = (
 CLIP_PANEL = ("Clipped ratio (share of tokens)", ("clip_ratio/region_mean",))  # GRPO with more than one epoch
 # DPO's panels (TRL's names); its KL, RM and gold scores are measured on the held-out probes, drawn below them
 DPO_PANELS = (
-    ("Implicit rewards of the chosen and rejected answers", ("rewards/chosen", "rewards/rejected")),
+    ("Implicit rewards (chosen, rejected)", ("rewards/chosen", "rewards/rejected")),
     ("Pairs ranked right by the implicit reward", ("rewards/accuracies",)),
     ("Implicit reward margin", ("rewards/margins",)),
     ("Log-probability of the answers", ("logps/chosen", "logps/rejected")),
@@ -382,7 +382,7 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
     return fig
 
 
-def probe_figure(summary: Sequence[dict], colour: str | None = None) -> go.Figure:
+def probe_figure(summary: Sequence[dict], colour: str | None = None, kind: str = "ppo") -> go.Figure:
     """A run's held-out probes step by step (sweep.probe_summary): RM score (●, left) and gold score (◇, right),
     ± 1 standard error; step 0 is the reference."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
@@ -394,7 +394,8 @@ def probe_figure(summary: Sequence[dict], colour: str | None = None) -> go.Figur
                                  line=dict(color=colour, dash="dash"), marker=dict(symbol="diamond-open"),
                                  error_y=dict(array=[s.get("gold_se") for s in summary])), secondary_y=True)
         fig.update_yaxes(title_text="gold score (◇)", tickformat=".2f", secondary_y=True)
-    _layout(fig, "Held-out probes", "PPO step (0 = the reference)", "RM score (normalised)", height=300)
+    _layout(fig, "Held-out probes", f"{STEP_AXIS.get(kind, 'step')} (0 = the reference)", "RM score (normalised)",
+            height=300)
     fig.update_xaxes(tickformat="d")
     return fig
 
