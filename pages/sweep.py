@@ -56,7 +56,8 @@ show_flash()
 st.caption("How much should the policy be allowed to move? A sweep trains the same policy several times, "
            "changing only β, so the plots show what the KL penalty buys: small β reaches a higher reward-model "
            "score at a larger KL, and, past some point, a lower true (gold) score. It can vary one "
-           "implementation detail instead (Huang et al. 2023) to see what it changes.")
+           "implementation detail instead (Huang et al. 2023) to see what it changes, or set the methods side by "
+           "side (PPO, GRPO, RLOO, DPO, each at its βs) on one reward model, one prompt set and one frontier.")
 
 reward_models = [r for r in ws.runs_of(REWARD_KIND) if r.status().get("state") == "completed"]
 with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
