@@ -52,6 +52,7 @@ def main() -> int:
     parser.add_argument("--betas", default="", help="e.g. ppo=0,rloo=0 (default: each method's own β)")
     parser.add_argument("--best-of-n", type=int, default=workshop.CPU.best_of_n, help="0: no best-of-n run")
     parser.add_argument("--name", default="methods", help="the sweep's folder name")
+    parser.add_argument("--rloo-epochs", type=int, default=1, help="RLOO's passes per rollout (1: REINFORCE)")
     args = parser.parse_args()
     runs = args.workspace / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,7 @@ def main() -> int:
         assert job.state == "completed", job.run.status()
     rm_seconds = time.perf_counter() - started
     every = method_configs(model)
+    every["rloo"] = dataclasses.replace(every["rloo"], epochs=args.rloo_epochs)
     configs = {m: every[m] for m in args.methods.split(",")}
     betas = parse_method_betas(args.betas) if args.betas else {}
     (job,) = prepare_sweep(runs / args.name, every["ppo"], rm_dir, best_of_n=args.best_of_n,

@@ -303,6 +303,7 @@ RLOO_FORM = (
     )),
     GROUP_ROLLOUTS,
     ("Update", (
+        (("epochs", "epochs per rollout (1 = REINFORCE)"), ("cliprange", "clip range ε (epochs > 1)")),
         (("learning_rate", "learning rate"),),
         (("lr_schedule", "lr schedule"),),
     )),

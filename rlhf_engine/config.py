@@ -198,7 +198,14 @@ class GRPOConfig(GroupConfig):
 class RLOOConfig(GroupConfig):
     """RLOO (Ahmadian et al. 2024): REINFORCE with a leave-one-out baseline, KL in the reward."""
 
+    epochs: int = 1  # passes over each rollout: 1 = REINFORCE on whole answers (Ahmadian); more = PPO-clipped (TRL)
+    cliprange: float = 0.2  # epsilon of the clipped ratio when epochs > 1 (TRL's RLOOTrainer 0.2)
+
     METHOD: ClassVar[str] = "rloo"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive("epochs", self.epochs)
 
 
 @dataclass

@@ -120,7 +120,7 @@ def policy_panels(kind: str, config: dict, has_gold: bool, has_kl_estimators: bo
     if kind == "dpo":
         return DPO_PANELS
     panels = GROUP_PANELS
-    if kind == "grpo" and config.get("epochs", 1) > 1:
+    if kind in ("grpo", "rloo") and config.get("epochs", 1) > 1:
         panels = panels[:-1] + (CLIP_PANEL,) + panels[-1:]
     return _with_gold_and_estimators(panels, has_gold, has_kl_estimators)
 

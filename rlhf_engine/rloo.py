@@ -45,7 +45,7 @@ class RLOOTrainer(GroupTrainer):
     def settings(self) -> str:
         cfg = self.config
         return (f"RLOO: beta={cfg.kl_coef:g}, KL estimator {cfg.kl_estimator}, {cfg.group_size} answers per "
-                f"prompt, {len(self.prompts)} prompts")
+                f"prompt, {cfg.epochs} epoch(s), {len(self.prompts)} prompts")
 
     def advantages(self, scored: ScoredRollout) -> GroupBatch:
         kl = scored.kl(self.config.kl_estimator)
@@ -53,8 +53,25 @@ class RLOOTrainer(GroupTrainer):
         return GroupBatch(scored, kl, rewards, leave_one_out_advantages(self.grouped(rewards)).flatten())
 
     def update(self, batch: GroupBatch) -> dict:
-        rows = torch.arange(len(batch.advantages))
-        loss = reinforce_loss(self.new_logprobs(batch.scored, rows), batch.advantages, batch.mask)
-        check_finite("policy loss", loss, self.step_count)
-        loss.backward()
-        return {"loss": loss.item(), "grad_norm": self.optimizer_step()}
+        """One REINFORCE step (``epochs`` 1, the paper's); with more passes, the clipped ratio per token with the
+        answer's advantage (``grpo.grpo_loss`` without its KL term: RLOO's KL is in the reward), as TRL does."""
+        cfg, scored = self.config, batch.scored
+        if cfg.epochs == 1:
+            rows = torch.arange(len(batch.advantages))
+            loss = reinforce_loss(self.new_logprobs(scored, rows), batch.advantages, batch.mask)
+            check_finite("policy loss", loss, self.step_count)
+            loss.backward()
+            return {"loss": loss.item(), "grad_norm": self.optimizer_step()}
+        from .grpo import grpo_loss
+
+        losses, clipped, norms = [], [], []
+        for rows in self.minibatches(len(batch.advantages), 1, cfg.epochs):
+            loss, metrics = grpo_loss(self.new_logprobs(scored, rows), scored.logprobs[rows], batch.advantages[rows],
+                                      batch.mask[rows], cfg.cliprange)
+            check_finite("policy loss", loss, self.step_count)
+            loss.backward()
+            norms.append(self.optimizer_step())
+            losses.append(loss.item())
+            clipped.append(metrics["clip_ratio"])
+        return {"loss": sum(losses) / len(losses), "clip_ratio/region_mean": sum(clipped) / len(clipped),
+                "grad_norm": sum(norms) / len(norms)}

@@ -31,13 +31,14 @@ def _trainer(method, model_config, **kw):
     from rlhf_engine.grpo import GRPOTrainer
     from rlhf_engine.rloo import RLOOTrainer
 
-    if method == "rloo":
-        return RLOOTrainer(RLOOConfig(model=model_config, **kw), EvenRowsWin(), [f"prompt {i}" for i in range(4)])
+    if method.startswith("rloo"):  # "rloo_clipped": two passes with the clipped ratio, as TRL's
+        config = RLOOConfig(model=model_config, epochs=2 if method == "rloo_clipped" else 1, **kw)
+        return RLOOTrainer(config, EvenRowsWin(), [f"prompt {i}" for i in range(4)])
     config = GRPOConfig(model=model_config, loss_type=method, **kw)
     return GRPOTrainer(config, EvenRowsWin(), [f"prompt {i}" for i in range(4)])
 
 
-@pytest.mark.parametrize("method", ["grpo", "dr_grpo", "rloo"])
+@pytest.mark.parametrize("method", ["grpo", "dr_grpo", "rloo", "rloo_clipped"])
 def test_one_update_raises_the_answers_that_beat_their_group_and_lowers_the_others(tiny_model_config, method):
     trainer = _trainer(method, tiny_model_config, steps=1, batch_size=8, group_size=4, kl_coef=0.0,
                        learning_rate=3e-3, response_length=8, lr_schedule="constant")
