@@ -83,18 +83,25 @@ class GRPOTrainer(GroupTrainer):
         return GroupBatch(scored, kl, rewards, advantages)
 
     def update(self, batch: GroupBatch) -> dict:
-        cfg, scored = self.config, batch.scored
-        beta = cfg.kl_coef if cfg.kl_in == "loss" else 0.0
-        losses, clipped, kls, norms = [], [], [], []
-        for rows in self.minibatches(len(batch.advantages), 1, cfg.epochs):
-            loss, metrics = grpo_loss(self.new_logprobs(scored, rows), scored.logprobs[rows], batch.advantages[rows],
-                                      batch.mask[rows], cfg.cliprange, beta, scored.ref_logprobs[rows],
-                                      cfg.loss_type, cfg.response_length)
-            check_finite("policy loss", loss, self.step_count)
-            loss.backward()
-            norms.append(self.optimizer_step())
-            losses.append(loss.item())
-            clipped.append(metrics["clip_ratio"])
-            kls.append(metrics["kl"])
-        return {"loss": sum(losses) / len(losses), "kl": sum(kls) / len(kls),
-                "clip_ratio/region_mean": sum(clipped) / len(clipped), "grad_norm": sum(norms) / len(norms)}
+        cfg = self.config
+        return clipped_update(self, batch, cfg.epochs, cfg.cliprange, cfg.kl_coef if cfg.kl_in == "loss" else 0.0,
+                              cfg.loss_type)
+
+
+def clipped_update(trainer: GroupTrainer, batch: GroupBatch, epochs: int, cliprange: float, beta: float = 0.0,
+                   loss_type: str = "grpo") -> dict:
+    """``epochs`` passes of ``grpo_loss`` over a group batch, one optimiser step each (GRPO's update, and
+    RLOO's clipped form with beta 0); the mean loss, k3, clipped share and gradient norm, under TRL's names."""
+    scored = batch.scored
+    stats = {"loss": [], "kl": [], "clip_ratio/region_mean": [], "grad_norm": []}
+    for rows in trainer.minibatches(len(batch.advantages), 1, epochs):
+        loss, metrics = grpo_loss(trainer.new_logprobs(scored, rows), scored.logprobs[rows], batch.advantages[rows],
+                                  batch.mask[rows], cliprange, beta, scored.ref_logprobs[rows], loss_type,
+                                  trainer.config.response_length)
+        check_finite("policy loss", loss, trainer.step_count)
+        loss.backward()
+        stats["grad_norm"].append(trainer.optimizer_step())
+        stats["loss"].append(loss.item())
+        stats["clip_ratio/region_mean"].append(metrics["clip_ratio"])
+        stats["kl"].append(metrics["kl"])
+    return {name: sum(values) / len(values) for name, values in stats.items()}

@@ -62,16 +62,7 @@ class RLOOTrainer(GroupTrainer):
             check_finite("policy loss", loss, self.step_count)
             loss.backward()
             return {"loss": loss.item(), "grad_norm": self.optimizer_step()}
-        from .grpo import grpo_loss
+        from .grpo import clipped_update
 
-        losses, clipped, norms = [], [], []
-        for rows in self.minibatches(len(batch.advantages), 1, cfg.epochs):
-            loss, metrics = grpo_loss(self.new_logprobs(scored, rows), scored.logprobs[rows], batch.advantages[rows],
-                                      batch.mask[rows], cfg.cliprange)
-            check_finite("policy loss", loss, self.step_count)
-            loss.backward()
-            norms.append(self.optimizer_step())
-            losses.append(loss.item())
-            clipped.append(metrics["clip_ratio"])
-        return {"loss": sum(losses) / len(losses), "clip_ratio/region_mean": sum(clipped) / len(clipped),
-                "grad_norm": sum(norms) / len(norms)}
+        stats = clipped_update(self, batch, cfg.epochs, cfg.cliprange)  # no KL term: RLOO's is in the reward
+        return {name: stats[name] for name in ("loss", "clip_ratio/region_mean", "grad_norm")}
