@@ -329,7 +329,7 @@ DPO_FORM = (
 DPO_FORM_MORE = ("More: implementation details, seed", (
     ("kl_estimator", "KL estimator (of the probes' KL)"), ("normalize_reward", "normalise RM scores"),
     ("reference_probe_samples", "reference answers per probe prompt"), ("max_grad_norm", "gradient clip"),
-    ("checkpoint_every", "checkpoint every (steps)"), ("seed", "seed"),
+    ("pairs_per_pass", "pairs per pass (memory)"), ("checkpoint_every", "checkpoint every (steps)"), ("seed", "seed"),
 ))
 # method -> (its config class, its form, its popover)
 METHOD_FORMS = {

@@ -217,6 +217,7 @@ class DPOConfig(PolicyConfig):
     batch_size: int = 8  # preference pairs per optimiser step
     learning_rate: float = 5e-5  # AdamW rate for the adapter (LoRA; TRL's 1e-6 is for full fine-tuning)
     max_length: int = 256  # tokens of prompt + answer; longer pairs lose the start of the prompt
+    pairs_per_pass: int = 2  # pairs whose activations are held at once (the batch's gradient in passes: less memory)
     probe_every: int = 10  # answer the held-out probe prompts every N steps: DPO's only samples (0 = never)
 
     METHOD: ClassVar[str] = "dpo"
@@ -224,6 +225,7 @@ class DPOConfig(PolicyConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive("max_length", self.max_length)
+        _check_positive("pairs_per_pass", self.pairs_per_pass)
 
 
 METHOD_CONFIGS: dict[str, type[PolicyConfig]] = {

@@ -94,19 +94,31 @@ class DPOTrainer(PolicyTrainer):
         started = time.perf_counter()
         pairs = self.next_pairs()
         self.step_count += 1
-        roll = pair_rollout(self.tokenizer, pairs, cfg.model.chat_template, cfg.max_length, self.model.peft.device)
         n = len(pairs)
-        reference = self.answer_logprobs(roll, reference=True)
-        policy = self.answer_logprobs(roll)
-        loss, pair_metrics = dpo_loss(policy[:n], policy[n:], reference[:n], reference[n:], cfg.kl_coef)
-        check_finite("DPO loss", loss, self.step_count)
-        loss.backward()
+        chosen, rejected, tokens = [], [], 0  # (policy, reference) log-probs of each pass's answers, detached
+        # The batch's gradient in passes of pairs_per_pass pairs (each pass's loss weighted by its share of the
+        # batch): the same gradient as one pass, with one pass's activations held at a time.
+        for start in range(0, n, cfg.pairs_per_pass):
+            part = pairs[start:start + cfg.pairs_per_pass]
+            roll = pair_rollout(self.tokenizer, part, cfg.model.chat_template, cfg.max_length, self.model.peft.device)
+            k = len(part)
+            reference = self.answer_logprobs(roll, reference=True)
+            policy = self.answer_logprobs(roll)
+            loss, _ = dpo_loss(policy[:k], policy[k:], reference[:k], reference[k:], cfg.kl_coef)
+            check_finite("DPO loss", loss, self.step_count)
+            (loss * k / n).backward()
+            chosen.append((policy[:k].detach(), reference[:k]))
+            rejected.append((policy[k:].detach(), reference[k:]))
+            tokens += roll.attention_mask.sum().item()
         grad_norm = self.optimizer_step()
+        policy = torch.cat([c[0] for c in chosen] + [r[0] for r in rejected])
+        reference = torch.cat([c[1] for c in chosen] + [r[1] for r in rejected])
+        loss, pair_metrics = dpo_loss(policy[:n], policy[n:], reference[:n], reference[n:], cfg.kl_coef)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         elapsed = time.perf_counter() - started
         metrics = {"loss": loss.item(), **pair_metrics, "beta": cfg.kl_coef, "grad_norm": grad_norm, "lr": lr,
-                   "time/step_s": elapsed, "tokens_per_s": roll.attention_mask.sum().item() / elapsed}
+                   "time/step_s": elapsed, "tokens_per_s": tokens / elapsed}
         if self.world_size > 1:
             metrics = distributed.mean_over_processes(metrics)
             metrics["tokens_per_s"] *= self.world_size

@@ -10,6 +10,7 @@ import torch
 
 from rlhf_engine.cli import main
 from rlhf_engine.config import GRPOConfig, RLOOConfig
+from rlhf_engine.data import PreferencePair
 from rlhf_engine.generation import token_logprobs
 from rlhf_engine.jobs import resume_job, start_policy_job
 from rlhf_engine.runfolder import RunFolder
@@ -151,3 +152,24 @@ def test_dpo_raises_the_chosen_answers_over_the_rejected_and_probes_its_kl_from_
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "bad.jsonl" in err and "row 2" in err
     assert not (tmp_path / "dpo-bad").exists()
+
+
+def test_dpo_in_passes_of_fewer_pairs_takes_the_same_step_as_in_one_pass(tiny_model_config):
+    from rlhf_engine.config import DPOConfig
+    from rlhf_engine.dpo import DPOTrainer
+
+    pairs = [PreferencePair(f"Say something about item {i}.", "Lovely, great" + ", wonderful" * (i % 3),
+                            "Awful." * (1 + i % 2)) for i in range(6)]
+    after = []
+    for per_pass in (6, 4, 1):
+        config = DPOConfig(model=tiny_model_config, steps=1, batch_size=6, learning_rate=1e-2, pairs_per_pass=per_pass,
+                           probe_every=0)
+        trainer = DPOTrainer(config, EvenRowsWin(), pairs)
+        metrics, _ = trainer.step()
+        after.append((metrics, [p.detach().clone() for p in trainer.params]))
+    (whole, params), *in_passes = after
+    for metrics, moved in in_passes:
+        assert metrics["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+        assert metrics["rewards/margins"] == pytest.approx(whole["rewards/margins"], abs=1e-6)
+        for a, b in zip(params, moved):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
