@@ -434,7 +434,8 @@ def _prepared_by_main(prepare):
 
 def _sweep(args) -> int:
     """Prepare every run of the sweep (all queued), then run them one after another in this process."""
-    from .sweep import parse_values, prepare_sweep
+    from .config import PPOConfig
+    from .sweep import prepare_sweep
 
     methods = _method_members(args) if args.methods else None
     if methods is not None:
@@ -450,13 +451,10 @@ def _sweep(args) -> int:
     else:
         flag, given = "--values", args.values
     if methods is None:
-        try:
-            values = parse_values(args.vary, given) if given is not None else list(DEFAULT_BETAS)
-        except ValueError as err:
-            raise UserError(f"{flag} {given!r}: {err}") from None
+        values = _sweep_values(flag, args.vary, given) if given is not None else list(DEFAULT_BETAS)
     if args.best_of_n == 1 or args.best_of_n < 0:
         raise UserError(f"--best-of-n must be 0 (none) or at least 2, got {args.best_of_n}")
-    base = _policy_config(args, _config_class("ppo"), only_known=methods is not None)
+    base = _policy_config(args, PPOConfig, only_known=methods is not None)
     jobs = prepare_sweep(args.out, base, args.reward, args.vary, values, args.adaptive,
                          args.best_of_n, args.best_of_n_prompts, args.prompts, batched=not args.one_at_a_time,
                          methods=methods)
@@ -486,10 +484,15 @@ def _sweep(args) -> int:
     return worst
 
 
-def _config_class(method: str):
-    from .config import METHOD_CONFIGS
+def _sweep_values(flag: str, field: str, text: str, given: str | None = None) -> list:
+    """``sweep.parse_values`` of a flag's text, its error as the user's one line naming the flag and what it was
+    given (``given``: the whole of it, when ``text`` is a part)."""
+    from .sweep import parse_values
 
-    return METHOD_CONFIGS[method]
+    try:
+        return parse_values(field, text)
+    except ValueError as err:
+        raise UserError(f"{flag} {given if given is not None else text!r}: {err}") from None
 
 
 def _method_members(args) -> list:
@@ -498,7 +501,7 @@ def _method_members(args) -> list:
     import dataclasses
 
     from .config import METHOD_CONFIGS
-    from .sweep import parse_values, plan_methods
+    from .sweep import plan_methods
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHOD_CONFIGS]
@@ -513,15 +516,9 @@ def _method_members(args) -> list:
         method, sep, text = item.partition("=")
         if not sep or method not in methods:
             raise UserError(f"--betas {item!r}: expected METHOD=B1,B2 with METHOD one of --methods ({args.methods})")
-        try:
-            betas[method] = parse_values("kl_coef", text)
-        except ValueError as err:
-            raise UserError(f"--betas {item!r}: {err}") from None
+        betas[method] = _sweep_values("--betas", "kl_coef", text, given=item)
     if args.kl_coefs is not None:
-        try:
-            everyone = parse_values("kl_coef", args.kl_coefs)
-        except ValueError as err:
-            raise UserError(f"--kl-coefs {args.kl_coefs!r}: {err}") from None
+        everyone = _sweep_values("--kl-coefs", "kl_coef", args.kl_coefs)
         betas = {method: betas.get(method, everyone) for method in methods}
     known = set().union(*({f.name for f in dataclasses.fields(METHOD_CONFIGS[m])} for m in methods))
     for item in args.set:

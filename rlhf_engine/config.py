@@ -113,6 +113,7 @@ class PolicyConfig:
     trim_memory: bool = False  # release heap to OS each phase/minibatch: ~0.4 GB lower peak, ~10 % slower (page faults)
 
     METHOD: ClassVar[str] = ""  # the run kind and CLI command of the method ("ppo", "grpo", ...)
+    LEARNS_FROM_PAIRS: ClassVar[bool] = False  # trains on a fixed set of preference pairs, sampling nothing (DPO)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -221,6 +222,7 @@ class DPOConfig(PolicyConfig):
     probe_every: int = 10  # answer the held-out probe prompts every N steps: DPO's only samples (0 = never)
 
     METHOD: ClassVar[str] = "dpo"
+    LEARNS_FROM_PAIRS: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -230,7 +232,6 @@ class DPOConfig(PolicyConfig):
 
 METHOD_CONFIGS: dict[str, type[PolicyConfig]] = {
     cls.METHOD: cls for cls in (PPOConfig, GRPOConfig, RLOOConfig, DPOConfig)}
-ON_POLICY_METHODS = ("ppo", "grpo", "rloo")  # the methods that sample their own training answers
 
 
 def field_help(cls: type) -> dict[str, str]:

@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .batching import batch_indices
 from .data import PreferencePair, prompt_text
-from .generation import Rollout, token_logprobs
+from .generation import Rollout
 from .models import encode_prompt, left_pad
 from .rollout import check_finite
 from .trainer import PolicyTrainer
@@ -76,23 +75,15 @@ class DPOTrainer(PolicyTrainer):
         cfg = self.config
         return f"DPO: beta={cfg.kl_coef:g}, {len(self.prompts)} pairs, at most {cfg.max_length} tokens per answer"
 
-    def next_pairs(self) -> list[PreferencePair]:
-        """This process's pairs of the coming step (seeded shuffle per epoch; same on resume)."""
-        cfg = self.config
-        idx = batch_indices(len(self.prompts), cfg.batch_size, self.step_count + 1, cfg.seed)
-        return [self.prompts[i] for i in idx][self.rank::self.world_size]
-
     def answer_logprobs(self, roll: Rollout, reference: bool = False) -> torch.Tensor:
         """Each answer's summed log-probability [2n] under the policy (with its graph) or the reference, at
         temperature 1: DPO's log π(y|x)."""
-        args = (roll.input_ids, roll.attention_mask, roll.response_ids.shape[1], 1.0)
-        logits = self.model.reference_logits(*args) if reference else self.model.policy_logits(*args)
-        return (token_logprobs(logits, roll.response_ids) * roll.response_mask).sum(1)
+        return (self.token_logprobs_of(roll, reference, temperature=1.0) * roll.response_mask).sum(1)
 
     def step(self, on_rollout=None, sampled=None) -> tuple[dict, list[dict]]:
         cfg = self.config
         started = time.perf_counter()
-        pairs = self.next_pairs()
+        pairs = self.next_prompts()  # this process's pairs of the step (its "prompts" are the pairs)
         self.step_count += 1
         n = len(pairs)
         chosen, rejected, tokens = [], [], 0  # (policy, reference) log-probs of each pass's answers, detached

@@ -29,6 +29,7 @@ from .alarms import check, new_alarms
 from .config import METHOD_CONFIGS, ModelConfig, PolicyConfig, PPOConfig, RewardConfig, from_dict, to_dict
 from .data import read_pairs, read_prompts, write_pairs
 from .models import load_model_and_tokenizer, policy_name
+from .rollout import POLICY
 from .runfolder import ReplicaRunFolder, RunFolder, atomic_write_text, checkpoint_step
 
 REWARD_KIND, PPO_KIND, DEMO_PAIRS_KIND, BEST_OF_N_KIND = "reward_model", "ppo", "demo_pairs", "best_of_n"
@@ -276,7 +277,7 @@ def prepare_policy_job(run_dir: Path, config: PolicyConfig, reward_dir: Path, pr
     reward_dir = _trained_reward_dir(reward_dir)
     prompts, held_out = _prompts(prompts_path)
     pairs = None
-    if config.METHOD == "dpo":
+    if config.LEARNS_FROM_PAIRS:
         pairs_path = Path(pairs_path) if pairs_path else reward_dir / "pairs.jsonl"
         pairs = read_pairs(pairs_path)  # a bad file raises here, naming its row, before any folder is made
     elif pairs_path is not None:
@@ -418,7 +419,8 @@ class PolicyRun:
         run.log(trainer.settings())
         if trainer.world_size > 1:
             run.log(f"data parallel over {trainer.world_size} processes, "
-                    f"{config.batch_size // trainer.world_size} answers each per step")
+                    f"{config.batch_size // trainer.world_size} {'pairs' if config.LEARNS_FROM_PAIRS else 'answers'} "
+                    "each per step")
         main = distributed.is_main()
         self.probe_prompts = _load_probes(run) if config.probe_every and main else []  # answered by process 0
         self.reference_answered = any(r["policy"] == "reference" for r in run.probes())
@@ -487,10 +489,18 @@ class PolicyRun:
         return "completed"
 
 
+def _new_trainer(run: RunFolder, saved: dict, config: PolicyConfig, prompts: list, reward_model, gold_scorer,
+                 base=None, name: str = POLICY):
+    """The trainer of a policy run's method, on its prompts (DPO: on the pairs copied into its run folder);
+    ``base`` and ``name``: beside other runs on one base model (a batched sweep)."""
+    data = read_pairs(run.path / DPO_PAIRS_FILE) if config.LEARNS_FROM_PAIRS else prompts
+    return trainer_class(saved["kind"])(config, reward_model, data, gold_scorer=gold_scorer, base=base,
+                                        name=name)
+
+
 def _policy_body(job: Job) -> str:
     saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(job.run)
-    data = read_pairs(job.run.path / DPO_PAIRS_FILE) if saved["kind"] == "dpo" else prompts  # DPO: pairs
-    trainer = trainer_class(saved["kind"])(config, reward_model, data, gold_scorer=gold_scorer)
+    trainer = _new_trainer(job.run, saved, config, prompts, reward_model, gold_scorer)
     _normalise_rewards(job.run, saved, config, reward_model, trainer, prompts)
     loop = PolicyRun(job.run, saved, config, trainer)
     while not loop.done:
@@ -513,7 +523,6 @@ def _sweep_body(job: Job) -> str:
     that sample (PPO, GRPO, RLOO) and every run's probe answers decoded as one batch (DPO steps on its pairs
     alone). Each member's run folder is written as if it ran alone."""
     from .batched import probe_side_by_side, step_side_by_side
-    from .rollout import POLICY
     from .sweep import Sweep
 
     if distributed.world_size() > 1:
@@ -534,9 +543,8 @@ def _sweep_body(job: Job) -> str:
             saved, config, prompts, rm, gold_scorer = _policy_run_inputs(run, reward_model)
             reward_model = rm
             base = None if first is None else (first.model.peft, first.tokenizer)
-            data = read_pairs(run.path / DPO_PAIRS_FILE) if saved["kind"] == "dpo" else prompts
-            trainer = trainer_class(saved["kind"])(config, reward_model, data, gold_scorer=gold_scorer, base=base,
-                                                   name=POLICY if first is None else f"{POLICY}{i}")
+            trainer = _new_trainer(run, saved, config, prompts, reward_model, gold_scorer, base,
+                                   POLICY if first is None else f"{POLICY}{i}")
             first = first or trainer
             _normalise_rewards(run, saved, config, reward_model, trainer, prompts)
             loops.append(PolicyRun(run, saved, config, trainer))
@@ -568,13 +576,13 @@ def _sweep_body(job: Job) -> str:
                 return "stopped"
             for loop in going:
                 loop.begin_step()
-            sampling = [loop for loop in going if loop.saved["kind"] != "dpo"]  # DPO learns from its pairs
+            sampling = [loop for loop in going if not loop.config.LEARNS_FROM_PAIRS]  # DPO samples nothing
             results = step_side_by_side([loop.trainer for loop in sampling],
                                         lambda i, rollout: sampling[i].on_rollout(rollout)) if sampling else []
             for loop, result in zip(sampling, results):
                 loop.end_step(*result)
             for loop in going:
-                if loop not in sampling:
+                if loop.config.LEARNS_FROM_PAIRS:
                     loop.end_step(*loop.trainer.step(loop.on_rollout))
             for column, reference in enumerate((True, False)):
                 due = [loop for loop in going if loop.probes_due()[column]]

@@ -277,7 +277,6 @@ class PolicyTrainer:
     def rollout(self, prompts: Sequence, sampled: tuple[Rollout, float] | None = None) -> ScoredRollout:
         """Sample (unless ``sampled`` = (rollout, seconds) was sampled for it already, beside other runs),
         score, and read log-probs, reference log-probs (and values, for PPO) for one batch."""
-        cfg = self.config
         times = {}
         started = time.perf_counter()
         if sampled is None:
@@ -292,8 +291,7 @@ class PolicyTrainer:
         times["reward"] = time.perf_counter() - started
         started = time.perf_counter()
         ids, mask, length = roll.input_ids, roll.attention_mask, roll.response_ids.shape[1]
-        ref_logprobs = token_logprobs(self.model.reference_logits(ids, mask, length, cfg.temperature),
-                                      roll.response_ids)
+        ref_logprobs = self.token_logprobs_of(roll, reference=True)
         self._trim_memory()
         # The policy's pass last: when it is kept for the first epoch, its graph is held from here to the update.
         first_pass = None
@@ -346,12 +344,8 @@ class PolicyTrainer:
         if reference:
             kl = torch.zeros(len(texts))
         else:
-            ids, mask, length = sampled.input_ids, sampled.attention_mask, sampled.response_ids.shape[1]
-            logprobs = token_logprobs(self.model.policy_logits(ids, mask, length, cfg.temperature),
-                                      sampled.response_ids)
-            ref_logprobs = token_logprobs(self.model.reference_logits(ids, mask, length, cfg.temperature),
-                                          sampled.response_ids)
-            kl = (kl_penalty(logprobs, ref_logprobs, cfg.kl_estimator) * sampled.response_mask).sum(1)
+            kl = (kl_penalty(self.token_logprobs_of(sampled), self.token_logprobs_of(sampled, reference=True),
+                             cfg.kl_estimator) * sampled.response_mask).sum(1)
         rows = [{"step": self.step_count, "policy": "reference" if reference else "policy",
                  "prompt": prompt_text(prompt), "sample": sample, "response": text, "score": float(score),
                  "kl": float(k), "eos": bool(eos)}
@@ -381,6 +375,14 @@ class PolicyTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self._trim_memory()
         return float(grad_norm)
+
+    def token_logprobs_of(self, roll: Rollout, reference: bool = False, temperature: float | None = None):
+        """[B, R] log-probs of a rollout's answer tokens under the policy (with their graph where grad is on) or
+        the reference (adapters off), from logits / T (the run's T unless given)."""
+        args = (roll.input_ids, roll.attention_mask, roll.response_ids.shape[1],
+                self.config.temperature if temperature is None else temperature)
+        logits = self.model.reference_logits(*args) if reference else self.model.policy_logits(*args)
+        return token_logprobs(logits, roll.response_ids)
 
     def new_logprobs(self, batch: ScoredRollout, rows: torch.Tensor) -> torch.Tensor:
         """The policy's log-probs [b, R] of the rollout's answers ``rows``, with their graph: the rollout's own
