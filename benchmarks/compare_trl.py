@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import signal
 import statistics
 import subprocess
@@ -195,6 +196,8 @@ def main() -> None:
     parser.add_argument("--methods", default="", help="also (or, with --skip-ppo --skip-rm, only) these of "
                                                       "grpo,rloo,dpo against TRL 1.16's trainers")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="our PPO's weights")
+    parser.add_argument("--ours-args", default="", help="more flags of our method_speed.py (--methods), one string, "
+                        "e.g. '--answers-per-pass 2 --cpu-matmul onednn'")
     parser.add_argument("--trl-dtype", choices=["float32", "bfloat16"], default="float32",
                         help="TRL's PPO weights (bfloat16 also turns on its bf16 mode)")
     args = parser.parse_args()
@@ -234,7 +237,7 @@ def main() -> None:
         method_args = [*common, "--iterations", str(args.iterations), "--warmup", "1", "--method", method]
         ours, theirs = run_pairs(args.out, method, args.repeats,
                                  lambda out: [sys.executable, "benchmarks/method_speed.py", *method_args, *data,
-                                              "--out", out],
+                                              *shlex.split(args.ours_args), "--out", out],
                                  lambda out: [str(PEER / ".venv-reward/bin/python"), str(PEER / "trl_methods.py"),
                                               "--model", model_dir, *method_args, *data, "--out", out])
         results.setdefault("methods", {})[method] = {"ours": ours, "trl": theirs}

@@ -49,15 +49,20 @@ def main() -> None:
     parser.add_argument("--prompts", type=Path, help="GRPO's and RLOO's prompts (a JSON list; default the demo's)")
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--lora-alpha", type=int, default=16)
+    parser.add_argument("--answers-per-pass", type=int, help="GRPO, RLOO: answers per update pass (default: the "
+                        "config's)")
+    parser.add_argument("--cpu-matmul", default="auto", help="ModelConfig.cpu_matmul (packed copies or not)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = ModelConfig(quant="none", lora_r=args.lora_r, lora_alpha=args.lora_alpha)
+    model = ModelConfig(quant="none", lora_r=args.lora_r, lora_alpha=args.lora_alpha, cpu_matmul=args.cpu_matmul)
     shared = dict(model=model, steps=args.iterations + args.warmup, batch_size=args.batch_size,
                   response_length=args.response_length, probe_every=0, gold_score="off", lr_schedule="constant")
+    if args.answers_per_pass and args.method != "dpo":
+        shared["answers_per_pass"] = args.answers_per_pass
     started = time.perf_counter()
     reward_model = new_reward_model(RewardConfig(model=model))
     prompts = json.loads(args.prompts.read_text()) if args.prompts else demo_prompts()

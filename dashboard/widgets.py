@@ -308,7 +308,8 @@ RLOO_FORM = (
         (("lr_schedule", "lr schedule"),),
     )),
 )
-GROUP_FORM_MORE = ("More: implementation details, seed", COMMON_MORE)
+GROUP_FORM_MORE = ("More: implementation details, seed",
+                   (*COMMON_MORE, ("answers_per_pass", "answers per pass (memory)")))
 DPO_FORM = (
     ("Objective", (
         (("kl_coef", "β (KL coefficient of the objective)"),),

@@ -166,12 +166,14 @@ class GroupConfig(PolicyConfig):
     """What the group methods (GRPO, RLOO) add: several answers per prompt, scored against each other."""
 
     group_size: int = 4  # answers sampled per prompt (TRL num_generations 8; 4 keeps a CPU step short)
+    answers_per_pass: int = 8  # answers whose activations the update holds at once (fewer: less memory, slower)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.group_size < 2:
             raise ValueError(f"group_size must be at least 2 (answers are judged against their group), "
                              f"got {self.group_size}")
+        _check_positive("answers_per_pass", self.answers_per_pass)
         if self.batch_size % self.group_size:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of group_size {self.group_size}")
 

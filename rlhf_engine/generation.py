@@ -1,7 +1,9 @@
 """Sampling responses and reading token log-probs back, with left padding done right.
 
 Rollouts sample with temperature T, top_k 0 and top_p 1; log-probs are taken from logits / T so the
-PPO ratio compares the distribution that actually produced the tokens. Responses are cut after the
+PPO ratio compares the distribution that actually produced the tokens. The sampler keeps each token's
+log-prob and each step's entropy as it decodes (``Rollout.logprobs``, ``.entropy``): a method without a
+value model reads them instead of running a policy pass over the rollout. Responses are cut after the
 first EOS; everything after it is the pad token and masked out.
 """
 
@@ -26,6 +28,8 @@ class Rollout:
     response_ids: torch.Tensor  # [B, R] response tokens, pad after the first EOS
     response_mask: torch.Tensor  # [B, R] 1 up to and including the first EOS
     has_eos: torch.Tensor  # [B] bool: the response ended with EOS within R tokens
+    logprobs: torch.Tensor | None = None  # [B, R] the sampler's log-probs of its tokens (logits / T; 0 after EOS)
+    entropy: torch.Tensor | None = None  # [B, R] the sampler's entropy (nats) at each token (0 after EOS)
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -45,8 +49,9 @@ class Rollout:
         query_mask, response_mask = self.query_mask[index], self.response_mask[index]
         first = int(query_mask.any(0).long().argmax()) if query_mask.numel() else 0
         width = int(response_mask.sum(1).max()) if response_mask.numel() else 0
+        sampler = [None if x is None else x[index, :width] for x in (self.logprobs, self.entropy)]
         return Rollout(self.query_ids[index, first:], query_mask[:, first:], self.response_ids[index, :width],
-                       response_mask[:, :width], self.has_eos[index])
+                       response_mask[:, :width], self.has_eos[index], *sampler)
 
 
 def truncate_after_eos(response_ids: torch.Tensor, eos_id: int, pad_id: int):
@@ -65,8 +70,10 @@ class NonFiniteLogitsError(FloatingPointError):
     """The model's next-token logits hold NaN or inf while sampling (its weights or activations blew up)."""
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float, generators: Sequence[torch.Generator]) -> torch.Tensor:
+def sample_tokens(logits: torch.Tensor, temperature: float, generators: Sequence[torch.Generator],
+                  with_logprobs: bool = False):
     """One token per row from softmax(logits / T) by inverse-CDF sampling, row i drawing from generators[i].
+    ``with_logprobs``: (tokens, their log-probs, the entropy of each row's distribution), all [B].
 
     Consecutive rows with the same generator take one draw of as many uniforms, so a group of rows gets
     the same tokens whether it is sampled alone or inside a larger batch (a batched sweep). One uniform
@@ -75,14 +82,19 @@ def sample_tokens(logits: torch.Tensor, temperature: float, generators: Sequence
     """
     if torch.isnan(logits).any() or torch.isposinf(logits).any():
         raise NonFiniteLogitsError("the next-token logits are NaN or infinite while sampling")
-    cdf = torch.softmax(logits.float() / temperature, dim=-1).double().cumsum(-1)
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    probs = logp.exp()
+    cdf = probs.double().cumsum(-1)
     uniforms = torch.empty(len(generators), dtype=torch.float64)
     start = 0
     for generator, rows in _runs_of(generators):
         uniforms[start:start + rows] = torch.rand(rows, generator=generator, dtype=torch.float64)
         start += rows
     target = uniforms.to(cdf.device)[:, None] * cdf[:, -1:]
-    return torch.searchsorted(cdf, target).clamp(max=logits.shape[-1] - 1).squeeze(-1)
+    tokens = torch.searchsorted(cdf, target).clamp(max=logits.shape[-1] - 1).squeeze(-1)
+    if not with_logprobs:
+        return tokens
+    return tokens, logp.gather(1, tokens[:, None]).squeeze(1), -(probs * logp).nansum(-1)
 
 
 def _runs_of(items: Sequence) -> list[tuple[object, int]]:
@@ -132,15 +144,18 @@ def sample_responses(model, tokenizer, prompts, max_new_tokens: int, temperature
         rows_context = rows_through_adapters(model, adapter_names)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     mask, positions = query_mask, position_ids_from_mask(query_mask)
-    tokens, finished = [], torch.zeros(rows, dtype=torch.bool, device=device)
+    tokens, logprobs, entropy = [], [], []
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
     with rows_context, eager_attention(model):
         out = model(input_ids=query_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                     logits_to_keep=1)
         positions = positions[:, -1:]
         for step in range(max_new_tokens):
-            token = sample_tokens(out.logits[:, -1], temperature, generators).to(device)
-            token = torch.where(finished, torch.full_like(token, pad), token)
+            token, logprob, spread = sample_tokens(out.logits[:, -1], temperature, generators, with_logprobs=True)
+            token = torch.where(finished, torch.full_like(token, pad), token.to(device))
             tokens.append(token)
+            logprobs.append(logprob.masked_fill(finished, 0.0))
+            entropy.append(spread.masked_fill(finished, 0.0))
             finished |= token == eos
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
@@ -152,7 +167,8 @@ def sample_responses(model, tokenizer, prompts, max_new_tokens: int, temperature
     # max_new_tokens: no pass over the batch spends time on columns that are padding in every row.
     response = torch.stack(tokens, dim=1) if tokens else query_ids[:, :0]
     response_ids, response_mask, has_eos = truncate_after_eos(response, eos, pad)
-    return Rollout(query_ids, query_mask, response_ids, response_mask, has_eos)
+    sampler = [torch.stack(x, dim=1) if x else torch.zeros(rows, 0, device=device) for x in (logprobs, entropy)]
+    return Rollout(query_ids, query_mask, response_ids, response_mask, has_eos, *sampler)
 
 
 @contextlib.contextmanager

@@ -91,17 +91,33 @@ class GRPOTrainer(GroupTrainer):
 def clipped_update(trainer: GroupTrainer, batch: GroupBatch, epochs: int, cliprange: float, beta: float = 0.0,
                    loss_type: str = "grpo") -> dict:
     """``epochs`` passes of ``grpo_loss`` over a group batch, one optimiser step each (GRPO's update, and
-    RLOO's clipped form with beta 0); the mean loss, k3, clipped share and gradient norm, under TRL's names."""
+    RLOO's clipped form with beta 0), each epoch's gradient taken in parts of ``answers_per_pass`` answers.
+
+    The ratio's old log-probs are the first epoch's own, detached: the policy before the update, read on the
+    update's path (its first ratio is exactly 1, as TRL's with num_iterations 1). Returns the mean loss, k3,
+    clipped share and gradient norm, under TRL's names.
+    """
     scored = batch.scored
+    old = None  # [B, R] the first epoch's log-probs
     stats = {"loss": [], "kl": [], "clip_ratio/region_mean": [], "grad_norm": []}
     for rows in trainer.minibatches(len(batch.advantages), 1, epochs):
-        loss, metrics = grpo_loss(trainer.new_logprobs(scored, rows), scored.logprobs[rows], batch.advantages[rows],
-                                  batch.mask[rows], cliprange, beta, scored.ref_logprobs[rows], loss_type,
-                                  trainer.config.response_length)
-        check_finite("policy loss", loss, trainer.step_count)
-        loss.backward()
+        first, tokens = old is None, batch.mask[rows].sum().clamp(min=1)
+        if first:
+            old = torch.zeros_like(scored.logprobs)
+        loss_sum = kl_sum = clip_sum = 0.0
+        for part, share in trainer.passes(rows):
+            logprobs = trainer.new_logprobs(scored, part)
+            if first:
+                old[part] = logprobs.detach()
+            loss, metrics = grpo_loss(logprobs, old[part], batch.advantages[part], batch.mask[part], cliprange,
+                                      beta, scored.ref_logprobs[part], loss_type, trainer.config.response_length)
+            check_finite("policy loss", loss, trainer.step_count)
+            (loss * share).backward()
+            weight = float(batch.mask[part].sum() / tokens)  # the part's share of the tokens (the metrics' means)
+            loss_sum, kl_sum = loss_sum + loss.item() * share, kl_sum + metrics["kl"] * weight
+            clip_sum += metrics["clip_ratio"] * weight
         stats["grad_norm"].append(trainer.optimizer_step())
-        stats["loss"].append(loss.item())
-        stats["clip_ratio/region_mean"].append(metrics["clip_ratio"])
-        stats["kl"].append(metrics["kl"])
+        stats["loss"].append(loss_sum)
+        stats["clip_ratio/region_mean"].append(clip_sum)
+        stats["kl"].append(kl_sum)
     return {name: sum(values) / len(values) for name, values in stats.items()}

@@ -57,11 +57,13 @@ class RLOOTrainer(GroupTrainer):
         answer's advantage (``grpo.grpo_loss`` without its KL term: RLOO's KL is in the reward), as TRL does."""
         cfg, scored = self.config, batch.scored
         if cfg.epochs == 1:
-            rows = torch.arange(len(batch.advantages))
-            loss = reinforce_loss(self.new_logprobs(scored, rows), batch.advantages, batch.mask)
-            check_finite("policy loss", loss, self.step_count)
-            loss.backward()
-            return {"loss": loss.item(), "grad_norm": self.optimizer_step()}
+            total = 0.0
+            for part, share in self.passes(torch.arange(len(batch.advantages))):
+                loss = reinforce_loss(self.new_logprobs(scored, part), batch.advantages[part], batch.mask[part])
+                check_finite("policy loss", loss, self.step_count)
+                (loss * share).backward()
+                total += loss.item() * share
+            return {"loss": total, "grad_norm": self.optimizer_step()}
         from .grpo import clipped_update
 
         stats = clipped_update(self, batch, cfg.epochs, cfg.cliprange)  # no KL term: RLOO's is in the reward

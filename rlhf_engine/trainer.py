@@ -189,6 +189,11 @@ class PolicyTrainer:
     def prompts_per_step(cls, config: PolicyConfig) -> int:
         return config.batch_size // cls.answers_per_prompt(config)
 
+    # Whether the rollout's log-probs and entropy are the sampler's own (read off its logits as it decodes)
+    # instead of a policy pass over the sampled answers: a method with no value model (GRPO, RLOO) needs
+    # no pass of its own before the update, whose passes then go over a few answers at a time.
+    reads_sampler_logprobs = False
+
     def can_reuse_rollout_pass(self) -> bool:
         """Whether the rollout's policy pass can keep its graph to serve as the update's first pass (it is the
         same pass when the first minibatch is the whole batch and the weights are untouched)."""
@@ -293,19 +298,22 @@ class PolicyTrainer:
         ids, mask, length = roll.input_ids, roll.attention_mask, roll.response_ids.shape[1]
         ref_logprobs = self.token_logprobs_of(roll, reference=True)
         self._trim_memory()
-        # The policy's pass last: when it is kept for the first epoch, its graph is held from here to the update.
-        first_pass = None
-        with torch.set_grad_enabled(self.reuses_rollout_pass):
-            logits, values = self.policy_pass(ids, mask, length)
-            logprobs = token_logprobs(logits, roll.response_ids)
-        if self.reuses_rollout_pass:  # kept with its graph: the first epoch's pass, not recomputed
-            first_pass = (logprobs, values)
-            logprobs = logprobs.detach()
-            values = values.detach() if values is not None else None
-        entropy = torch.stack([token_entropy(row) for row in logits.detach()])  # a row at a time: less memory
-        del logits
-        if values is None:
-            values = self.rollout_values(ids, mask, length)
+        first_pass, values = None, None
+        if self.reads_sampler_logprobs and roll.logprobs is not None:  # no policy pass: the sampler's own
+            logprobs, entropy = roll.logprobs, roll.entropy
+        else:
+            # The policy's pass last: when it is kept for the first epoch, its graph is held until the update.
+            with torch.set_grad_enabled(self.reuses_rollout_pass):
+                logits, values = self.policy_pass(ids, mask, length)
+                logprobs = token_logprobs(logits, roll.response_ids)
+            if self.reuses_rollout_pass:  # kept with its graph: the first epoch's pass, not recomputed
+                first_pass = (logprobs, values)
+                logprobs = logprobs.detach()
+                values = values.detach() if values is not None else None
+            entropy = torch.stack([token_entropy(row) for row in logits.detach()])  # a row at a time: less memory
+            del logits
+            if values is None:
+                values = self.rollout_values(ids, mask, length)
         times["forward"] = time.perf_counter() - started
         scores, raw_scores = scores.to(logprobs.device), raw_scores.to(logprobs.device)
         gold = [self.gold_scorer(text) for text in texts] if self.gold_scorer else None
@@ -511,8 +519,15 @@ class GroupTrainer(PolicyTrainer):
     def answers_per_prompt(config) -> int:
         return config.group_size
 
-    def can_reuse_rollout_pass(self) -> bool:
-        return True  # the update's first pass is over the whole batch with untouched weights
+    reads_sampler_logprobs = True  # no value model: the update's passes are the only policy passes
+
+    def passes(self, rows: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
+        """A minibatch's rows in parts of ``answers_per_pass`` answers, each with its share of the minibatch:
+        a loss that is a mean over answers, weighted by the shares and back-propagated part by part, gives the
+        minibatch's gradient with one part's activations held at a time."""
+        size = self.config.answers_per_pass
+        return [(rows[start:start + size], len(rows[start:start + size]) / len(rows))
+                for start in range(0, len(rows), size)]
 
     def grouped(self, x: torch.Tensor) -> torch.Tensor:
         """[B] -> [prompts, group_size] (a group's answers are consecutive rows)."""

@@ -154,6 +154,25 @@ def test_dpo_raises_the_chosen_answers_over_the_rejected_and_probes_its_kl_from_
     assert not (tmp_path / "dpo-bad").exists()
 
 
+@pytest.mark.parametrize("method", ["grpo", "dr_grpo", "rloo", "rloo_clipped"])
+def test_a_group_update_in_parts_of_fewer_answers_takes_the_same_step_as_in_one_pass(tiny_model_config, method):
+    after = []
+    for per_pass in (8, 3, 1):  # 3: parts of 3, 3 and 2 answers, weighted by their shares
+        trainer = _trainer(method, tiny_model_config, steps=1, batch_size=8, group_size=4, kl_coef=0.1,
+                           learning_rate=3e-3, response_length=8, answers_per_pass=per_pass)
+        metrics, _ = trainer.step()
+        after.append((metrics, [p.detach().clone() for p in trainer.params]))
+    (whole, params), *in_parts = after
+    for metrics, moved in in_parts:
+        for name in ("loss", "grad_norm", "kl", "clip_ratio/region_mean"):
+            if name in whole:
+                assert metrics[name] == pytest.approx(whole[name], rel=1e-4, abs=1e-6), name
+        for a, b in zip(params, moved):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    assert not all(torch.equal(a, b) for a, b in zip(params, _trainer(
+        method, tiny_model_config, steps=1, batch_size=8, group_size=4).params))  # the step moved the weights
+
+
 def test_dpo_in_passes_of_fewer_pairs_takes_the_same_step_as_in_one_pass(tiny_model_config):
     from rlhf_engine.config import DPOConfig
     from rlhf_engine.dpo import DPOTrainer

@@ -111,6 +111,23 @@ def test_recomputed_logprobs_match_what_generate_sampled_from(tiny_model_config)
     assert torch.allclose(ours[real], sampled[real], atol=1e-4)
 
 
+def test_the_samplers_own_logprobs_and_entropy_are_those_of_a_pass_over_its_answers(tiny_model_config):
+    """What GRPO and RLOO read instead of a policy pass over the rollout: the same numbers, 0 after EOS."""
+    from rlhf_engine.generation import token_entropy
+
+    model, tokenizer = load_model_and_tokenizer(tiny_model_config)
+    roll = sample_responses(model, tokenizer, ["Hi", "Tell me a long story about a cat.", "Why?"], max_new_tokens=12,
+                            temperature=0.7, generators=torch.Generator().manual_seed(3))
+    logits = response_logits(model, roll.input_ids, roll.attention_mask, roll.response_ids.shape[1], 0.7)
+    real = roll.response_mask.bool()
+    assert roll.logprobs.shape == roll.entropy.shape == roll.response_ids.shape
+    torch.testing.assert_close(roll.logprobs[real], token_logprobs(logits, roll.response_ids)[real], atol=1e-4, rtol=0)
+    torch.testing.assert_close(roll.entropy[real], token_entropy(logits)[real], atol=1e-4, rtol=0)
+    assert not roll.logprobs[~real].any() and not roll.entropy[~real].any()
+    part = roll.rows(slice(1, 3))
+    assert torch.equal(part.logprobs, roll.logprobs[1:3, :part.response_ids.shape[1]])
+
+
 def test_4bit_weights_stay_differentiable_after_a_pass_without_gradient(tiny_model_dir):
     """A no-grad pass (generation) must not switch bitsandbytes to its backward-less CPU kernel."""
     from bitsandbytes.nn import Linear4bit
