@@ -103,7 +103,8 @@ def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
     if names:
         metric = st.selectbox("Compare runs on (training batches, each step)", names, key=f"{key}.metric",
                               format_func=lambda m: f"{m} — {figures.label(m)}")
-        st.plotly_chart(figures.overlay_figure(series, metric, colours=colours), key=f"{key}.overlay")
+        kind = figures.shared_kind([m.run.config().get("kind", "policy") for m in members])
+        st.plotly_chart(figures.overlay_figure(series, metric, kind, colours), key=f"{key}.overlay")
     report_button(sweep.path, key)
 
 

@@ -183,9 +183,16 @@ def metric_figure(rows: Sequence[dict], metrics: Sequence[str], title: str, kind
     return fig
 
 
-def overlay_figure(series: dict[str, Sequence[dict]], metric: str, kind: str = "ppo",
+def shared_kind(kinds: Sequence[str]) -> str:
+    """The kind of runs drawn on one chart: their method when they share one, else "policy" (a plain step axis)."""
+    distinct = set(kinds)
+    return distinct.pop() if len(distinct) == 1 else "policy"
+
+
+def overlay_figure(series: dict[str, Sequence[dict]], metric: str, kind: str = "policy",
                    colours: dict[str, str] | None = None) -> go.Figure:
-    """One metric across several runs: {run label: metric rows}; ``colours``: {label: colour} (runs_colours)."""
+    """One metric across several runs of ``kind`` (``shared_kind``): {run label: metric rows}; ``colours``:
+    {label: colour} (runs_colours)."""
     fig = go.Figure()
     colours = colours or {}
     seen: dict[str, int] = {}

@@ -130,9 +130,10 @@ def _sweep_body(sweep: Sweep) -> list[str]:
     parts.append("<h2>Gold vs proxy against √KL</h2>" + figure(figures.gold_proxy_figure(probes, bon, colours)))
     series = {m.label: m.run.metrics() for m in members}
     parts.append("<h2>Runs side by side (training batches)</h2>")
+    kind = figures.shared_kind([m.run.config().get("kind", "policy") for m in members])
     for metric in figures.SWEEP_OVERLAYS:
         if any(r.get(metric) is not None for rows in series.values() for r in rows):
-            parts.append(figure(figures.overlay_figure(series, metric, colours=colours)))
+            parts.append(figure(figures.overlay_figure(series, metric, kind, colours)))
     for member in members:
         alarms = _alarms(series[member.label], member.run.config().get("config", {}), member.run.status())
         if alarms:
