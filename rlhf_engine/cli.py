@@ -212,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "starts its jobs this way")
     p.add_argument("run", type=Path)
 
+    p = sub.add_parser("export", help="write a run's model for plain transformers: a policy merged with its adapter "
+                       "(AutoModelForCausalLM), a reward model as AutoModelForSequenceClassification, or --adapter")
+    p.add_argument("path", type=Path, help="the run folder (a policy or reward-model run)")
+    p.add_argument("--out", type=Path, required=True, help="a new folder to write (never over an existing one)")
+    p.add_argument("--adapter", action="store_true", help="write the PEFT adapter alone instead of a merged model")
+
     p = sub.add_parser("report", help="write a one-file HTML report of a run or a sweep (plots, settings, samples)")
     p.add_argument("path", type=Path, help="run folder or sweep folder")
     p.add_argument("--out", type=Path, help="report file (default PATH/report.html)")
@@ -675,6 +681,14 @@ def _sample(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .export import export_run
+
+    out = export_run(args.path, args.out, adapter_only=args.adapter)
+    print(f"wrote {out} ({'the PEFT adapter' if args.adapter else 'a merged model'}; see its README.md)")
+    return 0
+
+
 def _report(args) -> int:
     from .report import write_report
 
@@ -787,6 +801,7 @@ COMMANDS = {
     "resume": _resume,
     "sample": _sample,
     "runs": _runs,
+    "export": _export,
     "report": _report,
     "run-job": _run_job,
     "pairs": _pairs,

@@ -1,6 +1,7 @@
 """End to end on the bundled SmolLM2-135M-Instruct, 4-bit, with the simulated annotator."""
 
 import pytest
+import torch
 
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig
 from rlhf_engine.data import read_pairs, write_pairs
@@ -32,3 +33,21 @@ def test_whole_loop_on_the_bundled_model(tmp_path):
     samples = ppo_job.run.samples()
     assert any(s["response"].strip() for s in samples)
     assert {(p["step"], p["policy"]) for p in ppo_job.run.probes()} == {(0, "reference"), (1, "policy")}
+
+    # The 4-bit run exported as a plain causal LM: dequantized, merged in float32, the run's own log-probs.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from rlhf_engine.export import export_run
+    from rlhf_engine.models import load_model_and_tokenizer
+
+    merged = export_run(tmp_path / "ppo", tmp_path / "ppo-export")
+    assert "dequantized to float32" in (merged / "README.md").read_text()
+    base, tokenizer = load_model_and_tokenizer(quantized)
+    own = PeftModel.from_pretrained(base, str(tmp_path / "ppo" / "policy"))
+    exported = AutoModelForCausalLM.from_pretrained(str(merged))
+    ids = torch.tensor([tokenizer("Tell me about the sea. " + samples[0]["response"])["input_ids"]])
+    with torch.no_grad():
+        logprobs = [torch.log_softmax(m(input_ids=ids).logits[0, :-1].float(), -1).gather(1, ids[0, 1:, None])
+                    for m in (own, exported)]
+    torch.testing.assert_close(logprobs[1], logprobs[0], atol=1e-4, rtol=0)  # measured: 1.6e-5 at most
