@@ -426,3 +426,39 @@ def token_view(samples: list[dict], key: str) -> None:
                                  format_func=lambda i: f"{i + 1}: {at_step[i]['response'][:80]}")
     sample = at_step[min(index, len(at_step) - 1)]
     st.plotly_chart(token_heatmap(sample), key=f"{key}.heatmap")
+
+
+def export_panel(runs: Sequence[RunFolder]) -> None:
+    """Export a policy or reward-model run as ``python -m rlhf_engine export`` does, into the run's exports/
+    folder, and offer it as a zip download."""
+    from rlhf_engine.export import ExportError, default_destination, export_run, zip_export
+
+    picked = run_picker(runs, "Run to export", "runs.export")
+    if picked is None:
+        st.caption("Policy and reward-model runs can be exported once they have trained a step.")
+        return
+    adapter_only = st.checkbox("The PEFT adapter alone (for PeftModel.from_pretrained on the base)",
+                               key="runs.export.adapter")
+    try:
+        target = default_destination(picked.path, adapter_only)
+    except ExportError as err:
+        st.info(str(err))
+        return
+    loads_as = "AutoModelForSequenceClassification" if picked.config().get("kind") == "reward_model" else \
+        "AutoModelForCausalLM"
+    what = "the adapter" if adapter_only else f"a merged model (for {loads_as})"
+    st.caption(f"Writes {what} with its tokenizer and a model card to `{target}`; the same as "
+               f"`python -m rlhf_engine export {picked.path} --out {target}{' --adapter' if adapter_only else ''}`.")
+    if not target.is_dir() and st.button("Export", key="runs.export.go"):
+        try:
+            with st.spinner("Merging and writing the model…"):
+                export_run(picked.path, target, adapter_only)
+        except (ExportError, ValueError, OSError) as err:
+            st.error(f"Export failed: {err}")
+            return
+    if target.is_dir():
+        archive = zip_export(target)
+        st.success(f"Exported to `{target}` ({archive.stat().st_size / 2**20:.0f} MiB zipped).")
+        with open(archive, "rb") as data:
+            st.download_button(f"Download {archive.name}", data, file_name=f"{picked.id}-{archive.name}",
+                               mime="application/zip", key="runs.export.download")

@@ -6,8 +6,8 @@ import streamlit as st
 from dashboard import plots
 from dashboard.lab import sweep_picker, sweep_view
 from dashboard.state import require_app_shell, workspace
-from dashboard.widgets import job_controls, run_picker
-from rlhf_engine.jobs import POLICY_KINDS
+from dashboard.widgets import export_panel, job_controls, run_picker
+from rlhf_engine.jobs import POLICY_KINDS, REWARD_KIND
 from rlhf_engine.runfolder import list_runs
 from rlhf_engine.sweep import FINAL_STEPS, final_point, list_sweeps
 
@@ -44,6 +44,9 @@ with st.expander("Stop or resume a run"):
     if picked is not None:
         job_controls(picked, "runs")
 
+with st.expander("Export a model (for plain transformers, no PEFT)"):
+    export_panel([r for r in runs if kind_of(r) in (*POLICY_KINDS, REWARD_KIND)])
+
 st.subheader("Compare a metric")
 ppo_runs = [r for r in runs if kind_of(r) in POLICY_KINDS]  # every method's: they share score, KL and gold
 POLICY = "policy"  # the runs of every policy method, compared together
@@ -51,7 +54,7 @@ kinds = sorted({POLICY if kind_of(r) in POLICY_KINDS else kind_of(r) for r in ru
                 if kind_of(r) in (*POLICY_KINDS, "reward_model")})
 if kinds:
     kind = st.radio("Runs of kind", kinds, horizontal=True, key="runs.kind",
-                    format_func=lambda k: "policy (PPO, GRPO, RLOO)" if k == POLICY else k)
+                    format_func=lambda k: "policy (PPO, GRPO, RLOO, DPO)" if k == POLICY else k)
     of_kind = ppo_runs if kind == POLICY else [r for r in runs if kind_of(r) == kind]
     selected = st.multiselect("Runs", [r.id for r in of_kind], default=[r.id for r in of_kind[:4]], key="runs.sel")
     chosen = [r for r in of_kind if r.id in selected]
@@ -65,14 +68,15 @@ if kinds:
         default = "objective/scores" if "objective/scores" in names else names[0]
         metric = st.selectbox("Metric", names, index=names.index(default), key="runs.metric",
                               format_func=lambda m: f"{m} — {plots.label(m)}" if m in plots.METRIC_LABELS else m)
-        st.plotly_chart(plots.overlay_figure(series, metric, "step" if kind == POLICY else kind, colours),
+        drawn = plots.shared_kind([kind_of(r) for r in chosen]) if kind == POLICY else kind
+        st.plotly_chart(plots.overlay_figure(series, metric, drawn, colours),
                         key="runs.overlay")
 
 st.subheader("Reward vs KL")
 points = [{"label": run.id, **point} for run in ppo_runs if (point := final_point(run)) is not None]
 if points:
     st.plotly_chart(plots.frontier_figure(points, colours=plots.runs_colours(points)), key="runs.scatter")
-    st.caption(f"One point per policy run (PPO, GRPO, RLOO), coloured by β as on every page: "
+    st.caption(f"One point per policy run (PPO, GRPO, RLOO, DPO), coloured by β as on every page: "
                f"{plots.FINAL_POINT_NOTE} (runs without probe answers: the mean of their last {FINAL_STEPS} "
                "training batches, as squares).")
 else:

@@ -27,11 +27,10 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig, from_dict
+from .jobs import POLICY_KINDS, REWARD_KIND
 from .models import describe_model, load_causal_lm, load_tokenizer, resolve_source
 from .runfolder import RunFolder, checkpoint_step
 
-POLICY_KINDS = ("ppo", "grpo", "rloo", "dpo")
-REWARD_KIND = "reward_model"
 METHOD_NAMES = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO", "dpo": "DPO", REWARD_KIND: "Bradley-Terry reward model"}
 NORMALIZATION_FIELD = "score_normalization"  # the exported reward model's config: how raw logits become scores
 # The last metrics worth a line in a card, by kind (those the run logged)
@@ -83,6 +82,37 @@ def export_run(run_dir: Path, out_dir: Path, adapter_only: bool = False) -> Path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def default_destination(run_dir: Path, adapter_only: bool = False) -> Path:
+    """Where the dashboard exports a run: ``<run>/exports/<merged|adapter>-step-N``, N the step of the adapter
+    it would export (a run trained further exports anew beside the earlier export)."""
+    source = read_source(Path(run_dir))
+    return source.run.path / "exports" / f"{'adapter' if adapter_only else 'merged'}-step-{source.step:06d}"
+
+
+def zip_export(folder: Path) -> Path:
+    """``<folder>.zip`` of an export (written once, atomically; weights stored, text compressed)."""
+    import zipfile
+
+    folder = Path(folder)
+    target = folder.with_suffix(".zip")
+    if target.is_file():
+        return target
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=folder.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w") as archive:
+            for file in sorted(folder.iterdir()):
+                stored = file.suffix in (".safetensors", ".bin")  # compressing weights takes long and saves ~7 %
+                archive.write(file, f"{folder.name}/{file.name}",
+                              compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
 
 
 def _usual_permissions(folder: Path) -> None:

@@ -683,3 +683,24 @@ def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch
     at.run()
     assert button(at, "Run 3 steps at β = 0").disabled
     assert len(at.get("plotly_chart")) >= 3  # the sweep's two and the long run's gold vs proxy
+
+
+def test_runs_page_exports_a_run_and_offers_it_as_a_zip(trained_workspace, monkeypatch):
+    import zipfile
+
+    monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
+    at = open_page("pages/runs.py")
+    at.selectbox(key="runs.export").set_value("rm-tiny").run()
+    assert "python -m rlhf_engine export" in texts(at) and "AutoModelForSequenceClassification" in texts(at)
+    next(b for b in at.button if b.label == "Export").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    exports = trained_workspace / "runs" / "rm-tiny" / "exports"
+    folder = exports / "merged-step-000004"
+    assert {"model.safetensors", "config.json", "README.md"} <= {p.name for p in folder.iterdir()}
+    with zipfile.ZipFile(folder.with_suffix(".zip")) as archive:
+        assert f"{folder.name}/model.safetensors" in archive.namelist()
+    assert any("Exported to" in s.value for s in at.success)
+    assert [b.proto.label for b in at.get("download_button")] == ["Download merged-step-000004.zip"]
+    at.run()
+    assert not any(b.label == "Export" for b in at.button)  # done: the page offers the download, not a second export
+    assert len(at.get("download_button")) == 1
