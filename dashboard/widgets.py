@@ -137,6 +137,10 @@ def run_header(run: RunFolder, key: str) -> dict:
     st.markdown(status_line(run, status))
     st.progress(min(int(status.get("step", 0)) / max(int(status.get("total_steps", 1)), 1), 1.0))
     job_controls(run, key)
+    from rlhf_engine.trackers import reported_commands
+
+    for name, command in reported_commands(run):
+        st.caption(f"Metrics mirrored to {name}: `{command}`")
     if status.get("state") == "failed":
         st.error(f"The run failed: {md(status.get('error'))}. The full log is in `{run.path / 'events.log'}`.")
     return status
@@ -272,6 +276,7 @@ COMMON_MORE = (
     ("max_grad_norm", "gradient clip"), ("checkpoint_every", "checkpoint every (steps)"),
     ("probe_every", "probe answers every (steps)"), ("probe_prompts", "held-out probe prompts"),
     ("reference_probe_samples", "reference answers per probe prompt"), ("seed", "seed"),
+    ("report_to", "mirror metrics to"),
 )
 PPO_FORM_MORE = ("More: γ, implementation details, seed", (
     ("gamma", "γ (discount)"), ("whiten_rewards", "whiten rewards"), ("whiten_advantages", "whiten advantages"),
@@ -331,6 +336,7 @@ DPO_FORM_MORE = ("More: implementation details, seed", (
     ("kl_estimator", "KL estimator (of the probes' KL)"), ("normalize_reward", "normalise RM scores"),
     ("reference_probe_samples", "reference answers per probe prompt"), ("max_grad_norm", "gradient clip"),
     ("pairs_per_pass", "pairs per pass (memory)"), ("checkpoint_every", "checkpoint every (steps)"), ("seed", "seed"),
+    ("report_to", "mirror metrics to"),
 ))
 # method -> (its config class, its form, its popover)
 METHOD_FORMS = {
@@ -369,6 +375,8 @@ def policy_knobs(key_prefix: str, method: str = "ppo") -> dict:
 
 
 def _policy_knob(cls: type, name: str, label: str, key_prefix: str):
+    if name == "report_to":
+        return tracker_knob(cls, key_prefix, label)
     if name in KNOB_CHOICES:
         return choice_knob(cls, name, KNOB_CHOICES[name], key_prefix, label=label)
     if name == "missing_eos_penalty":  # None (off) or a number: a checkbox and the number
@@ -380,9 +388,21 @@ def _policy_knob(cls: type, name: str, label: str, key_prefix: str):
     return knob(cls, name, key_prefix, label=label)
 
 
+def tracker_knob(cls: type, key_prefix: str, label: str = "mirror metrics to") -> str:
+    """``report_to`` as a choice of trackers; returns the field's text ("none" or "tensorboard,wandb")."""
+    from rlhf_engine.trackers import TRACKERS
+
+    chosen = st.multiselect(label, TRACKERS, key=f"{key_prefix}.report_to",
+                            help=f"{field_help(cls)['report_to']}, offline or local. The run folder stays the "
+                                 "record; the run's view shows the command that opens each.")
+    return ",".join(chosen) or "none"
+
+
 def fill_ppo_knobs(key_prefix: str, config: PPOConfig) -> None:
-    """Set every PPO ``policy_knobs`` widget to a config's value (a preset); call from a button's on_click."""
-    values = {name: getattr(config, name) for name, _ in form_fields("ppo") if name != "missing_eos_penalty"}
+    """Set every PPO ``policy_knobs`` widget to a config's value (a preset; the trackers stay as chosen); call
+    from a button's on_click."""
+    values = {name: getattr(config, name) for name, _ in form_fields("ppo")
+              if name not in ("missing_eos_penalty", "report_to")}
     values["use_eos_penalty"] = config.missing_eos_penalty is not None
     if config.missing_eos_penalty is not None:
         values["eos_penalty"] = float(config.missing_eos_penalty)

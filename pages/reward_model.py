@@ -18,6 +18,7 @@ from dashboard.widgets import (
     show_flash,
     started_already,
     submit_job,
+    tracker_knob,
 )
 from rlhf_engine.config import POOLINGS, QUANT_CHOICES, ModelConfig, RewardConfig, field_help
 from rlhf_engine.jobs import REWARD_KIND, prepare_reward_job
@@ -52,6 +53,7 @@ with st.expander("Train a new reward model", expanded=not ws.runs_of(REWARD_KIND
                                  "scores are normalised on the same policy PPO starts from (else PPO renormalises "
                                  "on 64 of its own samples first).")
             pooling = choice_knob(RewardConfig, "pooling", POOLINGS, "rm")
+            report_to = tracker_knob(RewardConfig, "rm")
         st.caption(f"Base model `{base.source}` (change it on the Model page). Trains on all {n_pairs} stored pairs; "
                    f"{RewardConfig().eval_fraction:.0%} are held out for evaluation.")
         start = st.form_submit_button("Train", type="primary", disabled=n_pairs < 2)
@@ -60,7 +62,8 @@ with st.expander("Train a new reward model", expanded=not ws.runs_of(REWARD_KIND
     if start and not started_already(name):
         with engine_errors("Starting the reward model"):
             model = dataclasses.replace(base, quant=quant, lora_r=lora_r, lora_alpha=2 * lora_r)
-            config = RewardConfig(model=model, steps=steps, learning_rate=lr, batch_size=batch_size, pooling=pooling)
+            config = RewardConfig(model=model, steps=steps, learning_rate=lr, batch_size=batch_size, pooling=pooling,
+                                  report_to=report_to)
             with tempfile.TemporaryDirectory() as tmp:
                 data = Path(tmp) / "pairs.jsonl"
                 store.export(data)

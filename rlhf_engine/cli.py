@@ -89,8 +89,15 @@ def _add_policy_knobs(p: argparse.ArgumentParser, config_name: str, set_example:
     p.add_argument("--missing-eos-penalty", type=float)
     p.add_argument("--checkpoint-every", type=_positive_int)
     p.add_argument("--seed", type=int, default=0)
+    _add_report_to(p)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help=f"any other {config_name} field, e.g. --set {set_example} (repeatable)")
+
+
+def _add_report_to(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--report-to", metavar="TRACKERS",
+                   help="also mirror each step's metrics to tensorboard, trackio and/or wandb (comma-separated; "
+                        "offline or local; the run folder stays the record)")
 
 
 def _add_reward_and_out(p: argparse.ArgumentParser) -> None:
@@ -138,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score from the last real token (default, as in Ziegler et al.) "
                         "or the mean of the response tokens")
     p.add_argument("--seed", type=int, default=0)
+    _add_report_to(p)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other RewardConfig field, e.g. --set eval_every=10 (repeatable)")
 
@@ -343,7 +351,7 @@ def _reward_config(args):
 
     return RewardConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
                         **_overrides(args, {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate",
-                                            "pooling": "pooling"}),
+                                            "pooling": "pooling", "report_to": "report_to"}),
                         **_set_fields(RewardConfig, args.set))
 
 
@@ -373,7 +381,7 @@ def _policy_config(args, config_class, only_known: bool = False, **fields):
         "batch_size": "batch_size", "response_length": "response_length", "lr": "learning_rate",
         "temperature": "temperature", "missing_eos_penalty": "missing_eos_penalty",
         "checkpoint_every": "checkpoint_every", "group_size": "group_size", "loss_type": "loss_type",
-        "kl_in": "kl_in",
+        "kl_in": "kl_in", "report_to": "report_to",
     })
     if args.prompts is not None and not args.prompts.exists():
         raise UserError(f"{args.prompts}: file not found")

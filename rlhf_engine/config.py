@@ -74,6 +74,7 @@ class RewardConfig:
     norm_temperature: float = 0.7  # sampling temperature of those responses (same as PPO's)
     checkpoint_every: int = 50  # write a resumable checkpoint every N steps
     seed: int = 0  # seeds Python, NumPy and torch; also the train/held-out split
+    report_to: str = "none"  # also mirror each step's metrics to tensorboard, trackio and/or wandb (comma-separated)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -81,6 +82,7 @@ class RewardConfig:
         _check_positive("steps", self.steps)
         _check_positive("batch_size", self.batch_size)
         _check_choice("pooling", self.pooling, POOLINGS)
+        _check_report_to(self.report_to)
         if not 0.0 < self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be between 0 and 1, got {self.eval_fraction}")
 
@@ -111,6 +113,7 @@ class PolicyConfig:
     gold_score: str = "auto"  # also log the demo's gold score of each sample: auto = when the RM's pairs are simulated
     seed: int = 0  # seeds Python, NumPy and torch (and the prompt order)
     trim_memory: bool = False  # release heap to OS each phase/minibatch: ~0.4 GB lower peak, ~10 % slower (page faults)
+    report_to: str = "none"  # also mirror each step's metrics to tensorboard, trackio and/or wandb (comma-separated)
 
     METHOD: ClassVar[str] = ""  # the run kind and CLI command of the method ("ppo", "grpo", ...)
     LEARNS_FROM_PAIRS: ClassVar[bool] = False  # trains on a fixed set of preference pairs, sampling nothing (DPO)
@@ -121,6 +124,7 @@ class PolicyConfig:
         _check_choice("gold_score", self.gold_score, GOLD_CHOICES)
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_report_to(self.report_to)
         for name in ("steps", "batch_size", "response_length", "probe_prompts", "reference_probe_samples"):
             _check_positive(name, getattr(self, name))
         if self.kl_coef < 0:
@@ -271,6 +275,12 @@ def _check_positive(name: str, value: int) -> None:
 
 
 Config = TypeVar("Config", ModelConfig, RewardConfig, PolicyConfig, PPOConfig, GRPOConfig, RLOOConfig, DPOConfig)
+
+
+def _check_report_to(text: str) -> None:
+    from .trackers import parse_report_to
+
+    parse_report_to(text)
 
 
 def to_dict(config: Any) -> dict:

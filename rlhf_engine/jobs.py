@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
+from . import distributed, trackers
 from .alarms import check, new_alarms
 from .config import METHOD_CONFIGS, ModelConfig, PolicyConfig, PPOConfig, RewardConfig, from_dict, to_dict
 from .data import read_pairs, read_prompts, write_pairs
@@ -80,8 +80,20 @@ class Job:
             run.log("failed: " + self.error + "\n" + traceback.format_exc())
             run.set_status("failed", error=self.error)
             return
+        finally:
+            _close_trackers(run)
         run.log(final_state)
         run.set_status(final_state)
+
+
+def _close_trackers(run: RunFolder) -> None:
+    """The trackers of a run that ended (and of a sweep's runs): their last metrics flushed."""
+    from .sweep import SWEEP_FILE, Sweep
+
+    trackers.close(run.path)
+    if (run.path / SWEEP_FILE).is_file():
+        for member in Sweep(run.path).runs():
+            trackers.close(member.path)
 
 
 class ProcessJob:
@@ -183,6 +195,7 @@ def describe_error(err: BaseException, step: int | None = None) -> str:
 def prepare_reward_job(run_dir: Path, config: RewardConfig, data_path: Path) -> Job:
     """Validate the pairs and create the run folder (state queued, with a copy of the pairs); not started."""
     pairs = read_pairs(data_path)  # raises DataError before anything is created
+    trackers.require(config.report_to)
     run = RunFolder(run_dir)
     run.create(REWARD_KIND, {"config": to_dict(config), "data": str(data_path), "pairs": len(pairs)}, config.steps)
     write_pairs(pairs, run.path / "pairs.jsonl")
@@ -275,6 +288,7 @@ def prepare_policy_job(run_dir: Path, config: PolicyConfig, reward_dir: Path, pr
     copied into the run folder; the reward model scores its probe answers, as every method's.
     """
     reward_dir = _trained_reward_dir(reward_dir)
+    trackers.require(config.report_to)
     prompts, held_out = _prompts(prompts_path)
     pairs = None
     if config.LEARNS_FROM_PAIRS:

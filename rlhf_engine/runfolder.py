@@ -3,7 +3,7 @@
 runs/<run-id>/
   config.json       settings of the run (kind, config, data paths)
   status.json       state, step, total steps, error, pid; written atomically
-  metrics.jsonl     one JSON object per step
+  metrics.jsonl     one JSON object per step (mirrored to the trackers of the config's report_to)
   samples.jsonl     logged samples (prompt, response, score, KL)
   probes.jsonl      answers of the reference and the policy to fixed probe prompts (PPO)
   events.log        human-readable log
@@ -123,7 +123,11 @@ class RunFolder:
         atomic_write_text(self.path / "status.json", json.dumps(status, indent=2) + "\n")
 
     def append_metrics(self, metrics: dict) -> None:
+        """One step's metrics line; then a copy to the trackers the run reports to (``trackers.mirror``)."""
         self._append(self.path / "metrics.jsonl", [metrics])
+        from . import trackers
+
+        trackers.mirror(self, metrics)
 
     def append_samples(self, samples: list[dict]) -> None:
         self._append(self.path / "samples.jsonl", samples)

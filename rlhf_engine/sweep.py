@@ -99,7 +99,8 @@ def plan_methods(configs: dict, betas: dict) -> list[tuple[str, object]]:
 # budget and length, sampling, scoring, probes and seed; each method keeps its own β, learning rate and knobs.
 SHARED_ACROSS_METHODS = ("steps", "batch_size", "response_length", "temperature", "normalize_reward",
                          "missing_eos_penalty", "checkpoint_every", "samples_per_step", "probe_every",
-                         "probe_prompts", "reference_probe_samples", "gold_score", "seed", "trim_memory")
+                         "probe_prompts", "reference_probe_samples", "gold_score", "seed", "trim_memory",
+                         "report_to")
 
 
 def method_config(base: PPOConfig, method: str):

@@ -519,8 +519,9 @@ def test_ppo_page_shows_health_alarms_and_the_token_view(workspace):
     sample = {"step": 4, "prompt": "Hi", "response": "<b>bold</b> text", "score": 0.5, "kl": -0.2,
               "tokens": ["<b>", "bold", "</b>", " text"], "token_kl": [0.1, -0.3, 0.0, 0.0],
               "token_value": [0.2, 0.1, 0.0, -0.1], "token_advantage": [1.0, -1.0, 0.5, 0.0]}
-    _fake_ppo_run(workspace, "ppo-sick", rows, [sample])
+    run = _fake_ppo_run(workspace, "ppo-sick", rows, [sample], config={"report_to": "tensorboard"})
     at = open_page("pages/ppo.py")
+    assert f"`tensorboard --logdir {run.path / 'tensorboard'}`" in texts(at)  # how to open the mirrored metrics
     warnings = [w.value for w in at.warning]
     assert any("negative" in w and "k3" in w for w in warnings), warnings  # kl_negative, with its suggestion
     assert any("length cap" in w and "missing" in w for w in warnings), warnings  # length_cap
