@@ -20,7 +20,7 @@ from dashboard.widgets import (
     submit_job,
 )
 from rlhf_engine import collect
-from rlhf_engine.data import DataError, prompt_text, read_pairs, write_pairs
+from rlhf_engine.data import DataError, hub_dataset, prompt_text, read_pairs, write_pairs
 from rlhf_engine.demo import demo_prompt_split
 from rlhf_engine.jobs import DEMO_PAIRS_KIND, prepare_demo_pairs_job
 from rlhf_engine.runfolder import RunFolder, new_run_name, safe_name
@@ -42,6 +42,27 @@ upload_tab, collect_tab, simulate_tab, browse_tab = st.tabs(["Upload", "Collect"
 def pairs_frame(pairs):
     return pd.DataFrame([{"prompt": prompt_text(p.prompt), "chosen": p.chosen, "rejected": p.rejected}
                          for p in pairs])
+
+
+def offer_pairs(pairs, label: str, source: str, identity: str, key: str, stored_note: str) -> None:
+    """Preview valid pairs and an Add button that stores them once (``identity``: what was stored already)."""
+    stored = st.session_state.setdefault(f"{K}.stored_{key}", set())
+    if identity in stored:
+        st.info(f"{md(label)} is stored ({len(pairs)} pairs). {stored_note}")
+        return
+    st.success(f"{md(label)}: {len(pairs)} valid pairs.")
+    st.dataframe(pairs_frame(pairs[:PREVIEW_ROWS]), hide_index=True)
+    if st.button(f"Add {len(pairs)} pairs to the store", type="primary", key=f"{K}.{key}.add"):
+        with engine_errors("Storing the pairs"):
+            store.add_many(pairs, source=source)
+            stored.add(identity)  # a second click cannot store them twice
+            flash(f"Stored {len(pairs)} pairs from {md(label)}.")
+
+
+@st.cache_data(show_spinner="Reading the dataset…", max_entries=4)
+def hub_pairs(name: str):
+    """A hub dataset's pairs, read once per session's id (a large dataset takes seconds)."""
+    return read_pairs(name)
 
 
 # --------------------------------------------------------------------------------------------- upload
@@ -67,17 +88,24 @@ with upload_tab:
                 pairs = None
                 where = f"row {err.row}: " if err.row is not None else ""
                 st.error(md(f"{uploaded.name}: {where}{err.problem}"))
-        stored_uploads = st.session_state.setdefault(f"{K}.stored_uploads", set())
-        if pairs is not None and uploaded.file_id in stored_uploads:
-            st.info(f"{md(uploaded.name)} is stored ({len(pairs)} pairs). Remove it above to upload another file.")
-        elif pairs is not None:
-            st.success(f"{md(uploaded.name)}: {len(pairs)} valid pairs.")
-            st.dataframe(pairs_frame(pairs[:PREVIEW_ROWS]), hide_index=True)
-            if st.button(f"Add {len(pairs)} pairs to the store", type="primary", key=f"{K}.upload.add"):
-                with engine_errors("Storing the pairs"):
-                    store.add_many(pairs, source=f"upload:{uploaded.name}")
-                    stored_uploads.add(uploaded.file_id)  # a second click cannot store the file twice
-                    flash(f"Stored {len(pairs)} pairs from {md(uploaded.name)}.")
+        if pairs is not None:
+            offer_pairs(pairs, uploaded.name, f"upload:{uploaded.name}", uploaded.file_id, "upload",
+                        "Remove it above to upload another file.")
+    st.write("…or a preference dataset from the Hugging Face hub by its id, read from this machine's Hugging Face "
+             "cache (downloaded first where the hub can be reached), with a split and an optional slice.")
+    hub_name = st.text_input("Hub dataset (ORG/NAME[:split])", key=f"{K}.hub",
+                             placeholder="trl-lib/ultrafeedback_binarized:train[:1000]").strip()
+    if hub_name:
+        if hub_dataset(hub_name) is None:
+            st.error(f"{md(hub_name)} is not a hub dataset id: ORG/NAME, optionally :split "
+                     "(e.g. Anthropic/hh-rlhf:test).")
+        else:
+            try:
+                pairs = hub_pairs(hub_name)
+            except DataError as err:
+                st.error(md(str(err)))
+            else:
+                offer_pairs(pairs, hub_name, f"hub:{hub_name}", hub_name, "hub", "")
 
 # --------------------------------------------------------------------------------------------- collect
 with collect_tab:

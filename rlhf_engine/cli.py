@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("train-rm", help="train a Bradley-Terry reward model with QLoRA")
-    p.add_argument("--data", type=Path, required=True, help="preference pairs file or datasets folder")
+    p.add_argument("--data", type=Path, required=True,
+                   help="preference pairs: a file, a datasets folder, or a hub dataset ORG/NAME[:split] (read from "
+                        "the local Hugging Face cache)")
     p.add_argument("--out", type=Path, required=True, help="run folder to create; holds the trained reward model")
     _add_model_flags(p, quant="4bit")
     p.add_argument("--steps", type=_positive_int)
@@ -176,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", type=Path, required=True,
                    help="reward-model folder: scores the probe answers; its pairs are the default --data")
     p.add_argument("--out", type=Path, required=True, help="run folder to create")
-    p.add_argument("--data", type=Path, help="preference pairs file or datasets folder (default: the pairs the "
-                                             "reward model learnt from)")
+    p.add_argument("--data", type=Path, help="preference pairs: a file, a datasets folder or a hub dataset "
+                                             "ORG/NAME[:split] (default: the pairs the reward model learnt from)")
     _add_policy_knobs(p, "DPOConfig", "max_length=512")
 
     p = sub.add_parser("sweep",
@@ -412,8 +414,9 @@ def _rloo(args) -> int:
 
 def _dpo(args) -> int:
     from .config import DPOConfig
+    from .data import hub_dataset
 
-    if args.data is not None and not args.data.exists():
+    if args.data is not None and not args.data.exists() and hub_dataset(args.data) is None:
         raise UserError(f"{args.data}: file not found")
     return _train_policy(args, _policy_config(args, DPOConfig), pairs=args.data)
 

@@ -1,7 +1,9 @@
 """Preference data: reading, validating and writing pair files, plus a SQLite pair store.
 
-Supported files are CSV, JSONL (or a ``.json`` list of objects), Parquet and folders
-written by ``datasets.Dataset.save_to_disk``. Three row shapes are understood:
+Supported files are CSV, JSONL (or a ``.json`` list of objects), Parquet, folders
+written by ``datasets.Dataset.save_to_disk``, and Hugging Face hub datasets named
+``ORG/NAME[:split]`` (``datasets.load_dataset``, read from the local cache first; the split
+defaults to train and may be sliced: ``train[:500]``). Three row shapes are understood:
 
 * standard: ``prompt``, ``chosen``, ``rejected`` text columns;
 * conversational (TRL style): message lists, with an explicit ``prompt`` column or an
@@ -20,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
@@ -34,7 +37,9 @@ Prompt = str | tuple[Message, ...]
 PathLike = str | os.PathLike[str]
 
 _FIELDS = ("prompt", "chosen", "rejected")
-_SUPPORTED = "use .csv, .jsonl, .parquet or a datasets folder"
+_SUPPORTED = "use .csv, .jsonl, .parquet, a datasets folder or a hub dataset ORG/NAME[:split]"
+_FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet", ".txt")
+_HUB_DATASET = re.compile(r"(?P<name>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?::(?P<split>[\w.-]+(?:\[[^\]]*\])?))?")
 _BUSY_TIMEOUT_S = 10.0
 
 
@@ -173,9 +178,22 @@ def write_pairs(pairs: Iterable[PreferencePair], path: PathLike) -> None:
 # --------------------------------------------------------------------------- loading
 
 
+def hub_dataset(text: PathLike) -> tuple[str, str] | None:
+    """(name, split) when ``text`` names a hub dataset ("ORG/NAME" or "ORG/NAME:split") rather than a local file:
+    it is not a path that exists here, and its last part has no file extension of ours."""
+    text = str(text)
+    match = _HUB_DATASET.fullmatch(text)
+    if match is None or Path(text).exists() or Path(match["name"]).suffix.lower() in _FILE_SUFFIXES:
+        return None
+    return match["name"], match["split"] or "train"
+
+
 def _load_table(path: PathLike) -> _Table:
-    """Read a supported file or datasets folder into unvalidated rows."""
+    """Read a supported file, datasets folder or hub dataset into unvalidated rows."""
     source = Path(path)
+    hub = hub_dataset(path)
+    if hub is not None:
+        return _load_hub_dataset(str(path), *hub)
     if not source.exists():
         raise DataError(path, "file not found")
     if source.is_dir():
@@ -297,6 +315,81 @@ def _load_parquet(path: PathLike) -> _Table:
     return _Table(columns, rows, text_cells=True)
 
 
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """The Hugging Face libraries in offline mode for a moment: the local cache only, no network retries (and
+    without datasets' warnings that it is using its cache: that is the point)."""
+    import datasets.config
+    import datasets.utils.logging
+    import huggingface_hub.constants
+
+    before = (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE)
+    verbosity = datasets.utils.logging.get_verbosity()
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    datasets.utils.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = before
+        datasets.utils.logging.set_verbosity(verbosity)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers (HF_ENDPOINT's; HF_HUB_OFFLINE=1 means no)."""
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants
+
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return False
+    url = urlparse(huggingface_hub.constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _load_hub_dataset(label: str, name: str, split: str) -> _Table:
+    """A hub dataset's split: from the local cache (datasets' own, as ``load_dataset`` left it), else
+    downloaded when the hub can be reached; a one-line DataError saying how to fetch it when it cannot."""
+    import datasets
+
+    try:
+        with _hub_offline():
+            loaded = datasets.load_dataset(name, split=split)
+    except (ConnectionError, FileNotFoundError):  # not in the cache
+        if not _hub_reachable():
+            raise DataError(label, f"not in the local Hugging Face cache ({datasets.config.HF_DATASETS_CACHE}) and "
+                            "the hub cannot be reached: fetch it once where there is a network, with python -c "
+                            f"\"import datasets; datasets.load_dataset('{name}')\", and copy that cache folder "
+                            "here (or save it with save_to_disk and give the folder)") from None
+        try:
+            loaded = datasets.load_dataset(name, split=split)
+        except Exception as exc:  # noqa: BLE001 - a hub error in one line
+            raise DataError(label, f"cannot load from the hub ({_first_line(exc)})") from None
+    except ValueError as exc:  # an unknown split or config
+        raise DataError(label, _first_line(exc)) from None
+    return _dataset_table(label, loaded)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _dataset_table(path: PathLike, loaded, what: str = "dataset") -> _Table:
+    """A ``datasets.Dataset``'s rows (only the columns a pair can use) as an unvalidated table."""
+    columns = list(loaded.column_names)
+    wanted = [name for name in _FIELDS if name in columns]
+    try:
+        rows = loaded.select_columns(wanted).to_list()
+    except Exception as exc:  # Arrow files are read lazily: damage can show only now
+        raise DataError(path, f"not a readable {what} ({exc})") from None
+    return _Table(columns, rows, text_cells=False)
+
+
 def _load_datasets_folder(path: PathLike) -> _Table:
     """Read a folder saved by Dataset/DatasetDict.save_to_disk (the 'train' split)."""
     import datasets
@@ -314,13 +407,7 @@ def _load_datasets_folder(path: PathLike) -> _Table:
         else:
             problem = f"datasets folder has no 'train' split (splits: {', '.join(splits)})"
             raise DataError(path, problem)
-    columns = list(loaded.column_names)
-    wanted = [name for name in _FIELDS if name in columns]
-    try:
-        rows = loaded.select_columns(wanted).to_list()
-    except Exception as exc:  # Arrow files are read lazily: damage can show only now
-        raise DataError(path, f"not a readable datasets folder ({exc})") from None
-    return _Table(columns, rows, text_cells=False)
+    return _dataset_table(path, loaded, "datasets folder")
 
 
 def _require_unique_columns(path: PathLike, columns: Sequence[str]) -> None:

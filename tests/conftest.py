@@ -95,3 +95,34 @@ def trained_tiny_reward_dir(tmp_path_factory, tiny_model_dir) -> Path:
     job = start_reward_job(root / "rm", config, root / "pairs.jsonl", background=False)
     assert job.state == "completed", job.run.status()
     return root / "rm"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """A Hugging Face datasets cache of this test's own, and a hub that cannot be reached: ``add(repo, splits)``
+    writes a dataset {split: rows} into the cache as ``datasets.load_dataset(repo)`` would have left it."""
+    import shutil
+
+    import datasets.config
+    import huggingface_hub.constants
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    cache = tmp_path / "hf-datasets"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def add(repo: str, splits: dict[str, list[dict]]) -> None:
+        org, name = repo.split("/")
+        source = tmp_path / "hub-source" / repo
+        source.mkdir(parents=True)
+        for split, rows in splits.items():
+            pq.write_table(pa.Table.from_pylist(rows), source / f"{split}.parquet")
+        builder = Parquet(cache_dir=str(tmp_path / "hub-build"), dataset_name=name, config_name="default",
+                          data_files={split: str(source / f"{split}.parquet") for split in splits}, hash="0123abcd")
+        builder.download_and_prepare()
+        shutil.copytree(builder.cache_dir, cache / f"{org}___{name}" / "default" / "0.0.0" / "0123abcd")
+
+    return add

@@ -172,6 +172,24 @@ def test_upload_previews_then_stores(workspace):
     assert PairStore(workspace / "pairs.sqlite").count() == 3
 
 
+def test_a_hub_dataset_from_the_local_cache_previews_then_stores_and_a_missing_one_says_how_to_fetch_it(
+        workspace, hub_cache):
+    hub_cache("testorg/prefs", {"train": [{"prompt": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(4)],
+                                "test": [{"prompt": "t", "chosen": "yes", "rejected": "no"}]})
+    at = open_page("pages/preferences.py")
+    at.text_input(key="preferences.hub").set_value("testorg/prefs:train[:3]").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("testorg/prefs:train[:3]: 3 valid pairs" in plain(s.value) for s in at.success)
+    assert PairStore(workspace / "pairs.sqlite").count() == 0
+    next(b for b in at.button if b.label == "Add 3 pairs to the store").click().run()
+    assert PairStore(workspace / "pairs.sqlite").count() == 3
+    at.text_input(key="preferences.hub").set_value("nobody/missing").run()
+    assert not at.exception
+    assert any("not in the local Hugging Face cache" in plain(e.value) and "load_dataset('nobody/missing')"
+               in plain(e.value) for e in at.error)
+    assert PairStore(workspace / "pairs.sqlite").count() == 3
+
+
 def test_bad_upload_names_file_and_row_and_stores_nothing(workspace):
     at = open_page("pages/preferences.py")
     bad = b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n'

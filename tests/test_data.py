@@ -212,6 +212,42 @@ def test_transcript_split_in_csv(tmp_path: Path) -> None:
     assert read_pairs(path) == [PreferencePair("Q: hi A: ", "Sure", "Sorry")]
 
 
+# --------------------------------------------------------------------------- hub datasets
+
+
+def test_hub_datasets_load_from_the_local_cache_in_every_shape_and_say_how_to_fetch_a_missing_one(hub_cache,
+                                                                                                   capsys) -> None:
+    from rlhf_engine.cli import main
+    from rlhf_engine.data import hub_dataset
+
+    plain = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b", "score_chosen": 9.0} for i in range(5)]
+    chat = [{"chosen": [user("hi"), assistant("A")], "rejected": [user("hi"), assistant("B")]}]  # TRL's implicit
+    transcripts = [{"chosen": "\n\nHuman: hi\n\nAssistant: yes", "rejected": "\n\nHuman: hi\n\nAssistant: no"}]
+    hub_cache("testorg/prefs", {"train": plain, "test": plain[:2]})
+    hub_cache("testorg/chat", {"train": chat})
+    hub_cache("anthro/hh", {"train": transcripts})
+    hub_cache("testorg/broken", {"train": [plain[0], {"prompt": "q", "chosen": "", "rejected": "b"}]})
+    capsys.readouterr()  # the cache's own progress bars
+
+    assert read_pairs("testorg/prefs") == [PreferencePair(f"q{i}", "a", "b") for i in range(5)]
+    assert read_pairs("testorg/prefs:test") == [PreferencePair(f"q{i}", "a", "b") for i in range(2)]
+    assert read_pairs("testorg/prefs:train[1:3]") == [PreferencePair(f"q{i}", "a", "b") for i in (1, 2)]
+    assert read_pairs("testorg/chat") == [PreferencePair((user("hi"),), "A", "B")]
+    assert read_pairs("anthro/hh") == [PreferencePair("\n\nHuman: hi\n\nAssistant: ", "yes", "no")]
+    assert read_prompts("testorg/prefs:test") == ["q0", "q1"]
+    assert hub_dataset("data/pairs.jsonl") is None and hub_dataset("org/name:test") == ("org/name", "test")
+
+    for spec, words in (("testorg/broken", ["testorg/broken: row 2:", "chosen"]),
+                        ("testorg/prefs:validation", ["testorg/prefs:validation", "validation", "train", "test"]),
+                        ("nobody/missing", ["nobody/missing: not in the local Hugging Face cache",
+                                            "hub cannot be reached", "datasets.load_dataset('nobody/missing')"])):
+        assert main(["validate-data", spec]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and all(w in err for w in words), err
+    assert main(["validate-data", "testorg/prefs:test"]) == 0
+    assert "2" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------- datasets folders
 
 
@@ -339,7 +375,8 @@ BAD_CASES: list[tuple[str, str, Any, int | None, str]] = [
     ("parquet-corrupt", "p.parquet", b"PAR1 this is not parquet", None,
      "unreadable Parquet file ("),
     ("unsupported-suffix", "p.xlsx", b"PK\x03\x04", None,
-     "unsupported file type '.xlsx' (use .csv, .jsonl, .parquet or a datasets folder)"),
+     "unsupported file type '.xlsx' (use .csv, .jsonl, .parquet, a datasets folder or a hub dataset "
+     "ORG/NAME[:split])"),
     ("not-found", "missing.csv", None, None, "file not found"),
 ]
 
