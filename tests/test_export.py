@@ -148,3 +148,22 @@ def test_the_adapter_alone_loads_on_its_base_and_exports_refuse_clearly(trained_
         assert "\n" not in err and words in err, err
     assert sorted(p.name for p in out.iterdir()) == before
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x-*"))
+
+
+@pytest.mark.parametrize("method", ["grpo", "dpo"])
+def test_every_methods_policy_exports_with_its_own_logprobs(trained_runs, tmp_path, method):
+    from transformers import AutoModelForCausalLM
+
+    from rlhf_engine.config import DPOConfig, GRPOConfig
+    from rlhf_engine.export import export_run
+
+    root, model = trained_runs
+    config = (GRPOConfig(model=model, steps=1, batch_size=4, group_size=2, response_length=4, learning_rate=5e-2,
+                         probe_every=0) if method == "grpo" else
+              DPOConfig(model=model, steps=1, batch_size=4, learning_rate=5e-2, probe_every=0))
+    job = start_policy_job(tmp_path / method, config, root / "rm", background=False)
+    assert job.state == "completed", job.run.status()
+    out = export_run(tmp_path / method, tmp_path / f"{method}-merged")
+    assert f"- {method}" in (out / "README.md").read_text()  # tagged with its method
+    torch.testing.assert_close(token_logprobs_of(AutoModelForCausalLM.from_pretrained(str(out))),
+                               token_logprobs_of(run_policy(tmp_path / method, model)), atol=1e-4, rtol=0)
