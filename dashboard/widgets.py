@@ -473,9 +473,11 @@ def export_panel(runs: Sequence[RunFolder]) -> None:
         try:
             with st.spinner("Merging and writing the model…"):
                 export_run(picked.path, target, adapter_only)
+                zip_export(target)
         except (ExportError, ValueError, OSError) as err:
-            st.error(f"Export failed: {err}")
+            st.error(f"Export failed: {md(err)}")
             return
+        st.rerun()  # drawn again without the button: the export is there to download
     if target.is_dir():
         archive = zip_export(target)
         st.success(f"Exported to `{target}` ({archive.stat().st_size / 2**20:.0f} MiB zipped).")

@@ -50,7 +50,7 @@ def offer_pairs(pairs, label: str, source: str, identity: str, key: str, stored_
     if identity in stored:
         st.info(f"{md(label)} is stored ({len(pairs)} pairs). {stored_note}")
         return
-    st.success(f"{md(label)}: {len(pairs)} valid pairs.")
+    st.success(f"{md(label)}\\: {len(pairs)} valid pairs.")  # an escaped colon: "…:train:" is no emoji code
     st.dataframe(pairs_frame(pairs[:PREVIEW_ROWS]), hide_index=True)
     if st.button(f"Add {len(pairs)} pairs to the store", type="primary", key=f"{K}.{key}.add"):
         with engine_errors("Storing the pairs"):
