@@ -626,6 +626,14 @@ def _follow(job) -> int:
     else:
         followed = [(job.run, "", FOLLOWED_METRICS.get(kind, ()))]
     seen = {run.id: (len(run.metrics()), len(_alarm_lines(run))) for run, _, _ in followed}
+    from .trackers import reported_commands
+
+    shown = set()
+    for run, prefix, _ in followed:
+        for name, command in reported_commands(run):
+            if command not in shown:  # trackio's one project serves every run of a sweep
+                shown.add(command)
+                print(f"{prefix}metrics mirrored to {name}: {command}", flush=True)
 
     def print_new() -> None:
         for run, prefix, keys in followed:

@@ -23,6 +23,7 @@ def test_a_run_reported_to_tensorboard_leaves_every_steps_metrics_in_an_event_fi
     assert main(["grpo", "--reward", str(tmp_path / "rm"), "--out", str(out), "--model", tiny_model_dir, "--quant",
                  "none", "--steps", "3", "--batch-size", "4", "--group-size", "2", "--response-length", "4",
                  "--report-to", "tensorboard", "--set", "probe_every=0"]) == 0
+    assert f"metrics mirrored to tensorboard: tensorboard --logdir {out / 'tensorboard'}" in capsys.readouterr().out
     rows = RunFolder(out).metrics()
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
