@@ -361,8 +361,9 @@ def _load_hub_dataset(label: str, name: str, split: str) -> _Table:
             loaded = datasets.load_dataset(name, split=split)
     except (ConnectionError, FileNotFoundError):  # not in the cache
         if not _hub_reachable():
-            raise DataError(label, f"not in the local Hugging Face cache ({datasets.config.HF_DATASETS_CACHE}) and "
-                            "the hub cannot be reached: fetch it once where there is a network, with python -c "
+            raise DataError(label, f"no such file or folder here, and as a hub dataset not in the local Hugging Face "
+                            f"cache ({datasets.config.HF_DATASETS_CACHE}) with the hub out of reach: fetch it once "
+                            "where there is a network, with python -c "
                             f"\"import datasets; datasets.load_dataset('{name}')\", and copy that cache folder "
                             "here (or save it with save_to_disk and give the folder)") from None
         try:

@@ -239,8 +239,9 @@ def test_hub_datasets_load_from_the_local_cache_in_every_shape_and_say_how_to_fe
 
     for spec, words in (("testorg/broken", ["testorg/broken: row 2:", "chosen"]),
                         ("testorg/prefs:validation", ["testorg/prefs:validation", "validation", "train", "test"]),
-                        ("nobody/missing", ["nobody/missing: not in the local Hugging Face cache",
-                                            "hub cannot be reached", "datasets.load_dataset('nobody/missing')"])):
+                        ("nobody/missing", ["nobody/missing: no such file or folder here",
+                                            "not in the local Hugging Face cache", "hub out of reach",
+                                            "datasets.load_dataset('nobody/missing')"])):
         assert main(["validate-data", spec]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and all(w in err for w in words), err
