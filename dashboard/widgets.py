@@ -137,10 +137,6 @@ def run_header(run: RunFolder, key: str) -> dict:
     st.markdown(status_line(run, status))
     st.progress(min(int(status.get("step", 0)) / max(int(status.get("total_steps", 1)), 1), 1.0))
     job_controls(run, key)
-    from rlhf_engine.trackers import reported_commands
-
-    for name, command in reported_commands(run):
-        st.caption(f"Metrics mirrored to {name}: `{command}`")
     if status.get("state") == "failed":
         st.error(f"The run failed: {md(status.get('error'))}. The full log is in `{run.path / 'events.log'}`.")
     return status
@@ -164,6 +160,10 @@ def live_header(run: RunFolder, key: str, extra=None) -> dict:
             st.rerun(scope="app")
 
     st.fragment(refresh, run_every=refresh_interval(run))()
+    from rlhf_engine.trackers import reported_commands
+
+    for name, command in reported_commands(run):  # the run's settings: read once per page run, not each second
+        st.caption(f"Metrics mirrored to {name}: `{command}`")
     return run.status()
 
 

@@ -335,13 +335,13 @@ def _hub_offline() -> Iterator[None]:
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub's host answers (HF_ENDPOINT's; HF_HUB_OFFLINE=1 means no)."""
+    """Whether the hub's host answers (HF_ENDPOINT's; never in the user's offline mode, HF_HUB_OFFLINE=1)."""
     import socket
     from urllib.parse import urlparse
 
     import huggingface_hub.constants
 
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+    if huggingface_hub.constants.is_offline_mode():
         return False
     url = urlparse(huggingface_hub.constants.ENDPOINT)
     try:

@@ -22,7 +22,7 @@ from .data import PreferencePair, prompt_text
 from .generation import Rollout
 from .models import encode_prompt, left_pad
 from .rollout import check_finite
-from .trainer import PolicyTrainer
+from .trainer import PolicyTrainer, in_parts
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -89,15 +89,14 @@ class DPOTrainer(PolicyTrainer):
         chosen, rejected, tokens = [], [], 0  # (policy, reference) log-probs of each pass's answers, detached
         # The batch's gradient in passes of pairs_per_pass pairs (each pass's loss weighted by its share of the
         # batch): the same gradient as one pass, with one pass's activations held at a time.
-        for start in range(0, n, cfg.pairs_per_pass):
-            part = pairs[start:start + cfg.pairs_per_pass]
+        for part, share in in_parts(pairs, cfg.pairs_per_pass):
             roll = pair_rollout(self.tokenizer, part, cfg.model.chat_template, cfg.max_length, self.model.peft.device)
             k = len(part)
             reference = self.answer_logprobs(roll, reference=True)
             policy = self.answer_logprobs(roll)
             loss, _ = dpo_loss(policy[:k], policy[k:], reference[:k], reference[k:], cfg.kl_coef)
             check_finite("DPO loss", loss, self.step_count)
-            (loss * k / n).backward()
+            (loss * share).backward()
             chosen.append((policy[:k].detach(), reference[:k]))
             rejected.append((policy[k:].detach(), reference[k:]))
             tokens += roll.attention_mask.sum().item()

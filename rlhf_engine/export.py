@@ -28,7 +28,7 @@ import torch
 
 from .config import ModelConfig, from_dict
 from .jobs import POLICY_KINDS, REWARD_KIND
-from .models import describe_model, load_causal_lm, load_tokenizer, resolve_source
+from .models import describe_model, load_model_and_tokenizer, load_tokenizer, resolve_source
 from .runfolder import RunFolder, checkpoint_step
 
 METHOD_NAMES = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO", "dpo": "DPO", REWARD_KIND: "Bradley-Terry reward model"}
@@ -164,11 +164,10 @@ def full_precision_base(model: ModelConfig):
     """
     dtype = "float32" if model.dtype == "auto" else model.dtype
     plain = replace(model, device="cpu", cpu_matmul="pytorch")
-    tokenizer = load_tokenizer(resolve_source(model.source))
     if model.quant == "none":
-        base = load_causal_lm(replace(plain, dtype=dtype))
+        base, tokenizer = load_model_and_tokenizer(replace(plain, dtype=dtype))
         return base, tokenizer, f"the adapter merged into the base weights, in {dtype}"
-    base = load_causal_lm(replace(plain, dtype="float32"))
+    base, tokenizer = load_model_and_tokenizer(replace(plain, dtype="float32"))
     base = base.dequantize()
     for parameter in base.parameters():  # dequantize() keeps the compute dtype; make every weight float32
         parameter.data = parameter.data.float()
@@ -184,7 +183,6 @@ def _merged(source: ExportSource, adapter: str):
     from peft import PeftModel
 
     base, tokenizer, note = full_precision_base(source.model)
-    base.config.pad_token_id = tokenizer.pad_token_id
     model = PeftModel.from_pretrained(base, str(source.adapter_root / adapter)).merge_and_unload()
     return model, tokenizer, note
 

@@ -70,10 +70,9 @@ class NonFiniteLogitsError(FloatingPointError):
     """The model's next-token logits hold NaN or inf while sampling (its weights or activations blew up)."""
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float, generators: Sequence[torch.Generator],
-                  with_logprobs: bool = False):
-    """One token per row from softmax(logits / T) by inverse-CDF sampling, row i drawing from generators[i].
-    ``with_logprobs``: (tokens, their log-probs, the entropy of each row's distribution), all [B].
+def sample_tokens(logits: torch.Tensor, temperature: float, generators: Sequence[torch.Generator]):
+    """One token per row from softmax(logits / T) by inverse-CDF sampling, row i drawing from generators[i]:
+    (tokens, their log-probs, the entropy of each row's distribution), all [B].
 
     Consecutive rows with the same generator take one draw of as many uniforms, so a group of rows gets
     the same tokens whether it is sampled alone or inside a larger batch (a batched sweep). One uniform
@@ -92,8 +91,6 @@ def sample_tokens(logits: torch.Tensor, temperature: float, generators: Sequence
         start += rows
     target = uniforms.to(cdf.device)[:, None] * cdf[:, -1:]
     tokens = torch.searchsorted(cdf, target).clamp(max=logits.shape[-1] - 1).squeeze(-1)
-    if not with_logprobs:
-        return tokens
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1), -(probs * logp).nansum(-1)
 
 
@@ -151,7 +148,7 @@ def sample_responses(model, tokenizer, prompts, max_new_tokens: int, temperature
                     logits_to_keep=1)
         positions = positions[:, -1:]
         for step in range(max_new_tokens):
-            token, logprob, spread = sample_tokens(out.logits[:, -1], temperature, generators, with_logprobs=True)
+            token, logprob, spread = sample_tokens(out.logits[:, -1], temperature, generators)
             token = torch.where(finished, torch.full_like(token, pad), token.to(device))
             tokens.append(token)
             logprobs.append(logprob.masked_fill(finished, 0.0))

@@ -26,8 +26,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TRACKERS = ("tensorboard", "trackio", "wandb")
-PROJECT = "rlhf-workbench"  # the Trackio and W&B project every run logs under
-PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
+PROJECT = "rlhf-workbench"  # the Trackio and W&B project every run logs under (each tracker's package: its name)
 
 
 def parse_report_to(text: str) -> tuple[str, ...]:
@@ -175,6 +174,6 @@ def require(report_to: str) -> None:
     import importlib.util
 
     for name in parse_report_to(report_to):
-        if importlib.util.find_spec(PACKAGES[name]) is None:
-            raise ValueError(f"report_to {name}: the {PACKAGES[name]} package is not installed here (requirements.txt "
-                             "has it: `make setup` installs it)")
+        if importlib.util.find_spec(name) is None:
+            raise ValueError(f"report_to {name}: the {name} package is not installed here (requirements.txt has it: "
+                             "`make setup` installs it)")

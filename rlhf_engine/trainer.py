@@ -492,6 +492,14 @@ class PolicyTrainer:
         self.step_count = state["step"]
 
 
+def in_parts(items, size: int) -> list[tuple[object, float]]:
+    """``items`` (a sequence or a tensor's rows) in consecutive parts of at most ``size``, each with its share of
+    the whole: a loss that is a mean over items, weighted by the shares and back-propagated part by part, gives
+    the whole's gradient with one part's activations held at a time (GRPO's and RLOO's answers, DPO's pairs)."""
+    return [(items[start:start + size], min(size, len(items) - start) / len(items))
+            for start in range(0, len(items), size)]
+
+
 def rounded(x: torch.Tensor) -> list[float]:
     return [round(v, 5) for v in x.detach().float().cpu().tolist()]
 
@@ -522,12 +530,8 @@ class GroupTrainer(PolicyTrainer):
     reads_sampler_logprobs = True  # no value model: the update's passes are the only policy passes
 
     def passes(self, rows: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
-        """A minibatch's rows in parts of ``answers_per_pass`` answers, each with its share of the minibatch:
-        a loss that is a mean over answers, weighted by the shares and back-propagated part by part, gives the
-        minibatch's gradient with one part's activations held at a time."""
-        size = self.config.answers_per_pass
-        return [(rows[start:start + size], len(rows[start:start + size]) / len(rows))
-                for start in range(0, len(rows), size)]
+        """A minibatch's rows in parts of ``answers_per_pass`` answers (``in_parts``)."""
+        return in_parts(rows, self.config.answers_per_pass)
 
     def grouped(self, x: torch.Tensor) -> torch.Tensor:
         """[B] -> [prompts, group_size] (a group's answers are consecutive rows)."""
