@@ -16,9 +16,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf_engine.config import ModelConfig  # noqa: E402
-from rlhf_engine.demo import demo_prompts  # noqa: E402
-from rlhf_engine.generation import response_logits, sample_responses, token_logprobs  # noqa: E402
-from rlhf_engine.models import load_model_and_tokenizer  # noqa: E402
+from rlhf_engine.core.generation import response_logits, sample_responses, token_logprobs  # noqa: E402
+from rlhf_engine.core.models import load_model_and_tokenizer  # noqa: E402
+from rlhf_engine.lab.demo import demo_prompts  # noqa: E402
 
 
 def main() -> None:

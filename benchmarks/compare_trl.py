@@ -57,8 +57,8 @@ NEGATIVE = ["It was a letdown from start to finish, and I would not go back even
 
 def write_inputs(folder: Path, n_pairs: int) -> tuple[Path, Path]:
     """The demo prompts (for both PPOs) and preference pairs built on them (for both reward models)."""
-    from rlhf_engine.data import PreferencePair, write_pairs
-    from rlhf_engine.demo import demo_prompts
+    from rlhf_engine.data.pairs import PreferencePair, write_pairs
+    from rlhf_engine.lab.demo import demo_prompts
 
     prompts = demo_prompts()
     prompts_file = folder / "prompts.json"
@@ -204,7 +204,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 
-    from rlhf_engine.models import resolve_source
+    from rlhf_engine.core.models import resolve_source
 
     model_dir = resolve_source("default")
     prompts_file, pairs_file = write_inputs(args.out, n_pairs=8 * (args.rm_steps + 2) * 2)

@@ -16,8 +16,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf_engine.config import ModelConfig  # noqa: E402
-from rlhf_engine.generation import sample_responses  # noqa: E402
-from rlhf_engine.models import load_model_and_tokenizer, lora_config  # noqa: E402
+from rlhf_engine.core.generation import sample_responses  # noqa: E402
+from rlhf_engine.core.models import load_model_and_tokenizer, lora_config  # noqa: E402
 
 SETTINGS = {
     "fp32": ModelConfig(quant="none", dtype="float32"),

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from turns import take_turn  # noqa: E402
 
 from rlhf_engine.config import DPOConfig, GRPOConfig, ModelConfig, RewardConfig, RLOOConfig, to_dict  # noqa: E402
-from rlhf_engine.data import read_pairs  # noqa: E402
-from rlhf_engine.demo import demo_prompts  # noqa: E402
-from rlhf_engine.reward import new_reward_model  # noqa: E402
+from rlhf_engine.core.reward import new_reward_model  # noqa: E402
+from rlhf_engine.data.pairs import read_pairs  # noqa: E402
+from rlhf_engine.lab.demo import demo_prompts  # noqa: E402
 
 
 def main() -> None:
@@ -67,17 +67,17 @@ def main() -> None:
     reward_model = new_reward_model(RewardConfig(model=model))
     prompts = json.loads(args.prompts.read_text()) if args.prompts else demo_prompts()
     if args.method == "dpo":
-        from rlhf_engine.dpo import DPOTrainer
+        from rlhf_engine.methods.dpo import DPOTrainer
 
         config = DPOConfig(max_length=args.max_length, **shared)
         trainer = DPOTrainer(config, reward_model, read_pairs(args.pairs))
     elif args.method == "grpo":
-        from rlhf_engine.grpo import GRPOTrainer
+        from rlhf_engine.methods.grpo import GRPOTrainer
 
         config = GRPOConfig(group_size=args.group_size, **shared)
         trainer = GRPOTrainer(config, reward_model, prompts)
     else:
-        from rlhf_engine.rloo import RLOOTrainer
+        from rlhf_engine.methods.rloo import RLOOTrainer
 
         config = RLOOConfig(group_size=args.group_size, **shared)
         trainer = RLOOTrainer(config, reward_model, prompts)

@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rlhf_engine import workshop  # noqa: E402
 from rlhf_engine.config import ModelConfig  # noqa: E402
-from rlhf_engine.jobs import start_reward_job  # noqa: E402
-from rlhf_engine.sweep import Sweep, method_config, parse_method_betas, plan_methods, prepare_sweep  # noqa: E402
+from rlhf_engine.lab import workshop  # noqa: E402
+from rlhf_engine.lab.sweep import Sweep, method_config, parse_method_betas, plan_methods, prepare_sweep  # noqa: E402
+from rlhf_engine.runs.jobs import start_reward_job  # noqa: E402
 
 
 def method_configs(model: ModelConfig) -> dict:

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rlhf_loop import gold_eval  # noqa: E402
 
 from rlhf_engine.config import ModelConfig, PPOConfig  # noqa: E402
-from rlhf_engine.demo import GoldReward, demo_prompt_split  # noqa: E402
-from rlhf_engine.ppo import PPOTrainer  # noqa: E402
-from rlhf_engine.reward import normalize_on_policy  # noqa: E402
+from rlhf_engine.core.reward import normalize_on_policy  # noqa: E402
+from rlhf_engine.lab.demo import GoldReward, demo_prompt_split  # noqa: E402
+from rlhf_engine.methods.ppo import PPOTrainer  # noqa: E402
 
 NORM_SAMPLES = 64  # initial-policy responses the gold scores are normalised on
 

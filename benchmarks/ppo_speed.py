@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 from turns import take_turn  # noqa: E402
 
-from rlhf_engine import distributed  # noqa: E402
 from rlhf_engine.cli import _set_fields as set_fields  # noqa: E402
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig, to_dict  # noqa: E402
-from rlhf_engine.demo import demo_prompts  # noqa: E402
-from rlhf_engine.ppo import PPOTrainer  # noqa: E402
-from rlhf_engine.reward import new_reward_model  # noqa: E402
-from rlhf_engine.rollout import PHASES  # noqa: E402
+from rlhf_engine.core import distributed  # noqa: E402
+from rlhf_engine.core.reward import new_reward_model  # noqa: E402
+from rlhf_engine.core.rollout import PHASES  # noqa: E402
+from rlhf_engine.lab.demo import demo_prompts  # noqa: E402
+from rlhf_engine.methods.ppo import PPOTrainer  # noqa: E402
 
 
 def rss_now() -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rlhf_engine.sweep import Sweep, final_value, probe_summary  # noqa: E402
+from rlhf_engine.lab.sweep import Sweep, final_value, probe_summary  # noqa: E402
 
 
 def readings(rows: list[dict]) -> dict[str, dict]:

@@ -58,9 +58,9 @@ def gold_eval(out: Path, policies: dict[str, Path | None], samples_per_prompt: i
     from peft import PeftModel
 
     from rlhf_engine.config import ModelConfig
-    from rlhf_engine.demo import demo_prompt_split, gold_score
-    from rlhf_engine.generation import decode_responses, response_logits, sample_responses, token_logprobs
-    from rlhf_engine.models import load_model_and_tokenizer, set_seed
+    from rlhf_engine.core.generation import decode_responses, response_logits, sample_responses, token_logprobs
+    from rlhf_engine.core.models import load_model_and_tokenizer, set_seed
+    from rlhf_engine.lab.demo import demo_prompt_split, gold_score
 
     held_out = demo_prompt_split()[1]
     prompts = [p for p in held_out for _ in range(samples_per_prompt)]

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 from turns import StepClock  # noqa: E402
 
 from rlhf_engine.config import ModelConfig, RewardConfig  # noqa: E402
-from rlhf_engine.data import read_pairs  # noqa: E402
-from rlhf_engine.reward import train_reward_model  # noqa: E402
+from rlhf_engine.core.reward import train_reward_model  # noqa: E402
+from rlhf_engine.data.pairs import read_pairs  # noqa: E402
 
 
 def main() -> None:

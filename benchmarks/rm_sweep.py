@@ -22,11 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlhf_engine.batching import batch_indices  # noqa: E402
 from rlhf_engine.config import POOLINGS, ModelConfig, RewardConfig  # noqa: E402
-from rlhf_engine.data import read_pairs  # noqa: E402
-from rlhf_engine.models import set_seed  # noqa: E402
-from rlhf_engine.reward import (  # noqa: E402
+from rlhf_engine.core.batching import batch_indices  # noqa: E402
+from rlhf_engine.core.models import set_seed  # noqa: E402
+from rlhf_engine.core.reward import (  # noqa: E402
     bradley_terry_loss,
     evaluate,
     linear_warmup_decay,
@@ -34,6 +33,7 @@ from rlhf_engine.reward import (  # noqa: E402
     pair_scores,
     split_pairs,
 )
+from rlhf_engine.data.pairs import read_pairs  # noqa: E402
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rlhf_engine import workshop  # noqa: E402
-from rlhf_engine.sweep import Sweep  # noqa: E402
+from rlhf_engine.lab import workshop  # noqa: E402
+from rlhf_engine.lab.sweep import Sweep  # noqa: E402
 
 BETAS = "0,0.02,0.05,0.2"
 RESULTS = ROOT / "benchmarks" / "results" / "workshop-path.json"

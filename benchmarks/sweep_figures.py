@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/sweep_figures.py --sweep workspace/runs/kl-sweep --out docs [--prefix sweep]
 
-Draws the figures with ``rlhf_engine.figures`` (as the dashboard and the report do) in Debian's Chromium
+Draws the figures with ``rlhf_engine.lab.figures`` (as the dashboard and the report do) in Debian's Chromium
 (no kaleido needed), saves OUT/PREFIX-frontier.png and OUT/PREFIX-gold-vs-proxy.png, and prints a Markdown
 table per run: wall time, steps, and at its last held-out probe the KL, RM score and gold score (with the
 paired gold gain over the reference), and where its probes' gold score peaked.
@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from browser import chromium_page  # noqa: E402
 
-from rlhf_engine import figures  # noqa: E402
-from rlhf_engine.sweep import Sweep, probe_summary  # noqa: E402
+from rlhf_engine.lab import figures  # noqa: E402
+from rlhf_engine.lab.sweep import Sweep, probe_summary  # noqa: E402
 
 
 def main() -> int:

@@ -40,9 +40,8 @@ from browser import (  # noqa: E402
     wait_idle,
 )
 
-from rlhf_engine import workshop  # noqa: E402
-from rlhf_engine.runfolder import RunFolder  # noqa: E402
-from rlhf_engine.sweep import (  # noqa: E402
+from rlhf_engine.lab import workshop  # noqa: E402
+from rlhf_engine.lab.sweep import (  # noqa: E402
     Sweep,
     final_value,
     gold_peak,
@@ -50,6 +49,7 @@ from rlhf_engine.sweep import (  # noqa: E402
     probe_summary,
     sweep_story,
 )
+from rlhf_engine.runs.runfolder import RunFolder  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "workshop-path.json"
 

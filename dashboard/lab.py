@@ -7,8 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from rlhf_engine import figures
-from rlhf_engine.sweep import Sweep, probe_summary, sweep_story
+from rlhf_engine.lab import figures
+from rlhf_engine.lab.sweep import Sweep, probe_summary, sweep_story
 
 from .state import file_signature, is_live
 from .widgets import flash, job_controls, mark_started, md, queue_position, status_line
@@ -19,7 +19,7 @@ SWEEP_REFRESH_S = 2.0  # seconds between refreshes of a live sweep's progress li
 def submit_sweep(sweep_id: str, jobs: list, picker_key: str) -> None:
     """Queue a sweep's job (its runs side by side) or its runs' jobs (one after another); show the sweep in
     the picker; say so."""
-    from rlhf_engine.jobs import ProcessJob
+    from rlhf_engine.runs.jobs import ProcessJob
 
     from .state import job_queue
 
@@ -110,7 +110,7 @@ def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
 
 def report_button(path: Path, key: str) -> None:
     """Write the one-file HTML report of a run or sweep, then offer it for download."""
-    from rlhf_engine.report import REPORT_FILE, write_report
+    from rlhf_engine.lab.report import REPORT_FILE, write_report
 
     col_write, col_get = st.columns([1, 3])
     if col_write.button("Write HTML report", key=f"{key}.report",

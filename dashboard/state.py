@@ -21,9 +21,9 @@ from pathlib import Path
 import streamlit as st
 
 from rlhf_engine.config import ModelConfig, from_dict, to_dict
-from rlhf_engine.data import PairStore
-from rlhf_engine.jobs import JobQueue
-from rlhf_engine.runfolder import ACTIVE_STATES, RunFolder, atomic_write_text, list_runs
+from rlhf_engine.data.pairs import PairStore
+from rlhf_engine.runs.jobs import JobQueue
+from rlhf_engine.runs.runfolder import ACTIVE_STATES, RunFolder, atomic_write_text, list_runs
 
 LIVE_REFRESH_S = 1.0  # seconds between refreshes of a live view
 APP_SHELL_KEY = "app_shell"  # set by app.py in every session it runs in
@@ -113,7 +113,7 @@ def job_queue() -> JobQueue:
 @st.cache_resource(max_entries=1, show_spinner=False)
 def loaded_model(config_json: str):
     """(model, tokenizer, facts) of a ModelConfig given as JSON; the last one loaded stays in memory."""
-    from rlhf_engine.models import load_model_and_tokenizer
+    from rlhf_engine.core.models import load_model_and_tokenizer
 
     config = from_dict(ModelConfig, json.loads(config_json))
     model, tokenizer = load_model_and_tokenizer(config)
@@ -138,7 +138,7 @@ def model_for(config: ModelConfig):
 @st.cache_resource(max_entries=1, show_spinner=False)
 def loaded_reward_model(folder: str, saved_at: float):
     """A trained reward model, reloaded when its folder is rewritten (saved_at = mtime of its metadata)."""
-    from rlhf_engine.reward import RewardModel
+    from rlhf_engine.core.reward import RewardModel
 
     return RewardModel.load(Path(folder))
 

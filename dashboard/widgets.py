@@ -21,8 +21,8 @@ from rlhf_engine.config import (
     field_defaults,
     field_help,
 )
-from rlhf_engine.jobs import describe_error
-from rlhf_engine.runfolder import RunFolder
+from rlhf_engine.runs.jobs import describe_error
+from rlhf_engine.runs.runfolder import RunFolder
 
 STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:",
                "completed": ":material/check_circle:", "stopped": ":material/stop_circle:",
@@ -160,7 +160,7 @@ def live_header(run: RunFolder, key: str, extra=None) -> dict:
             st.rerun(scope="app")
 
     st.fragment(refresh, run_every=refresh_interval(run))()
-    from rlhf_engine.trackers import reported_commands
+    from rlhf_engine.runs.trackers import reported_commands
 
     for name, command in reported_commands(run):  # the run's settings: read once per page run, not each second
         st.caption(f"Metrics mirrored to {name}: `{command}`")
@@ -197,7 +197,7 @@ def mark_started(name: str) -> None:
 
 def submit_job(job, picker_key: str, name_key: str) -> None:
     """Queue a prepared job, show it in the run picker, give the next run a new name, and say what happened."""
-    from rlhf_engine.jobs import ProcessJob
+    from rlhf_engine.runs.jobs import ProcessJob
 
     from .state import job_queue
 
@@ -212,7 +212,7 @@ def submit_job(job, picker_key: str, name_key: str) -> None:
 
 def job_controls(run: RunFolder, key: str) -> None:
     """Stop (queued or running here) or Resume (stopped, failed or interrupted) for one run."""
-    from rlhf_engine.jobs import prepare_resume
+    from rlhf_engine.runs.jobs import prepare_resume
 
     from .state import job_queue
 
@@ -390,7 +390,7 @@ def _policy_knob(cls: type, name: str, label: str, key_prefix: str):
 
 def tracker_knob(cls: type, key_prefix: str, label: str = "mirror metrics to") -> str:
     """``report_to`` as a choice of trackers; returns the field's text ("none" or "tensorboard,wandb")."""
-    from rlhf_engine.trackers import TRACKERS
+    from rlhf_engine.runs.trackers import TRACKERS
 
     chosen = st.multiselect(label, TRACKERS, key=f"{key_prefix}.report_to",
                             help=f"{field_help(cls)['report_to']}, offline or local. The run folder stays the "
@@ -415,7 +415,7 @@ ALARM_HELP = ("Checked after every step on the run's metrics; each comes with wh
 
 def health_alarms(rows: list[dict], config: dict, status: dict) -> None:
     """The run's health alarms in plain language, each with a suggestion (none: a quiet caption)."""
-    from rlhf_engine.alarms import check
+    from rlhf_engine.lab.alarms import check
 
     alarms = check(rows, config, status)
     if not alarms and rows:
@@ -427,7 +427,7 @@ def health_alarms(rows: list[dict], config: dict, status: dict) -> None:
 
 def token_view(samples: list[dict], key: str) -> None:
     """Pick a logged sample; draw its tokens with their KL to the reference, value and advantage."""
-    from rlhf_engine.figures import token_heatmap
+    from rlhf_engine.lab.figures import token_heatmap
 
     with_tokens = [s for s in samples if s.get("tokens")]
     if not with_tokens:
@@ -451,7 +451,7 @@ def token_view(samples: list[dict], key: str) -> None:
 def export_panel(runs: Sequence[RunFolder]) -> None:
     """Export a policy or reward-model run as ``python -m rlhf_engine export`` does, into the run's exports/
     folder, and offer it as a zip download."""
-    from rlhf_engine.export import ExportError, default_destination, export_run, zip_export
+    from rlhf_engine.runs.export import ExportError, default_destination, export_run, zip_export
 
     picked = run_picker(runs, "Run to export", "runs.export")
     if picked is None:

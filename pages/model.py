@@ -7,8 +7,8 @@ import streamlit as st
 from dashboard.state import model_for, require_app_shell, workspace
 from dashboard.widgets import engine_errors, md
 from rlhf_engine.config import DTYPE_CHOICES, QUANT_CHOICES, ModelConfig, field_help
-from rlhf_engine.generation import decode_responses, sample_responses
-from rlhf_engine.models import describe_model, model_facts
+from rlhf_engine.core.generation import decode_responses, sample_responses
+from rlhf_engine.core.models import describe_model, model_facts
 
 KINDS = {
     "Bundled SmolLM2-135M-Instruct (offline)": "default",

@@ -24,9 +24,9 @@ from dashboard.widgets import (
     token_view,
 )
 from rlhf_engine.config import METHOD_CONFIGS
-from rlhf_engine.jobs import POLICY_KINDS, REWARD_KIND, prepare_policy_job
-from rlhf_engine.runfolder import new_run_name, safe_name
-from rlhf_engine.sweep import is_clear, probe_summary
+from rlhf_engine.lab.sweep import is_clear, probe_summary
+from rlhf_engine.runs.jobs import POLICY_KINDS, REWARD_KIND, prepare_policy_job
+from rlhf_engine.runs.runfolder import new_run_name, safe_name
 
 require_app_shell()
 

@@ -19,11 +19,11 @@ from dashboard.widgets import (
     status_line,
     submit_job,
 )
-from rlhf_engine import collect
-from rlhf_engine.data import DataError, hub_dataset, prompt_text, read_pairs, write_pairs
-from rlhf_engine.demo import demo_prompt_split
-from rlhf_engine.jobs import DEMO_PAIRS_KIND, prepare_demo_pairs_job
-from rlhf_engine.runfolder import RunFolder, new_run_name, safe_name
+from rlhf_engine.data import collect
+from rlhf_engine.data.pairs import DataError, hub_dataset, prompt_text, read_pairs, write_pairs
+from rlhf_engine.lab.demo import demo_prompt_split
+from rlhf_engine.runs.jobs import DEMO_PAIRS_KIND, prepare_demo_pairs_job
+from rlhf_engine.runs.runfolder import RunFolder, new_run_name, safe_name
 
 require_app_shell()
 

@@ -21,8 +21,8 @@ from dashboard.widgets import (
     tracker_knob,
 )
 from rlhf_engine.config import POOLINGS, QUANT_CHOICES, ModelConfig, RewardConfig, field_help
-from rlhf_engine.jobs import REWARD_KIND, prepare_reward_job
-from rlhf_engine.runfolder import new_run_name, safe_name
+from rlhf_engine.runs.jobs import REWARD_KIND, prepare_reward_job
+from rlhf_engine.runs.runfolder import new_run_name, safe_name
 
 require_app_shell()
 

@@ -7,9 +7,9 @@ from dashboard import plots
 from dashboard.lab import sweep_picker, sweep_view
 from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import export_panel, job_controls, run_picker
-from rlhf_engine.jobs import POLICY_KINDS, REWARD_KIND
-from rlhf_engine.runfolder import list_runs
-from rlhf_engine.sweep import FINAL_STEPS, final_point, list_sweeps
+from rlhf_engine.lab.sweep import FINAL_STEPS, final_point, list_sweeps
+from rlhf_engine.runs.jobs import POLICY_KINDS, REWARD_KIND
+from rlhf_engine.runs.runfolder import list_runs
 
 require_app_shell()
 

@@ -16,11 +16,9 @@ from dashboard.widgets import (
     show_flash,
     started_already,
 )
-from rlhf_engine import workshop
 from rlhf_engine.config import PPOConfig
-from rlhf_engine.jobs import REWARD_KIND
-from rlhf_engine.runfolder import new_run_name, safe_name
-from rlhf_engine.sweep import (
+from rlhf_engine.lab import workshop
+from rlhf_engine.lab.sweep import (
     METHOD_FIELD,
     SWEEPABLE,
     list_sweeps,
@@ -30,6 +28,8 @@ from rlhf_engine.sweep import (
     plan_methods,
     prepare_sweep,
 )
+from rlhf_engine.runs.jobs import REWARD_KIND
+from rlhf_engine.runs.runfolder import new_run_name, safe_name
 
 require_app_shell()
 
@@ -43,7 +43,7 @@ VARY_LABELS = {"kl_coef": "β (KL coefficient)", "normalize_reward": "reward nor
 
 
 def use_workshop_preset() -> None:
-    """The workshop's sweep (rlhf_engine.workshop, sized to this device) in the form; runs before the widgets."""
+    """The workshop's sweep (rlhf_engine.lab.workshop, sized to this device) in the form; runs before the widgets."""
     sizes = workshop.preset()
     fill_ppo_knobs(K, workshop.ppo_config(workspace().model_config(), sizes))
     fill_knobs(K, {"vary": "kl_coef", "values.kl_coef": ", ".join(format(b, "g") for b in sizes.betas),

@@ -1,18 +1,18 @@
 """Workshop: the loop in order, one click per step, with what each step teaches, and a tick when it is done.
 
-Every sentence that reads a result comes from the runs' own numbers (rlhf_engine.sweep.sweep_story)."""
+Every sentence that reads a result comes from the runs' own numbers (rlhf_engine.lab.sweep.sweep_story)."""
 
 import streamlit as st
 
 from dashboard.lab import submit_sweep, sweep_view
 from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import engine_errors, md, queue_notice, show_flash, status_line, submit_job
-from rlhf_engine import figures, workshop
-from rlhf_engine.data import read_pairs
-from rlhf_engine.jobs import PPO_KIND, REWARD_KIND, prepare_policy_job, prepare_reward_job
-from rlhf_engine.models import describe_model
-from rlhf_engine.runfolder import ACTIVE_STATES, list_runs, new_run_name
-from rlhf_engine.sweep import is_clear, list_sweeps, overoptimisation_sentence, prepare_sweep, probe_summary
+from rlhf_engine.core.models import describe_model
+from rlhf_engine.data.pairs import read_pairs
+from rlhf_engine.lab import figures, workshop
+from rlhf_engine.lab.sweep import is_clear, list_sweeps, overoptimisation_sentence, prepare_sweep, probe_summary
+from rlhf_engine.runs.jobs import PPO_KIND, REWARD_KIND, prepare_policy_job, prepare_reward_job
+from rlhf_engine.runs.runfolder import ACTIVE_STATES, list_runs, new_run_name
 
 require_app_shell()
 

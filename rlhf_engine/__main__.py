@@ -5,6 +5,6 @@ import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from .cli import main  # noqa: E402
+from rlhf_engine.cli import main
 
 sys.exit(main())

@@ -11,9 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import collect
-from .config import GRPO_LOSS_TYPES, KL_ESTIMATORS, KL_PLACES, POOLINGS, QUANT_CHOICES
-from .sweep import DEFAULT_BETAS, SWEEPABLE
+from rlhf_engine.config import GRPO_LOSS_TYPES, KL_ESTIMATORS, KL_PLACES, POOLINGS, QUANT_CHOICES
+from rlhf_engine.data import collect
+from rlhf_engine.lab.sweep import DEFAULT_BETAS, SWEEPABLE
 
 EXIT_USER_ERROR = 2
 # What runs under `accelerate launch` (rlhf_engine/distributed.py).
@@ -263,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ModelSourceError
-    from .data import DataError
+    from rlhf_engine.config import ModelSourceError
+    from rlhf_engine.data.pairs import DataError
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     parser = build_parser()
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # distributed.launched(), read here without importing torch: most commands never need it
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by accelerate launch (or torchrun)
-            from . import distributed
+            from rlhf_engine.core import distributed
 
             if args.command not in DATA_PARALLEL_COMMANDS:
                 raise UserError(f"'{args.command}' runs in one process; only {', '.join(DATA_PARALLEL_COMMANDS)} "
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _validate_data(args) -> int:
-    from .data import read_pairs
+    from rlhf_engine.data.pairs import read_pairs
 
     pairs = read_pairs(args.file)
     print(f"{len(pairs)} pairs")
@@ -296,9 +296,9 @@ def _validate_data(args) -> int:
 
 
 def _make_demo_pairs(args) -> int:
-    from .config import ModelConfig
-    from .data import write_pairs
-    from .demo import make_demo_pairs
+    from rlhf_engine.config import ModelConfig
+    from rlhf_engine.data.pairs import write_pairs
+    from rlhf_engine.lab.demo import make_demo_pairs
 
     if args.out.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
         raise UserError(f"--out must end in .jsonl, .csv or .parquet, got {args.out.name!r}")
@@ -322,7 +322,7 @@ def _overrides(args, mapping: dict[str, str]) -> dict:
 
 def _set_fields(cls, assignments: list[str]) -> dict:
     """--set FIELD=VALUE pairs, each value parsed as its field's default is typed."""
-    from .config import field_defaults
+    from rlhf_engine.config import field_defaults
 
     defaults = {k: v for k, v in field_defaults(cls).items() if k != "model"}
     fields = {}
@@ -349,7 +349,7 @@ def _set_fields(cls, assignments: list[str]) -> dict:
 
 
 def _reward_config(args):
-    from .config import ModelConfig, RewardConfig
+    from rlhf_engine.config import ModelConfig, RewardConfig
 
     return RewardConfig(model=ModelConfig(source=args.model, quant=args.quant), seed=args.seed,
                         **_overrides(args, {"steps": "steps", "batch_size": "batch_size", "lr": "learning_rate",
@@ -359,14 +359,14 @@ def _reward_config(args):
 
 def _train_rm(args) -> int:
     config = _reward_config(args)  # a bad flag value is refused before torch is imported
-    from .jobs import start_reward_job
+    from rlhf_engine.runs.jobs import start_reward_job
 
     job = start_reward_job(args.out, config, args.data)
     return _follow(job)
 
 
 def _ppo_config(args, **fields):
-    from .config import PPOConfig
+    from rlhf_engine.config import PPOConfig
 
     return _policy_config(args, PPOConfig, **fields)
 
@@ -376,7 +376,7 @@ def _policy_config(args, config_class, only_known: bool = False, **fields):
     (a sweep of several methods): the flags and --set fields a method does not have are left out for it."""
     import dataclasses
 
-    from .config import ModelConfig
+    from rlhf_engine.config import ModelConfig
 
     flags = _overrides(args, {
         "steps": "steps", "kl_coef": "kl_coef", "kl_target": "kl_target", "kl_estimator": "kl_estimator",
@@ -401,20 +401,20 @@ def _ppo(args) -> int:
 
 
 def _grpo(args) -> int:
-    from .config import GRPOConfig
+    from rlhf_engine.config import GRPOConfig
 
     return _train_policy(args, _policy_config(args, GRPOConfig))
 
 
 def _rloo(args) -> int:
-    from .config import RLOOConfig
+    from rlhf_engine.config import RLOOConfig
 
     return _train_policy(args, _policy_config(args, RLOOConfig))
 
 
 def _dpo(args) -> int:
-    from .config import DPOConfig
-    from .data import hub_dataset
+    from rlhf_engine.config import DPOConfig
+    from rlhf_engine.data.pairs import hub_dataset
 
     if args.data is not None and not args.data.exists() and hub_dataset(args.data) is None:
         raise UserError(f"{args.data}: file not found")
@@ -423,7 +423,7 @@ def _dpo(args) -> int:
 
 def _train_policy(args, config, pairs: Path | None = None) -> int:
     """Start a policy run of ``config``'s method (its flags were checked before torch is imported) and follow it."""
-    from .jobs import prepare_policy_job
+    from rlhf_engine.runs.jobs import prepare_policy_job
 
     return _follow(_prepared_by_main(
         lambda: prepare_policy_job(args.out, config, args.reward, args.prompts, pairs)).start())
@@ -432,8 +432,8 @@ def _train_policy(args, config, pairs: Path | None = None) -> int:
 def _prepared_by_main(prepare):
     """The queued Job that ``prepare()`` makes; under accelerate launch process 0 prepares the run folder and
     the other processes open it once it is there (an error on process 0 stops them all with its message)."""
-    from . import distributed
-    from .jobs import prepared_job
+    from rlhf_engine.core import distributed
+    from rlhf_engine.runs.jobs import prepared_job
 
     if not distributed.launched():
         return prepare()
@@ -451,8 +451,8 @@ def _prepared_by_main(prepare):
 
 def _sweep(args) -> int:
     """Prepare every run of the sweep (all queued), then run them one after another in this process."""
-    from .config import PPOConfig
-    from .sweep import prepare_sweep
+    from rlhf_engine.config import PPOConfig
+    from rlhf_engine.lab.sweep import prepare_sweep
 
     methods = _method_members(args) if args.methods else None
     if methods is not None:
@@ -476,7 +476,7 @@ def _sweep(args) -> int:
                          args.best_of_n, args.best_of_n_prompts, args.prompts, batched=not args.one_at_a_time,
                          methods=methods)
     if not args.one_at_a_time:
-        from .sweep import Sweep
+        from rlhf_engine.lab.sweep import Sweep
 
         runs = Sweep(args.out).runs()
         print(f"sweep {args.out}: {len(runs)} runs side by side in this process: "
@@ -504,7 +504,7 @@ def _sweep(args) -> int:
 def _sweep_values(flag: str, field: str, text: str, given: str | None = None) -> list:
     """``sweep.parse_values`` of a flag's text, its error as the user's one line naming the flag and what it was
     given (``given``: the whole of it, when ``text`` is a part)."""
-    from .sweep import parse_values
+    from rlhf_engine.lab.sweep import parse_values
 
     try:
         return parse_values(field, text)
@@ -517,8 +517,8 @@ def _method_members(args) -> list:
     --betas METHOD=... gives it, else --kl-coefs', else its own default."""
     import dataclasses
 
-    from .config import METHOD_CONFIGS
-    from .sweep import plan_methods
+    from rlhf_engine.config import METHOD_CONFIGS
+    from rlhf_engine.lab.sweep import plan_methods
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHOD_CONFIGS]
@@ -546,7 +546,7 @@ def _method_members(args) -> list:
 
 
 def _resume(args) -> int:
-    from .jobs import prepare_resume
+    from rlhf_engine.runs.jobs import prepare_resume
 
     return _follow(_prepared_by_main(lambda: prepare_resume(args.run)).start())
 
@@ -556,7 +556,7 @@ def _run_job(args) -> int:
     import threading
     import time
 
-    from .jobs import prepared_job
+    from rlhf_engine.runs.jobs import prepared_job
 
     _stop_on_signals()
     job = prepared_job(args.run).start()
@@ -606,7 +606,7 @@ def _follow(job) -> int:
     stops it cleanly (checkpoint first)."""
     import time
 
-    from . import distributed
+    from rlhf_engine.core import distributed
 
     _stop_on_signals()
 
@@ -619,14 +619,14 @@ def _follow(job) -> int:
         return 1 if job.error else 0
     kind = job.run.config()["kind"]
     if kind == "sweep":  # every member's lines, each with its run's name
-        from .sweep import Sweep
+        from rlhf_engine.lab.sweep import Sweep
 
         followed = [(run, f"{run.id}: ", FOLLOWED_METRICS.get(run.config()["kind"], ()))
                     for run in Sweep(job.run.path).runs()]
     else:
         followed = [(job.run, "", FOLLOWED_METRICS.get(kind, ()))]
     seen = {run.id: (len(run.metrics()), len(_alarm_lines(run))) for run, _, _ in followed}
-    from .trackers import reported_commands
+    from rlhf_engine.runs.trackers import reported_commands
 
     shown = set()
     for run, prefix, _ in followed:
@@ -678,15 +678,15 @@ def _print_new_alarms(run, seen: int, prefix: str = "") -> int:
 
 
 def _sample(args) -> int:
-    from .config import ModelConfig
-    from .generation import decode_responses, sample_responses
-    from .models import load_model_and_tokenizer, set_seed
+    from rlhf_engine.config import ModelConfig
+    from rlhf_engine.core.generation import decode_responses, sample_responses
+    from rlhf_engine.core.models import load_model_and_tokenizer, set_seed
 
     model, tokenizer = load_model_and_tokenizer(ModelConfig(source=args.model, quant=args.quant))
     if args.adapter is not None:
         from peft import PeftModel
 
-        from .lora_fused import fuse_lora_products
+        from rlhf_engine.core.lora_fused import fuse_lora_products
 
         adapter = (args.adapter / "policy" if (args.adapter / "policy" / "adapter_config.json").is_file()
                    else args.adapter)
@@ -701,7 +701,7 @@ def _sample(args) -> int:
 
 
 def _export(args) -> int:
-    from .export import export_run
+    from rlhf_engine.runs.export import export_run
 
     out = export_run(args.path, args.out, adapter_only=args.adapter)
     print(f"wrote {out} ({'the PEFT adapter' if args.adapter else 'a merged model'}; see its README.md)")
@@ -709,7 +709,7 @@ def _export(args) -> int:
 
 
 def _report(args) -> int:
-    from .report import write_report
+    from rlhf_engine.lab.report import write_report
 
     if args.out is not None and args.out.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out must end in .html, got {args.out.name!r}")
@@ -718,7 +718,7 @@ def _report(args) -> int:
 
 
 def _runs(args) -> int:
-    from .runfolder import list_runs
+    from rlhf_engine.runs.runfolder import list_runs
 
     runs = list_runs(args.root)
     if not runs:
@@ -740,7 +740,7 @@ def _runs(args) -> int:
 
 
 def _pairs(args) -> int:
-    from .data import PairStore, prompt_text, read_pairs
+    from rlhf_engine.data.pairs import PairStore, prompt_text, read_pairs
 
     if args.action == "add":
         pairs = read_pairs(args.file)  # the whole file is checked before anything is stored
@@ -771,10 +771,10 @@ def _collect(args) -> int:
     """Two answers per prompt; type a or b to store the pair at once, t (tie) or s (skip) to store nothing."""
     import random
 
-    from .config import ModelConfig
-    from .data import PairStore
-    from .demo import demo_prompt_split
-    from .models import load_model_and_tokenizer, set_seed
+    from rlhf_engine.config import ModelConfig
+    from rlhf_engine.core.models import load_model_and_tokenizer, set_seed
+    from rlhf_engine.data.pairs import PairStore
+    from rlhf_engine.lab.demo import demo_prompt_split
 
     config = ModelConfig(source=args.model, quant=args.quant)
     model, tokenizer = load_model_and_tokenizer(config)

@@ -278,7 +278,7 @@ Config = TypeVar("Config", ModelConfig, RewardConfig, PolicyConfig, PPOConfig, G
 
 
 def _check_report_to(text: str) -> None:
-    from .trackers import parse_report_to
+    from rlhf_engine.runs.trackers import parse_report_to
 
     parse_report_to(text)
 

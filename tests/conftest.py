@@ -23,7 +23,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 @pytest.fixture(scope="session")
 def bundled_model_dir() -> str:
     """The bundled SmolLM2-135M-Instruct as a cached safetensors folder (converted on first use)."""
-    from rlhf_engine.models import resolve_source
+    from rlhf_engine.core.models import resolve_source
 
     return resolve_source("default")
 
@@ -65,7 +65,7 @@ def runs_dir(tmp_path) -> Path:
 @pytest.fixture
 def pairs_file(tmp_path) -> Path:
     """Twelve easy preference pairs (positive chosen, negative rejected) as JSONL."""
-    from rlhf_engine.data import PreferencePair, write_pairs
+    from rlhf_engine.data.pairs import PreferencePair, write_pairs
 
     path = tmp_path / "pairs.jsonl"
     write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",
@@ -84,8 +84,8 @@ def trained_tiny_reward_dir(tmp_path_factory, tiny_model_dir) -> Path:
     """A tiny reward model trained once per test process on twelve easy pairs (tests that write beside a
     reward model copy it first)."""
     from rlhf_engine.config import ModelConfig, RewardConfig
-    from rlhf_engine.data import PreferencePair, write_pairs
-    from rlhf_engine.jobs import start_reward_job
+    from rlhf_engine.data.pairs import PreferencePair, write_pairs
+    from rlhf_engine.runs.jobs import start_reward_job
 
     root = tmp_path_factory.mktemp("trained-rm")
     write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",

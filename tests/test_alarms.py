@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rlhf_engine.alarms import ALARM_CODES, Alarm, check, new_alarms
+from rlhf_engine.lab.alarms import ALARM_CODES, Alarm, check, new_alarms
 
 STEPS = 10
 

@@ -12,9 +12,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from rlhf_engine.config import ModelConfig, RewardConfig, to_dict
-from rlhf_engine.data import PairStore, PreferencePair
-from rlhf_engine.jobs import start_reward_job
-from rlhf_engine.runfolder import RunFolder
+from rlhf_engine.data.pairs import PairStore, PreferencePair
+from rlhf_engine.runs.jobs import start_reward_job
+from rlhf_engine.runs.runfolder import RunFolder
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAIRS = [PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.", "Awful, bad, terrible.")
@@ -46,7 +46,7 @@ def trained_workspace(tmp_path_factory, tiny_model_dir) -> Path:
     root = make_workspace(tmp_path_factory.mktemp("trained") / "ws", tiny_model_dir, PAIRS)
     config = RewardConfig(model=tiny_config(tiny_model_dir), steps=4, eval_every=2, norm_samples=4,
                           norm_response_length=4)
-    from rlhf_engine.data import write_pairs
+    from rlhf_engine.data.pairs import write_pairs
 
     write_pairs(PAIRS, root / "pairs.jsonl")
     job = start_reward_job(root / "runs" / "rm-tiny", config, root / "pairs.jsonl", background=False)
@@ -60,7 +60,7 @@ def jobs_in_threads(monkeypatch):
     instead of a process each, which would import torch, transformers and peft again (~10 s of CPU). What
     the job process adds is tested where it matters: test_browser (the pages' jobs in their processes),
     test_jobs (ProcessJob's stop and kill) and the simulated-pairs test below."""
-    from rlhf_engine import jobs
+    from rlhf_engine.runs import jobs
 
     monkeypatch.setattr(jobs, "ProcessJob", lambda run: jobs.prepared_job(run.path))
 
@@ -122,7 +122,7 @@ def test_model_page_shows_what_is_loaded_and_chats(workspace, tiny_model_dir, mo
     from transformers import AutoModelForCausalLM
 
     from dashboard.state import loaded_model
-    from rlhf_engine import models
+    from rlhf_engine.core import models
 
     loads = []
     load = models.load_model_and_tokenizer
@@ -407,7 +407,7 @@ def test_runs_page_compares_runs(trained_workspace, monkeypatch):
     scatter = json.loads(charts[1].proto.spec)
     points = {t["text"][0]: t["marker"]["color"] for t in scatter["data"] if t.get("text")}
     assert {"ppo-a", "ppo-b"} <= set(points)
-    from rlhf_engine.figures import beta_colour
+    from rlhf_engine.lab.figures import beta_colour
 
     assert points["ppo-a"] == beta_colour(0.05) and points["ppo-b"] == beta_colour(0.5)  # the colour of its β
     overlay = json.loads(charts[0].proto.spec)
@@ -438,7 +438,7 @@ def queue_held(root: Path, name: str = "blocker"):
     import threading
 
     from dashboard.state import job_queue
-    from rlhf_engine.jobs import Job
+    from rlhf_engine.runs.jobs import Job
 
     assert job_queue().wait_idle(120)  # job processes of earlier tests have exited
     release = threading.Event()
@@ -551,7 +551,7 @@ def test_ppo_page_shows_health_alarms_and_the_token_view(workspace):
 
 def test_sweep_page_queues_runs_that_differ_only_in_beta(trained_workspace, monkeypatch):
     """(Its plots, drawn from a finished sweep, are checked in the workshop test below.)"""
-    from rlhf_engine.sweep import Sweep
+    from rlhf_engine.lab.sweep import Sweep
 
     monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
     with queue_held(trained_workspace, "blocker-sweep") as queue:
@@ -578,7 +578,7 @@ def test_sweep_page_queues_runs_that_differ_only_in_beta(trained_workspace, monk
 
 def test_sweep_page_queues_a_sweep_of_methods_that_share_the_budget_and_keep_their_own_knobs(trained_workspace,
                                                                                             monkeypatch):
-    from rlhf_engine.sweep import Sweep
+    from rlhf_engine.lab.sweep import Sweep
 
     monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
     with queue_held(trained_workspace, "blocker-methods"):
@@ -603,9 +603,9 @@ def test_sweep_page_queues_a_sweep_of_methods_that_share_the_budget_and_keep_the
 def test_sweep_page_preset_fills_the_form_with_the_workshops_sweep(workspace, monkeypatch):
     from streamlit.elements.lib import policies
 
-    from rlhf_engine import workshop
     from rlhf_engine.config import ModelConfig
-    from rlhf_engine.sweep import parse_values
+    from rlhf_engine.lab import workshop
+    from rlhf_engine.lab.sweep import parse_values
 
     warnings = []
     monkeypatch.setattr(policies, "_shown_default_value_warning", False)
@@ -634,8 +634,8 @@ def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch
     import dataclasses
 
     from dashboard.state import job_queue
-    from rlhf_engine import workshop
-    from rlhf_engine.sweep import Sweep
+    from rlhf_engine.lab import workshop
+    from rlhf_engine.lab.sweep import Sweep
 
     small = dataclasses.replace(workshop.CPU, rm_steps=2, ppo_steps=2, batch_size=2, probe_every=1, probe_prompts=3,
                                 best_of_n=2, best_of_n_prompts=2, overopt_steps=3)

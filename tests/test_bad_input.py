@@ -22,7 +22,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rlhf_engine.cli import main
-from rlhf_engine.data import DataError, PairStore, PreferencePair, read_pairs, read_prompts, write_pairs
+from rlhf_engine.data.pairs import DataError, PairStore, PreferencePair, read_pairs, read_prompts, write_pairs
 
 FIELDS = ("prompt", "chosen", "rejected")
 TEXT_FORMATS = ("csv", "jsonl", "json")

@@ -7,14 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from rlhf_engine.batched import probe_side_by_side, step_side_by_side
 from rlhf_engine.config import PPOConfig, RewardConfig
-from rlhf_engine.data import PreferencePair, write_pairs
-from rlhf_engine.demo import gold_score
-from rlhf_engine.generation import sample_responses
-from rlhf_engine.jobs import start_reward_job
-from rlhf_engine.ppo import PPOTrainer
-from rlhf_engine.reward import RewardModel
+from rlhf_engine.core.batched import probe_side_by_side, step_side_by_side
+from rlhf_engine.core.generation import sample_responses
+from rlhf_engine.core.reward import RewardModel
+from rlhf_engine.data.pairs import PreferencePair, write_pairs
+from rlhf_engine.lab.demo import gold_score
+from rlhf_engine.methods.ppo import PPOTrainer
+from rlhf_engine.runs.jobs import start_reward_job
 
 PAIRS = [PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.", "Awful, bad, terrible.")
          for i in range(8)]
@@ -111,7 +111,7 @@ def test_rows_decoded_together_get_the_tokens_they_get_alone(rm_dir):
 
 
 def test_decoding_uses_the_batch_invariant_attention_and_puts_the_fast_one_back(rm_dir):
-    from rlhf_engine.generation import eager_attention
+    from rlhf_engine.core.generation import eager_attention
 
     rm_path, model = rm_dir
     trainer = PPOTrainer(_config(model, 0.0), RewardModel.load(rm_path), PROMPTS)
@@ -132,9 +132,9 @@ def test_a_sweep_of_methods_side_by_side_gives_each_run_the_metrics_and_probes_i
     """GRPO, RLOO and DPO on one base model in the sweep's one process: GRPO's and RLOO's rollouts decoded in one
     batch, DPO stepping on its pairs beside them, every probe answer decoded together."""
     from rlhf_engine.config import DPOConfig, GRPOConfig, RLOOConfig
-    from rlhf_engine.jobs import start_policy_job
-    from rlhf_engine.runfolder import RunFolder
-    from rlhf_engine.sweep import Sweep, plan_methods, prepare_sweep
+    from rlhf_engine.lab.sweep import Sweep, plan_methods, prepare_sweep
+    from rlhf_engine.runs.jobs import start_policy_job
+    from rlhf_engine.runs.runfolder import RunFolder
 
     rm_path, model = rm_dir
     shared = dict(model=model, steps=2, response_length=4, probe_every=2, probe_prompts=3, seed=3,

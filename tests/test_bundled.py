@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig
-from rlhf_engine.data import read_pairs, write_pairs
-from rlhf_engine.demo import demo_prompt_split, gold_score, make_demo_pairs
-from rlhf_engine.jobs import start_policy_job, start_reward_job
+from rlhf_engine.data.pairs import read_pairs, write_pairs
+from rlhf_engine.lab.demo import demo_prompt_split, gold_score, make_demo_pairs
+from rlhf_engine.runs.jobs import start_policy_job, start_reward_job
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +38,8 @@ def test_whole_loop_on_the_bundled_model(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from rlhf_engine.export import export_run
-    from rlhf_engine.models import load_model_and_tokenizer
+    from rlhf_engine.core.models import load_model_and_tokenizer
+    from rlhf_engine.runs.export import export_run
 
     merged = export_run(tmp_path / "ppo", tmp_path / "ppo-export")
     assert "dequantized to float32" in (merged / "README.md").read_text()

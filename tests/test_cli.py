@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from rlhf_engine.cli import main
-from rlhf_engine.data import PreferencePair, read_pairs, write_pairs
+from rlhf_engine.data.pairs import PreferencePair, read_pairs, write_pairs
 
 
 def run_cli(*args, cwd=None):
@@ -105,7 +105,7 @@ def test_train_rm_ppo_sample_and_runs_from_the_command_line(tmp_path, tiny_model
 
 def test_commands_that_train_nothing_do_not_import_torch(good_pairs, tmp_path):
     """validate-data, runs, pairs and report start in about a second, not the seconds torch takes."""
-    from rlhf_engine.runfolder import RunFolder
+    from rlhf_engine.runs.runfolder import RunFolder
 
     run = RunFolder(tmp_path / "runs" / "ppo-done")
     run.create("ppo", {"config": {"kl_coef": 0.05}}, 1)
@@ -138,7 +138,7 @@ def test_make_demo_pairs_rejects_an_unknown_output_type(tmp_path, capsys):
 
 
 def test_make_demo_pairs_passes_completions_and_temperature(tmp_path, monkeypatch, capsys):
-    import rlhf_engine.demo as demo
+    import rlhf_engine.lab.demo as demo
 
     seen = {}
 
@@ -180,7 +180,7 @@ def test_pairs_add_of_a_bad_file_stores_nothing(tmp_path):
 
 
 def test_collect_stores_the_picked_answer(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    from rlhf_engine.data import PairStore
+    from rlhf_engine.data.pairs import PairStore
 
     store = tmp_path / "pairs.sqlite"
     answers = iter(["x", "b", "s"])  # an invalid key is asked again; b stores; s skips; then input ends

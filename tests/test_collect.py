@@ -1,9 +1,9 @@
-"""Pairs picked by hand (rlhf_engine.collect): what each pick stores, for the CLI and the Preferences page."""
+"""Pairs picked by hand (rlhf_engine.data.collect): what each pick stores, for the CLI and the Preferences page."""
 
 import pytest
 
-from rlhf_engine.collect import picked_pair
-from rlhf_engine.data import PreferencePair
+from rlhf_engine.data.collect import picked_pair
+from rlhf_engine.data.pairs import PreferencePair
 
 
 def test_a_or_b_prefers_the_picked_answer_and_tie_or_skip_store_nothing():

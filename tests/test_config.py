@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig, field_defaults, field_help
-from rlhf_engine.runfolder import safe_name
+from rlhf_engine.runs.runfolder import safe_name
 
 
 @pytest.mark.parametrize("cls", [ModelConfig, RewardConfig, PPOConfig])

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from peft import get_peft_model
 from torch import nn
 
-from rlhf_engine import cpu_linear
 from rlhf_engine.config import PPOConfig
-from rlhf_engine.cpu_linear import use_onednn_linears
-from rlhf_engine.generation import token_logprobs
-from rlhf_engine.lora_fused import fuse_lora_products
-from rlhf_engine.models import load_model_and_tokenizer, lora_config
-from rlhf_engine.ppo import PPOTrainer, policy_loss, value_loss
+from rlhf_engine.core import cpu_linear
+from rlhf_engine.core.cpu_linear import use_onednn_linears
+from rlhf_engine.core.generation import token_logprobs
+from rlhf_engine.core.lora_fused import fuse_lora_products
+from rlhf_engine.core.models import load_model_and_tokenizer, lora_config
+from rlhf_engine.methods.ppo import PPOTrainer, policy_loss, value_loss
 
 MODES = ["packed", "onednn"]
 

@@ -24,9 +24,9 @@ import pytest
 
 from rlhf_engine.cli import main
 from rlhf_engine.config import PPOConfig, RewardConfig
-from rlhf_engine.data import PairStore, PreferencePair
-from rlhf_engine.jobs import prepare_policy_job, prepare_resume, prepare_reward_job, resume_job, start_reward_job
-from rlhf_engine.runfolder import STATES, RunFolder, checkpoint_step
+from rlhf_engine.data.pairs import PairStore, PreferencePair
+from rlhf_engine.runs.jobs import prepare_policy_job, prepare_resume, prepare_reward_job, resume_job, start_reward_job
+from rlhf_engine.runs.runfolder import STATES, RunFolder, checkpoint_step
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -160,7 +160,7 @@ def test_a_checkpoint_is_whole_or_absent(tmp_path):
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from rlhf_engine.data import PairStore, PreferencePair
+    from rlhf_engine.data.pairs import PairStore, PreferencePair
     store, tag, n, batch, go = (PairStore(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
                                 Path(sys.argv[5]))
     while not go.exists():
@@ -223,7 +223,7 @@ def test_a_writer_killed_mid_upload_leaves_whole_uploads_only(tmp_path):
 RUN_WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from rlhf_engine.runfolder import RunFolder
+    from rlhf_engine.runs.runfolder import RunFolder
     run = RunFolder(Path(sys.argv[1]))
     for step in range(1, int(sys.argv[2]) + 1):
         run.append_metrics({"step": step, "loss": 1.0 / step, **{f"metric/{k}": k * step for k in range(60)}})
@@ -259,7 +259,7 @@ def test_two_processes_creating_the_same_run_get_one_run(tmp_path):
     script = textwrap.dedent("""
         import sys, time
         from pathlib import Path
-        from rlhf_engine.runfolder import RunFolder
+        from rlhf_engine.runs.runfolder import RunFolder
         go = Path(sys.argv[2])
         while not go.exists():
             time.sleep(0.001)

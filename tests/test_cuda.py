@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig
-from rlhf_engine.data import PreferencePair
-from rlhf_engine.generation import sample_responses
-from rlhf_engine.models import load_model_and_tokenizer
+from rlhf_engine.core.generation import sample_responses
+from rlhf_engine.core.models import load_model_and_tokenizer
+from rlhf_engine.data.pairs import PreferencePair
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device here (benchmarks/gpu_check.sh runs these where a GPU is lent)")
@@ -51,8 +51,8 @@ def test_4bit_nf4_loads_on_the_gpu_and_runs_bitsandbytes_cuda_kernels(tiny_model
 
 
 def test_one_reward_model_step_and_one_ppo_step_train_on_the_gpu(tiny_model_dir):
-    from rlhf_engine.ppo import PPOTrainer
-    from rlhf_engine.reward import train_reward_model
+    from rlhf_engine.core.reward import train_reward_model
+    from rlhf_engine.methods.ppo import PPOTrainer
 
     model = ModelConfig(source=tiny_model_dir, quant="4bit", lora_r=4, lora_alpha=8)
     pairs = [PreferencePair(f"Say something about item {i}.", "Lovely, great.", "Awful, bad.") for i in range(6)]

@@ -1,4 +1,4 @@
-"""Tests for rlhf_engine.data: reading, validating, writing and storing preference pairs."""
+"""Tests for rlhf_engine.data.pairs: reading, validating, writing and storing preference pairs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from rlhf_engine.data import (
+from rlhf_engine.data.pairs import (
     DataError,
     PairStore,
     PreferencePair,
@@ -218,7 +218,7 @@ def test_transcript_split_in_csv(tmp_path: Path) -> None:
 def test_hub_datasets_load_from_the_local_cache_in_every_shape_and_say_how_to_fetch_a_missing_one(hub_cache,
                                                                                                    capsys) -> None:
     from rlhf_engine.cli import main
-    from rlhf_engine.data import hub_dataset
+    from rlhf_engine.data.pairs import hub_dataset
 
     plain = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b", "score_chosen": 9.0} for i in range(5)]
     chat = [{"chosen": [user("hi"), assistant("A")], "rejected": [user("hi"), assistant("B")]}]  # TRL's implicit

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rlhf_engine.demo import (
+from rlhf_engine.lab.demo import (
     GoldReward,
     demo_prompt_split,
     demo_prompts,
@@ -58,7 +58,7 @@ def test_the_annotator_pairs_its_favourite_with_its_least_favourite():
 
 
 def test_make_demo_pairs_labels_model_completions(tiny_model_config, monkeypatch):
-    import rlhf_engine.demo as demo
+    import rlhf_engine.lab.demo as demo
 
     # a random tiny model writes no sentiment words; score by length so every pair is labelled
     monkeypatch.setattr(demo, "gold_score", lambda text: len(text) / 10)

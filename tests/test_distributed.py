@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rlhf_engine.ppo import whiten
+from rlhf_engine.methods.ppo import whiten
 
 
 def _free_port() -> int:
@@ -25,7 +25,7 @@ def _free_port() -> int:
 
 def _whiten_half(rank: int, port: int, x: torch.Tensor, mask: torch.Tensor, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    from rlhf_engine import distributed
+    from rlhf_engine.core import distributed
 
     half = slice(0, 3) if rank == 0 else slice(3, 5)
     result = whiten(x[half], mask[half], all_sum=distributed.all_sum)

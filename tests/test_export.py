@@ -12,7 +12,7 @@ import torch
 
 from rlhf_engine.cli import main
 from rlhf_engine.config import PPOConfig
-from rlhf_engine.jobs import start_policy_job
+from rlhf_engine.runs.jobs import start_policy_job
 
 IDS = [[1, 5, 9, 12, 40, 7, 3, 22]]
 
@@ -29,7 +29,7 @@ def run_policy(run_dir, model_config):
     """The run's own policy: its base as the run loaded it, its final adapter on top (PEFT, not merged)."""
     from peft import PeftModel
 
-    from rlhf_engine.models import load_model_and_tokenizer
+    from rlhf_engine.core.models import load_model_and_tokenizer
 
     base, _ = load_model_and_tokenizer(model_config)
     return PeftModel.from_pretrained(base, str(run_dir / "policy"))
@@ -100,8 +100,8 @@ def test_an_exported_policy_loads_without_peft_and_gives_the_runs_own_logprobs(t
 def test_an_exported_reward_model_gives_the_runs_scores_with_its_normalisation_in_the_config(trained_runs, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from rlhf_engine.export import NORMALIZATION_FIELD, export_run
-    from rlhf_engine.reward import RewardModel
+    from rlhf_engine.core.reward import RewardModel
+    from rlhf_engine.runs.export import NORMALIZATION_FIELD, export_run
 
     root, _ = trained_runs
     out = export_run(root / "rm", tmp_path / "rm-export")
@@ -155,7 +155,7 @@ def test_every_methods_policy_exports_with_its_own_logprobs(trained_runs, tmp_pa
     from transformers import AutoModelForCausalLM
 
     from rlhf_engine.config import DPOConfig, GRPOConfig
-    from rlhf_engine.export import export_run
+    from rlhf_engine.runs.export import export_run
 
     root, model = trained_runs
     config = (GRPOConfig(model=model, steps=1, batch_size=4, group_size=2, response_length=4, learning_rate=5e-2,

@@ -1,6 +1,6 @@
 """What the charts say on their axes: a chart of several runs names the step of their method, or none."""
 
-from rlhf_engine import figures
+from rlhf_engine.lab import figures
 
 
 def test_runs_side_by_side_count_the_step_of_their_shared_method_or_a_plain_step():

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from rlhf_engine.config import PPOConfig, RewardConfig
-from rlhf_engine.data import DataError, PreferencePair
-from rlhf_engine.jobs import Job, resume_job, start_policy_job, start_reward_job
-from rlhf_engine.models import policy_name
-from rlhf_engine.runfolder import RunFolder, read_jsonl
+from rlhf_engine.core.models import policy_name
+from rlhf_engine.data.pairs import DataError, PreferencePair
+from rlhf_engine.runs.jobs import Job, resume_job, start_policy_job, start_reward_job
+from rlhf_engine.runs.runfolder import RunFolder, read_jsonl
 
 PPO_METRICS = ("objective/scores", "objective/kl", "objective/non_score_reward", "objective/rlhf_reward",
                "objective/entropy", "policy/approxkl", "policy/clipfrac", "val/clipfrac", "loss/policy",
@@ -123,7 +123,7 @@ def test_an_interrupted_run_reads_as_interrupted_and_resumes_with_intact_metrics
 
 
 def test_a_failing_run_is_marked_failed_with_its_reason(runs_dir, tiny_model_config, reward_dir, monkeypatch):
-    from rlhf_engine.reward import RewardModel
+    from rlhf_engine.core.reward import RewardModel
 
     def nan_scores(self, prompts, responses, normalized=True, batch_size=16):
         return torch.full((len(prompts),), float("nan"))
@@ -141,7 +141,7 @@ def test_a_failing_run_is_marked_failed_with_its_reason(runs_dir, tiny_model_con
 
 def test_nan_logits_while_sampling_stop_the_run_naming_them_and_the_step(runs_dir, tiny_model_config, reward_dir,
                                                                          monkeypatch):
-    from rlhf_engine.ppo import PPOTrainer
+    from rlhf_engine.methods.ppo import PPOTrainer
 
     sample = PPOTrainer.rollout
 
@@ -161,7 +161,7 @@ def test_nan_logits_while_sampling_stop_the_run_naming_them_and_the_step(runs_di
 
 
 def test_a_nan_policy_loss_stops_the_run_at_its_step(runs_dir, tiny_model_config, reward_dir, monkeypatch):
-    import rlhf_engine.ppo as ppo
+    import rlhf_engine.methods.ppo as ppo
 
     exact = ppo.policy_loss
     monkeypatch.setattr(ppo, "policy_loss", lambda *a, **k: (exact(*a, **k)[0] * float("inf"), 0.0, 0.0))
@@ -171,7 +171,7 @@ def test_a_nan_policy_loss_stops_the_run_at_its_step(runs_dir, tiny_model_config
 
 
 def test_a_nan_reward_model_loss_stops_training_at_its_step(runs_dir, tiny_model_config, pairs_file, monkeypatch):
-    import rlhf_engine.reward as reward
+    import rlhf_engine.core.reward as reward
 
     calls = []
     exact = reward.bradley_terry_loss
@@ -194,7 +194,7 @@ def test_a_nan_reward_model_loss_stops_training_at_its_step(runs_dir, tiny_model
                                    MemoryError()])
 def test_out_of_memory_is_reported_with_its_step_and_what_to_change(runs_dir, tiny_model_config, reward_dir,
                                                                     monkeypatch, error):
-    from rlhf_engine.ppo import PPOTrainer
+    from rlhf_engine.methods.ppo import PPOTrainer
 
     update = PPOTrainer.update
 
@@ -254,7 +254,7 @@ def _waiting_job(run_dir, release):
 def test_queue_runs_one_job_at_a_time_in_order(runs_dir):
     import threading
 
-    from rlhf_engine.jobs import JobQueue
+    from rlhf_engine.runs.jobs import JobQueue
 
     queue = JobQueue()
     first_release, second_release = threading.Event(), threading.Event()
@@ -278,7 +278,7 @@ def test_queue_runs_one_job_at_a_time_in_order(runs_dir):
 def test_queue_stop_takes_a_waiting_job_off_the_queue(runs_dir):
     import threading
 
-    from rlhf_engine.jobs import JobQueue
+    from rlhf_engine.runs.jobs import JobQueue
 
     queue = JobQueue()
     release = threading.Event()
@@ -293,8 +293,8 @@ def test_queue_stop_takes_a_waiting_job_off_the_queue(runs_dir):
 
 
 def test_ppo_job_answers_probe_prompts(reward_dir, runs_dir, tiny_model_config):
-    from rlhf_engine.demo import demo_prompt_split
-    from rlhf_engine.sweep import probe_summary
+    from rlhf_engine.lab.demo import demo_prompt_split
+    from rlhf_engine.lab.sweep import probe_summary
 
     config = _ppo_config(tiny_model_config, steps=3, probe_every=2, probe_prompts=4, reference_probe_samples=2)
     job = start_policy_job(runs_dir / "probes", config, reward_dir, background=False)
@@ -323,7 +323,7 @@ def test_ppo_job_answers_probe_prompts(reward_dir, runs_dir, tiny_model_config):
 
 
 def test_probe_summary_counts_a_prompt_once_with_the_mean_of_the_references_answers():
-    from rlhf_engine.sweep import probe_summary
+    from rlhf_engine.lab.sweep import probe_summary
 
     def row(policy, step, prompt, sample, gold):
         return {"policy": policy, "step": step, "prompt": prompt, "sample": sample, "score": gold, "kl": 0.0,
@@ -348,9 +348,9 @@ def test_reward_eval_has_held_out_scores_and_lengths(reward_dir):
 
 
 def test_demo_pairs_job_stores_all_pairs_or_none(tmp_path, monkeypatch, tiny_model_config):
-    import rlhf_engine.demo as demo
-    from rlhf_engine.data import PairStore
-    from rlhf_engine.jobs import prepare_demo_pairs_job
+    import rlhf_engine.lab.demo as demo
+    from rlhf_engine.data.pairs import PairStore
+    from rlhf_engine.runs.jobs import prepare_demo_pairs_job
 
     def fake(n, model_config, seed=0, on_progress=lambda done, total: None, **kw):
         made = []
@@ -384,7 +384,7 @@ def test_a_process_job_runs_stops_on_sigint_even_when_ignored_and_reads_as_inter
     import os
     import signal
 
-    from rlhf_engine.jobs import ProcessJob, prepare_policy_job, prepare_resume
+    from rlhf_engine.runs.jobs import ProcessJob, prepare_policy_job, prepare_resume
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

@@ -14,14 +14,14 @@ import time
 import pytest
 import torch
 
-from rlhf_engine.best_of_n import best_of_n_curve, best_of_n_kl, expected_best_of_n
 from rlhf_engine.cli import main
 from rlhf_engine.config import PPOConfig, RewardConfig
-from rlhf_engine.data import PreferencePair, write_pairs
-from rlhf_engine.demo import gold_score, labelled_by_gold_annotator
-from rlhf_engine.jobs import JobQueue, start_policy_job, start_reward_job
-from rlhf_engine.runfolder import RunFolder
-from rlhf_engine.sweep import Sweep, list_sweeps, member_label, parse_values, plan, prepare_sweep
+from rlhf_engine.data.pairs import PreferencePair, write_pairs
+from rlhf_engine.lab.best_of_n import best_of_n_curve, best_of_n_kl, expected_best_of_n
+from rlhf_engine.lab.demo import gold_score, labelled_by_gold_annotator
+from rlhf_engine.lab.sweep import Sweep, list_sweeps, member_label, parse_values, plan, prepare_sweep
+from rlhf_engine.runs.jobs import JobQueue, start_policy_job, start_reward_job
+from rlhf_engine.runs.runfolder import RunFolder
 
 SIMULATED = [PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.", "Awful, bad, terrible.")
              for i in range(12)]
@@ -125,10 +125,10 @@ def test_samples_carry_a_token_view_that_adds_up_to_the_sample(runs_dir, tiny_mo
 
 
 def test_advantage_whitening_can_be_switched_off(tiny_model_config):
-    from rlhf_engine.demo import GoldReward
-    from rlhf_engine.generation import Rollout
-    from rlhf_engine.ppo import PPOTrainer
-    from rlhf_engine.rollout import ScoredRollout
+    from rlhf_engine.core.generation import Rollout
+    from rlhf_engine.core.rollout import ScoredRollout
+    from rlhf_engine.lab.demo import GoldReward
+    from rlhf_engine.methods.ppo import PPOTrainer
 
     trainer = PPOTrainer(_base(tiny_model_config, whiten_advantages=False), GoldReward(), ["a"])
     mask = torch.ones(2, 3)
@@ -202,8 +202,8 @@ def test_a_sweep_queues_its_runs_and_they_run_one_after_another(runs_dir, tiny_m
 
 def test_a_batched_sweep_trains_its_runs_side_by_side_in_one_job_and_resumes(runs_dir, tiny_model_config,
                                                                             simulated_rm):
-    from rlhf_engine.jobs import prepare_resume
-    from rlhf_engine.sweep import sweep_story
+    from rlhf_engine.lab.sweep import sweep_story
+    from rlhf_engine.runs.jobs import prepare_resume
 
     base = _base(tiny_model_config, steps=3, probe_every=2, probe_prompts=3, checkpoint_every=1)
     (job,) = prepare_sweep(runs_dir / "sw", base, simulated_rm, "kl_coef", [0.0, 0.5], adaptive=True,
@@ -288,9 +288,10 @@ def test_the_workshops_commands_build_exactly_its_configs(device):
     """The README's command-line route and the Workshop page's buttons must train the same things."""
     import shlex
 
-    from rlhf_engine import cli, workshop
+    from rlhf_engine import cli
     from rlhf_engine.config import ModelConfig
-    from rlhf_engine.data import read_pairs
+    from rlhf_engine.data.pairs import read_pairs
+    from rlhf_engine.lab import workshop
 
     pairs_cmd, rm_cmd, sweep_cmd, report_cmd, overopt_cmd = [cli.build_parser().parse_args(shlex.split(c)[3:])
                                                              for c in workshop.cli_commands("ws", device)]
@@ -309,11 +310,11 @@ def test_the_workshops_commands_build_exactly_its_configs(device):
 
 
 def test_the_shipped_pairs_follow_the_annotator_and_hold_out_enough_for_the_reward_model():
-    from rlhf_engine import workshop
     from rlhf_engine.config import ModelConfig
-    from rlhf_engine.data import read_pairs
-    from rlhf_engine.demo import demo_prompt_split
-    from rlhf_engine.reward import split_pairs
+    from rlhf_engine.core.reward import split_pairs
+    from rlhf_engine.data.pairs import read_pairs
+    from rlhf_engine.lab import workshop
+    from rlhf_engine.lab.demo import demo_prompt_split
 
     pairs = read_pairs(workshop.PAIRS_FILE)
     assert labelled_by_gold_annotator(pairs)  # so every PPO run on them logs the gold score
@@ -323,8 +324,8 @@ def test_the_shipped_pairs_follow_the_annotator_and_hold_out_enough_for_the_rewa
 
 
 def test_the_overoptimisation_run_is_the_sweeps_run_at_beta_0_for_longer():
-    from rlhf_engine import workshop
     from rlhf_engine.config import ModelConfig
+    from rlhf_engine.lab import workshop
 
     for sizes in (workshop.CPU, workshop.GPU):
         short, long = workshop.ppo_config(ModelConfig(), sizes), workshop.overopt_ppo_config(ModelConfig(), sizes)
@@ -334,7 +335,7 @@ def test_the_overoptimisation_run_is_the_sweeps_run_at_beta_0_for_longer():
 
 
 def test_the_gold_vs_proxy_plot_stars_the_gold_peak_only_when_gold_fell_as_the_proxy_rose():
-    from rlhf_engine.figures import gold_proxy_figure
+    from rlhf_engine.lab.figures import gold_proxy_figure
 
     def rows(gold):  # probe summaries (sweep.probe_summary)
         return [{"step": i + 1, "kl": float(i * i), "score": 0.1 * i, "gold": g} for i, g in enumerate(gold)]
@@ -355,7 +356,7 @@ def test_the_gold_vs_proxy_plot_stars_the_gold_peak_only_when_gold_fell_as_the_p
 
 
 def test_every_beta_has_one_colour_and_the_colours_follow_the_order_of_beta():
-    from rlhf_engine.figures import ADAPTIVE_COLOUR, BETA_ANCHORS, beta_colour
+    from rlhf_engine.lab.figures import ADAPTIVE_COLOUR, BETA_ANCHORS, beta_colour
 
     betas = [0.0, 0.001, 0.01, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0]
     colours = [beta_colour(b) for b in betas]
@@ -368,7 +369,7 @@ def test_every_beta_has_one_colour_and_the_colours_follow_the_order_of_beta():
 
 
 def test_a_gain_is_clear_from_two_standard_errors_and_never_without_one():
-    from rlhf_engine.sweep import gain_sentence, is_clear, standard_errors
+    from rlhf_engine.lab.sweep import gain_sentence, is_clear, standard_errors
 
     assert is_clear(0.2, 0.1) and is_clear(-0.2, 0.1) and not is_clear(0.19, 0.1)
     assert is_clear(0.1, 0.0) and not is_clear(0.0, 0.0) and standard_errors(0.1, 0.0) == math.inf

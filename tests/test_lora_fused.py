@@ -11,9 +11,9 @@ import torch
 from peft import get_peft_model
 from peft.tuners.lora.layer import Linear as LoraLinear
 
-from rlhf_engine.cpu_linear import use_onednn_linears
-from rlhf_engine.lora_fused import fuse_lora_products
-from rlhf_engine.models import load_model_and_tokenizer, lora_config
+from rlhf_engine.core.cpu_linear import use_onednn_linears
+from rlhf_engine.core.lora_fused import fuse_lora_products
+from rlhf_engine.core.models import load_model_and_tokenizer, lora_config
 
 
 def _two_models(config, cpu_matmul="packed"):

@@ -10,10 +10,10 @@ import torch
 
 from rlhf_engine.cli import main
 from rlhf_engine.config import GRPOConfig, RLOOConfig
-from rlhf_engine.data import PreferencePair
-from rlhf_engine.generation import token_logprobs
-from rlhf_engine.jobs import resume_job, start_policy_job
-from rlhf_engine.runfolder import RunFolder
+from rlhf_engine.core.generation import token_logprobs
+from rlhf_engine.data.pairs import PreferencePair
+from rlhf_engine.runs.jobs import resume_job, start_policy_job
+from rlhf_engine.runs.runfolder import RunFolder
 
 TRL_GROUP_METRICS = {"reward", "reward_std", "frac_reward_zero_std", "entropy", "completions/mean_length",
                      "completions/clipped_ratio", "loss", "grad_norm"}
@@ -29,8 +29,8 @@ class EvenRowsWin:
 
 
 def _trainer(method, model_config, **kw):
-    from rlhf_engine.grpo import GRPOTrainer
-    from rlhf_engine.rloo import RLOOTrainer
+    from rlhf_engine.methods.grpo import GRPOTrainer
+    from rlhf_engine.methods.rloo import RLOOTrainer
 
     if method.startswith("rloo"):  # "rloo_clipped": two passes with the clipped ratio, as TRL's
         config = RLOOConfig(model=model_config, epochs=2 if method == "rloo_clipped" else 1, **kw)
@@ -175,7 +175,7 @@ def test_a_group_update_in_parts_of_fewer_answers_takes_the_same_step_as_in_one_
 
 def test_dpo_in_passes_of_fewer_pairs_takes_the_same_step_as_in_one_pass(tiny_model_config):
     from rlhf_engine.config import DPOConfig
-    from rlhf_engine.dpo import DPOTrainer
+    from rlhf_engine.methods.dpo import DPOTrainer
 
     pairs = [PreferencePair(f"Say something about item {i}.", "Lovely, great" + ", wonderful" * (i % 3),
                             "Awful." * (1 + i % 2)) for i in range(6)]

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from rlhf_engine.dpo import dpo_loss
-from rlhf_engine.grpo import STD_EPS, group_advantages, grpo_loss
-from rlhf_engine.rloo import leave_one_out_advantages, reinforce_loss, sequence_rewards
-from rlhf_engine.rollout import kl_estimates, kl_penalty
-from rlhf_engine.trainer import frac_reward_zero_std
+from rlhf_engine.core.rollout import kl_estimates, kl_penalty
+from rlhf_engine.core.trainer import frac_reward_zero_std
+from rlhf_engine.methods.dpo import dpo_loss
+from rlhf_engine.methods.grpo import STD_EPS, group_advantages, grpo_loss
+from rlhf_engine.methods.rloo import leave_one_out_advantages, reinforce_loss, sequence_rewards
 
 LOG = math.log
 

@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from rlhf_engine.config import ModelConfig
-from rlhf_engine.generation import response_logits, sample_responses, token_logprobs
-from rlhf_engine.models import ModelSourceError, choose_dtype, load_model_and_tokenizer, load_tokenizer, resolve_source
+from rlhf_engine.core.generation import response_logits, sample_responses, token_logprobs
+from rlhf_engine.core.models import (
+    ModelSourceError,
+    choose_dtype,
+    load_model_and_tokenizer,
+    load_tokenizer,
+    resolve_source,
+)
 
 
 def test_bundled_source_resolves_to_a_cached_safetensors_folder(bundled_model_dir):
@@ -90,8 +96,8 @@ def test_recomputed_logprobs_match_what_generate_sampled_from(tiny_model_config)
     """Left padding, position ids and the temperature agree between generate() and our forward pass."""
     from transformers import GenerationConfig
 
-    from rlhf_engine.generation import truncate_after_eos
-    from rlhf_engine.models import encode_prompt, left_pad
+    from rlhf_engine.core.generation import truncate_after_eos
+    from rlhf_engine.core.models import encode_prompt, left_pad
 
     model, tokenizer = load_model_and_tokenizer(tiny_model_config)
     ids, mask = left_pad([encode_prompt(tokenizer, p) for p in ["Hi", "Tell me a long story about a cat."]],
@@ -113,7 +119,7 @@ def test_recomputed_logprobs_match_what_generate_sampled_from(tiny_model_config)
 
 def test_the_samplers_own_logprobs_and_entropy_are_those_of_a_pass_over_its_answers(tiny_model_config):
     """What GRPO and RLOO read instead of a policy pass over the rollout: the same numbers, 0 after EOS."""
-    from rlhf_engine.generation import token_entropy
+    from rlhf_engine.core.generation import token_entropy
 
     model, tokenizer = load_model_and_tokenizer(tiny_model_config)
     roll = sample_responses(model, tokenizer, ["Hi", "Tell me a long story about a cat.", "Why?"], max_new_tokens=12,
@@ -134,7 +140,7 @@ def test_4bit_weights_stay_differentiable_after_a_pass_without_gradient(tiny_mod
     from peft import get_peft_model
 
     from rlhf_engine.config import ModelConfig
-    from rlhf_engine.models import load_model_and_tokenizer, lora_config
+    from rlhf_engine.core.models import load_model_and_tokenizer, lora_config
 
     config = ModelConfig(source=tiny_model_dir, quant="4bit", lora_r=4, lora_alpha=8)
     grads = []

@@ -5,9 +5,11 @@ import math
 import pytest
 import torch
 
-from rlhf_engine.batching import batch_indices
-from rlhf_engine.generation import truncate_after_eos
-from rlhf_engine.ppo import (
+from rlhf_engine.core.batching import batch_indices
+from rlhf_engine.core.generation import truncate_after_eos
+from rlhf_engine.core.reward import bradley_terry_loss, score_index
+from rlhf_engine.core.rollout import NonFiniteError, check_finite, kl_penalty, masked_mean, missing_eos_penalized
+from rlhf_engine.methods.ppo import (
     AdaptiveKLController,
     FixedKLController,
     gae,
@@ -16,8 +18,6 @@ from rlhf_engine.ppo import (
     value_loss,
     whiten,
 )
-from rlhf_engine.reward import bradley_terry_loss, score_index
-from rlhf_engine.rollout import NonFiniteError, check_finite, kl_penalty, masked_mean, missing_eos_penalized
 
 
 def test_k1_is_the_log_ratio_and_can_be_negative():

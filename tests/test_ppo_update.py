@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rlhf_engine.config import VALUE_MODELS, PPOConfig
-from rlhf_engine.generation import token_logprobs
-from rlhf_engine.ppo import PPOTrainer
+from rlhf_engine.core.generation import token_logprobs
+from rlhf_engine.methods.ppo import PPOTrainer
 
 
 class FirstHalfWins:
@@ -125,7 +125,7 @@ def test_a_shared_value_head_adds_no_adapter_and_a_separate_one_does(tiny_model_
 def test_a_reward_model_on_the_policy_base_shares_it_scores_as_before_and_trains_nothing(tiny_model_config):
     """PPO moves the RM's adapter onto the policy's base (one copy of the weights); scores must not change."""
     from rlhf_engine.config import RewardConfig
-    from rlhf_engine.reward import new_reward_model
+    from rlhf_engine.core.reward import new_reward_model
 
     rm = new_reward_model(RewardConfig(model=tiny_model_config))
     torch.manual_seed(1)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rlhf_engine.config import ModelConfig, RewardConfig
-from rlhf_engine.data import PreferencePair
-from rlhf_engine.reward import RewardModel, evaluate, new_reward_model, split_pairs, train_reward_model
+from rlhf_engine.core.reward import RewardModel, evaluate, new_reward_model, split_pairs, train_reward_model
+from rlhf_engine.data.pairs import PreferencePair
 
 GOOD, BAD = "I love it, wonderful and great.", "I hate it, terrible and awful."
 
@@ -32,8 +32,8 @@ def test_score_is_read_at_the_last_real_token_not_a_pad(tiny_model_config):
 
 
 def test_mean_pooling_averages_the_response_tokens_whatever_the_padding(tiny_model_config):
-    from rlhf_engine.generation import last_hidden_state
-    from rlhf_engine.models import encode_prompt
+    from rlhf_engine.core.generation import last_hidden_state
+    from rlhf_engine.core.models import encode_prompt
 
     rm = new_reward_model(RewardConfig(model=tiny_model_config, pooling="mean"))
     prompt, response = "Hi", "a short answer"
@@ -102,9 +102,9 @@ def test_evaluate_reports_accuracy_and_margins(tiny_model_config):
 
 
 def test_normalisation_scores_with_the_adapter_on_while_sampling_with_it_off(tiny_model_config):
-    from rlhf_engine.generation import decode_responses, sample_responses
-    from rlhf_engine.models import set_seed
-    from rlhf_engine.reward import normalize_on_policy
+    from rlhf_engine.core.generation import decode_responses, sample_responses
+    from rlhf_engine.core.models import set_seed
+    from rlhf_engine.core.reward import normalize_on_policy
 
     config = RewardConfig(model=tiny_model_config, steps=5, learning_rate=3e-2)
     rm, _ = train_reward_model(config, _pairs(8))
@@ -136,7 +136,7 @@ def _whole_sequence_scores(rm, pairs):
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_prompt_passed_once_gives_the_scores_and_gradients_of_whole_sequences(tiny_model_config, pooling):
-    from rlhf_engine.reward import pair_scores
+    from rlhf_engine.core.reward import pair_scores
 
     rm = new_reward_model(RewardConfig(model=tiny_model_config, pooling=pooling))
     torch.manual_seed(0)
@@ -161,7 +161,7 @@ def test_prompt_passed_once_gives_the_scores_and_gradients_of_whole_sequences(ti
 
 
 def test_pairs_cut_to_max_length_are_scored_as_whole_sequences(tiny_model_config):
-    from rlhf_engine.reward import pair_scores
+    from rlhf_engine.core.reward import pair_scores
 
     rm = new_reward_model(RewardConfig(model=tiny_model_config, max_length=24))
     pairs = _uneven_pairs()  # the second pair's prompt alone is longer than 24 tokens

@@ -21,7 +21,7 @@ import tomllib
 from browser import dashboard_server
 
 from rlhf_engine.config import ModelConfig
-from rlhf_engine.models import ModelSourceError, load_model_and_tokenizer
+from rlhf_engine.core.models import ModelSourceError, load_model_and_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_CODE = [*ROOT.glob("rlhf_engine/*.py"), *ROOT.glob("dashboard/*.py"), *ROOT.glob("pages/*.py"), ROOT / "app.py"]
@@ -142,7 +142,7 @@ def test_the_code_never_trusts_remote_code_loads_pickles_or_renders_html():
 def test_a_run_name_that_leaves_the_runs_folder_is_refused_on_the_page(tmp_path, monkeypatch, tiny_model_dir, name):
     from test_app import make_workspace, open_page, plain
 
-    from rlhf_engine.data import PairStore, PreferencePair
+    from rlhf_engine.data.pairs import PairStore, PreferencePair
 
     workspace = make_workspace(tmp_path / "deep" / "ws", tiny_model_dir,
                                [PreferencePair(f"q{i}", "good", "bad") for i in range(4)])

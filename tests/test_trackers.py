@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from rlhf_engine import trackers
 from rlhf_engine.cli import main
-from rlhf_engine.runfolder import RunFolder
+from rlhf_engine.runs import trackers
+from rlhf_engine.runs.runfolder import RunFolder
 
 
 def test_a_run_reported_to_tensorboard_leaves_every_steps_metrics_in_an_event_file(tmp_path, tiny_model_dir,
@@ -40,7 +40,7 @@ def test_trackio_and_wandb_keep_the_metrics_in_their_own_local_stores(tmp_path):
     script = textwrap.dedent(f"""
         from pathlib import Path
         from rlhf_engine import trackers
-        from rlhf_engine.runfolder import RunFolder
+        from rlhf_engine.runs.runfolder import RunFolder
         run = RunFolder(Path({str(tmp_path / "run")!r}))
         run.create("ppo", {{"config": {{"kl_coef": 0.05, "report_to": "trackio,wandb"}}}}, 2)
         for step in (1, 2):

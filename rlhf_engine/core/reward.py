@@ -21,15 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import batch_indices
-from .config import ModelConfig, RewardConfig, from_dict, to_dict
-from .data import PreferencePair, prompt_text
-from .generation import decode_responses, last_hidden_state, sample_responses
-from .heads import load_head, new_head, new_lora_model, save_head
-from .lora_fused import fuse_lora_products
-from .models import encode_prompt, left_pad, load_model_and_tokenizer, position_ids_from_mask, set_seed
-from .normalisation import normalized as normalized_scores
-from .runfolder import atomic_write_text
+from rlhf_engine.config import ModelConfig, RewardConfig, from_dict, to_dict
+from rlhf_engine.core.batching import batch_indices
+from rlhf_engine.core.generation import decode_responses, last_hidden_state, sample_responses
+from rlhf_engine.core.heads import load_head, new_head, new_lora_model, save_head
+from rlhf_engine.core.lora_fused import fuse_lora_products
+from rlhf_engine.core.models import encode_prompt, left_pad, load_model_and_tokenizer, position_ids_from_mask, set_seed
+from rlhf_engine.core.normalisation import normalized as normalized_scores
+from rlhf_engine.data.pairs import PreferencePair, prompt_text
+from rlhf_engine.runs.runfolder import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import KL_ESTIMATORS, PPOConfig, to_dict
-from .runfolder import RunFolder, atomic_write_text, safe_name
+from rlhf_engine.config import KL_ESTIMATORS, PPOConfig, to_dict
+from rlhf_engine.runs.runfolder import RunFolder, atomic_write_text, safe_name
 
 SWEEP_FILE = "sweep.json"
 # the settings a sweep can vary: β, or one of the implementation details of Huang et al. 2023
@@ -105,14 +105,14 @@ SHARED_ACROSS_METHODS = ("steps", "batch_size", "response_length", "temperature"
 
 def method_config(base: PPOConfig, method: str):
     """``method``'s config with its own defaults, and what every member shares taken from ``base``."""
-    from .config import METHOD_CONFIGS
+    from rlhf_engine.config import METHOD_CONFIGS
 
     return METHOD_CONFIGS[method](model=base.model, **{name: getattr(base, name) for name in SHARED_ACROSS_METHODS})
 
 
 def parse_method_betas(text: str) -> dict[str, list[float]]:
     """"ppo=0.02, ppo=0.1, grpo=0.04, dpo" -> {method: [β, ...]} (a method without "=β" runs at its default)."""
-    from .config import METHOD_CONFIGS
+    from rlhf_engine.config import METHOD_CONFIGS
 
     betas: dict[str, list[float]] = {}
     for item in (t.strip() for t in text.split(",")):
@@ -154,11 +154,11 @@ def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str
     setting of ``base``: ``field`` is then "method", and ``base`` (a PPOConfig) gives best-of-n its settings.
 
     ``batched`` (the default): one Job, the sweep's own, that trains every member side by side in one
-    process (``rlhf_engine.batched``: one base model, one decoding batch; each run's metrics as alone).
+    process (``rlhf_engine.core.batched``: one base model, one decoding batch; each run's metrics as alone).
     Otherwise one Job per member, to run one after another. Nothing is created if any input is wrong:
     the members are checked before the first folder is made.
     """
-    from .jobs import SWEEP_KIND, Job, _sweep_body, prepare_best_of_n_job, prepare_policy_job
+    from rlhf_engine.runs.jobs import SWEEP_KIND, Job, _sweep_body, prepare_best_of_n_job, prepare_policy_job
 
     sweep_dir = Path(sweep_dir)
     safe_name(sweep_dir.name, "sweep name")
@@ -486,7 +486,7 @@ def overoptimisation_sentence(label: str, summary: list[dict]) -> str | None:
 def gold_peak(proxy: list[float], gold: list[float]) -> int | None:
     """Index of the gold score's peak when it later fell by the reward-hacking alarm's margin
     (alarms.HACK_MIN_DROP) while the proxy stood higher than at the peak (over-optimisation), else None."""
-    from .alarms import HACK_MIN_DROP
+    from rlhf_engine.lab.alarms import HACK_MIN_DROP
 
     if not gold:
         return None

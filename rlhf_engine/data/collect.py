@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .data import PreferencePair
+from rlhf_engine.data.pairs import PreferencePair
 
 SOURCE = "collected"  # the pair store's source label of hand-picked pairs
 MAX_NEW_TOKENS = 64  # tokens per answer
@@ -20,7 +20,7 @@ PICKS = ("a", "b", "tie", "skip")
 def two_answers(model, tokenizer, prompt, max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = TEMPERATURE,
                 chat_template: bool = True) -> Sequence[str]:
     """Two sampled answers to ``prompt``, decoded as one batch."""
-    from .generation import decode_responses, sample_responses
+    from rlhf_engine.core.generation import decode_responses, sample_responses
 
     rollout = sample_responses(model, tokenizer, [prompt, prompt], max_new_tokens, temperature, chat_template)
     return decode_responses(tokenizer, rollout)

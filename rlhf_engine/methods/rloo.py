@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .rollout import ScoredRollout, check_finite
-from .trainer import GroupBatch, GroupTrainer
+from rlhf_engine.core.rollout import ScoredRollout, check_finite
+from rlhf_engine.core.trainer import GroupBatch, GroupTrainer
 
 
 def sequence_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -64,7 +64,7 @@ class RLOOTrainer(GroupTrainer):
                 (loss * share).backward()
                 total += loss.item() * share
             return {"loss": total, "grad_norm": self.optimizer_step()}
-        from .grpo import clipped_update
+        from rlhf_engine.methods.grpo import clipped_update
 
         stats = clipped_update(self, batch, cfg.epochs, cfg.cliprange)  # no KL term: RLOO's is in the reward
         return {name: stats[name] for name in ("loss", "clip_ratio/region_mean", "grad_norm")}

@@ -71,7 +71,7 @@ def sample_and_score(policy, tokenizer, prompts: Sequence, n: int, reward_model,
     ``policy_context`` is entered only while sampling (the reference as a PEFT model with its adapters
     disabled, whose reward adapter must be on again to score).
     """
-    from .generation import decode_responses, sample_responses
+    from rlhf_engine.core.generation import decode_responses, sample_responses
 
     repeated = [p for p in prompts for _ in range(n)]
     proxy_flat, gold_flat = [], []

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from . import cpu_linear
+from rlhf_engine.core import cpu_linear
 
 
 class _LoraOnFrozenCPUBase(torch.autograd.Function):

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from .rollout import ScoredRollout, check_finite, kl_penalty, masked_mean
-from .trainer import GroupBatch, GroupTrainer
+from rlhf_engine.core.rollout import ScoredRollout, check_finite, kl_penalty, masked_mean
+from rlhf_engine.core.trainer import GroupBatch, GroupTrainer
 
 STD_EPS = 1e-4  # added to a group's standard deviation before dividing (TRL's GRPOTrainer)
 LOSS_TYPES = ("grpo", "dr_grpo")  # per-answer token means (GRPO) or token sums over a constant (Dr. GRPO)

@@ -13,8 +13,8 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import ModelConfig
-from .models import load_model_and_tokenizer, lora_config
+from rlhf_engine.config import ModelConfig
+from rlhf_engine.core.models import load_model_and_tokenizer, lora_config
 
 
 def new_lora_model(config: ModelConfig, adapter_name: str):

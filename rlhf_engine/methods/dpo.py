@@ -17,12 +17,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import distributed
-from .data import PreferencePair, prompt_text
-from .generation import Rollout
-from .models import encode_prompt, left_pad
-from .rollout import check_finite
-from .trainer import PolicyTrainer, in_parts
+from rlhf_engine.core import distributed
+from rlhf_engine.core.generation import Rollout
+from rlhf_engine.core.models import encode_prompt, left_pad
+from rlhf_engine.core.rollout import check_finite
+from rlhf_engine.core.trainer import PolicyTrainer, in_parts
+from rlhf_engine.data.pairs import PreferencePair, prompt_text
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,

@@ -1,7 +1,7 @@
 """Teaching presets: the workshop's whole loop, and its optional over-optimisation step, sized to the device.
 
 The workshop: simulated preference pairs (made once and shipped, ``assets/workshop_pairs.jsonl``) -> a
-reward model -> a KL sweep whose runs train side by side (``rlhf_engine.batched``) with best-of-n, from
+reward model -> a KL sweep whose runs train side by side (``rlhf_engine.core.batched``) with best-of-n, from
 a fresh clone to the finished sweep plot in about 16 minutes on 2 CPU cores (15.6 measured,
 benchmarks/RESULTS.md). The
 story is told on held-out probe prompts answered by the reference and the policy with the same sampling
@@ -22,7 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ModelConfig, PPOConfig, RewardConfig
+from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig
 
 PAIRS_FILE = Path(__file__).parent / "assets" / "workshop_pairs.jsonl"
 PAIRS_SOURCE = "workshop"  # the pair store's source label of the shipped pairs
@@ -113,8 +113,8 @@ def cli_commands(workspace: str = "workspace", device: str | None = None) -> lis
     shared = (f"--quant {model.quant} --batch-size {ppo.batch_size} --response-length {ppo.response_length} "
               f"--lr {ppo.learning_rate:g}")
     return [
-        f"python -m rlhf_engine pairs add {PAIRS_FILE.relative_to(Path(__file__).parents[1])}",
-        f"python -m rlhf_engine train-rm --data {PAIRS_FILE.relative_to(Path(__file__).parents[1])} "
+        f"python -m rlhf_engine pairs add {PAIRS_FILE.relative_to(Path(__file__).parents[2])}",
+        f"python -m rlhf_engine train-rm --data {PAIRS_FILE.relative_to(Path(__file__).parents[2])} "
         f"--out {workspace}/runs/workshop-rm --quant {model.quant} --steps {rm.steps} --batch-size {rm.batch_size} "
         f"--lr {rm.learning_rate:g} --pooling {rm.pooling} {_set_flags(rm, rm_flagged)}".rstrip(),
         f"python -m rlhf_engine sweep --reward {workspace}/runs/workshop-rm --out {workspace}/runs/workshop-sweep "

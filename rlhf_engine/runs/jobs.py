@@ -24,13 +24,14 @@ from pathlib import Path
 
 import torch
 
-from . import distributed, trackers
-from .alarms import check, new_alarms
-from .config import METHOD_CONFIGS, ModelConfig, PolicyConfig, PPOConfig, RewardConfig, from_dict, to_dict
-from .data import read_pairs, read_prompts, write_pairs
-from .models import load_model_and_tokenizer, policy_name
-from .rollout import POLICY
-from .runfolder import ReplicaRunFolder, RunFolder, atomic_write_text, checkpoint_step
+from rlhf_engine.core import distributed
+from rlhf_engine.runs import trackers
+from rlhf_engine.lab.alarms import check, new_alarms
+from rlhf_engine.config import METHOD_CONFIGS, ModelConfig, PolicyConfig, PPOConfig, RewardConfig, from_dict, to_dict
+from rlhf_engine.data.pairs import read_pairs, read_prompts, write_pairs
+from rlhf_engine.core.models import load_model_and_tokenizer, policy_name
+from rlhf_engine.core.rollout import POLICY
+from rlhf_engine.runs.runfolder import ReplicaRunFolder, RunFolder, atomic_write_text, checkpoint_step
 
 REWARD_KIND, PPO_KIND, DEMO_PAIRS_KIND, BEST_OF_N_KIND = "reward_model", "ppo", "demo_pairs", "best_of_n"
 POLICY_KINDS = tuple(METHOD_CONFIGS)  # runs that train a policy, one kind per method: ppo, grpo, rloo, dpo
@@ -88,7 +89,7 @@ class Job:
 
 def _close_trackers(run: RunFolder) -> None:
     """The trackers of a run that ended (and of a sweep's runs): their last metrics flushed."""
-    from .sweep import SWEEP_FILE, Sweep
+    from rlhf_engine.lab.sweep import SWEEP_FILE, Sweep
 
     trackers.close(run.path)
     if (run.path / SWEEP_FILE).is_file():
@@ -112,7 +113,7 @@ class ProcessJob:
         self.error: str | None = None
 
     def start(self) -> "ProcessJob":
-        package_parent = str(Path(__file__).resolve().parents[1])
+        package_parent = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH"))
                                                            if p)}
         with open(self.run.path / "process.log", "ab") as log:
@@ -161,7 +162,7 @@ def end_run(run: RunFolder, state: str, error: str | None = None) -> None:
     except (OSError, ValueError):
         return
     if kind == SWEEP_KIND:
-        from .sweep import Sweep
+        from rlhf_engine.lab.sweep import Sweep
 
         for member in Sweep(run.path).runs():
             if member.status().get("state") in ("queued", "running", "interrupted"):
@@ -210,7 +211,7 @@ def start_reward_job(run_dir: Path, config: RewardConfig, data_path: Path, backg
 def _reward_body(job: Job) -> str:
     from safetensors.torch import load_file, save_file
 
-    from .reward import held_out_scores, normalize_on_policy, split_pairs, train_reward_model, unique_prompts
+    from rlhf_engine.core.reward import held_out_scores, normalize_on_policy, split_pairs, train_reward_model, unique_prompts
 
     run = job.run
     config = from_dict(RewardConfig, run.config()["config"])
@@ -261,18 +262,18 @@ def _reward_body(job: Job) -> str:
 def trainer_class(kind: str):
     """The trainer of a policy run's method (its kind: "ppo", "grpo", "rloo" or "dpo")."""
     if kind == "dpo":
-        from .dpo import DPOTrainer
+        from rlhf_engine.methods.dpo import DPOTrainer
 
         return DPOTrainer
     if kind == "grpo":
-        from .grpo import GRPOTrainer
+        from rlhf_engine.methods.grpo import GRPOTrainer
 
         return GRPOTrainer
     if kind == "rloo":
-        from .rloo import RLOOTrainer
+        from rlhf_engine.methods.rloo import RLOOTrainer
 
         return RLOOTrainer
-    from .ppo import PPOTrainer
+    from rlhf_engine.methods.ppo import PPOTrainer
 
     return PPOTrainer
 
@@ -330,7 +331,7 @@ def _prompts(prompts_path: Path | None) -> tuple[list, list]:
     if prompts_path:
         prompts = read_prompts(prompts_path)
         return prompts, prompts
-    from .demo import demo_prompt_split
+    from rlhf_engine.lab.demo import demo_prompt_split
 
     return demo_prompt_split()
 
@@ -339,7 +340,7 @@ def uses_gold_score(config: PolicyConfig, reward_dir: Path) -> bool:
     """Whether a policy run logs the gold score: on, off, or auto = the RM learnt from simulated pairs."""
     if config.gold_score != "auto":
         return config.gold_score == "on"
-    from .demo import labelled_by_gold_annotator
+    from rlhf_engine.lab.demo import labelled_by_gold_annotator
 
     pairs_file = Path(reward_dir) / "pairs.jsonl"
     return pairs_file.is_file() and labelled_by_gold_annotator(read_pairs(pairs_file))
@@ -354,7 +355,7 @@ def reward_normalisation(reward_model, reward_dir: Path, policy_model, tokenizer
     (``policy_norms.json``), so the runs of a sweep, which share their initial policy, score alike and
     pay for it once.
     """
-    from .reward import normalize_on_policy
+    from rlhf_engine.core.reward import normalize_on_policy
 
     policy = policy_name(config.model)
     if not config.normalize_reward or reward_model.normalized_on == policy:
@@ -387,8 +388,8 @@ def _jsonable(prompt):
 def _policy_run_inputs(run: RunFolder, reward_model=None):
     """(saved config.json, its method's config, prompts, reward model, gold scorer or None) of a policy or
     best-of-n run (whose config is a PPOConfig); ``reward_model``: one loaded already (a sweep's runs share it)."""
-    from .demo import gold_score
-    from .reward import RewardModel
+    from rlhf_engine.lab.demo import gold_score
+    from rlhf_engine.core.reward import RewardModel
 
     saved = run.config()
     prompts = [tuple(p) if isinstance(p, list) else p for p in json.loads((run.path / "prompts.json").read_text())]
@@ -536,8 +537,8 @@ def _sweep_body(job: Job) -> str:
     every run not completed yet, one step of each at a time on one base model, the rollouts of the methods
     that sample (PPO, GRPO, RLOO) and every run's probe answers decoded as one batch (DPO steps on its pairs
     alone). Each member's run folder is written as if it ran alone."""
-    from .batched import probe_side_by_side, step_side_by_side
-    from .sweep import Sweep
+    from rlhf_engine.core.batched import probe_side_by_side, step_side_by_side
+    from rlhf_engine.lab.sweep import Sweep
 
     if distributed.world_size() > 1:
         raise ValueError("a batched sweep trains its runs side by side in one process, not data-parallel: resume it "
@@ -667,7 +668,7 @@ def prepare_best_of_n_job(run_dir: Path, config: PPOConfig, reward_dir: Path, n:
     """
     if n < 2:
         raise ValueError(f"best-of-n needs n >= 2, got {n}")
-    from .batching import batch_indices
+    from rlhf_engine.core.batching import batch_indices
 
     reward_dir = _trained_reward_dir(reward_dir)
     # The PPO runs' probe prompts (held out, the first of them), so their answers and best-of-n's are
@@ -685,7 +686,7 @@ def prepare_best_of_n_job(run_dir: Path, config: PPOConfig, reward_dir: Path, n:
 
 
 def _best_of_n_body(job: Job) -> str:
-    from .models import set_seed
+    from rlhf_engine.core.models import set_seed
 
     _, config, _, reward_model, _ = _policy_run_inputs(job.run)
     set_seed(config.seed)
@@ -696,7 +697,7 @@ def _best_of_n_body(job: Job) -> str:
 def _best_of_n(job: Job, run: RunFolder, model, tokenizer, reward_model, policy_context=contextlib.nullcontext) -> str:
     """Sample and score the best-of-n run's answers from ``model`` (the reference, entered with
     ``policy_context``), write best_of_n.json; "completed", or "stopped" when the job was asked to stop."""
-    from .best_of_n import best_of_n_curve, sample_and_score
+    from rlhf_engine.lab.best_of_n import best_of_n_curve, sample_and_score
 
     saved, config, prompts, reward_model, gold_scorer = _policy_run_inputs(run, reward_model)
     reward_normalisation(reward_model, Path(saved["reward"]), model, tokenizer, prompts, config, run,
@@ -731,8 +732,8 @@ def prepare_demo_pairs_job(run_dir: Path, n: int, store_path: Path, model_config
 
 
 def _demo_pairs_body(job: Job) -> str:
-    from .data import PairStore
-    from .demo import make_demo_pairs
+    from rlhf_engine.data.pairs import PairStore
+    from rlhf_engine.lab.demo import make_demo_pairs
 
     run = job.run
     saved = run.config()

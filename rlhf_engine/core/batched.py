@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .generation import NonFiniteLogitsError, Rollout, sample_responses
-from .rollout import POLICY, NonFiniteError, probe_generator
-from .trainer import PolicyTrainer
+from rlhf_engine.core.generation import NonFiniteLogitsError, Rollout, sample_responses
+from rlhf_engine.core.rollout import POLICY, NonFiniteError, probe_generator
+from rlhf_engine.core.trainer import PolicyTrainer
 
 
 def sample_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence[Sequence],

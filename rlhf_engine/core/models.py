@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import ModelConfig, ModelSourceError
-from .cpu_linear import use_onednn_linears
+from rlhf_engine.config import ModelConfig, ModelSourceError
+from rlhf_engine.core.cpu_linear import use_onednn_linears
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def choose_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ModelSourceError("device 'cuda' was asked for but no CUDA device is available")
-        from .distributed import local_rank
+        from rlhf_engine.core.distributed import local_rank
 
         return torch.device("cuda", local_rank())  # one GPU per data-parallel process
     return torch.device("cpu")

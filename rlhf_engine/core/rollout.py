@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import distributed
-from .generation import Rollout
+from rlhf_engine.core import distributed
+from rlhf_engine.core.generation import Rollout
 
 POLICY = "policy"  # the adapter name of a run's policy (the reference is the same base, adapters off)
 PROBE_SEED = 1234  # sampling seed of every probe answer: the policy's differ from the reference's only by training

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .models import encode_prompt, left_pad, position_ids_from_mask
+from rlhf_engine.core.models import encode_prompt, left_pad, position_ids_from_mask
 
 
 @dataclass
@@ -136,7 +136,7 @@ def sample_responses(model, tokenizer, prompts, max_new_tokens: int, temperature
     if adapter_names is None:
         rows_context = contextlib.nullcontext()
     else:
-        from .lora_fused import rows_through_adapters
+        from rlhf_engine.core.lora_fused import rows_through_adapters
 
         rows_context = rows_through_adapters(model, adapter_names)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from .config import ModelConfig
-from .data import PreferencePair
-from .normalisation import normalized as normalized_scores
+from rlhf_engine.config import ModelConfig
+from rlhf_engine.core.normalisation import normalized as normalized_scores
+from rlhf_engine.data.pairs import PreferencePair
 
 PROMPTS_FILE = Path(__file__).parent / "assets" / "demo_prompts.txt"
 HELD_OUT_EVERY = 5  # every 5th demo prompt is kept out of training, for gold evaluation
@@ -125,9 +125,9 @@ def make_demo_pairs(
     completions; the annotator pairs the one it likes best with the one it likes least, and skips
     the prompt when they tie.
     """
-    from .batching import batch_indices
-    from .generation import decode_responses, sample_responses
-    from .models import load_model_and_tokenizer, set_seed
+    from rlhf_engine.core.batching import batch_indices
+    from rlhf_engine.core.generation import decode_responses, sample_responses
+    from rlhf_engine.core.models import load_model_and_tokenizer, set_seed
 
     config = model_config or ModelConfig()
     model, tokenizer = model_and_tokenizer or load_model_and_tokenizer(config)

@@ -22,11 +22,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import distributed
-from .batching import batch_indices
-from .config import PolicyConfig
-from .data import prompt_text
-from .generation import (
+from rlhf_engine.config import PolicyConfig
+from rlhf_engine.core import distributed
+from rlhf_engine.core.batching import batch_indices
+from rlhf_engine.core.generation import (
     NonFiniteLogitsError,
     Rollout,
     decode_responses,
@@ -35,12 +34,12 @@ from .generation import (
     token_entropy,
     token_logprobs,
 )
-from .heads import new_lora_model
-from .lora_fused import fuse_lora_products
-from .memory import release_free_memory
-from .models import lora_config, set_seed
-from .normalisation import normalized
-from .rollout import (
+from rlhf_engine.core.heads import new_lora_model
+from rlhf_engine.core.lora_fused import fuse_lora_products
+from rlhf_engine.core.memory import release_free_memory
+from rlhf_engine.core.models import lora_config, set_seed
+from rlhf_engine.core.normalisation import normalized
+from rlhf_engine.core.rollout import (
     POLICY,
     NonFiniteError,
     ScoredRollout,
@@ -50,6 +49,7 @@ from .rollout import (
     missing_eos_penalized,
     probe_generator,
 )
+from rlhf_engine.data.pairs import prompt_text
 
 
 def adapters_on_base(config: PolicyConfig, base, names: Sequence[str]):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CPU_MATMUL_CHOICES
+from rlhf_engine.config import CPU_MATMUL_CHOICES
 
 log = logging.getLogger(__name__)
 

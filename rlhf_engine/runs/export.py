@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig, from_dict
-from .jobs import POLICY_KINDS, REWARD_KIND
-from .models import describe_model, load_model_and_tokenizer, load_tokenizer, resolve_source
-from .runfolder import RunFolder, checkpoint_step
+from rlhf_engine.config import ModelConfig, from_dict
+from rlhf_engine.runs.jobs import POLICY_KINDS, REWARD_KIND
+from rlhf_engine.core.models import describe_model, load_model_and_tokenizer, load_tokenizer, resolve_source
+from rlhf_engine.runs.runfolder import RunFolder, checkpoint_step
 
 METHOD_NAMES = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO", "dpo": "DPO", REWARD_KIND: "Bradley-Terry reward model"}
 NORMALIZATION_FIELD = "score_normalization"  # the exported reward model's config: how raw logits become scores
@@ -139,7 +139,7 @@ def read_source(run_dir: Path) -> ExportSource:
     status = run.status()
     total, state = int(status.get("total_steps", settings.get("steps", 0))), status.get("state", "unknown")
     if kind == REWARD_KIND:
-        from .reward import META_FILE
+        from rlhf_engine.core.reward import META_FILE
 
         if not (run.path / META_FILE).is_file():
             raise ExportError(f"{run.id} has no trained reward model yet ({state}): a reward model is written "
@@ -207,8 +207,8 @@ def _write_policy(source: ExportSource, folder: Path) -> list[str]:
 def _write_reward_model(source: ExportSource, folder: Path) -> list[str]:
     from transformers import AutoModelForSequenceClassification
 
-    from .heads import load_head
-    from .reward import HEAD_FILE, META_FILE
+    from rlhf_engine.core.heads import load_head
+    from rlhf_engine.core.reward import HEAD_FILE, META_FILE
 
     meta = json.loads((source.adapter_root / META_FILE).read_text())
     if meta.get("pooling", "last") != "last":
@@ -245,7 +245,7 @@ def _write_reward_model(source: ExportSource, folder: Path) -> list[str]:
 def _write_adapter(source: ExportSource, folder: Path) -> list[str]:
     """The PEFT adapter folder as the run saved it, its base named in adapter_config.json; a reward model's
     head and settings beside it."""
-    from .reward import HEAD_FILE, META_FILE
+    from rlhf_engine.core.reward import HEAD_FILE, META_FILE
 
     name = "reward" if source.kind == REWARD_KIND else "policy"
     for file in (source.adapter_root / name).iterdir():
@@ -318,7 +318,7 @@ def _usage(source: ExportSource, adapter_only: bool) -> list[str]:
 
 
 def _scoring_notes(source: ExportSource) -> list[str]:
-    from .reward import META_FILE
+    from rlhf_engine.core.reward import META_FILE
 
     meta = json.loads((source.adapter_root / META_FILE).read_text())
     return ["## Scores", "",

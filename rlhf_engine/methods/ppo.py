@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import distributed
-from .generation import last_hidden_state, response_logits, token_logprobs
-from .heads import load_head, new_head, save_head
-from .rollout import POLICY, ScoredRollout, check_finite, masked_mean
-from .trainer import Policy, PolicyTrainer, adapters_on_base, rounded
+from rlhf_engine.core import distributed
+from rlhf_engine.core.generation import last_hidden_state, response_logits, token_logprobs
+from rlhf_engine.core.heads import load_head, new_head, save_head
+from rlhf_engine.core.rollout import POLICY, ScoredRollout, check_finite, masked_mean
+from rlhf_engine.core.trainer import Policy, PolicyTrainer, adapters_on_base, rounded
 
 VALUE = "value"
 VALUE_HEAD_FILE = "value_head.safetensors"

@@ -12,10 +12,10 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import figures
-from .alarms import check
-from .runfolder import RunFolder
-from .sweep import FINAL_STEPS, Sweep, probe_summary, sweep_story
+from rlhf_engine.lab import figures
+from rlhf_engine.lab.alarms import check
+from rlhf_engine.lab.sweep import FINAL_STEPS, Sweep, probe_summary, sweep_story
+from rlhf_engine.runs.runfolder import RunFolder
 
 REPORT_FILE = "report.html"
 SAMPLE_ROWS = 8  # samples shown per run: those of its last logged step, up to this many

@@ -125,7 +125,7 @@ class RunFolder:
     def append_metrics(self, metrics: dict) -> None:
         """One step's metrics line; then a copy to the trackers the run reports to (``trackers.mirror``)."""
         self._append(self.path / "metrics.jsonl", [metrics])
-        from . import trackers
+        from rlhf_engine.runs import trackers
 
         trackers.mirror(self, metrics)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .sweep import gold_peak
+from rlhf_engine.lab.sweep import gold_peak
 
 STEP_AXIS = {"ppo": "PPO step", "grpo": "GRPO step", "rloo": "RLOO step", "dpo": "DPO step",
              "reward_model": "optimiser step"}
