@@ -8,10 +8,8 @@ and TRL's PPOConfig where users will compare numbers.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 QUANT_CHOICES = ("4bit", "8bit", "none")
@@ -115,9 +113,6 @@ class PolicyConfig:
     trim_memory: bool = False  # release heap to OS each phase/minibatch: ~0.4 GB lower peak, ~10 % slower (page faults)
     report_to: str = "none"  # also mirror each step's metrics to tensorboard, trackio and/or wandb (comma-separated)
 
-    METHOD: ClassVar[str] = ""  # the run kind and CLI command of the method ("ppo", "grpo", ...)
-    LEARNS_FROM_PAIRS: ClassVar[bool] = False  # trains on a fixed set of preference pairs, sampling nothing (DPO)
-
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig(**self.model)
@@ -151,7 +146,6 @@ class PPOConfig(PolicyConfig):
     whiten_rewards: bool = False  # whiten per-token rewards without shifting the mean
     whiten_advantages: bool = True  # whiten advantages over the batch (Huang et al.: on); off = raw GAE advantages
 
-    METHOD: ClassVar[str] = "ppo"
     # Fields added after runs were already saved, with the value such a run actually used: a config file
     # without the field reads with this, so resuming an old run does not change its algorithm.
     SAVED_BEFORE: ClassVar[dict[str, Any]] = {"value_model": "separate"}
@@ -192,8 +186,6 @@ class GRPOConfig(GroupConfig):
     epochs: int = 1  # passes over each rollout (TRL num_iterations 1: the ratio stays 1, nothing is clipped)
     cliprange: float = 0.2  # epsilon of the clipped ratio (DeepSeekMath 0.2)
 
-    METHOD: ClassVar[str] = "grpo"
-
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_choice("loss_type", self.loss_type, GRPO_LOSS_TYPES)
@@ -207,8 +199,6 @@ class RLOOConfig(GroupConfig):
 
     epochs: int = 1  # passes over each rollout: 1 = REINFORCE on whole answers (Ahmadian); more = PPO-clipped (TRL)
     cliprange: float = 0.2  # epsilon of the clipped ratio when epochs > 1 (TRL's RLOOTrainer 0.2)
-
-    METHOD: ClassVar[str] = "rloo"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -227,17 +217,10 @@ class DPOConfig(PolicyConfig):
     pairs_per_pass: int = 2  # pairs whose activations are held at once (the batch's gradient in passes: less memory)
     probe_every: int = 10  # answer the held-out probe prompts every N steps: DPO's only samples (0 = never)
 
-    METHOD: ClassVar[str] = "dpo"
-    LEARNS_FROM_PAIRS: ClassVar[bool] = True
-
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive("max_length", self.max_length)
         _check_positive("pairs_per_pass", self.pairs_per_pass)
-
-
-METHOD_CONFIGS: dict[str, type[PolicyConfig]] = {
-    cls.METHOD: cls for cls in (PPOConfig, GRPOConfig, RLOOConfig, DPOConfig)}
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -293,13 +276,3 @@ def from_dict(cls: type[Config], data: dict) -> Config:
     known = {f.name for f in dataclasses.fields(cls)}
     data = {**getattr(cls, "SAVED_BEFORE", {}), **data}
     return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def save_config(config: Any, path: Path) -> None:
-    """Write a config as pretty JSON."""
-    Path(path).write_text(json.dumps(to_dict(config), indent=2) + "\n")
-
-
-def load_config(cls: type[Config], path: Path) -> Config:
-    """Read a config written by save_config."""
-    return from_dict(cls, json.loads(Path(path).read_text()))

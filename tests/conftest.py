@@ -85,7 +85,7 @@ def trained_tiny_reward_dir(tmp_path_factory, tiny_model_dir) -> Path:
     reward model copy it first)."""
     from rlhf_engine.config import ModelConfig, RewardConfig
     from rlhf_engine.data.pairs import PreferencePair, write_pairs
-    from rlhf_engine.runs.jobs import start_reward_job
+    from rlhf_engine.runs.reward_job import start_reward_job
 
     root = tmp_path_factory.mktemp("trained-rm")
     write_pairs([PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.",

@@ -22,7 +22,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rlhf_engine.cli import main
-from rlhf_engine.data.pairs import DataError, PairStore, PreferencePair, read_pairs, read_prompts, write_pairs
+from rlhf_engine.data.errors import DataError
+from rlhf_engine.data.pairs import PreferencePair, read_pairs, read_prompts, write_pairs
+from rlhf_engine.data.store import PairStore
 
 FIELDS = ("prompt", "chosen", "rejected")
 TEXT_FORMATS = ("csv", "jsonl", "json")

@@ -14,7 +14,7 @@ from rlhf_engine.core.reward import RewardModel
 from rlhf_engine.data.pairs import PreferencePair, write_pairs
 from rlhf_engine.lab.demo import gold_score
 from rlhf_engine.methods.ppo import PPOTrainer
-from rlhf_engine.runs.jobs import start_reward_job
+from rlhf_engine.runs.reward_job import start_reward_job
 
 PAIRS = [PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.", "Awful, bad, terrible.")
          for i in range(8)]
@@ -132,8 +132,9 @@ def test_a_sweep_of_methods_side_by_side_gives_each_run_the_metrics_and_probes_i
     """GRPO, RLOO and DPO on one base model in the sweep's one process: GRPO's and RLOO's rollouts decoded in one
     batch, DPO stepping on its pairs beside them, every probe answer decoded together."""
     from rlhf_engine.config import DPOConfig, GRPOConfig, RLOOConfig
-    from rlhf_engine.lab.sweep import Sweep, plan_methods, prepare_sweep
-    from rlhf_engine.runs.jobs import start_policy_job
+    from rlhf_engine.lab.sweep import Sweep, plan_methods
+    from rlhf_engine.lab.sweep_job import prepare_sweep
+    from rlhf_engine.runs.policy_job import start_policy_job
     from rlhf_engine.runs.runfolder import RunFolder
 
     rm_path, model = rm_dir

@@ -6,7 +6,8 @@ import torch
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig
 from rlhf_engine.data.pairs import read_pairs, write_pairs
 from rlhf_engine.lab.demo import demo_prompt_split, gold_score, make_demo_pairs
-from rlhf_engine.runs.jobs import start_policy_job, start_reward_job
+from rlhf_engine.runs.policy_job import start_policy_job
+from rlhf_engine.runs.reward_job import start_reward_job
 
 pytestmark = pytest.mark.slow
 

@@ -17,16 +17,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from rlhf_engine.data.pairs import (
-    DataError,
-    PairStore,
-    PreferencePair,
-    StoredPair,
-    prompt_text,
-    read_pairs,
-    read_prompts,
-    write_pairs,
-)
+from rlhf_engine.data.errors import DataError
+from rlhf_engine.data.pairs import PreferencePair, prompt_text, read_pairs, read_prompts, write_pairs
+from rlhf_engine.data.store import PairStore, StoredPair
 
 FORMATS = ["csv", "jsonl", "json", "parquet"]
 
@@ -218,7 +211,7 @@ def test_transcript_split_in_csv(tmp_path: Path) -> None:
 def test_hub_datasets_load_from_the_local_cache_in_every_shape_and_say_how_to_fetch_a_missing_one(hub_cache,
                                                                                                    capsys) -> None:
     from rlhf_engine.cli import main
-    from rlhf_engine.data.pairs import hub_dataset
+    from rlhf_engine.data.hub import hub_dataset
 
     plain = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b", "score_chosen": 9.0} for i in range(5)]
     chat = [{"chosen": [user("hi"), assistant("A")], "rejected": [user("hi"), assistant("B")]}]  # TRL's implicit

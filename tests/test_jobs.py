@@ -10,8 +10,12 @@ import torch
 
 from rlhf_engine.config import PPOConfig, RewardConfig
 from rlhf_engine.core.models import policy_name
-from rlhf_engine.data.pairs import DataError, PreferencePair
-from rlhf_engine.runs.jobs import Job, resume_job, start_policy_job, start_reward_job
+from rlhf_engine.data.errors import DataError
+from rlhf_engine.data.pairs import PreferencePair
+from rlhf_engine.runs.job import Job
+from rlhf_engine.runs.policy_job import start_policy_job
+from rlhf_engine.runs.resume import resume_job
+from rlhf_engine.runs.reward_job import start_reward_job
 from rlhf_engine.runs.runfolder import RunFolder, read_jsonl
 
 PPO_METRICS = ("objective/scores", "objective/kl", "objective/non_score_reward", "objective/rlhf_reward",
@@ -254,7 +258,7 @@ def _waiting_job(run_dir, release):
 def test_queue_runs_one_job_at_a_time_in_order(runs_dir):
     import threading
 
-    from rlhf_engine.runs.jobs import JobQueue
+    from rlhf_engine.runs.queue import JobQueue
 
     queue = JobQueue()
     first_release, second_release = threading.Event(), threading.Event()
@@ -278,7 +282,7 @@ def test_queue_runs_one_job_at_a_time_in_order(runs_dir):
 def test_queue_stop_takes_a_waiting_job_off_the_queue(runs_dir):
     import threading
 
-    from rlhf_engine.runs.jobs import JobQueue
+    from rlhf_engine.runs.queue import JobQueue
 
     queue = JobQueue()
     release = threading.Event()
@@ -349,8 +353,8 @@ def test_reward_eval_has_held_out_scores_and_lengths(reward_dir):
 
 def test_demo_pairs_job_stores_all_pairs_or_none(tmp_path, monkeypatch, tiny_model_config):
     import rlhf_engine.lab.demo as demo
-    from rlhf_engine.data.pairs import PairStore
-    from rlhf_engine.runs.jobs import prepare_demo_pairs_job
+    from rlhf_engine.data.store import PairStore
+    from rlhf_engine.lab.demo_job import prepare_demo_pairs_job
 
     def fake(n, model_config, seed=0, on_progress=lambda done, total: None, **kw):
         made = []
@@ -384,7 +388,9 @@ def test_a_process_job_runs_stops_on_sigint_even_when_ignored_and_reads_as_inter
     import os
     import signal
 
-    from rlhf_engine.runs.jobs import ProcessJob, prepare_policy_job, prepare_resume
+    from rlhf_engine.runs.job import ProcessJob
+    from rlhf_engine.runs.policy_job import prepare_policy_job
+    from rlhf_engine.runs.resume import prepare_resume
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

@@ -12,7 +12,8 @@ from rlhf_engine.cli import main
 from rlhf_engine.config import GRPOConfig, RLOOConfig
 from rlhf_engine.core.generation import token_logprobs
 from rlhf_engine.data.pairs import PreferencePair
-from rlhf_engine.runs.jobs import resume_job, start_policy_job
+from rlhf_engine.runs.policy_job import start_policy_job
+from rlhf_engine.runs.resume import resume_job
 from rlhf_engine.runs.runfolder import RunFolder
 
 TRL_GROUP_METRICS = {"reward", "reward_std", "frac_reward_zero_std", "entropy", "completions/mean_length",

@@ -142,7 +142,8 @@ def test_the_code_never_trusts_remote_code_loads_pickles_or_renders_html():
 def test_a_run_name_that_leaves_the_runs_folder_is_refused_on_the_page(tmp_path, monkeypatch, tiny_model_dir, name):
     from test_app import make_workspace, open_page, plain
 
-    from rlhf_engine.data.pairs import PairStore, PreferencePair
+    from rlhf_engine.data.pairs import PreferencePair
+    from rlhf_engine.data.store import PairStore
 
     workspace = make_workspace(tmp_path / "deep" / "ws", tiny_model_dir,
                                [PreferencePair(f"q{i}", "good", "bad") for i in range(4)])

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf_engine.config import KL_ESTIMATORS, PPOConfig, to_dict
-from rlhf_engine.runs.runfolder import RunFolder, atomic_write_text, safe_name
+from rlhf_engine.methods import registry
+from rlhf_engine.runs.runfolder import RunFolder
 
 SWEEP_FILE = "sweep.json"
+SWEEP_KIND = "sweep"  # the kind of a sweep folder that is the run folder of its batched job
 # the settings a sweep can vary: β, or one of the implementation details of Huang et al. 2023
 SWEEPABLE = ("kl_coef", "normalize_reward", "whiten_advantages", "missing_eos_penalty", "kl_estimator")
 DEFAULT_BETAS = (0.0, 0.01, 0.05, 0.2)  # a sweep's β values unless given: none, weak, TRL's default, strong
@@ -105,23 +107,20 @@ SHARED_ACROSS_METHODS = ("steps", "batch_size", "response_length", "temperature"
 
 def method_config(base: PPOConfig, method: str):
     """``method``'s config with its own defaults, and what every member shares taken from ``base``."""
-    from rlhf_engine.config import METHOD_CONFIGS
-
-    return METHOD_CONFIGS[method](model=base.model, **{name: getattr(base, name) for name in SHARED_ACROSS_METHODS})
+    shared = {name: getattr(base, name) for name in SHARED_ACROSS_METHODS}
+    return registry.get(method).config(model=base.model, **shared)
 
 
 def parse_method_betas(text: str) -> dict[str, list[float]]:
     """"ppo=0.02, ppo=0.1, grpo=0.04, dpo" -> {method: [β, ...]} (a method without "=β" runs at its default)."""
-    from rlhf_engine.config import METHOD_CONFIGS
-
     betas: dict[str, list[float]] = {}
     for item in (t.strip() for t in text.split(",")):
         if not item:
             continue
         method, sep, value = (part.strip() for part in item.partition("="))
-        if method not in METHOD_CONFIGS:
+        if method not in registry.names():
             raise ValueError(f"{method!r} is not a method; give method=β items with a method among "
-                             f"{', '.join(METHOD_CONFIGS)}")
+                             f"{', '.join(registry.names())}")
         betas.setdefault(method, [])
         if sep:
             beta = _number("beta", value)
@@ -144,62 +143,11 @@ def plan(base: PPOConfig, field: str, values: list, adaptive: bool = False) -> l
     return members
 
 
-def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str = "kl_coef",
-                  values: list | None = None, adaptive: bool = False, best_of_n: int = 0,
-                  best_of_n_prompts: int = 16, prompts_path: Path | None = None, batched: bool = True,
-                  methods: list | None = None) -> list:
-    """Create the sweep folder and its members' run folders (all queued); return the Jobs that run them.
-
-    ``methods`` (``plan_methods``'s (label, config) list) makes a sweep of several methods instead of one
-    setting of ``base``: ``field`` is then "method", and ``base`` (a PPOConfig) gives best-of-n its settings.
-
-    ``batched`` (the default): one Job, the sweep's own, that trains every member side by side in one
-    process (``rlhf_engine.core.batched``: one base model, one decoding batch; each run's metrics as alone).
-    Otherwise one Job per member, to run one after another. Nothing is created if any input is wrong:
-    the members are checked before the first folder is made.
-    """
-    from rlhf_engine.runs.jobs import SWEEP_KIND, Job, _sweep_body, prepare_best_of_n_job, prepare_policy_job
-
-    sweep_dir = Path(sweep_dir)
-    safe_name(sweep_dir.name, "sweep name")
-    if (sweep_dir / SWEEP_FILE).exists():
-        raise FileExistsError(f"{sweep_dir} already holds a sweep; choose another name")
-    if methods is not None:
-        field, values, members = METHOD_FIELD, [label for label, _ in methods], list(methods)
-    else:
-        members = plan(base, field, values if values is not None else list(DEFAULT_BETAS), adaptive)
-    folders = [sweep_dir.parent / f"{sweep_dir.name}-{label}" for label, _ in members]
-    bon_folder = sweep_dir.parent / f"{sweep_dir.name}-best-of-{best_of_n}" if best_of_n else None
-    for folder in folders + ([bon_folder] if bon_folder else []):
-        if RunFolder(folder).exists():
-            raise FileExistsError(f"{folder} already holds a run; choose another sweep name")
-    if not (Path(reward_dir) / "reward_model.json").is_file():
-        raise FileNotFoundError(f"{reward_dir} holds no trained reward model (no reward_model.json)")
-    if prompts_path is not None and not Path(prompts_path).is_file():
-        raise FileNotFoundError(f"{prompts_path}: file not found")
-
-    record = {"kind": "sweep", "vary": field, "values": values, "adaptive": adaptive, "base": to_dict(base),
-              "reward": str(Path(reward_dir).resolve()), "batched": batched,
-              "members": [{"label": label, "run": folder.name, "changes": _changes(base, config)}
-                          for (label, config), folder in zip(members, folders)],
-              "best_of_n": {"n": best_of_n, "run": bon_folder.name} if bon_folder else None}
-    sweep_run = RunFolder(sweep_dir)
-    if batched:  # the sweep folder is a run folder too: its job's state, step and process.log
-        sweep_run.create(SWEEP_KIND, {k: v for k, v in record.items() if k != "kind"}, base.steps)
-    else:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sweep_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
-    jobs = [prepare_best_of_n_job(bon_folder, base, reward_dir, best_of_n, best_of_n_prompts, prompts_path)] \
-        if bon_folder else []
-    jobs += [prepare_policy_job(folder, config, reward_dir, prompts_path)
-             for (_, config), folder in zip(members, folders)]
-    return [Job(sweep_run, _sweep_body)] if batched else jobs
-
-
-def _changes(base: PPOConfig, config) -> dict:
+def changes_of(base: PPOConfig, config) -> dict:
     """What a member changes of the base: its method (when another) and each setting it sets otherwise."""
     before, after = to_dict(base), to_dict(config)
-    changes = {METHOD_FIELD: config.METHOD} if config.METHOD != base.METHOD else {}
+    method = registry.of_config(config)
+    changes = {METHOD_FIELD: method.name} if method != registry.of_config(base) else {}
     return {**changes, **{k: v for k, v in after.items() if k not in before or before[k] != v}}
 
 

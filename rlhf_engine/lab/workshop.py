@@ -24,7 +24,8 @@ from pathlib import Path
 
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig
 
-PAIRS_FILE = Path(__file__).parent / "assets" / "workshop_pairs.jsonl"
+REPOSITORY = Path(__file__).resolve().parents[2]  # the commands name files relative to it
+PAIRS_FILE = Path(__file__).resolve().parent / "assets" / "workshop_pairs.jsonl"
 PAIRS_SOURCE = "workshop"  # the pair store's source label of the shipped pairs
 # How the shipped pairs were made (deterministic on CPU): 8 completions of 48 tokens per training prompt
 # of the bundled model, the annotator's favourite paired with its least favourite.
@@ -113,8 +114,8 @@ def cli_commands(workspace: str = "workspace", device: str | None = None) -> lis
     shared = (f"--quant {model.quant} --batch-size {ppo.batch_size} --response-length {ppo.response_length} "
               f"--lr {ppo.learning_rate:g}")
     return [
-        f"python -m rlhf_engine pairs add {PAIRS_FILE.relative_to(Path(__file__).parents[2])}",
-        f"python -m rlhf_engine train-rm --data {PAIRS_FILE.relative_to(Path(__file__).parents[2])} "
+        f"python -m rlhf_engine pairs add {PAIRS_FILE.relative_to(REPOSITORY)}",
+        f"python -m rlhf_engine train-rm --data {PAIRS_FILE.relative_to(REPOSITORY)} "
         f"--out {workspace}/runs/workshop-rm --quant {model.quant} --steps {rm.steps} --batch-size {rm.batch_size} "
         f"--lr {rm.learning_rate:g} --pooling {rm.pooling} {_set_flags(rm, rm_flagged)}".rstrip(),
         f"python -m rlhf_engine sweep --reward {workspace}/runs/workshop-rm --out {workspace}/runs/workshop-sweep "

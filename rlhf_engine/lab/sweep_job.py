@@ -1,0 +1,170 @@
+"""A sweep's job: its folder and members' run folders created at once (``prepare_sweep``), then its runs trained
+side by side in one process (``sweep_body``; ``core.batched``), or one job per run, one after another."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+from rlhf_engine.config import PPOConfig, from_dict, to_dict
+from rlhf_engine.core import distributed
+from rlhf_engine.core.models import load_model_and_tokenizer
+from rlhf_engine.core.rollout import POLICY
+from rlhf_engine.lab.best_of_n_job import prepare_best_of_n_job, run_best_of_n
+from rlhf_engine.lab.sweep import DEFAULT_BETAS, METHOD_FIELD, SWEEP_FILE, SWEEP_KIND, Sweep, changes_of, plan
+from rlhf_engine.runs.job import Job, describe_error
+from rlhf_engine.runs.policy_job import new_trainer, normalise_rewards, policy_run_inputs, prepare_policy_job
+from rlhf_engine.runs.policy_run import PolicyRun
+from rlhf_engine.runs.runfolder import RunFolder, atomic_write_text, safe_name
+
+
+def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str = "kl_coef",
+                  values: list | None = None, adaptive: bool = False, best_of_n: int = 0,
+                  best_of_n_prompts: int = 16, prompts_path: Path | None = None, batched: bool = True,
+                  methods: list | None = None) -> list:
+    """Create the sweep folder and its members' run folders (all queued); return the Jobs that run them.
+
+    ``methods`` (``plan_methods``'s (label, config) list) makes a sweep of several methods instead of one
+    setting of ``base``: ``field`` is then "method", and ``base`` (a PPOConfig) gives best-of-n its settings.
+
+    ``batched`` (the default): one Job, the sweep's own, that trains every member side by side in one
+    process (``rlhf_engine.core.batched``: one base model, one decoding batch; each run's metrics as alone).
+    Otherwise one Job per member, to run one after another. Nothing is created if any input is wrong:
+    the members are checked before the first folder is made.
+    """
+    sweep_dir = Path(sweep_dir)
+    safe_name(sweep_dir.name, "sweep name")
+    if (sweep_dir / SWEEP_FILE).exists():
+        raise FileExistsError(f"{sweep_dir} already holds a sweep; choose another name")
+    if methods is not None:
+        field, values, members = METHOD_FIELD, [label for label, _ in methods], list(methods)
+    else:
+        members = plan(base, field, values if values is not None else list(DEFAULT_BETAS), adaptive)
+    folders = [sweep_dir.parent / f"{sweep_dir.name}-{label}" for label, _ in members]
+    bon_folder = sweep_dir.parent / f"{sweep_dir.name}-best-of-{best_of_n}" if best_of_n else None
+    for folder in folders + ([bon_folder] if bon_folder else []):
+        if RunFolder(folder).exists():
+            raise FileExistsError(f"{folder} already holds a run; choose another sweep name")
+    if not (Path(reward_dir) / "reward_model.json").is_file():
+        raise FileNotFoundError(f"{reward_dir} holds no trained reward model (no reward_model.json)")
+    if prompts_path is not None and not Path(prompts_path).is_file():
+        raise FileNotFoundError(f"{prompts_path}: file not found")
+
+    record = {"kind": "sweep", "vary": field, "values": values, "adaptive": adaptive, "base": to_dict(base),
+              "reward": str(Path(reward_dir).resolve()), "batched": batched,
+              "members": [{"label": label, "run": folder.name, "changes": changes_of(base, config)}
+                          for (label, config), folder in zip(members, folders)],
+              "best_of_n": {"n": best_of_n, "run": bon_folder.name} if bon_folder else None}
+    sweep_run = RunFolder(sweep_dir)
+    if batched:  # the sweep folder is a run folder too: its job's state, step and process.log
+        sweep_run.create(SWEEP_KIND, {k: v for k, v in record.items() if k != "kind"}, base.steps)
+    else:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
+    jobs = [prepare_best_of_n_job(bon_folder, base, reward_dir, best_of_n, best_of_n_prompts, prompts_path)] \
+        if bon_folder else []
+    jobs += [prepare_policy_job(folder, config, reward_dir, prompts_path)
+             for (_, config), folder in zip(members, folders)]
+    return [Job(sweep_run, sweep_body)] if batched else jobs
+
+
+def sweep_body(job: Job) -> str:
+    """The runs of a sweep side by side in this process (``batched``): the best-of-n baseline first, then
+    every run not completed yet, one step of each at a time on one base model, the rollouts of the methods
+    that sample (PPO, GRPO, RLOO) and every run's probe answers decoded as one batch (DPO steps on its pairs
+    alone). Each member's run folder is written as if it ran alone."""
+    from rlhf_engine.core.batched import probe_side_by_side, step_side_by_side
+
+    if distributed.world_size() > 1:
+        raise ValueError("a batched sweep trains its runs side by side in one process, not data-parallel: resume it "
+                         "without accelerate launch, or resume its runs one by one under it")
+    sweep = Sweep(job.run.path)
+    todo = [m.run for m in sweep.members() if m.run.status().get("state") != "completed"]
+    bon = sweep.best_of_n_run()
+    bon = bon if bon is not None and bon.status().get("state") != "completed" else None
+    for run in todo + ([bon] if bon else []):
+        run.set_status("queued")  # this process's id: if it dies, they read as interrupted
+    loops: list[PolicyRun] = []
+    live: list[RunFolder] = []
+    reward_model = None
+    try:
+        first = None
+        for i, run in enumerate(todo):
+            saved, config, prompts, rm, gold_scorer = policy_run_inputs(run, reward_model)
+            reward_model = rm
+            base = None if first is None else (first.model.peft, first.tokenizer)
+            trainer = new_trainer(run, saved, config, prompts, reward_model, gold_scorer, base,
+                                   POLICY if first is None else f"{POLICY}{i}")
+            first = first or trainer
+            normalise_rewards(run, saved, config, reward_model, trainer, prompts)
+            loops.append(PolicyRun(run, saved, config, trainer))
+        if bon is not None:
+            live = [bon]
+            bon.set_status("running", error=None)
+            bon.log("started (in the sweep's process)")
+            if first is None:
+                model, tokenizer = load_model_and_tokenizer(from_dict(PPOConfig, bon.config()["config"]).model)
+                context = contextlib.nullcontext
+            else:
+                model, tokenizer, context = first.model.peft, first.tokenizer, first.model.peft.disable_adapter
+            state = run_best_of_n(job, bon, model, tokenizer,
+                               reward_model or policy_run_inputs(bon)[3], context)
+            bon.log(state)
+            bon.set_status(state)
+            if state == "stopped":
+                return "stopped"
+        live = [loop.run for loop in loops]
+        for loop in loops:
+            loop.run.set_status("running", error=None)
+            loop.run.log(f"started (side by side with {len(loops) - 1} other runs of sweep {sweep.id})")
+        while any(not loop.done for loop in loops):
+            going = [loop for loop in loops if not loop.done]
+            if job.stop_event.is_set():
+                for loop in going:
+                    loop.run.log(loop.stop())
+                    loop.run.set_status("stopped")
+                return "stopped"
+            for loop in going:
+                loop.begin_step()
+            sampling = [loop for loop in going if not loop.learns_from_pairs]  # DPO samples nothing
+            results = step_side_by_side([loop.trainer for loop in sampling],
+                                        lambda i, rollout: sampling[i].on_rollout(rollout)) if sampling else []
+            for loop, result in zip(sampling, results):
+                loop.end_step(*result)
+            for loop in going:
+                if loop.learns_from_pairs:
+                    loop.end_step(*loop.trainer.step(loop.on_rollout))
+            for column, reference in enumerate((True, False)):
+                due = [loop for loop in going if loop.probes_due()[column]]
+                for group in same_probe_prompts(due):
+                    answers = probe_side_by_side([loop.trainer for loop in group], group[0].probe_prompts, reference)
+                    for loop, rows in zip(group, answers):
+                        loop.add_probes(rows, reference)
+            job.run.set_status("running", step=max(loop.trainer.step_count for loop in loops))
+            for loop in going:
+                if loop.done:
+                    loop.run.log(loop.finish())
+                    loop.run.set_status("completed")
+                    live.remove(loop.run)
+        return "completed"
+    except BaseException as err:  # every member still going fails with the sweep, saying why
+        error = describe_error(err)
+        for run in live:
+            if run.status().get("state") in ("queued", "running"):
+                run.log("failed: " + error)
+                run.set_status("failed", error=error)
+        raise
+    finally:
+        for run in todo + ([bon] if bon else []):
+            if run.status().get("state") == "queued":  # never reached (an earlier failure or a stop)
+                run.set_status("stopped")
+
+
+def same_probe_prompts(loops: list) -> list[list]:
+    """Runs grouped by their probe prompts and reference answers per prompt (a sweep's runs share them: one
+    group)."""
+    groups: dict[str, list] = {}
+    for loop in loops:
+        groups.setdefault(json.dumps([loop.probe_prompts, loop.config.reference_probe_samples]), []).append(loop)
+    return list(groups.values())
