@@ -159,8 +159,8 @@ def _ppo_gradients(model_config, cpu_matmul):
                 param.normal_(std=0.05)
     batch = trainer.advantages(trainer.rollout(trainer.next_prompts()))
     roll = batch.scored.rollout
-    logits, values = trainer.model.policy_logits_and_values(roll.input_ids, roll.attention_mask,
-                                                            roll.response_ids.shape[1], config.temperature)
+    logits, values = trainer.model.forward(roll.input_ids, roll.attention_mask, roll.response_ids.shape[1],
+                                           config.temperature)
     pg, _, _ = policy_loss(token_logprobs(logits, roll.response_ids), batch.scored.logprobs, batch.advantages,
                            batch.mask, config.cliprange)
     vf, _ = value_loss(values, batch.scored.values, batch.returns, batch.mask, config.cliprange_value)

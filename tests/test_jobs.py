@@ -149,11 +149,11 @@ def test_nan_logits_while_sampling_stop_the_run_naming_them_and_the_step(runs_di
 
     sample = PPOTrainer.rollout
 
-    def rollout_after_a_blow_up(self, prompts, sampled=None):
+    def rollout_after_a_blow_up(self, prompts, *args, **kwargs):
         if self.step_count == 2:  # the weights blow up between step 1 and step 2
             with torch.no_grad():
                 self.model.peft.get_base_model().model.norm.weight.fill_(float("nan"))
-        return sample(self, prompts, sampled)
+        return sample(self, prompts, *args, **kwargs)
 
     monkeypatch.setattr(PPOTrainer, "rollout", rollout_after_a_blow_up)
     job = start_policy_job(runs_dir / "ppo-nan-logits", _ppo_config(tiny_model_config, steps=3), reward_dir,

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rlhf_engine.core.rollout import kl_estimates, kl_penalty
-from rlhf_engine.core.trainer import frac_reward_zero_std
 from rlhf_engine.methods.dpo import dpo_loss
+from rlhf_engine.methods.group import frac_reward_zero_std
 from rlhf_engine.methods.grpo import STD_EPS, group_advantages, grpo_loss
 from rlhf_engine.methods.rloo import leave_one_out_advantages, reinforce_loss, sequence_rewards
 

@@ -7,11 +7,10 @@ import torch
 
 from rlhf_engine.core.batching import batch_indices
 from rlhf_engine.core.generation import truncate_after_eos
+from rlhf_engine.core.kl_control import AdaptiveKLController, FixedKLController
 from rlhf_engine.core.reward import bradley_terry_loss, score_index
 from rlhf_engine.core.rollout import NonFiniteError, check_finite, kl_penalty, masked_mean, missing_eos_penalized
 from rlhf_engine.methods.ppo import (
-    AdaptiveKLController,
-    FixedKLController,
     gae,
     per_token_rewards,
     policy_loss,

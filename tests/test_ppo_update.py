@@ -77,14 +77,10 @@ def test_rollout_metrics_are_reported_before_the_update_and_match_the_logged_ste
     config = PPOConfig(model=tiny_model_config, steps=2, batch_size=4, response_length=4)
     trainer = PPOTrainer(config, FirstHalfWins(), [f"prompt number {i}" for i in range(8)])
     initial = [p.detach().clone() for p in trainer.params]
-    seen = []
-
-    def on_rollout(metrics):
-        seen.append((metrics, all(torch.equal(p, q) for p, q in zip(trainer.params, initial))))
-
-    metrics, _ = trainer.step(on_rollout)
-    (early, unchanged), = seen
-    assert unchanged  # called before the update touched the weights
+    step = trainer.begin()
+    early = dict(step.metrics)
+    assert all(torch.equal(p, q) for p, q in zip(trainer.params, initial))  # known before the update
+    metrics, _ = trainer.finish(step)
     assert not all(torch.equal(p, q) for p, q in zip(trainer.params, initial))
     assert "loss/policy" not in early and early["step"] == 1
     for key, value in early.items():

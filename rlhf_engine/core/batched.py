@@ -5,9 +5,9 @@ controller and random streams (a ``trainer.PolicyTrainer`` each, built on the fi
 they share is the base weights and the decoding. Every step the runs' prompts are sampled as one batch, each
 row through its own run's adapter (``lora_fused.rows_through_adapters``) and drawing from its own run's
 random stream, so each run gets exactly the tokens it would get alone; then each run scores its own
-rollout and takes its own update (``PolicyTrainer.step`` with ``sampled=``). Decoding a batch is bound by
-reading the weights, so four runs' rows cost far less than four decodings (RESULTS.md); scoring and
-updating are arithmetic and stay one run at a time.
+rollout and takes its own update (``PolicyTrainer.begin`` with ``sampled=``, then ``finish``). Decoding a
+batch is bound by reading the weights, so four runs' rows cost far less than four decodings (RESULTS.md);
+scoring and updating are arithmetic and stay one run at a time.
 """
 
 from __future__ import annotations
@@ -47,16 +47,17 @@ def sample_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence[Seq
         together = sample_responses(first.model.peft, first.tokenizer, rows, cfg.response_length, cfg.temperature,
                                     cfg.model.chat_template, generators=row_generators, adapter_names=adapters)
     except NonFiniteLogitsError:
-        steps = ", ".join(str(t.step_count + 1) for t in trainers)
-        raise NonFiniteError(f"policy logits are NaN or infinite (while sampling, steps {steps}); the runs were "
-                             "stopped (try a lower learning rate)") from None
+        step = max(t.step_count for t in trainers) + 1
+        raise NonFiniteError("policy logits", step, f"while sampling, {len(trainers)} runs side by side") from None
     return [together.rows(slice(start, stop)) for start, stop in bounds]
 
 
-def step_side_by_side(trainers: Sequence[PolicyTrainer], on_rollout=None) -> list[tuple[dict, list[dict]]]:
-    """One step of every trainer (PPO, GRPO, RLOO), their rollouts decoded as one batch; (metrics, samples) of each.
+def step_side_by_side(trainers: Sequence[PolicyTrainer], on_begin=None) -> list[tuple[dict, list[dict]]]:
+    """One step of every trainer that samples (PPO, GRPO, RLOO), their rollouts decoded as one batch; then each run
+    begins its step on its own answers and finishes it before the next run begins (one run's update held at a
+    time). Returns (metrics, samples) of each.
 
-    ``on_rollout(i, metrics)`` gets run i's rollout metrics before its update, as ``PolicyTrainer.step``'s.
+    ``on_begin(i, metrics)`` gets run i's metrics known before its update (``PolicyTrainer.begin``'s).
     ``time/generate_s`` of each run is the shared decoding's time.
     """
     started = time.perf_counter()
@@ -65,8 +66,10 @@ def step_side_by_side(trainers: Sequence[PolicyTrainer], on_rollout=None) -> lis
     seconds = time.perf_counter() - started
     results = []
     for i, (trainer, rollout) in enumerate(zip(trainers, rollouts)):
-        callback = (lambda metrics, i=i: on_rollout(i, metrics)) if on_rollout is not None else None
-        results.append(trainer.step(callback, sampled=(rollout, seconds)))
+        step = trainer.begin(sampled=(rollout, seconds))
+        if on_begin is not None:
+            on_begin(i, dict(step.metrics))
+        results.append(trainer.finish(step))
     return results
 
 

@@ -10,6 +10,7 @@ The KL estimators are here because every method logs all three side by side (Sch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -67,18 +68,28 @@ def missing_eos_penalized(scores: torch.Tensor, has_eos: torch.Tensor, penalty: 
 
 
 class NonFiniteError(FloatingPointError):
-    """NaN or inf in a loss, reward or log-prob: the run stops with this message."""
+    """NaN or inf in a score, log-prob, logit or loss: the run stops, and the message names what and when."""
+
+    def __init__(self, what: str, step: int, during: str = ""):
+        self.what, self.step, self.during = what, step, during
+        verb = "are" if what.endswith(("logits", "log-probs")) else "is"
+        super().__init__(f"{what} {verb} NaN or infinite at step {step}{f' ({during})' if during else ''}; the run "
+                         "was stopped (try a lower learning rate or a smaller beta)")
+
+    def __reduce__(self):
+        return type(self), (self.what, self.step, self.during)
 
 
-def check_finite(name: str, x: torch.Tensor, step: int) -> None:
-    """Stop the run with a clear message if x holds NaN or inf.
+def check_finite(what: str, value: torch.Tensor | float, step: int, during: str = "") -> None:
+    """The one NaN/inf check: stop the run with a NonFiniteError naming ``what`` and the step if ``value`` (a
+    tensor or a number) holds NaN or inf.
 
     Under data parallelism it is decided on every process at once: one process stopping alone would leave
     the others waiting for it forever.
     """
-    if distributed.any_process(not bool(torch.isfinite(x).all())):
-        raise NonFiniteError(f"{name} is NaN or infinite at step {step}; the run was stopped "
-                             "(try a lower learning rate or a smaller beta)")
+    finite = math.isfinite(value) if isinstance(value, (int, float)) else bool(torch.isfinite(value).all())
+    if distributed.any_process(not finite):
+        raise NonFiniteError(what, step, during)
 
 
 @dataclass

@@ -1,26 +1,32 @@
-"""The plumbing every on-policy method shares, so that each method is its loss and its config.
+"""The trainer every method shares: it owns a step, and a method supplies its advantages and its loss.
 
-``Policy`` is a LoRA adapter on a base model whose reference is the same base with adapters off.
-``PolicyTrainer`` owns what does not depend on the method: the prompts of each step, sampling from the
-run's own random stream, scoring, the reference's log-probs (``rollout.ScoredRollout``), the probe answers,
-the optimiser and schedule, gradient averaging under data parallelism, NaN checks, the metrics every run
-logs, and checkpoints. A method subclasses it with three things: ``advantages`` (a scored rollout into
-what its loss needs), ``update`` (its loss, one optimiser step per minibatch via ``optimizer_step``) and
-``method_metrics``. PPO (ppo.py), GRPO (grpo.py) and RLOO (rloo.py) are such subclasses.
+A step has three phases you can point to (CleanRL's): ``begin`` samples answers to the step's prompts from
+the run's own random stream, scores them and reads the reference (``rollout.ScoredRollout``), then the
+method turns them into a batch (``advantages``); ``update`` is the one loop of every method:
+
+    for each of plan.epochs passes, for each of plan.minibatches minibatches (one optimiser step each):
+        for each part of the minibatch (plan.rows_per_part rows; the whole minibatch by default):
+            loss, metrics = method.loss(batch, rows)
+            (loss * the part's share of the minibatch).backward()
+        average gradients over processes, clip, step
+
+``finish`` runs it and returns the step's metrics and samples. Taking a minibatch's gradient in parts holds one
+part's activations at a time and gives the same gradient (each part weighted by its share of the rows).
+
+Two optimisations sit behind one seam each: the rollout's own policy pass, kept with its graph, is the update's
+first pass when the first minibatch is the whole batch in one part (``reuses_rollout_pass``,
+``policy_forward``); and a model with a separate value adapter takes two passes inside ``Policy.forward``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from rlhf_engine.config import PolicyConfig
 from rlhf_engine.core import distributed
@@ -29,123 +35,65 @@ from rlhf_engine.core.generation import (
     NonFiniteLogitsError,
     Rollout,
     decode_responses,
-    response_logits,
     sample_responses,
     token_entropy,
     token_logprobs,
 )
-from rlhf_engine.core.heads import new_lora_model
-from rlhf_engine.core.lora_fused import fuse_lora_products
+from rlhf_engine.core.kl_control import FixedKLController
 from rlhf_engine.core.memory import release_free_memory
-from rlhf_engine.core.models import lora_config, set_seed
+from rlhf_engine.core.models import set_seed
 from rlhf_engine.core.normalisation import normalized
+from rlhf_engine.core.policy import Policy
 from rlhf_engine.core.rollout import (
     POLICY,
     NonFiniteError,
     ScoredRollout,
     check_finite,
     kl_penalty,
-    masked_mean,
     missing_eos_penalized,
     probe_generator,
 )
 from rlhf_engine.data.pairs import prompt_text
 
 
-def adapters_on_base(config: PolicyConfig, base, names: Sequence[str]):
-    """(PEFT model, tokenizer) with fresh LoRA adapters ``names`` (seeded with config.seed, in that order): on
-    ``base`` = (PEFT model, tokenizer) of another run when given (a batched sweep), else on a newly loaded base."""
-    with torch.random.fork_rng(devices=[]):  # the same initial adapters alone or beside other runs
-        torch.manual_seed(config.seed)
-        if base is None:
-            peft_model, tokenizer = new_lora_model(config.model, names[0])
-            peft_model.eval()  # dropout is off anyway; eval mode also allows mixed-adapter batches
-        else:
-            peft_model, tokenizer = base
-            peft_model.add_adapter(names[0], lora_config(config.model))
-        for name in names[1:]:
-            peft_model.add_adapter(name, lora_config(config.model))
-    fuse_lora_products(peft_model)
-    return peft_model, tokenizer
+@dataclass(frozen=True)
+class UpdatePlan:
+    """How a method's update goes over a step's batch."""
+
+    epochs: int = 1  # passes over the batch
+    minibatches: int = 1  # minibatches per pass, one optimiser step each
+    rows_per_part: int | None = None  # a minibatch's gradient in parts of this many rows (None: in one part)
 
 
-class Policy(nn.Module):
-    """A run's policy: one LoRA adapter (``name``) on a base model; the reference is that base, adapters off.
+@dataclass
+class Step:
+    """A step between its two phases: the batch the update reads and what is known before the update."""
 
-    Several can live on one base model (the runs of a batched sweep), each under its own adapter name.
-    A run's adapter is saved as ``policy/`` whatever its name inside the model.
-    """
-
-    def __init__(self, peft_model, name: str = POLICY):
-        super().__init__()
-        self.peft = peft_model
-        self.policy_adapter = name
-
-    @property
-    def adapters(self) -> dict[str, str]:
-        """Saved folder name -> adapter name in the model."""
-        return {POLICY: self.policy_adapter}
-
-    @classmethod
-    def create(cls, config: PolicyConfig, base=None, name: str = POLICY):
-        """A fresh adapter (seeded with config.seed) on ``base`` or a newly loaded base; (policy, tokenizer)."""
-        peft_model, tokenizer = adapters_on_base(config, base, [name])
-        model = cls(peft_model, name)
-        model.use(POLICY)
-        return model, tokenizer
-
-    def use(self, role: str) -> None:
-        """Make this run's policy adapter the active (and trainable) one."""
-        self.peft.set_adapter(self.policy_adapter)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """This run's LoRA weights (requires_grad follows the active adapter, so select by name)."""
-        return [p for n, p in self.peft.named_parameters()
-                if "lora_" in n and any(f".{adapter}." in n for adapter in self.adapters.values())]
-
-    def policy_logits(self, input_ids, attention_mask, response_length: int, temperature: float):
-        self.use(POLICY)
-        return response_logits(self.peft, input_ids, attention_mask, response_length, temperature)
-
-    @torch.no_grad()
-    def reference_logits(self, input_ids, attention_mask, response_length: int, temperature: float):
-        with self.peft.disable_adapter():
-            return response_logits(self.peft, input_ids, attention_mask, response_length, temperature)
-
-    def save_adapters(self, folder: Path) -> None:
-        """policy/ (and any other adapter of the run) as standard PEFT adapter folders."""
-        from peft.utils import get_peft_model_state_dict
-
-        folder = Path(folder)
-        for saved, adapter in self.adapters.items():
-            (folder / saved).mkdir(parents=True, exist_ok=True)
-            weights = get_peft_model_state_dict(self.peft, adapter_name=adapter)
-            save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
-                      str(folder / saved / "adapter_model.safetensors"))
-            self.peft.peft_config[adapter].save_pretrained(str(folder / saved))
-
-    def load_adapters(self, folder: Path) -> None:
-        """Load the adapters written by save_adapters."""
-        from peft.utils import set_peft_model_state_dict
-
-        folder = Path(folder)
-        for saved, adapter in self.adapters.items():
-            weights = load_file(str(folder / saved / "adapter_model.safetensors"))
-            set_peft_model_state_dict(self.peft, weights, adapter_name=adapter)
-        self.use(POLICY)
+    batch: object  # the method's batch (advantages() of a scored rollout; DPO's pairs)
+    metrics: dict  # the step's metrics known before the update (score, KL, ...): a live view shows them
+    started: float  # perf_counter() when the step began
+    prompts: list = field(default_factory=list)  # this process's prompts of the step, row by row
 
 
 class PolicyTrainer:
-    """One run of an on-policy method; each ``step()`` returns (metrics, samples). No file I/O but checkpoints.
+    """One run of a method; ``step()`` = ``finish(begin())`` returns (metrics, samples). No file I/O but checkpoints.
 
-    Subclasses set ``model_class`` and implement ``advantages``, ``update`` and ``method_metrics``.
+    A method subclasses it with ``advantages`` (a scored rollout into its batch), ``loss`` (a batch's rows into
+    (loss, metrics)) and ``update_plan``, and may add ``method_metrics``, ``token_view`` and ``settings``.
     """
 
     model_class: type[Policy] = Policy
     method_name = ""  # shown in logs ("PPO", "GRPO", ...)
+    # Whether the rollout's log-probs and entropy are the sampler's own (read off its logits as it decodes)
+    # instead of a policy pass over the sampled answers: a method with no value model needs no pass before
+    # its update, whose passes then go over a few answers at a time.
+    reads_sampler_logprobs = False
+    # Metrics of ``loss`` that are means over the rows' answer tokens: the parts of a minibatch are weighted by
+    # their share of its tokens (the others by their share of its rows).
+    token_mean_metrics: tuple[str, ...] = ()
 
     def __init__(self, config: PolicyConfig, reward_model, prompts: Sequence,
-                 gold_scorer: Callable[[str], float] | None = None, base=None, name: str = POLICY):
+                 gold_scorer=None, base=None, name: str = POLICY):
         """``gold_scorer`` (text -> score), when given, is a true reward logged beside the RM's (demo data).
 
         ``base`` = (PEFT model, tokenizer) of another trainer puts this run's adapters on that model's base
@@ -173,7 +121,13 @@ class PolicyTrainer:
             self.optimizer,
             (lambda s: max(0.0, 1.0 - s / total)) if config.lr_schedule == "linear" else (lambda s: 1.0),
         )
-        self.reuses_rollout_pass = self.can_reuse_rollout_pass()
+        self.kl_ctl = FixedKLController(config.kl_coef)  # PPO may adapt it (Ziegler et al.)
+        # The seam of one optimisation: the rollout's policy pass keeps its graph to serve as the update's first
+        # pass. It is the same pass when the first minibatch is the whole batch in one part and the model takes
+        # one pass: one forward pass fewer a step (docs/performance.md measures it).
+        plan = self.update_plan()
+        self.reuses_rollout_pass = (not self.reads_sampler_logprobs and self.model.single_pass
+                                    and plan.minibatches == 1 and plan.rows_per_part is None)
         self.step_count = 0
         # This run's own random streams, for sampling and for the minibatch order, seeded anew each step from
         # (seed, step, process): a step draws the same numbers alone, beside other runs, or after a resume.
@@ -189,30 +143,16 @@ class PolicyTrainer:
     def prompts_per_step(cls, config: PolicyConfig) -> int:
         return config.batch_size // cls.answers_per_prompt(config)
 
-    # Whether the rollout's log-probs and entropy are the sampler's own (read off its logits as it decodes)
-    # instead of a policy pass over the sampled answers: a method with no value model (GRPO, RLOO) needs
-    # no pass of its own before the update, whose passes then go over a few answers at a time.
-    reads_sampler_logprobs = False
-
-    def can_reuse_rollout_pass(self) -> bool:
-        """Whether the rollout's policy pass can keep its graph to serve as the update's first pass (it is the
-        same pass when the first minibatch is the whole batch and the weights are untouched)."""
-        return False
-
-    @property
-    def beta(self) -> float:
-        """The KL coefficient now."""
-        return self.config.kl_coef
-
-    def settings(self) -> str:
-        """The run's method and main settings, one line for its log."""
-        cfg = self.config
-        return f"{self.method_name}: beta={self.beta:g}, KL estimator {cfg.kl_estimator}, {len(self.prompts)} prompts"
+    def update_plan(self) -> UpdatePlan:
+        """Epochs, minibatches and parts of the update (one pass over the batch in one part by default)."""
+        return UpdatePlan()
 
     def advantages(self, scored: ScoredRollout):
+        """A scored rollout into the batch the method's loss reads."""
         raise NotImplementedError
 
-    def update(self, batch) -> dict:
+    def loss(self, batch, rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """(loss, metrics) of the batch's ``rows``, the loss with its graph (a mean over the rows)."""
         raise NotImplementedError
 
     def method_metrics(self, batch) -> dict:
@@ -223,15 +163,16 @@ class PolicyTrainer:
         """Per-token lists of answer i's first n tokens shown beside its tokens (beyond its KL)."""
         return {}
 
-    def extra_state(self) -> dict:
-        """What the method keeps in a checkpoint beyond adapters, optimiser and schedule."""
-        return {}
+    def settings(self) -> str:
+        """The run's method and main settings, one line for its log."""
+        cfg = self.config
+        return f"{self.method_name}: beta={self.beta:g}, KL estimator {cfg.kl_estimator}, {len(self.prompts)} prompts"
 
-    def load_extra_state(self, state: dict) -> None:
-        pass
+    @property
+    def beta(self) -> float:
+        """The KL coefficient now."""
+        return self.kl_ctl.value
 
-    def after_update(self, rollout_metrics: dict) -> None:
-        """Called once a step's update is done (PPO's adaptive β reads the step's KL here)."""
 
     # -- seeds and memory --------------------------------------------------------------------------
     def _step_seed(self, step: int) -> int:
@@ -245,47 +186,41 @@ class PolicyTrainer:
         if self.config.trim_memory:
             release_free_memory()
 
-    # -- rollout -----------------------------------------------------------------------------------
-    def next_prompts(self) -> list:
-        """This process's prompts of the coming step (seeded shuffle per epoch; same on resume), each repeated
-        ``answers_per_prompt`` times in a row (a group).
+    # -- phase 1: rollout --------------------------------------------------------------------------
+    def step_indices(self, n_items: int) -> list[int]:
+        """This process's share of the coming step's items (a seeded shuffle per epoch of ``n_items``; the same
+        on resume). With several data-parallel processes, each takes every world_size-th item of the step."""
+        idx = batch_indices(n_items, self.prompts_per_step(self.config), self.step_count + 1, self.config.seed)
+        return idx[self.rank::self.world_size]
 
-        With several data-parallel processes, each takes every world_size-th prompt of the step's batch, so
-        that a group's answers are all on one process.
-        """
-        cfg = self.config
-        idx = batch_indices(len(self.prompts), self.prompts_per_step(cfg), self.step_count + 1, cfg.seed)
-        mine = [self.prompts[i] for i in idx][self.rank::self.world_size]
-        return [prompt for prompt in mine for _ in range(self.answers_per_prompt(cfg))]
+    def next_prompts(self) -> list:
+        """This process's prompts of the coming step, each repeated ``answers_per_prompt`` times in a row (a
+        group: a group's answers are all on one process)."""
+        return [self.prompts[i] for i in self.step_indices(len(self.prompts))
+                for _ in range(self.answers_per_prompt(self.config))]
 
     @torch.no_grad()
-    def sample(self, prompts: Sequence) -> Rollout:
-        """This step's responses to prompts, from the policy and the step's random stream."""
+    def sample(self, prompts: Sequence, generator: torch.Generator | None = None) -> Rollout:
+        """Responses to prompts from the policy, drawn from ``generator`` (the run's sampling stream as it stands
+        by default)."""
         cfg = self.config
         self.model.use(POLICY)
         try:
             return sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length, cfg.temperature,
-                                    cfg.model.chat_template, generators=self.sampling_generator)
+                                    cfg.model.chat_template, generators=generator or self.sampling_generator)
         except NonFiniteLogitsError:
-            raise NonFiniteError(f"policy logits are NaN or infinite at step {self.step_count} (while sampling); "
-                                 "the run was stopped (try a lower learning rate)") from None
-
-    def policy_pass(self, ids, mask, length: int):
-        """(logits / T, values or None) of the policy over the answers; PPO's value head adds its values."""
-        return self.model.policy_logits(ids, mask, length, self.config.temperature), None
-
-    def rollout_values(self, ids, mask, length: int):
-        """Values of a method with a value model whose policy pass gave none (PPO's separate adapter)."""
-        return None
+            raise NonFiniteError("policy logits", self.step_count, "while sampling") from None
 
     @torch.no_grad()
-    def rollout(self, prompts: Sequence, sampled: tuple[Rollout, float] | None = None) -> ScoredRollout:
-        """Sample (unless ``sampled`` = (rollout, seconds) was sampled for it already, beside other runs),
-        score, and read log-probs, reference log-probs (and values, for PPO) for one batch."""
+    def rollout(self, prompts: Sequence, sampled: tuple[Rollout, float] | None = None,
+                generator: torch.Generator | None = None) -> ScoredRollout:
+        """Sample from ``generator`` (the run's sampling stream as it stands by default), unless ``sampled`` =
+        (rollout, seconds) was sampled for it already, beside other runs; score; and read log-probs, reference
+        log-probs (and values, for PPO) for one batch."""
         times = {}
         started = time.perf_counter()
         if sampled is None:
-            roll = self.sample(prompts)
+            roll = self.sample(prompts, generator)
             times["generate"] = time.perf_counter() - started
         else:
             roll, times["generate"] = sampled
@@ -295,30 +230,28 @@ class PolicyTrainer:
         scores, raw_scores = self.scores(prompts, texts, roll.has_eos)
         times["reward"] = time.perf_counter() - started
         started = time.perf_counter()
-        ids, mask, length = roll.input_ids, roll.attention_mask, roll.response_ids.shape[1]
         ref_logprobs = self.token_logprobs_of(roll, reference=True)
         self._trim_memory()
-        first_pass, values = None, None
-        if self.reads_sampler_logprobs and roll.logprobs is not None:  # no policy pass: the sampler's own
-            logprobs, entropy = roll.logprobs, roll.entropy
-        else:
-            # The policy's pass last: when it is kept for the first epoch, its graph is held until the update.
-            with torch.set_grad_enabled(self.reuses_rollout_pass):
-                logits, values = self.policy_pass(ids, mask, length)
-                logprobs = token_logprobs(logits, roll.response_ids)
-            if self.reuses_rollout_pass:  # kept with its graph: the first epoch's pass, not recomputed
-                first_pass = (logprobs, values)
-                logprobs = logprobs.detach()
-                values = values.detach() if values is not None else None
-            entropy = torch.stack([token_entropy(row) for row in logits.detach()])  # a row at a time: less memory
-            del logits
-            if values is None:
-                values = self.rollout_values(ids, mask, length)
+        logprobs, entropy, values, first_pass = self._rollout_pass(roll)
         times["forward"] = time.perf_counter() - started
         scores, raw_scores = scores.to(logprobs.device), raw_scores.to(logprobs.device)
         gold = [self.gold_scorer(text) for text in texts] if self.gold_scorer else None
         return ScoredRollout(roll, texts, logprobs, ref_logprobs, entropy, scores.float(), raw_scores.float(),
                              times, values, first_pass, gold)
+
+    def _rollout_pass(self, roll: Rollout):
+        """(log-probs, entropy, values, kept pass) of the sampled answers under the policy: the sampler's own when
+        the method reads them (no pass), else one pass, kept with its graph when the update will reuse it."""
+        if self.reads_sampler_logprobs and roll.logprobs is not None:
+            return roll.logprobs, roll.entropy, None, None
+        keep = self.reuses_rollout_pass
+        with torch.set_grad_enabled(keep):  # the pass last: when kept, its graph is held until the update
+            logits, values = self.model.forward(roll.input_ids, roll.attention_mask, roll.response_ids.shape[1],
+                                                self.config.temperature)
+            logprobs = token_logprobs(logits, roll.response_ids)
+        first_pass = (logprobs, values) if keep else None
+        entropy = torch.stack([token_entropy(row) for row in logits.detach()])  # a row at a time: less memory
+        return logprobs.detach(), entropy, values.detach() if values is not None else None, first_pass
 
     def scores(self, prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor):
         """(scores the method optimises, raw RM scores) of responses: normalised (gain, bias) unless turned off,
@@ -364,7 +297,104 @@ class PolicyTrainer:
                 row["gold"] = self.gold_scorer(row["response"])
         return rows
 
-    # -- update plumbing ---------------------------------------------------------------------------
+    def token_logprobs_of(self, roll: Rollout, reference: bool = False, temperature: float | None = None):
+        """[B, R] log-probs of a rollout's answer tokens under the policy (with their graph where grad is on) or
+        the reference (adapters off), from logits / T (the run's T unless given)."""
+        args = (roll.input_ids, roll.attention_mask, roll.response_ids.shape[1],
+                self.config.temperature if temperature is None else temperature)
+        logits = self.model.reference_logits(*args) if reference else self.model.policy_logits(*args)
+        return token_logprobs(logits, roll.response_ids)
+
+    def policy_forward(self, scored: ScoredRollout, rows: torch.Tensor):
+        """(log-probs [b, R], values [b, R] or None) of the rollout's answers ``rows`` under the policy, with
+        their graph: the rollout's own pass the first time when it was kept (``reuses_rollout_pass``), else a
+        new pass."""
+        if scored.first_pass is not None:
+            logprobs, values = scored.first_pass
+            scored.first_pass = None
+            return logprobs[rows], values[rows] if values is not None else None
+        roll = scored.rollout
+        logits, values = self.model.forward(roll.input_ids[rows], roll.attention_mask[rows],
+                                            roll.response_ids.shape[1], self.config.temperature)
+        return token_logprobs(logits, roll.response_ids[rows]), values
+
+    # -- one step ----------------------------------------------------------------------------------
+    def step(self, sampled: tuple[Rollout, float] | None = None) -> tuple[dict, list[dict]]:
+        """One iteration: ``begin`` (rollout and advantages), then ``finish`` (the update). (metrics, samples)."""
+        return self.finish(self.begin(sampled))
+
+    def begin(self, sampled: tuple[Rollout, float] | None = None) -> Step:
+        """Phases 1 and 2: this step's answers to ``next_prompts()``, scored, and the method's batch of them.
+        ``sampled`` = (rollout, seconds): the answers sampled from ``step_generator()`` beside other runs (a
+        batched sweep); by default the step samples them itself. The Step's metrics are those known before the
+        update (score, KL, entropy, ...), which a live view can show while the update runs."""
+        started = time.perf_counter()
+        prompts = self.next_prompts()
+        generator = self.step_generator() if sampled is None else None  # seeded for the coming step
+        self.step_count += 1
+        scored = self.rollout(prompts, sampled, generator)
+        check_finite("reward-model score", scored.scores, self.step_count)
+        check_finite("log-probs", scored.logprobs, self.step_count)
+        batch = self.advantages(scored)
+        metrics = {
+            "step": self.step_count,
+            **scored.metrics(),
+            "objective/kl": batch.kl.sum(1).mean().item(),
+            **self.method_metrics(batch),
+            "beta": self.beta,
+            "time/rollout_s": time.perf_counter() - started,
+            **{f"time/{phase}_s": seconds for phase, seconds in scored.times.items()},
+        }
+        if self.world_size > 1:  # the whole batch's means (equal shares per process)
+            metrics = {**distributed.mean_over_processes(metrics), "step": self.step_count}
+        return Step(batch, metrics, started, prompts)
+
+    def finish(self, step: Step) -> tuple[dict, list[dict]]:
+        """Phase 3: the update, then the step's metrics (the rollout's, the update's, time and throughput) and
+        samples."""
+        lr = self.scheduler.get_last_lr()[0]
+        update_started = time.perf_counter()
+        stats = self.update(step.batch)
+        self.model.use(POLICY)
+        update_s = time.perf_counter() - update_started
+        self.scheduler.step()
+        if "objective/kl" in step.metrics:  # PPO's adaptive β reads the step's KL (a fixed β ignores it)
+            self.kl_ctl.update(step.metrics["objective/kl"], self.config.batch_size)
+        elapsed = time.perf_counter() - step.started
+        metrics = {**step.metrics, **stats, "lr": lr, "time/update_s": update_s, "time/step_s": elapsed,
+                   "tokens_per_s": step.batch.answer_tokens / elapsed, "sequence_tokens": step.batch.sequence_tokens}
+        if self.world_size > 1:
+            local = {k: v for k, v in metrics.items() if k not in step.metrics}
+            metrics.update(distributed.mean_over_processes(local))
+            metrics["tokens_per_s"] *= self.world_size  # each process's tokens per second, summed
+            metrics["sequence_tokens"] = int(round(metrics["sequence_tokens"] * self.world_size))
+        for name in ("objective/scores", "objective/kl", *(k for k in stats if k.startswith("loss"))):
+            if name in metrics:
+                check_finite(name, metrics[name], self.step_count)
+        return metrics, self.sample_rows(step)
+
+    # -- phase 3: the update -----------------------------------------------------------------------
+    def update(self, batch) -> dict:
+        """The method's update (``update_plan``): each minibatch's gradient, part by part, then one optimiser step.
+        Returns the mean over minibatches of each metric of ``loss`` (parts weighted by their share) and of
+        the gradient norm."""
+        plan = self.update_plan()
+        steps = []
+        for rows in self.minibatches(len(batch), plan.minibatches, plan.epochs):
+            totals: dict[str, float] = {}
+            tokens = float(batch.mask[rows].sum().clamp(min=1)) if self.token_mean_metrics else 1.0
+            for part, share in in_parts(rows, plan.rows_per_part or len(rows)):
+                loss, metrics = self.loss(batch, part)
+                check_finite("policy loss", loss, self.step_count)
+                (loss * share).backward()
+                token_share = float(batch.mask[part].sum()) / tokens if self.token_mean_metrics else share
+                for name, value in metrics.items():
+                    weight = token_share if name in self.token_mean_metrics else share
+                    totals[name] = totals.get(name, 0.0) + value * weight
+            totals["grad_norm"] = self.optimizer_step()
+            steps.append(totals)
+        return {name: sum(s[name] for s in steps) / len(steps) for name in steps[0]}
+
     def minibatches(self, size: int, num_mini_batches: int, epochs: int) -> Iterator[torch.Tensor]:
         """Row indices of each minibatch: ``epochs`` passes over ``size`` rows, each in a new order drawn from
         the step's shuffle stream (the same alone, beside other runs, or after a resume)."""
@@ -384,81 +414,11 @@ class PolicyTrainer:
         self._trim_memory()
         return float(grad_norm)
 
-    def token_logprobs_of(self, roll: Rollout, reference: bool = False, temperature: float | None = None):
-        """[B, R] log-probs of a rollout's answer tokens under the policy (with their graph where grad is on) or
-        the reference (adapters off), from logits / T (the run's T unless given)."""
-        args = (roll.input_ids, roll.attention_mask, roll.response_ids.shape[1],
-                self.config.temperature if temperature is None else temperature)
-        logits = self.model.reference_logits(*args) if reference else self.model.policy_logits(*args)
-        return token_logprobs(logits, roll.response_ids)
-
-    def new_logprobs(self, batch: ScoredRollout, rows: torch.Tensor) -> torch.Tensor:
-        """The policy's log-probs [b, R] of the rollout's answers ``rows``, with their graph: the rollout's own
-        pass the first time when it was kept (``reuses_rollout_pass``), else a new one."""
-        if batch.first_pass is not None:
-            logprobs = batch.first_pass[0][rows]
-            batch.first_pass = None
-            return logprobs
-        roll = batch.rollout
-        logits = self.model.policy_logits(roll.input_ids[rows], roll.attention_mask[rows],
-                                          roll.response_ids.shape[1], self.config.temperature)
-        return token_logprobs(logits, roll.response_ids[rows])
-
-    # -- one step ----------------------------------------------------------------------------------
-    def step(self, on_rollout: Callable[[dict], None] | None = None,
-             sampled: tuple[Rollout, float] | None = None) -> tuple[dict, list[dict]]:
-        """One iteration: rollout, advantages, update. Returns (metrics, samples).
-
-        ``on_rollout`` receives the metrics known once the rollout is scored (score, KL, entropy, …),
-        before the update starts: a live view can show them while the update runs. ``sampled`` =
-        (rollout, seconds): this step's responses to ``next_prompts()``, sampled from ``step_generator()``
-        beside other runs (a batched sweep); by default the step samples them itself.
-        """
-        cfg = self.config
-        started = time.perf_counter()
-        prompts = self.next_prompts()
-        if sampled is None:
-            self.step_generator()
-        self.step_count += 1
-        scored = self.rollout(prompts, sampled)
-        check_finite("reward-model score", scored.scores, self.step_count)
-        check_finite("log-probs", scored.logprobs, self.step_count)
-        batch = self.advantages(scored)
-        rollout_metrics = {
-            "step": self.step_count,
-            **scored.metrics(),
-            "objective/kl": batch.kl.sum(1).mean().item(),
-            **self.method_metrics(batch),
-            "beta": self.beta,
-            "time/rollout_s": time.perf_counter() - started,
-            **{f"time/{phase}_s": seconds for phase, seconds in scored.times.items()},
-        }
-        if self.world_size > 1:  # the whole batch's means (equal shares per process)
-            rollout_metrics = {**distributed.mean_over_processes(rollout_metrics), "step": self.step_count}
-        if on_rollout is not None:
-            on_rollout(dict(rollout_metrics))
-        lr = self.scheduler.get_last_lr()[0]
-        update_started = time.perf_counter()
-        stats = self.update(batch)
-        self.model.use(POLICY)
-        update_s = time.perf_counter() - update_started
-        self.scheduler.step()
-        self.after_update(rollout_metrics)
-        elapsed = time.perf_counter() - started
-        tokens = scored.mask.sum().item()
-        metrics = {**rollout_metrics, **stats, "lr": lr, "time/update_s": update_s, "time/step_s": elapsed,
-                   "tokens_per_s": tokens / elapsed,
-                   "sequence_tokens": int(scored.rollout.attention_mask.sum().item())}
-        if self.world_size > 1:
-            local = {k: v for k, v in metrics.items() if k not in rollout_metrics}
-            metrics.update(distributed.mean_over_processes(local))
-            metrics["tokens_per_s"] *= self.world_size  # each process's tokens per second, summed
-            metrics["sequence_tokens"] = int(round(metrics["sequence_tokens"] * self.world_size))
-        for name in ("objective/scores", "objective/kl", *(k for k in stats if k.startswith("loss"))):
-            if not math.isfinite(metrics[name]):
-                raise NonFiniteError(f"{name} is NaN or infinite at step {self.step_count}; the run was stopped")
-        samples = [self.sample_row(batch, i, prompts[i]) for i in range(min(cfg.samples_per_step, len(prompts)))]
-        return metrics, samples
+    # -- samples -----------------------------------------------------------------------------------
+    def sample_rows(self, step: Step) -> list[dict]:
+        """The step's first ``samples_per_step`` answers, logged with their token view."""
+        count = min(self.config.samples_per_step, len(step.prompts))
+        return [self.sample_row(step.batch, i, step.prompts[i]) for i in range(count)]
 
     def sample_row(self, batch, i: int, prompt) -> dict:
         """One logged sample with its token view: each answer token with its KL (and the method's own view)."""
@@ -475,85 +435,57 @@ class PolicyTrainer:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self, folder: Path) -> None:
-        """Adapters (safetensors) and optimiser/schedule/RNG-free state (torch, tensors only)."""
+        """Adapters (safetensors) and optimiser, schedule and β (torch, tensors only)."""
         folder = Path(folder)
         self.model.save_adapters(folder)
         torch.save({"step": self.step_count, "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), **self.extra_state()}, folder / "trainer_state.pt")
+                    "scheduler": self.scheduler.state_dict(), "beta": self.kl_ctl.value}, folder / "trainer_state.pt")
 
     def load_checkpoint(self, folder: Path) -> None:
-        """Restore what save_checkpoint wrote."""
+        """Restore what save_checkpoint wrote (a checkpoint without β, from before it was kept for every method,
+        keeps the configured one)."""
         folder = Path(folder)
         self.model.load_adapters(folder)
         state = torch.load(folder / "trainer_state.pt", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.load_extra_state(state)
+        self.kl_ctl.value = state.get("beta", self.kl_ctl.value)
         self.step_count = state["step"]
+
+
+@dataclass
+class SampledBatch:
+    """What every sampling method's batch has: the scored rollout and its per-token KL; a method's batch adds
+    its advantages."""
+
+    scored: ScoredRollout  # the sampled, scored answers and their log-probs
+    kl: torch.Tensor  # [B, R] per-token KL to the reference by the run's estimator
+
+    def __len__(self) -> int:
+        return len(self.scored.texts)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.scored.mask
+
+    @property
+    def answer_tokens(self) -> int:
+        """Answer tokens of the batch (what tokens_per_s counts)."""
+        return int(self.scored.mask.sum().item())
+
+    @property
+    def sequence_tokens(self) -> int:
+        """Prompt and answer tokens of the batch."""
+        return int(self.scored.rollout.attention_mask.sum().item())
 
 
 def in_parts(items, size: int) -> list[tuple[object, float]]:
     """``items`` (a sequence or a tensor's rows) in consecutive parts of at most ``size``, each with its share of
     the whole: a loss that is a mean over items, weighted by the shares and back-propagated part by part, gives
-    the whole's gradient with one part's activations held at a time (GRPO's and RLOO's answers, DPO's pairs)."""
+    the whole's gradient with one part's activations held at a time."""
     return [(items[start:start + size], min(size, len(items) - start) / len(items))
             for start in range(0, len(items), size)]
 
 
 def rounded(x: torch.Tensor) -> list[float]:
     return [round(v, 5) for v in x.detach().float().cpu().tolist()]
-
-
-@dataclass
-class GroupBatch:
-    """A scored rollout of groups (``group_size`` answers to each prompt, in a row) with each answer's
-    reward and advantage [B]: what the group methods' losses need."""
-
-    scored: ScoredRollout  # the sampled, scored answers and their log-probs
-    kl: torch.Tensor  # [B, R] per-token KL to the reference by the run's estimator
-    rewards: torch.Tensor  # [B] what the group compares: the score (minus beta * KL where KL is in the reward)
-    advantages: torch.Tensor  # [B] each answer's advantage, the same on all its tokens
-
-    @property
-    def mask(self) -> torch.Tensor:
-        return self.scored.mask
-
-
-class GroupTrainer(PolicyTrainer):
-    """A method that samples ``group_size`` answers per prompt and judges each against its group (GRPO, RLOO):
-    no value model, one advantage per answer. It logs its rollout with TRL's GRPO/RLOO metric names."""
-
-    @staticmethod
-    def answers_per_prompt(config) -> int:
-        return config.group_size
-
-    reads_sampler_logprobs = True  # no value model: the update's passes are the only policy passes
-
-    def passes(self, rows: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
-        """A minibatch's rows in parts of ``answers_per_pass`` answers (``in_parts``)."""
-        return in_parts(rows, self.config.answers_per_pass)
-
-    def grouped(self, x: torch.Tensor) -> torch.Tensor:
-        """[B] -> [prompts, group_size] (a group's answers are consecutive rows)."""
-        return x.view(-1, self.config.group_size)
-
-    def method_metrics(self, batch: GroupBatch) -> dict:
-        scored, mask = batch.scored, batch.mask
-        scores = self.grouped(scored.scores)
-        return {"reward": scored.scores.mean().item(),
-                "reward_std": scores.std(dim=1).mean().item(),
-                "frac_reward_zero_std": frac_reward_zero_std(scores),
-                "entropy": masked_mean(scored.entropy, mask).item(),
-                "completions/mean_length": scored.rollout.response_lengths.float().mean().item(),
-                "completions/clipped_ratio": 1.0 - scored.rollout.has_eos.float().mean().item()}
-
-    def token_view(self, batch: GroupBatch, i: int, n: int) -> dict:
-        """The answer's reward and advantage (one number each: a group method has no per-token values)."""
-        return {"reward": round(batch.rewards[i].item(), 5), "advantage": round(batch.advantages[i].item(), 5)}
-
-
-def frac_reward_zero_std(scores: torch.Tensor) -> float:
-    """Share of prompts whose G answers all scored the same ([P, G]): such groups give every answer a zero
-    advantage and teach nothing (TRL's ``frac_reward_zero_std``)."""
-    std = scores.std(dim=1)
-    return float(torch.isclose(std, torch.zeros_like(std)).float().mean())

@@ -134,7 +134,9 @@ def sweep_body(job: Job) -> str:
                 loop.end_step(*result)
             for loop in going:
                 if loop.learns_from_pairs:
-                    loop.end_step(*loop.trainer.step(loop.on_rollout))
+                    step = loop.trainer.begin()
+                    loop.on_rollout(step.metrics)
+                    loop.end_step(*loop.trainer.finish(step))
             for column, reference in enumerate((True, False)):
                 due = [loop for loop in going if loop.probes_due()[column]]
                 for group in same_probe_prompts(due):

@@ -6,22 +6,23 @@ objective it solves (max E[r] − β KL), so a DPO policy can be placed on the s
 on-policy runs by sampling it on held-out prompts (the DPO paper's Fig. 2).
 
 ``DPOTrainer`` takes a step on a batch of pairs (a pairs file or the dashboard's pair store, copied into the
-run folder); the shared plumbing (trainer.py) gives it the reference, the optimiser, checkpoints and the
-probe answers on held-out prompts, scored by the reward model (and the gold annotator) as every method's.
+run folder); the shared trainer (core/trainer.py) owns the loop and gives it the reference, the optimiser,
+checkpoints and the probe answers on held-out prompts, scored by the reward model (and the gold annotator)
+as every method's.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from rlhf_engine.core import distributed
 from rlhf_engine.core.generation import Rollout
 from rlhf_engine.core.models import encode_prompt, left_pad
-from rlhf_engine.core.rollout import check_finite
-from rlhf_engine.core.trainer import PolicyTrainer, in_parts
+from rlhf_engine.core.rollout import POLICY
+from rlhf_engine.core.trainer import PolicyTrainer, Step, UpdatePlan
 from rlhf_engine.data.pairs import PreferencePair, prompt_text
 
 
@@ -65,56 +66,74 @@ def pair_rollout(tokenizer, pairs: list[PreferencePair], chat_template: bool, ma
     return Rollout(query_ids, query_mask, response_ids.to(device), response_mask.to(device), has_eos.to(device))
 
 
+@dataclass
+class PairBatch:
+    """A step's preference pairs, and what DPO's loss leaves in it for the step's metrics and samples."""
+
+    pairs: list[PreferencePair]  # this process's pairs of the step
+    margins: torch.Tensor  # [n] each pair's implicit reward margin, filled in by the loss
+    answer_tokens: int = 0  # chosen and rejected answer tokens (EOS included), counted by the loss
+    sequence_tokens: int = 0  # prompt and answer tokens, counted by the loss
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
 class DPOTrainer(PolicyTrainer):
-    """DPO steps on batches of preference pairs (``prompts`` here are the pairs); ``step()`` returns (metrics,
-    samples), the samples being the step's first pairs with their implicit rewards."""
+    """DPO steps on batches of preference pairs; ``step()`` returns (metrics, samples), the samples being the
+    step's first pairs with their implicit reward margins."""
 
     method_name = "DPO"
 
+    def __init__(self, config, reward_model, pairs: list[PreferencePair], gold_scorer=None, base=None,
+                 name: str = POLICY):
+        self.pairs = list(pairs)
+        super().__init__(config, reward_model, [pair.prompt for pair in self.pairs], gold_scorer, base, name)
+
     def settings(self) -> str:
         cfg = self.config
-        return f"DPO: beta={cfg.kl_coef:g}, {len(self.prompts)} pairs, at most {cfg.max_length} tokens per answer"
+        return f"DPO: beta={cfg.kl_coef:g}, {len(self.pairs)} pairs, at most {cfg.max_length} tokens per answer"
+
+    def update_plan(self) -> UpdatePlan:
+        return UpdatePlan(rows_per_part=self.config.pairs_per_pass)
+
+    def next_pairs(self) -> list[PreferencePair]:
+        """This process's pairs of the coming step (a seeded shuffle per epoch; the same on resume)."""
+        return [self.pairs[i] for i in self.step_indices(len(self.pairs))]
+
+    def begin(self, sampled=None) -> Step:
+        """The step's pairs: DPO samples nothing (its answers to held-out prompts are the probes)."""
+        if sampled is not None:
+            raise ValueError("DPO samples nothing: it learns from its pairs")
+        started = time.perf_counter()
+        pairs = self.next_pairs()
+        self.step_count += 1
+        batch = PairBatch(pairs, torch.zeros(len(pairs)))
+        return Step(batch, {"step": self.step_count, "beta": self.beta}, started, [pair.prompt for pair in pairs])
 
     def answer_logprobs(self, roll: Rollout, reference: bool = False) -> torch.Tensor:
         """Each answer's summed log-probability [2n] under the policy (with its graph) or the reference, at
         temperature 1: DPO's log π(y|x)."""
         return (self.token_logprobs_of(roll, reference, temperature=1.0) * roll.response_mask).sum(1)
 
-    def step(self, on_rollout=None, sampled=None) -> tuple[dict, list[dict]]:
+    def loss(self, batch: PairBatch, rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``dpo_loss`` of the pairs ``rows``, their chosen and rejected answers read in one pass."""
         cfg = self.config
-        started = time.perf_counter()
-        pairs = self.next_prompts()  # this process's pairs of the step (its "prompts" are the pairs)
-        self.step_count += 1
-        n = len(pairs)
-        chosen, rejected, tokens = [], [], 0  # (policy, reference) log-probs of each pass's answers, detached
-        # The batch's gradient in passes of pairs_per_pass pairs (each pass's loss weighted by its share of the
-        # batch): the same gradient as one pass, with one pass's activations held at a time.
-        for part, share in in_parts(pairs, cfg.pairs_per_pass):
-            roll = pair_rollout(self.tokenizer, part, cfg.model.chat_template, cfg.max_length, self.model.peft.device)
-            k = len(part)
-            reference = self.answer_logprobs(roll, reference=True)
-            policy = self.answer_logprobs(roll)
-            loss, _ = dpo_loss(policy[:k], policy[k:], reference[:k], reference[k:], cfg.kl_coef)
-            check_finite("DPO loss", loss, self.step_count)
-            (loss * share).backward()
-            chosen.append((policy[:k].detach(), reference[:k]))
-            rejected.append((policy[k:].detach(), reference[k:]))
-            tokens += roll.attention_mask.sum().item()
-        grad_norm = self.optimizer_step()
-        policy = torch.cat([c[0] for c in chosen] + [r[0] for r in rejected])
-        reference = torch.cat([c[1] for c in chosen] + [r[1] for r in rejected])
-        loss, pair_metrics = dpo_loss(policy[:n], policy[n:], reference[:n], reference[n:], cfg.kl_coef)
-        lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
-        elapsed = time.perf_counter() - started
-        metrics = {"loss": loss.item(), **pair_metrics, "beta": cfg.kl_coef, "grad_norm": grad_norm, "lr": lr,
-                   "time/step_s": elapsed, "tokens_per_s": tokens / elapsed}
-        if self.world_size > 1:
-            metrics = distributed.mean_over_processes(metrics)
-            metrics["tokens_per_s"] *= self.world_size
+        roll = pair_rollout(self.tokenizer, [batch.pairs[i] for i in rows.tolist()], cfg.model.chat_template,
+                            cfg.max_length, self.model.peft.device)
+        k = len(rows)
+        reference = self.answer_logprobs(roll, reference=True)
+        policy = self.answer_logprobs(roll)
+        loss, metrics = dpo_loss(policy[:k], policy[k:], reference[:k], reference[k:], self.beta)
         with torch.no_grad():
-            margins = cfg.kl_coef * ((policy[:n] - reference[:n]) - (policy[n:] - reference[n:]))
-        samples = [{"step": self.step_count, "prompt": prompt_text(pair.prompt), "chosen": pair.chosen,
-                    "rejected": pair.rejected, "margin": round(float(margin), 5)}
-                   for pair, margin in zip(pairs[:cfg.samples_per_step], margins.tolist())]
-        return {"step": self.step_count, **metrics}, samples
+            batch.margins[rows] = self.beta * ((policy[:k] - reference[:k]) - (policy[k:] - reference[k:])).cpu()
+        batch.answer_tokens += int(roll.response_mask.sum().item())
+        batch.sequence_tokens += int(roll.attention_mask.sum().item())
+        return loss, {"loss": loss.item(), **metrics}
+
+    def sample_rows(self, step: Step) -> list[dict]:
+        """The step's first pairs with their implicit reward margins."""
+        batch: PairBatch = step.batch
+        return [{"step": self.step_count, "prompt": prompt_text(pair.prompt), "chosen": pair.chosen,
+                 "rejected": pair.rejected, "margin": round(float(margin), 5)}
+                for pair, margin in zip(batch.pairs[:self.config.samples_per_step], batch.margins.tolist())]

@@ -7,15 +7,15 @@ loss (GRPO's) or, as PPO does, k1 in the reward. Dr. GRPO removes two biases: no
 standard deviation (it favours groups whose answers scored nearly alike), and token sums over a constant
 instead of per-answer means (the mean rewards short wrong answers and long right ones less).
 
-``GRPOTrainer`` turns the shared scored rollout (rollout.py) into this loss; all else is trainer.py's.
+``GRPOTrainer`` turns the shared scored rollout (core/rollout.py) into this loss; the loop is core/trainer.py's.
 """
 
 from __future__ import annotations
 
 import torch
 
-from rlhf_engine.core.rollout import ScoredRollout, check_finite, kl_penalty, masked_mean
-from rlhf_engine.core.trainer import GroupBatch, GroupTrainer
+from rlhf_engine.core.rollout import ScoredRollout, kl_penalty, masked_mean
+from rlhf_engine.methods.group import GroupBatch, GroupTrainer
 
 STD_EPS = 1e-4  # added to a group's standard deviation before dividing (TRL's GRPOTrainer)
 LOSS_TYPES = ("grpo", "dr_grpo")  # per-answer token means (GRPO) or token sums over a constant (Dr. GRPO)
@@ -68,6 +68,7 @@ class GRPOTrainer(GroupTrainer):
     token (``kl_in`` = "loss") or β·KL off each score before the group comparison (``kl_in`` = "reward")."""
 
     method_name = "GRPO"
+    token_mean_metrics = ("kl", "clip_ratio/region_mean")
 
     def settings(self) -> str:
         cfg = self.config
@@ -82,42 +83,20 @@ class GRPOTrainer(GroupTrainer):
         advantages = group_advantages(self.grouped(rewards), scale_by_std=cfg.loss_type == "grpo").flatten()
         return GroupBatch(scored, kl, rewards, advantages)
 
-    def update(self, batch: GroupBatch) -> dict:
+    def loss(self, batch: GroupBatch, rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``grpo_loss`` of the answers ``rows`` (the KL term only with ``kl_in`` = "loss"), under TRL's names."""
         cfg = self.config
-        return clipped_update(self, batch, cfg.epochs, cfg.cliprange, cfg.kl_coef if cfg.kl_in == "loss" else 0.0,
-                              cfg.loss_type)
+        return clipped_loss(self, batch, rows, cfg.cliprange, cfg.kl_coef if cfg.kl_in == "loss" else 0.0,
+                            cfg.loss_type)
 
 
-def clipped_update(trainer: GroupTrainer, batch: GroupBatch, epochs: int, cliprange: float, beta: float = 0.0,
-                   loss_type: str = "grpo") -> dict:
-    """``epochs`` passes of ``grpo_loss`` over a group batch, one optimiser step each (GRPO's update, and
-    RLOO's clipped form with beta 0), each epoch's gradient taken in parts of ``answers_per_pass`` answers.
-
-    The ratio's old log-probs are the first epoch's own, detached: the policy before the update, read on the
-    update's path (its first ratio is exactly 1, as TRL's with num_iterations 1). Returns the mean loss, k3,
-    clipped share and gradient norm, under TRL's names.
-    """
+def clipped_loss(trainer: GroupTrainer, batch: GroupBatch, rows: torch.Tensor, cliprange: float, beta: float = 0.0,
+                 loss_type: str = "grpo") -> tuple[torch.Tensor, dict[str, float]]:
+    """``grpo_loss`` of a group batch's answers ``rows`` against their first pass (GRPO's loss, and RLOO's clipped
+    form with beta 0): (loss, {"loss", "kl", "clip_ratio/region_mean"})."""
     scored = batch.scored
-    old = None  # [B, R] the first epoch's log-probs
-    stats = {"loss": [], "kl": [], "clip_ratio/region_mean": [], "grad_norm": []}
-    for rows in trainer.minibatches(len(batch.advantages), 1, epochs):
-        first, tokens = old is None, batch.mask[rows].sum().clamp(min=1)
-        if first:
-            old = torch.zeros_like(scored.logprobs)
-        loss_sum = kl_sum = clip_sum = 0.0
-        for part, share in trainer.passes(rows):
-            logprobs = trainer.new_logprobs(scored, part)
-            if first:
-                old[part] = logprobs.detach()
-            loss, metrics = grpo_loss(logprobs, old[part], batch.advantages[part], batch.mask[part], cliprange,
-                                      beta, scored.ref_logprobs[part], loss_type, trainer.config.response_length)
-            check_finite("policy loss", loss, trainer.step_count)
-            (loss * share).backward()
-            weight = float(batch.mask[part].sum() / tokens)  # the part's share of the tokens (the metrics' means)
-            loss_sum, kl_sum = loss_sum + loss.item() * share, kl_sum + metrics["kl"] * weight
-            clip_sum += metrics["clip_ratio"] * weight
-        stats["grad_norm"].append(trainer.optimizer_step())
-        stats["loss"].append(loss_sum)
-        stats["clip_ratio/region_mean"].append(clip_sum)
-        stats["kl"].append(kl_sum)
-    return {name: sum(values) / len(values) for name, values in stats.items()}
+    logprobs, _ = trainer.policy_forward(scored, rows)
+    loss, metrics = grpo_loss(logprobs, batch.first_pass_of(rows, logprobs), batch.advantages[rows],
+                              batch.mask[rows], cliprange, beta, scored.ref_logprobs[rows], loss_type,
+                              trainer.config.response_length)
+    return loss, {"loss": loss.item(), "kl": metrics["kl"], "clip_ratio/region_mean": metrics["clip_ratio"]}

@@ -24,10 +24,12 @@ import torch
 from torch import nn
 
 from rlhf_engine.core import distributed
-from rlhf_engine.core.generation import last_hidden_state, response_logits, token_logprobs
+from rlhf_engine.core.generation import last_hidden_state, response_logits
 from rlhf_engine.core.heads import load_head, new_head, save_head
-from rlhf_engine.core.rollout import POLICY, ScoredRollout, check_finite, masked_mean
-from rlhf_engine.core.trainer import Policy, PolicyTrainer, adapters_on_base, rounded
+from rlhf_engine.core.kl_control import AdaptiveKLController
+from rlhf_engine.core.policy import Policy, adapters_on_base
+from rlhf_engine.core.rollout import POLICY, ScoredRollout, masked_mean
+from rlhf_engine.core.trainer import PolicyTrainer, SampledBatch, UpdatePlan, rounded
 
 VALUE = "value"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -111,29 +113,6 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return loss, clipfrac
 
 
-class FixedKLController:
-    """beta stays as set."""
-
-    def __init__(self, beta: float):
-        self.value = beta
-
-    def update(self, current_kl: float, n_steps: int) -> None:
-        pass
-
-
-class AdaptiveKLController:
-    """Ziegler et al. 2019: e = clip(KL / target - 1, -0.2, 0.2); beta <- beta * (1 + e * n_steps / horizon)."""
-
-    def __init__(self, beta: float, target: float, horizon: int):
-        self.value = beta
-        self.target = target
-        self.horizon = horizon
-
-    def update(self, current_kl: float, n_steps: int) -> None:
-        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + error * n_steps / self.horizon
-
-
 # ----------------------------------------------------------------------------------------------
 # The models: policy + value adapters on one base; reference = adapters disabled.
 # ----------------------------------------------------------------------------------------------
@@ -183,17 +162,27 @@ class PolicyAndValue(Policy):
         return model, tokenizer
 
     def use(self, role: str) -> None:
-        """Make this run's policy or value adapter the active (and trainable) one."""
+        """Make this run's policy or value adapter the active one. Both keep requires_grad on: PEFT turns it off
+        for the adapter it deactivates, and a leaf without it gets no gradient from a pass made before."""
         self.peft.set_adapter(self.policy_adapter if role == POLICY else self.value_adapter)
+        if not self.shared:
+            for param in self.trainable_parameters():
+                param.requires_grad_(True)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The adapters and the value head."""
         return super().trainable_parameters() + list(self.value_head.parameters())
 
-    def policy_logits_and_values(self, input_ids, attention_mask, response_length: int, temperature: float):
-        """(logits / T [B, R, V], values [B, R]) in one pass; values only with a shared value head, else None."""
+    @property
+    def single_pass(self) -> bool:
+        return self.shared
+
+    def forward(self, input_ids, attention_mask, response_length: int, temperature: float):
+        """(logits / T [B, R, V], values [B, R]): one pass with the shared value head; with a separate value
+        adapter, the policy's pass and then the value's (two passes, both graphs held until the backward)."""
         if not self.shared:
-            return self.policy_logits(input_ids, attention_mask, response_length, temperature), None
+            logits = self.policy_logits(input_ids, attention_mask, response_length, temperature)
+            return logits, self.values(input_ids, attention_mask, response_length)
         self.use(POLICY)
         logits, hidden = response_logits(self.peft, input_ids, attention_mask, response_length, temperature,
                                          with_hidden=True)
@@ -225,19 +214,13 @@ class PolicyAndValue(Policy):
 # ----------------------------------------------------------------------------------------------
 
 @dataclass
-class PPOBatch:
-    """A scored rollout with what PPO's update needs: per-token KL, rewards, advantages and returns [B, R]."""
+class PPOBatch(SampledBatch):
+    """A scored rollout with what PPO's loss needs: per-token KL, rewards, advantages and returns [B, R]."""
 
-    scored: ScoredRollout  # the sampled, scored answers and their log-probs and values
-    kl: torch.Tensor  # per-token KL to the reference by the run's estimator
     rewards: torch.Tensor  # -beta * KL_t on every token, plus the score on the last (whitened if asked)
     non_score: torch.Tensor  # the KL part of the rewards alone
     advantages: torch.Tensor  # GAE advantages (whitened unless turned off)
     returns: torch.Tensor  # advantages + values: the value function's targets
-
-    @property
-    def mask(self) -> torch.Tensor:
-        return self.scored.mask
 
 
 class PPOTrainer(PolicyTrainer):
@@ -246,31 +229,18 @@ class PPOTrainer(PolicyTrainer):
     model_class = PolicyAndValue
     method_name = "PPO"
 
-    def __init__(self, config, reward_model, prompts, gold_scorer: Callable[[str], float] | None = None,
-                 base=None, name: str = POLICY):
+    def __init__(self, config, reward_model, prompts, gold_scorer=None, base=None, name: str = POLICY):
         super().__init__(config, reward_model, prompts, gold_scorer, base, name)
-        self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
-                       if config.adaptive_kl else FixedKLController(config.kl_coef))
-
-    def can_reuse_rollout_pass(self) -> bool:
-        # With a shared value head and one minibatch, the first PPO epoch's forward pass would repeat the
-        # rollout's exactly (same weights, same batch): the rollout keeps its graph and the update uses it.
-        return self.config.value_model == "shared" and self.config.num_mini_batches == 1
-
-    @property
-    def beta(self) -> float:
-        return self.kl_ctl.value
+        if config.adaptive_kl:
+            self.kl_ctl = AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
 
     def settings(self) -> str:
         cfg = self.config
         return (f"PPO: beta={self.beta:g} ({'adaptive' if cfg.adaptive_kl else 'fixed'}), KL estimator "
                 f"{cfg.kl_estimator}, value model {cfg.value_model}, {len(self.prompts)} prompts")
 
-    def policy_pass(self, ids, mask, length: int):
-        return self.model.policy_logits_and_values(ids, mask, length, self.config.temperature)
-
-    def rollout_values(self, ids, mask, length: int):
-        return self.model.values(ids, mask, length)
+    def update_plan(self) -> UpdatePlan:
+        return UpdatePlan(epochs=self.config.ppo_epochs, minibatches=self.config.num_mini_batches)
 
     # -- phase 2 ------------------------------------------------------------------------------
     def advantages(self, scored: ScoredRollout) -> PPOBatch:
@@ -278,7 +248,7 @@ class PPOTrainer(PolicyTrainer):
         cfg = self.config
         mask = scored.mask
         kl = scored.kl(cfg.kl_estimator)
-        rewards, non_score = per_token_rewards(kl, scored.scores, mask, self.kl_ctl.value)
+        rewards, non_score = per_token_rewards(kl, scored.scores, mask, self.beta)
         if cfg.whiten_rewards:
             rewards = whiten(rewards, mask, shift_mean=False, all_sum=distributed.all_sum)
         advantages, returns = gae(rewards, scored.values, mask, cfg.gamma, cfg.lam)
@@ -292,53 +262,19 @@ class PPOTrainer(PolicyTrainer):
                 "objective/rlhf_reward": (batch.scored.scores + non_score).mean().item()}
 
     # -- phase 3 ------------------------------------------------------------------------------
-    def update(self, batch: PPOBatch) -> dict:
-        """ppo_epochs x minibatches of the clipped policy and value losses."""
-        cfg = self.config
-        scored = batch.scored
-        roll = scored.rollout
-        ids, attn, length = roll.input_ids, roll.attention_mask, roll.response_ids.shape[1]
-        stats = {"pg": [], "vf": [], "clipfrac": [], "vf_clipfrac": [], "approxkl": [], "grad_norm": []}
-        first_values = scored.first_pass[1] if scored.first_pass is not None else None
-        for mb in self.minibatches(len(ids), cfg.num_mini_batches, cfg.ppo_epochs):
-            mask = batch.mask[mb]
-            if first_values is not None:  # epoch 1, whole batch, weights untouched: the rollout's own pass
-                new_logprobs, new_values, first_values = self.new_logprobs(scored, mb), first_values[mb], None
-            else:
-                logits, new_values = self.model.policy_logits_and_values(ids[mb], attn[mb], length, cfg.temperature)
-                new_logprobs = token_logprobs(logits, roll.response_ids[mb])
-                del logits
-            pg_loss, clipfrac, approx_kl = policy_loss(new_logprobs, scored.logprobs[mb], batch.advantages[mb],
-                                                       mask, cfg.cliprange)
-            check_finite("policy loss", pg_loss, self.step_count)
-            if new_values is None:  # a separate value adapter: back-propagate the policy term before its pass
-                pg_loss.backward()  # (the same gradient as the sum's; half the activations held at once)
-                pg_loss = pg_loss.detach()
-                new_values = self.model.values(ids[mb], attn[mb], length)
-            vf_loss, vf_clipfrac = value_loss(new_values, scored.values[mb], batch.returns[mb], mask,
-                                              cfg.cliprange_value)
-            check_finite("value loss", vf_loss, self.step_count)
-            loss = pg_loss + cfg.vf_coef * vf_loss  # the PPO loss (Schulman et al. 2017, eq. 9, no entropy bonus)
-            loss.backward()
-            grad_norm = self.optimizer_step()
-            for key, value in (("pg", pg_loss), ("vf", vf_loss), ("clipfrac", clipfrac),
-                               ("vf_clipfrac", vf_clipfrac), ("approxkl", approx_kl), ("grad_norm", grad_norm)):
-                stats[key].append(float(value.detach()) if torch.is_tensor(value) else float(value))
-        mean = {key: sum(v) / len(v) for key, v in stats.items()}
-        return {"policy/approxkl": mean["approxkl"], "policy/clipfrac": mean["clipfrac"],
-                "val/clipfrac": mean["vf_clipfrac"], "loss/policy": mean["pg"], "loss/value": mean["vf"],
-                "grad_norm": mean["grad_norm"]}
-
-    def after_update(self, rollout_metrics: dict) -> None:
-        self.kl_ctl.update(rollout_metrics["objective/kl"], self.config.batch_size)
+    def loss(self, batch: PPOBatch, rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The clipped policy loss and the clipped value loss of a minibatch (``ppo_epochs`` x minibatches of it
+        make the update)."""
+        cfg, scored, mask = self.config, batch.scored, batch.mask[rows]
+        logprobs, values = self.policy_forward(scored, rows)
+        pg_loss, clipfrac, approx_kl = policy_loss(logprobs, scored.logprobs[rows], batch.advantages[rows], mask,
+                                                   cfg.cliprange)
+        vf_loss, vf_clipfrac = value_loss(values, scored.values[rows], batch.returns[rows], mask, cfg.cliprange_value)
+        loss = pg_loss + cfg.vf_coef * vf_loss  # the PPO loss (Schulman et al. 2017, eq. 9, no entropy bonus)
+        return loss, {"policy/approxkl": float(approx_kl), "policy/clipfrac": float(clipfrac),
+                      "val/clipfrac": float(vf_clipfrac), "loss/policy": float(pg_loss.detach()),
+                      "loss/value": float(vf_loss.detach())}
 
     def token_view(self, batch: PPOBatch, i: int, n: int) -> dict:
         """Each answer token's value and advantage, beside its KL."""
         return {"token_value": rounded(batch.scored.values[i, :n]), "token_advantage": rounded(batch.advantages[i, :n])}
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def extra_state(self) -> dict:
-        return {"beta": self.kl_ctl.value}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.kl_ctl.value = state["beta"]

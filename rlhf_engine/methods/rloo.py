@@ -5,16 +5,17 @@ k answers per prompt; each answer's reward is its score minus β·KL (k1 summed 
 reward as PPO puts it); its baseline is the mean reward of the other k − 1 answers to the same prompt, so
 no value model is needed and the baseline does not depend on the answer it judges.
 
-``RLOOTrainer`` turns the shared scored rollout (rollout.py) into this loss, one update per rollout
-(on-policy REINFORCE); all else is trainer.py's.
+``RLOOTrainer`` turns the shared scored rollout (core/rollout.py) into this loss, one update per rollout
+(on-policy REINFORCE); the loop is core/trainer.py's.
 """
 
 from __future__ import annotations
 
 import torch
 
-from rlhf_engine.core.rollout import ScoredRollout, check_finite
-from rlhf_engine.core.trainer import GroupBatch, GroupTrainer
+from rlhf_engine.core.rollout import ScoredRollout
+from rlhf_engine.methods.group import GroupBatch, GroupTrainer
+from rlhf_engine.methods.grpo import clipped_loss
 
 
 def sequence_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -41,6 +42,7 @@ class RLOOTrainer(GroupTrainer):
     """RLOO iterations: k answers per prompt, rewards with the KL in them, leave-one-out advantages, REINFORCE."""
 
     method_name = "RLOO"
+    token_mean_metrics = ("clip_ratio/region_mean",)
 
     def settings(self) -> str:
         cfg = self.config
@@ -52,19 +54,12 @@ class RLOOTrainer(GroupTrainer):
         rewards = sequence_rewards(scored.scores, kl, scored.mask, self.config.kl_coef)
         return GroupBatch(scored, kl, rewards, leave_one_out_advantages(self.grouped(rewards)).flatten())
 
-    def update(self, batch: GroupBatch) -> dict:
-        """One REINFORCE step (``epochs`` 1, the paper's); with more passes, the clipped ratio per token with the
-        answer's advantage (``grpo.grpo_loss`` without its KL term: RLOO's KL is in the reward), as TRL does."""
-        cfg, scored = self.config, batch.scored
-        if cfg.epochs == 1:
-            total = 0.0
-            for part, share in self.passes(torch.arange(len(batch.advantages))):
-                loss = reinforce_loss(self.new_logprobs(scored, part), batch.advantages[part], batch.mask[part])
-                check_finite("policy loss", loss, self.step_count)
-                (loss * share).backward()
-                total += loss.item() * share
-            return {"loss": total, "grad_norm": self.optimizer_step()}
-        from rlhf_engine.methods.grpo import clipped_update
-
-        stats = clipped_update(self, batch, cfg.epochs, cfg.cliprange)  # no KL term: RLOO's is in the reward
-        return {name: stats[name] for name in ("loss", "clip_ratio/region_mean", "grad_norm")}
+    def loss(self, batch: GroupBatch, rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """REINFORCE (``epochs`` 1, the paper's); with more passes, the clipped ratio per token with the answer's
+        advantage (``grpo.grpo_loss`` without its KL term: RLOO's KL is in the reward), as TRL does."""
+        if self.config.epochs > 1:
+            loss, metrics = clipped_loss(self, batch, rows, self.config.cliprange)
+            return loss, {"loss": metrics["loss"], "clip_ratio/region_mean": metrics["clip_ratio/region_mean"]}
+        logprobs, _ = self.policy_forward(batch.scored, rows)
+        loss = reinforce_loss(logprobs, batch.advantages[rows], batch.mask[rows])
+        return loss, {"loss": loss.item()}

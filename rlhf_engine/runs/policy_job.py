@@ -186,7 +186,9 @@ def policy_body(job: Job) -> str:
         if distributed.any_process(job.stop_event.is_set()):  # all processes stop after the same step
             return loop.stop()
         loop.begin_step()
-        loop.end_step(*trainer.step(loop.on_rollout))
+        step = trainer.begin()
+        loop.on_rollout(step.metrics)
+        loop.end_step(*trainer.finish(step))
         for reference, due in zip((True, False), loop.probes_due()):
             if due:
                 loop.add_probes(loop.answer_probes(reference), reference)
