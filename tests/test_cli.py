@@ -180,7 +180,7 @@ def test_pairs_add_of_a_bad_file_stores_nothing(tmp_path):
 
 
 def test_collect_stores_the_picked_answer(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    from rlhf_engine.data.pairs import PairStore
+    from rlhf_engine.data.store import PairStore
 
     store = tmp_path / "pairs.sqlite"
     answers = iter(["x", "b", "s"])  # an invalid key is asked again; b stores; s skips; then input ends
@@ -212,10 +212,10 @@ def test_bad_set_values_exit_2(assignment, words, tmp_path):
 
 
 def test_set_reaches_the_config():
-    from rlhf_engine.cli import _set_fields
+    from rlhf_engine.cli import set_fields
     from rlhf_engine.config import PPOConfig
 
-    fields = _set_fields(PPOConfig, ["ppo_epochs=2", "cliprange=0.1", "whiten_rewards=true",
+    fields = set_fields(PPOConfig, ["ppo_epochs=2", "cliprange=0.1", "whiten_rewards=true",
                                      "missing_eos_penalty=1.5", "lr_schedule=constant"])
     config = PPOConfig(**fields)
     assert (config.ppo_epochs, config.cliprange, config.whiten_rewards, config.missing_eos_penalty,
