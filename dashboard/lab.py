@@ -19,7 +19,7 @@ SWEEP_REFRESH_S = 2.0  # seconds between refreshes of a live sweep's progress li
 def submit_sweep(sweep_id: str, jobs: list, picker_key: str) -> None:
     """Queue a sweep's job (its runs side by side) or its runs' jobs (one after another); show the sweep in
     the picker; say so."""
-    from rlhf_engine.runs.jobs import ProcessJob
+    from rlhf_engine.runs.job import ProcessJob
 
     from .state import job_queue
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import streamlit as st
 
 from rlhf_engine.config import ModelConfig, from_dict, to_dict
-from rlhf_engine.data.pairs import PairStore
-from rlhf_engine.runs.jobs import JobQueue
+from rlhf_engine.data.store import PairStore
+from rlhf_engine.runs.queue import JobQueue
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, RunFolder, atomic_write_text, list_runs
 
 LIVE_REFRESH_S = 1.0  # seconds between refreshes of a live view
@@ -63,12 +63,12 @@ class Workspace:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.model_file, json.dumps(to_dict(config), indent=2) + "\n")
 
-    def runs_of(self, kind: str) -> list[RunFolder]:
-        """Run folders of one kind, newest first."""
+    def runs_of(self, *kinds: str) -> list[RunFolder]:
+        """Run folders of these kinds (one, or several: every method's), newest first."""
         found = []
         for run in list_runs(self.runs):
             try:
-                if run.config().get("kind") == kind:
+                if run.config().get("kind") in kinds:
                     found.append(run)
             except (OSError, ValueError):
                 continue
@@ -145,11 +145,11 @@ def loaded_reward_model(folder: str, saved_at: float):
 
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _metric_figures(folder: str, signature: tuple, panels: tuple, kind: str, pending_json: str):
-    from . import plots
+    from rlhf_engine.lab.figures import metric_figure
 
     rows = RunFolder(Path(folder)).metrics()
     pending = json.loads(pending_json) if pending_json else None
-    return [plots.metric_figure(rows, metrics, title, kind, pending) for title, metrics in panels], len(rows)
+    return [metric_figure(rows, metrics, title, kind, pending) for title, metrics in panels], len(rows)
 
 
 def file_signature(path: Path) -> tuple[int, int] | None:

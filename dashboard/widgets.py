@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import Callable, Iterator, Sequence
 
@@ -14,14 +15,12 @@ from rlhf_engine.config import (
     KL_PLACES,
     LR_SCHEDULES,
     VALUE_MODELS,
-    DPOConfig,
-    GRPOConfig,
     PPOConfig,
-    RLOOConfig,
     field_defaults,
     field_help,
 )
-from rlhf_engine.runs.jobs import describe_error
+from rlhf_engine.methods import registry
+from rlhf_engine.runs.job import describe_error
 from rlhf_engine.runs.runfolder import RunFolder
 
 STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:",
@@ -197,7 +196,7 @@ def mark_started(name: str) -> None:
 
 def submit_job(job, picker_key: str, name_key: str) -> None:
     """Queue a prepared job, show it in the run picker, give the next run a new name, and say what happened."""
-    from rlhf_engine.runs.jobs import ProcessJob
+    from rlhf_engine.runs.job import ProcessJob
 
     from .state import job_queue
 
@@ -212,7 +211,7 @@ def submit_job(job, picker_key: str, name_key: str) -> None:
 
 def job_controls(run: RunFolder, key: str) -> None:
     """Stop (queued or running here) or Resume (stopped, failed or interrupted) for one run."""
-    from rlhf_engine.runs.jobs import prepare_resume
+    from rlhf_engine.runs.resume import prepare_resume
 
     from .state import job_queue
 
@@ -338,29 +337,57 @@ DPO_FORM_MORE = ("More: implementation details, seed", (
     ("pairs_per_pass", "pairs per pass (memory)"), ("checkpoint_every", "checkpoint every (steps)"), ("seed", "seed"),
     ("report_to", "mirror metrics to"),
 ))
-# method -> (its config class, its form, its popover)
+# The hand-made layouts of the built-in methods: method -> (its form, its popover). A method without one (one
+# registered from outside: registry.EXTRA_METHODS_ENV) gets a form generated from its config (``generated_form``).
 METHOD_FORMS = {
-    "ppo": (PPOConfig, PPO_FORM, PPO_FORM_MORE),
-    "grpo": (GRPOConfig, GRPO_FORM, GROUP_FORM_MORE),
-    "rloo": (RLOOConfig, RLOO_FORM, GROUP_FORM_MORE),
-    "dpo": (DPOConfig, DPO_FORM, DPO_FORM_MORE),
+    "ppo": (PPO_FORM, PPO_FORM_MORE),
+    "grpo": (GRPO_FORM, GROUP_FORM_MORE),
+    "rloo": (RLOO_FORM, GROUP_FORM_MORE),
+    "dpo": (DPO_FORM, DPO_FORM_MORE),
 }
+GENERATED_COLUMNS = 3  # columns of a generated form
 KNOB_CHOICES = {"kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES, "value_model": VALUE_MODELS,
                 "loss_type": GRPO_LOSS_TYPES, "kl_in": KL_PLACES}
 EOS_PENALTY_DEFAULT = 1.0  # the penalty the form offers once its checkbox is ticked (score units)
 
 
+def method_form(method: str) -> tuple[type, tuple, tuple | None]:
+    """(config class, form, popover or None) of a method of the registry: its hand-made layout
+    (``METHOD_FORMS``), or one generated from its config's fields."""
+    cls = registry.get(method).config
+    if method in METHOD_FORMS:
+        return (cls, *METHOD_FORMS[method])
+    return cls, generated_form(cls), None
+
+
+def generated_form(cls: type) -> tuple:
+    """A form of every field of a config class but the model, in their order, in GENERATED_COLUMNS columns under
+    one heading; each labelled by its name and the start of its comment (``field_help``: all of it is the help)."""
+    helps = field_help(cls)
+    knobs = [(f.name, _generated_label(f.name, helps.get(f.name, ""))) for f in dataclasses.fields(cls)
+             if f.name != "model"]
+    per_column = -(-len(knobs) // GENERATED_COLUMNS)
+    columns = tuple(tuple(knobs[i:i + per_column]) for i in range(0, len(knobs), per_column))
+    return (("Settings", columns),)
+
+
+def _generated_label(name: str, help_text: str) -> str:
+    """"kl_coef — beta, the KL penalty weight": the name and the comment up to its first bracket or colon."""
+    short = re.split(r" \(|: |; ", help_text, maxsplit=1)[0].strip()
+    return f"{name} — {short}" if short else name
+
+
 def form_fields(method: str = "ppo") -> list[tuple[str, str]]:
     """Every (field, label) of a method's form, in the order drawn."""
-    _, form, (_, more) = METHOD_FORMS[method]
+    _, form, more = method_form(method)
     grouped = [knob for _, columns in form for column in columns for knob in column]
-    return grouped + list(more)
+    return grouped + (list(more[1]) if more else [])
 
 
 def policy_knobs(key_prefix: str, method: str = "ppo") -> dict:
-    """A method's form (``METHOD_FORMS``): every knob of its config but the model; returns its config's keyword
+    """A method's form (``method_form``): every knob of its config but the model; returns its config's keyword
     arguments. Call inside a form; ``key_prefix`` is the page's (one per method: their defaults differ)."""
-    cls, form, (title, more) = METHOD_FORMS[method]
+    cls, form, more = method_form(method)
     fields = {}
     for heading, columns in form:
         st.markdown(f"**{heading}**")
@@ -368,9 +395,11 @@ def policy_knobs(key_prefix: str, method: str = "ppo") -> dict:
             with column:
                 for name, label in knobs:
                     fields[name] = _policy_knob(cls, name, label, key_prefix)
-    with st.popover(title):
-        for name, label in more:
-            fields[name] = _policy_knob(cls, name, label, key_prefix)
+    if more:
+        title, knobs = more
+        with st.popover(title):
+            for name, label in knobs:
+                fields[name] = _policy_knob(cls, name, label, key_prefix)
     return fields
 
 
@@ -385,7 +414,25 @@ def _policy_knob(cls: type, name: str, label: str, key_prefix: str):
         penalty = st.number_input(label, key=f"{key_prefix}.eos_penalty",
                                   **first_value(f"{key_prefix}.eos_penalty", EOS_PENALTY_DEFAULT))
         return penalty if used else None
+    if field_defaults(cls)[name] is None:  # another field that may be off (None): in a generated form
+        return _optional_knob(cls, name, label, key_prefix)
     return knob(cls, name, key_prefix, label=label)
+
+
+def _optional_knob(cls: type, name: str, label: str, key_prefix: str):
+    """A field whose default is None (off) in a generated form: a text box, empty for None; a number typed in is
+    read as one."""
+    key = f"{key_prefix}.{name}"
+    text = st.text_input(label, help=f"{knob_help(cls, name)} Empty: none.", key=key, **first_value(key, ""))
+    text = text.strip()
+    if not text:
+        return None
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
 
 
 def tracker_knob(cls: type, key_prefix: str, label: str = "mirror metrics to") -> str:

@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import STATE_ICONS, md, queue_notice
+from rlhf_engine.methods import registry
 
 require_app_shell()
 
@@ -14,19 +15,21 @@ digraph {
   base [label="1. Pretrained model\\n(policy at start = reference)"];
   prefs [label="Preference pairs\\n(prompt, chosen, rejected)", fillcolor="#fff7e6"];
   rm [label="2. Reward model\\nQLoRA + Bradley–Terry"];
-  ppo [label="3. PPO\\nmaximise score − β·KL(policy‖reference)"];
+  ppo [label="3. METHODS\\nmaximise score − β·KL(policy‖reference)"];
   tuned [label="Tuned policy", fillcolor="#eaf7ea"];
   base -> rm [label="same base"]; prefs -> rm; base -> ppo [label="policy + frozen reference"];
   rm -> ppo [label="scores"]; ppo -> tuned;
 }
 """
+TITLES = [method.title for method in registry.methods().values()]  # every policy-training method, built-in first
+HEADING = f"3. {TITLES[0]}" + (f" (or {', '.join(TITLES[1:])})" if len(TITLES) > 1 else "")
 
 ws = workspace()
 st.title("RLHF Workbench")
 st.caption(f"Workspace: `{ws.root}` — everything below is read from it, so a reload or restart loses nothing.")
 st.page_link("pages/workshop.py", label="New to RLHF? The Workshop page walks through the loop in five steps "
              "(about 15 minutes on a laptop)", icon=":material/school:")
-st.graphviz_chart(LOOP)
+st.graphviz_chart(LOOP.replace("METHODS", " / ".join(TITLES).replace('"', "'")))
 queue_notice()
 
 col_model, col_pairs, col_rm, col_ppo = st.columns(4)
@@ -49,10 +52,10 @@ with col_rm:
         st.caption(f"{STATE_ICONS.get(run.status()['state'], '')} {md(run.id)} — {run.status()['state']}")
     st.page_link("pages/reward_model.py", label="Train and evaluate", icon=":material/military_tech:")
 with col_ppo:
-    st.subheader("3. PPO (or GRPO, RLOO)")
-    ppo_runs = [r for kind in ("ppo", "grpo", "rloo") for r in ws.runs_of(kind)]
-    st.metric("policy runs", len(ppo_runs))
-    for run in ppo_runs[:3]:
+    st.subheader(HEADING)
+    policy_runs = ws.runs_of(*registry.names())  # every method's, newest first
+    st.metric("policy runs", len(policy_runs))
+    for run in policy_runs[:3]:
         status = run.status()
         st.caption(f"{STATE_ICONS.get(status['state'], '')} {md(run.id)} — {status['state']}, "
                    f"step {status.get('step', 0)}/{status.get('total_steps', '?')}")

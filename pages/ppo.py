@@ -1,5 +1,6 @@
-"""Policy training, by PPO, GRPO, RLOO or DPO: every knob with its meaning and literature default; Start, Stop, Resume;
-live plots (TRL's metric names for each method), samples and held-out probes."""
+"""Policy training, by any method of the registry (PPO, GRPO, RLOO, DPO, and those registered from outside): every
+knob with its meaning and literature default; Start, Stop, Resume; live plots (TRL's metric names for each method),
+samples and held-out probes."""
 
 import tempfile
 from pathlib import Path
@@ -7,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import plots
 from dashboard.lab import report_button
 from dashboard.state import metric_figures, require_app_shell, workspace
 from dashboard.widgets import (
@@ -23,46 +23,31 @@ from dashboard.widgets import (
     submit_job,
     token_view,
 )
-from rlhf_engine.config import METHOD_CONFIGS
+from rlhf_engine.lab.figures import beta_colour, logs_kl_estimators, policy_panels, probe_figure
 from rlhf_engine.lab.sweep import is_clear, probe_summary
-from rlhf_engine.runs.jobs import POLICY_KINDS, REWARD_KIND, prepare_policy_job
+from rlhf_engine.methods import registry
+from rlhf_engine.runs.policy_job import prepare_policy_job
+from rlhf_engine.runs.reward_job import REWARD_KIND
 from rlhf_engine.runs.runfolder import new_run_name, safe_name
 
 require_app_shell()
 
 SHOWN_PROBES = 3  # probe prompts shown side by side (all of them count in the summary)
-METHOD_NAMES = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO", "dpo": "DPO"}
-RM_PAIRS, STORE_PAIRS = "the reward model's pairs", "the pair store"  # what a DPO run can learn from
-# What each method does, in one breath (the words above its form).
-METHOD_TEXT = {
-    "ppo": "The policy (base + LoRA) writes answers, the reward model scores them, and PPO raises the "
-           "probability of well-scored answers, token by token, against a learnt value baseline. Each token also "
-           "pays β·KL to the frozen reference, so the policy cannot drift far from the base model to please the "
-           "reward model (Ziegler et al. 2019).",
-    "grpo": "GRPO samples a group of answers to each prompt and judges each against its group: advantage = (score − "
-            "group mean) / group std, no value model. The KL to the frozen reference is β·k3 per token in the loss "
-            "(Shao et al. 2024). Dr. GRPO drops the std division and the per-answer length mean (Liu et al. 2025).",
-    "rloo": "RLOO samples k answers to each prompt; each answer's baseline is the mean reward of the other k − 1, "
-            "and REINFORCE raises answers above it. The KL to the frozen reference is taken off each answer's "
-            "reward, β·KL, as PPO does (Ahmadian et al. 2024).",
-    "dpo": "DPO learns from the preference pairs directly, offline: no sampling, no reward model in training. Its "
-           "loss −log σ(β[(log π − log π_ref)(chosen) − (log π − log π_ref)(rejected)]) solves the same "
-           "reward-minus-β·KL objective (Rafailov et al. 2023). To compare it with the others, the policy answers "
-           "held-out prompts every few steps: the reward model scores them and their KL is measured.",
-}
+RM_PAIRS, STORE_PAIRS = "the reward model's pairs", "the pair store"  # what a method that learns from pairs uses
+METHODS = registry.methods()  # every method: its title, its words above the form (summary), its config
 ws = workspace()
-st.title("Policy training: PPO, GRPO, RLOO, DPO")
+st.title("Policy training: " + ", ".join(m.title for m in METHODS.values()))
 show_flash()
 
 reward_models = [r for r in ws.runs_of(REWARD_KIND) if r.status().get("state") == "completed"]
-policy_runs = [r for kind in POLICY_KINDS for r in ws.runs_of(kind)]
+policy_runs = ws.runs_of(*METHODS)
 policy_runs.sort(key=lambda r: r.status().get("created_at", ""), reverse=True)
 with st.expander("Start a new run", expanded=not policy_runs):
-    method = st.segmented_control("Method", list(METHOD_NAMES), format_func=METHOD_NAMES.get, default="ppo",
+    method = st.segmented_control("Method", list(METHODS), format_func=lambda m: METHODS[m].title, default="ppo",
                                   key="policy.method", help="Each method has its own knobs and literature defaults; "
                                   "all share the rollout, the reward model, the reference and the plots of KL.")
     method = method or "ppo"
-    st.caption(METHOD_TEXT[method])
+    st.caption(METHODS[method].summary)
     if not reward_models:
         st.info("Train a reward model first (Reward model page).")
     st.session_state.setdefault(f"{method}.name", new_run_name(method))
@@ -72,16 +57,18 @@ with st.expander("Start a new run", expanded=not policy_runs):
         rm_id = col_rm.selectbox("Reward model", [r.id for r in reward_models], key=f"{method}.reward")
         fields = policy_knobs(method, method)
         pairs_from = RM_PAIRS
-        if method == "dpo":
-            pairs_from = st.radio("Pairs to learn from", (RM_PAIRS, STORE_PAIRS), horizontal=True, key="dpo.pairs",
-                                  help="The reward model's pairs (the default) let DPO and the RL methods learn "
-                                       f"from the same preferences; the pair store holds {ws.store().count()} now.")
+        if METHODS[method].learns_from_pairs:
+            pairs_from = st.radio("Pairs to learn from", (RM_PAIRS, STORE_PAIRS), horizontal=True,
+                                  key=f"{method}.pairs",
+                                  help=f"The reward model's pairs (the default) let {METHODS[method].title} and the "
+                                       "RL methods learn from the same preferences; the pair store holds "
+                                       f"{ws.store().count()} now.")
         base = ws.model_config()
         st.caption(f"Policy base: `{base.source}` ({base.quant}); change it on the Model page.")
         start = st.form_submit_button("Start", type="primary", disabled=not reward_models)
     if start and not started_already(name):
-        with engine_errors(f"Starting {METHOD_NAMES[method]}"):
-            config = METHOD_CONFIGS[method](model=ws.model_config(), **fields)
+        with engine_errors(f"Starting {METHODS[method].title}"):
+            config = METHODS[method].config(model=ws.model_config(), **fields)
             with tempfile.TemporaryDirectory() as tmp:
                 pairs = None
                 if pairs_from == STORE_PAIRS:  # the run keeps its own copy of them
@@ -92,7 +79,8 @@ with st.expander("Start a new run", expanded=not policy_runs):
 queue_notice()
 
 kinds = {r.id: r.config().get("kind", "ppo") for r in policy_runs}
-run = run_picker(policy_runs, "Run", "ppo.pick", describe=lambda i: f"{i} ({METHOD_NAMES.get(kinds[i], kinds[i])})")
+run = run_picker(policy_runs, "Run", "ppo.pick",
+                 describe=lambda i: f"{i} ({METHODS[kinds[i]].title if kinds[i] in METHODS else kinds[i]})")
 if run is None:
     st.info("No policy run yet.")
     st.stop()
@@ -107,17 +95,22 @@ def show_phase(status: dict) -> None:
 status = live_header(run, "ppo", show_phase)
 kind = run.config().get("kind", "ppo")
 config = run.config().get("config", {})
-if kind == "dpo":
-    settings = (f"DPO · β {config.get('kl_coef')} · {config.get('batch_size')} pairs per step from "
+run_method = METHODS[kind]  # the picker lists the runs of the registry's methods only
+# the run's main settings, in the words of its kind of method (told by the settings it has), else the common ones
+if run_method.learns_from_pairs:
+    settings = (f"{run_method.title} · β {config.get('kl_coef')} · {config.get('batch_size')} pairs per step from "
                 f"{Path(run.config().get('pairs', '?')).name}")
-elif kind == "ppo":
-    settings = (f"PPO · β {config.get('kl_coef')} ({'adaptive' if config.get('adaptive_kl') else 'fixed'}) · "
-                f"KL estimator {config.get('kl_estimator')} · batch {config.get('batch_size')}")
-else:
-    variant = "Dr. GRPO" if config.get("loss_type") == "dr_grpo" else METHOD_NAMES.get(kind, kind)
-    where = f" in the {config.get('kl_in')}" if kind == "grpo" else " in the reward"
+elif "adaptive_kl" in config:  # adaptive β (PPO)
+    adaptive = "adaptive" if config.get("adaptive_kl") else "fixed"
+    settings = (f"{run_method.title} · β {config.get('kl_coef')} ({adaptive}) · KL estimator "
+                f"{config.get('kl_estimator')} · batch {config.get('batch_size')}")
+elif "group_size" in config:  # a group method (GRPO, RLOO)
+    variant = "Dr. GRPO" if config.get("loss_type") == "dr_grpo" else run_method.title
+    where = f" in the {config.get('kl_in')}" if "kl_in" in config else " in the reward"
     settings = (f"{variant} · β {config.get('kl_coef')}{where} · {config.get('batch_size')} answers per step, "
                 f"{config.get('group_size')} per prompt")
+else:
+    settings = f"{run_method.title} · β {config.get('kl_coef')} · batch {config.get('batch_size')}"
 st.caption(f"{settings} · {config.get('response_length')} tokens · T {config.get('temperature')}")
 rows = run.metrics()
 pending = status.get("rollout") if status.get("state") == "running" else None
@@ -126,8 +119,8 @@ if pending and rows and pending["step"] <= rows[-1]["step"]:
 st.caption(f"{len(rows)} steps plotted" + (f" + step {pending['step']}'s rollout (hollow marker, update running)"
                                           if pending else ""))
 health_alarms(rows, config, status)
-panels = plots.policy_panels(kind, config, has_gold=run.config().get("gold", False),
-                             has_kl_estimators=plots.logs_kl_estimators(rows))
+panels = policy_panels(kind, config, has_gold=run.config().get("gold", False),
+                       has_kl_estimators=logs_kl_estimators(rows))
 figures, _ = metric_figures(run, panels, kind, pending)
 for start in range(0, len(figures), 3):
     for col, (title, _), figure in zip(st.columns(3), panels[start:start + 3], figures[start:start + 3]):
@@ -135,10 +128,10 @@ for start in range(0, len(figures), 3):
 
 st.subheader("Samples")
 samples = run.samples()
-if samples and kind == "dpo":
+if samples and run_method.learns_from_pairs:
     st.caption("The pairs of each step, with the margin of their implicit rewards β·(log π/π_ref of the chosen − "
                "of the rejected): positive when the policy already prefers the chosen answer more than the "
-               "reference does. DPO's own answers are the held-out probes below.")
+               f"reference does. {run_method.title}'s own answers are the held-out probes below.")
     frame = pd.DataFrame(samples[::-1])[["step", "prompt", "chosen", "rejected", "margin"]]
     st.dataframe(frame, hide_index=True, height=260,
                  column_config={"margin": st.column_config.NumberColumn("implicit margin", format="%+.3f")})
@@ -180,8 +173,8 @@ else:
                 noise = "" if is_clear(gain, se) else ", within the noise"
                 words.append(f"{name} {summary[0][key]:.2f} → {last[key]:.2f} ({gain:+.2f} ± {se:.2f}{noise})")
         st.markdown(md("; ".join(words)) + ".")
-        colour = plots.beta_colour(config.get("kl_coef"), config.get("adaptive_kl"))
-        st.plotly_chart(plots.probe_figure(summary, colour, kind), key="ppo.probes")
+        colour = beta_colour(config.get("kl_coef"), config.get("adaptive_kl"))
+        st.plotly_chart(probe_figure(summary, colour, kind), key="ppo.probes")
     reference = {p["prompt"]: p["response"] for p in probes if p["policy"] == "reference" and not p.get("sample")}
     latest_step = policy_steps[-1]["step"] if policy_steps else None
     policy = {p["prompt"]: p["response"] for p in probes if p["policy"] == "policy" and p["step"] == latest_step}

@@ -20,9 +20,11 @@ from dashboard.widgets import (
     submit_job,
 )
 from rlhf_engine.data import collect
-from rlhf_engine.data.pairs import DataError, hub_dataset, prompt_text, read_pairs, write_pairs
+from rlhf_engine.data.errors import DataError
+from rlhf_engine.data.hub import hub_dataset
+from rlhf_engine.data.pairs import prompt_text, read_pairs, write_pairs
 from rlhf_engine.lab.demo import demo_prompt_split
-from rlhf_engine.runs.jobs import DEMO_PAIRS_KIND, prepare_demo_pairs_job
+from rlhf_engine.lab.demo_job import DEMO_PAIRS_KIND, prepare_demo_pairs_job
 from rlhf_engine.runs.runfolder import RunFolder, new_run_name, safe_name
 
 require_app_shell()

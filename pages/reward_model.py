@@ -6,7 +6,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import plots
 from dashboard.state import metric_figures, require_app_shell, reward_model_for, workspace
 from dashboard.widgets import (
     choice_knob,
@@ -21,7 +20,8 @@ from dashboard.widgets import (
     tracker_knob,
 )
 from rlhf_engine.config import POOLINGS, QUANT_CHOICES, ModelConfig, RewardConfig, field_help
-from rlhf_engine.runs.jobs import REWARD_KIND, prepare_reward_job
+from rlhf_engine.lab.figures import RM_PANELS, margin_histogram, score_length_scatter
+from rlhf_engine.runs.reward_job import REWARD_KIND, prepare_reward_job
 from rlhf_engine.runs.runfolder import new_run_name, safe_name
 
 require_app_shell()
@@ -78,9 +78,9 @@ if run is None:
     st.info("No reward model yet.")
     st.stop()
 live_header(run, "rm")
-figures, steps = metric_figures(run, plots.RM_PANELS, REWARD_KIND)
+figures, steps = metric_figures(run, RM_PANELS, REWARD_KIND)
 st.caption(f"{steps} steps plotted")
-for col, (title, _), figure in zip(st.columns(len(figures)), plots.RM_PANELS, figures):
+for col, (title, _), figure in zip(st.columns(len(figures)), RM_PANELS, figures):
     col.plotly_chart(figure, key=f"rm.{title}")
 
 evaluation = run.eval()
@@ -92,9 +92,9 @@ if evaluation:
     cols[1].metric("mean margin (raw)", f"{evaluation['margin_mean']:.3f}")
     cols[2].metric("held-out pairs", evaluation.get("held_out_pairs", len(evaluation.get("margins", []))))
     col_hist, col_len = st.columns(2)
-    col_hist.plotly_chart(plots.margin_histogram(evaluation.get("margins", [])), key="rm.margins")
+    col_hist.plotly_chart(margin_histogram(evaluation.get("margins", [])), key="rm.margins")
     if evaluation.get("held_out"):
-        col_len.plotly_chart(plots.score_length_scatter(evaluation["held_out"]), key="rm.length")
+        col_len.plotly_chart(score_length_scatter(evaluation["held_out"]), key="rm.length")
 
     st.subheader("Try it")
     prompt = st.text_area("Prompt", "Describe a rainy afternoon.", key="rm.try.prompt")

@@ -1,18 +1,21 @@
-"""Runs: every run with its state; one metric overlaid across runs; reward against KL across PPO runs; sweeps."""
+"""Runs: every run with its state; one metric overlaid across runs; reward against KL across policy runs; sweeps."""
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import plots
 from dashboard.lab import sweep_picker, sweep_view
 from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import export_panel, job_controls, run_picker
+from rlhf_engine.lab import figures
 from rlhf_engine.lab.sweep import FINAL_STEPS, final_point, list_sweeps
-from rlhf_engine.runs.jobs import POLICY_KINDS, REWARD_KIND
+from rlhf_engine.methods import registry
+from rlhf_engine.runs.reward_job import REWARD_KIND
 from rlhf_engine.runs.runfolder import list_runs
 
 require_app_shell()
 
+POLICY_KINDS = registry.names()  # every method's runs train a policy
+METHOD_TITLES = ", ".join(method.title for method in registry.methods().values())
 ws = workspace()
 st.title("Runs")
 runs = list_runs(ws.runs)
@@ -48,18 +51,18 @@ with st.expander("Export a model (for plain transformers, no PEFT)"):
     export_panel([r for r in runs if kind_of(r) in (*POLICY_KINDS, REWARD_KIND)])
 
 st.subheader("Compare a metric")
-ppo_runs = [r for r in runs if kind_of(r) in POLICY_KINDS]  # every method's: they share score, KL and gold
+policy_runs = [r for r in runs if kind_of(r) in POLICY_KINDS]  # every method's: they share score, KL and gold
 POLICY = "policy"  # the runs of every policy method, compared together
 kinds = sorted({POLICY if kind_of(r) in POLICY_KINDS else kind_of(r) for r in runs
-                if kind_of(r) in (*POLICY_KINDS, "reward_model")})
+                if kind_of(r) in (*POLICY_KINDS, REWARD_KIND)})
 if kinds:
     kind = st.radio("Runs of kind", kinds, horizontal=True, key="runs.kind",
-                    format_func=lambda k: "policy (PPO, GRPO, RLOO, DPO)" if k == POLICY else k)
-    of_kind = ppo_runs if kind == POLICY else [r for r in runs if kind_of(r) == kind]
+                    format_func=lambda k: f"policy ({METHOD_TITLES})" if k == POLICY else k)
+    of_kind = policy_runs if kind == POLICY else [r for r in runs if kind_of(r) == kind]
     selected = st.multiselect("Runs", [r.id for r in of_kind], default=[r.id for r in of_kind[:4]], key="runs.sel")
     chosen = [r for r in of_kind if r.id in selected]
     series = {r.id: r.metrics() for r in chosen}
-    colours = plots.runs_colours([{"label": r.id, "beta": r.config().get("config", {}).get("kl_coef"),
+    colours = figures.runs_colours([{"label": r.id, "beta": r.config().get("config", {}).get("kl_coef"),
                                    "adaptive": r.config().get("config", {}).get("adaptive_kl")} for r in chosen]) \
         if kind == POLICY else None
     names = sorted({k for rows in series.values() for row in rows for k in row
@@ -67,17 +70,17 @@ if kinds:
     if names:
         default = "objective/scores" if "objective/scores" in names else names[0]
         metric = st.selectbox("Metric", names, index=names.index(default), key="runs.metric",
-                              format_func=lambda m: f"{m} — {plots.label(m)}" if m in plots.METRIC_LABELS else m)
-        drawn = plots.shared_kind([kind_of(r) for r in chosen]) if kind == POLICY else kind
-        st.plotly_chart(plots.overlay_figure(series, metric, drawn, colours),
+                              format_func=lambda m: f"{m} — {figures.label(m)}" if m in figures.METRIC_LABELS else m)
+        drawn = figures.shared_kind([kind_of(r) for r in chosen]) if kind == POLICY else kind
+        st.plotly_chart(figures.overlay_figure(series, metric, drawn, colours),
                         key="runs.overlay")
 
 st.subheader("Reward vs KL")
-points = [{"label": run.id, **point} for run in ppo_runs if (point := final_point(run)) is not None]
+points = [{"label": run.id, **point} for run in policy_runs if (point := final_point(run)) is not None]
 if points:
-    st.plotly_chart(plots.frontier_figure(points, colours=plots.runs_colours(points)), key="runs.scatter")
-    st.caption(f"One point per policy run (PPO, GRPO, RLOO, DPO), coloured by β as on every page: "
-               f"{plots.FINAL_POINT_NOTE} (runs without probe answers: the mean of their last {FINAL_STEPS} "
+    st.plotly_chart(figures.frontier_figure(points, colours=figures.runs_colours(points)), key="runs.scatter")
+    st.caption(f"One point per policy run ({METHOD_TITLES}), coloured by β as on every page: "
+               f"{figures.FINAL_POINT_NOTE} (runs without probe answers: the mean of their last {FINAL_STEPS} "
                "training batches, as squares).")
 else:
     st.caption("Policy runs appear here once they have logged a step.")

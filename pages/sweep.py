@@ -1,6 +1,6 @@
 """KL sweep: one action queues PPO runs that differ only in β (or one implementation detail), or runs of
-several methods (PPO, GRPO, RLOO, DPO) at their βs, plus an optional adaptive-β run and the best-of-n baseline;
-then the frontier and gold vs proxy, live."""
+several methods (any of the registry's: PPO, GRPO, RLOO, DPO, ...) at their βs, plus an optional adaptive-β run
+and the best-of-n baseline; then the frontier and gold vs proxy, live."""
 
 import streamlit as st
 
@@ -16,7 +16,7 @@ from dashboard.widgets import (
     show_flash,
     started_already,
 )
-from rlhf_engine.config import PPOConfig
+from rlhf_engine.config import PPOConfig, field_defaults
 from rlhf_engine.lab import workshop
 from rlhf_engine.lab.sweep import (
     METHOD_FIELD,
@@ -26,20 +26,25 @@ from rlhf_engine.lab.sweep import (
     parse_method_betas,
     parse_values,
     plan_methods,
-    prepare_sweep,
 )
-from rlhf_engine.runs.jobs import REWARD_KIND
+from rlhf_engine.lab.sweep_job import prepare_sweep
+from rlhf_engine.methods import registry
+from rlhf_engine.runs.reward_job import REWARD_KIND
 from rlhf_engine.runs.runfolder import new_run_name, safe_name
 
 require_app_shell()
 
 K = "sweep"
+METHODS = registry.methods()
+METHOD_TITLES = ", ".join(method.title for method in METHODS.values())
+PAIRS_TITLES = ", ".join(method.title for method in METHODS.values() if method.learns_from_pairs)
 VALUE_HINTS = {"kl_coef": "0, 0.01, 0.05, 0.2", "normalize_reward": "on, off", "whiten_advantages": "on, off",
                "missing_eos_penalty": "none, 1.0", "kl_estimator": "k1, k3",
-               METHOD_FIELD: "ppo=0.05, grpo=0.04, rloo=0.05, dpo=0.1"}
+               METHOD_FIELD: ", ".join(f"{name}={field_defaults(method.config)['kl_coef']:g}"  # each its own β
+                                       for name, method in METHODS.items())}
 VARY_LABELS = {"kl_coef": "β (KL coefficient)", "normalize_reward": "reward normalisation",
                "whiten_advantages": "advantage whitening", "missing_eos_penalty": "missing-EOS penalty",
-               "kl_estimator": "KL estimator (k1 / k3)", METHOD_FIELD: "method (PPO, GRPO, RLOO, DPO)"}
+               "kl_estimator": "KL estimator (k1 / k3)", METHOD_FIELD: f"method ({METHOD_TITLES})"}
 
 
 def use_workshop_preset() -> None:
@@ -57,7 +62,7 @@ st.caption("How much should the policy be allowed to move? A sweep trains the sa
            "changing only β, so the plots show what the KL penalty buys: small β reaches a higher reward-model "
            "score at a larger KL, and, past some point, a lower true (gold) score. It can vary one "
            "implementation detail instead (Huang et al. 2023) to see what it changes, or set the methods side by "
-           "side (PPO, GRPO, RLOO, DPO, each at its βs) on one reward model, one prompt set and one frontier.")
+           f"side ({METHOD_TITLES}, each at its βs) on one reward model, one prompt set and one frontier.")
 
 reward_models = [r for r in ws.runs_of(REWARD_KIND) if r.status().get("state") == "completed"]
 with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
@@ -71,8 +76,9 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
     if vary == METHOD_FIELD:
         st.caption("Each `method=β` is one run (repeat a method for several βs). The runs share the reward model, "
                    "the prompts, the answer budget per step, answer length, temperature, probes and seed below; each "
-                   "method keeps its own literature defaults for the rest (PPO's are the form's). DPO learns from "
-                   "the reward model's pairs and is placed on the chart by its held-out probe answers.")
+                   "method keeps its own literature defaults for the rest (PPO's are the form's)."
+                   + (f" {PAIRS_TITLES} learns from the reward model's pairs and is placed on the chart by its "
+                      "held-out probe answers." if PAIRS_TITLES else ""))
     st.session_state.setdefault(f"{K}.name", new_run_name("sweep"))
     with st.form("sweep-form"):
         col_name, col_rm = st.columns(2)
@@ -106,7 +112,8 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
             methods = None
             if vary == METHOD_FIELD:
                 betas = parse_method_betas(values_text)
-                configs = {m: config if m == "ppo" else method_config(config, m) for m in betas}
+                form_method = registry.of_config(config).name  # the form's knobs are its method's
+                configs = {m: config if m == form_method else method_config(config, m) for m in betas}
                 methods, values, adaptive = plan_methods(configs, betas), None, False
             else:
                 values = parse_values(vary, values_text)

@@ -10,8 +10,11 @@ from dashboard.widgets import engine_errors, md, queue_notice, show_flash, statu
 from rlhf_engine.core.models import describe_model
 from rlhf_engine.data.pairs import read_pairs
 from rlhf_engine.lab import figures, workshop
-from rlhf_engine.lab.sweep import is_clear, list_sweeps, overoptimisation_sentence, prepare_sweep, probe_summary
-from rlhf_engine.runs.jobs import PPO_KIND, REWARD_KIND, prepare_policy_job, prepare_reward_job
+from rlhf_engine.lab.sweep import is_clear, list_sweeps, overoptimisation_sentence, probe_summary
+from rlhf_engine.lab.sweep_job import prepare_sweep
+from rlhf_engine.methods import registry
+from rlhf_engine.runs.policy_job import prepare_policy_job
+from rlhf_engine.runs.reward_job import REWARD_KIND, prepare_reward_job
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, list_runs, new_run_name
 
 require_app_shell()
@@ -46,7 +49,8 @@ latest_sweep = sweeps[0] if sweeps else None
 sweep_states = latest_sweep.states() if latest_sweep else {}
 sweep_done = bool(sweep_states) and all(state == "completed" for state in sweep_states.values())
 sweep_going = any(state in ACTIVE_STATES for state in sweep_states.values())
-overopt_runs = _ours(ws.runs_of(PPO_KIND), OVEROPT_PREFIX)
+overopt_kind = registry.of_config(workshop.overopt_ppo_config(model, sizes)).name  # the run of step 6: its method
+overopt_runs = _ours(ws.runs_of(overopt_kind), OVEROPT_PREFIX)
 
 
 def states() -> tuple:

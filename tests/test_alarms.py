@@ -195,6 +195,24 @@ def test_clipfrac_high():
     assert "ppo_epochs" in alarm.suggestion
 
 
+def test_clipfrac_high_names_the_settings_of_the_runs_own_method():
+    """A group method has epochs, not ppo_epochs or num_mini_batches (nor adaptive β): its saved config tells."""
+    grpo = {"epochs": 2, "group_size": 4, "cliprange": 0.2, "kl_coef": 0.04}
+    rows = [{k: v for k, v in row.items() if k not in ("policy/clipfrac", "loss/value")} for row in healthy()]
+    rows = with_values([{**row, "clip_ratio/region_mean": 0.05} for row in rows], "clip_ratio/region_mean",
+                       [0.4, 0.5, 0.45])
+    for config in (grpo, None):  # without a config, the clip metric it logs tells (clip_ratio: a group method's)
+        alarm = only(check(rows, config), "clipfrac_high")
+        assert "45%" in alarm.message and "PPO" not in alarm.message
+        assert "epochs" in alarm.suggestion and "learning rate" in alarm.suggestion
+        assert "ppo_epochs" not in alarm.suggestion and "num_mini_batches" not in alarm.suggestion
+    ppo = {"ppo_epochs": 4, "num_mini_batches": 1, "adaptive_kl": False}
+    alarm = only(check(with_values(healthy(), "policy/clipfrac", [0.4, 0.5, 0.45]), ppo), "clipfrac_high")
+    assert "ppo_epochs" in alarm.suggestion and "num_mini_batches" in alarm.suggestion
+    runaway = only(check(with_values(healthy(), "objective/kl", [3.0, 5.0, 4.8, 9.0, 14.0]), grpo), "kl_runaway")
+    assert "β" in runaway.suggestion and "adaptive" not in runaway.suggestion
+
+
 def test_value_loss_diverging():
     rows = with_values(healthy(), "loss/value", [0.5, 1.0, 2.0, 5.0])
     alarm = only(check(rows), "value_loss_diverging")

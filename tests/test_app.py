@@ -6,14 +6,16 @@ import contextlib
 import json
 import os
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from rlhf_engine.config import ModelConfig, RewardConfig, to_dict
-from rlhf_engine.data.pairs import PairStore, PreferencePair
-from rlhf_engine.runs.jobs import start_reward_job
+from rlhf_engine.config import ModelConfig, PolicyConfig, RewardConfig, to_dict
+from rlhf_engine.data.pairs import PreferencePair
+from rlhf_engine.data.store import PairStore
+from rlhf_engine.runs.reward_job import start_reward_job
 from rlhf_engine.runs.runfolder import RunFolder
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -60,9 +62,10 @@ def jobs_in_threads(monkeypatch):
     instead of a process each, which would import torch, transformers and peft again (~10 s of CPU). What
     the job process adds is tested where it matters: test_browser (the pages' jobs in their processes),
     test_jobs (ProcessJob's stop and kill) and the simulated-pairs test below."""
-    from rlhf_engine.runs import jobs
+    from rlhf_engine.runs import job
+    from rlhf_engine.runs.resume import prepared_job
 
-    monkeypatch.setattr(jobs, "ProcessJob", lambda run: jobs.prepared_job(run.path))
+    monkeypatch.setattr(job, "ProcessJob", lambda run: prepared_job(run.path))
 
 
 def open_page(page: str | None = None) -> AppTest:
@@ -104,6 +107,22 @@ def test_home_shows_the_loop_and_where_the_project_stands(workspace):
     assert "ppo-old — running, step 4/10" in plain(texts(at))
     links = {link.proto.page for link in at.get("page_link")}
     assert {"model", "preferences", "reward_model", "ppo", "runs"} <= links
+
+
+def test_home_counts_the_runs_of_every_method_and_names_the_methods_of_the_registry(workspace):
+    from rlhf_engine.methods import registry
+
+    for name, kind in (("ppo-a", "ppo"), ("dpo-b", "dpo"), ("rm-c", "reward_model")):
+        run = RunFolder(workspace / "runs" / name)
+        run.create(kind, {"config": {}}, 10)
+        run.set_status("completed", step=10)
+    at = open_page()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["policy runs"] == "2" and metrics["reward models trained"] == "1"  # DPO's run is a policy run
+    assert "dpo-b — completed, step 10/10" in plain(texts(at))
+    titles = [method.title for method in registry.methods().values()]
+    assert f"3. {titles[0]} (or {', '.join(titles[1:])})" in [h.value for h in at.subheader]
+    assert "DPO" in titles
 
 
 def test_a_run_whose_process_died_shows_as_interrupted_with_resume(workspace):
@@ -388,6 +407,43 @@ def test_a_dpo_run_started_from_the_page_draws_its_implicit_rewards_and_probe_kl
     assert "KL" in texts(at) and "at step 2" in texts(at)  # the held-out probes measure its KL
 
 
+@dataclass
+class ToyConfig(PolicyConfig):
+    """A method's settings with no hand-made form on the policy page."""
+
+    baseline_decay: float = 0.9  # how fast the running-mean baseline forgets (share kept per step)
+    note: str | None = None  # a free-text remark; empty for none
+
+
+def test_a_method_registered_from_outside_gets_a_form_of_its_config_fields(workspace, monkeypatch):
+    """No UI code: the policy page offers the method, says its summary and draws a knob for every field of its
+    config but the model, in order, labelled and explained by its comment."""
+    import sys
+    import types
+
+    from rlhf_engine.methods import registry
+
+    module = types.ModuleType("workbench_toy_form_method")
+    module.METHOD = registry.Method("toyform", "ToyForm", ToyConfig, "workbench_toy_form_method:Nothing",
+                                    "ToyForm raises well-scored answers against a running mean.",
+                                    registry.GROUP_PANELS, ("objective/scores",))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setenv(registry.EXTRA_METHODS_ENV, module.__name__)
+    at = open_page("pages/ppo.py")
+    assert "ToyForm" in at.title[0].value
+    at.segmented_control(key="policy.method").set_value("toyform").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "ToyForm raises well-scored answers against a running mean." in texts(at)
+    decay = at.number_input(key="toyform.baseline_decay")
+    assert decay.value == 0.9 and decay.label.startswith("baseline_decay — how fast")
+    assert "share kept per step" in decay.help and "Default: 0.9" in decay.help
+    assert at.number_input(key="toyform.steps").value == 100  # the fields every policy config has, too
+    assert at.text_input(key="toyform.note").value == ""
+    from dashboard.widgets import form_fields
+
+    assert [name for name, _ in form_fields("toyform")] == [f.name for f in fields(ToyConfig) if f.name != "model"]
+
+
 def test_runs_page_compares_runs(trained_workspace, monkeypatch):
     monkeypatch.setenv("RLHF_WORKSPACE", str(trained_workspace))
     for beta, name in ((0.05, "ppo-a"), (0.5, "ppo-b")):
@@ -438,7 +494,7 @@ def queue_held(root: Path, name: str = "blocker"):
     import threading
 
     from dashboard.state import job_queue
-    from rlhf_engine.runs.jobs import Job
+    from rlhf_engine.runs.job import Job
 
     assert job_queue().wait_idle(120)  # job processes of earlier tests have exited
     release = threading.Event()

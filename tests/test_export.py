@@ -12,7 +12,7 @@ import torch
 
 from rlhf_engine.cli import main
 from rlhf_engine.config import PPOConfig
-from rlhf_engine.runs.jobs import start_policy_job
+from rlhf_engine.runs.policy_job import start_policy_job
 
 IDS = [[1, 5, 9, 12, 40, 7, 3, 22]]
 
@@ -62,6 +62,7 @@ def test_an_exported_policy_loads_without_peft_and_gives_the_runs_own_logprobs(t
     card = (out / "README.md").read_text()
     assert card.startswith("---\nbase_model: ") and "library_name: transformers" in card and "`kl_coef`" in card
     assert "objective/scores" in card and "Reward model:" in card
+    assert "a PPO policy trained with RLHF Workbench" in card and "PPO's value head" in card
 
     # Loaded in a fresh interpreter where importing peft fails: plain transformers, nothing else; then the
     # model card's own snippet, as a reader would paste it.
@@ -155,6 +156,7 @@ def test_every_methods_policy_exports_with_its_own_logprobs(trained_runs, tmp_pa
     from transformers import AutoModelForCausalLM
 
     from rlhf_engine.config import DPOConfig, GRPOConfig
+    from rlhf_engine.methods import registry
     from rlhf_engine.runs.export import export_run
 
     root, model = trained_runs
@@ -164,6 +166,9 @@ def test_every_methods_policy_exports_with_its_own_logprobs(trained_runs, tmp_pa
     job = start_policy_job(tmp_path / method, config, root / "rm", background=False)
     assert job.state == "completed", job.run.status()
     out = export_run(tmp_path / method, tmp_path / f"{method}-merged")
-    assert f"- {method}" in (out / "README.md").read_text()  # tagged with its method
+    card = (out / "README.md").read_text()
+    assert f"- {method}" in card  # tagged with its method, and named by its title in the registry
+    assert f"a {registry.get(method).title} policy trained with RLHF Workbench" in card
+    assert "value head" not in card  # PPO's note: these methods learn no value
     torch.testing.assert_close(token_logprobs_of(AutoModelForCausalLM.from_pretrained(str(out))),
                                token_logprobs_of(run_policy(tmp_path / method, model)), atol=1e-4, rtol=0)

@@ -19,8 +19,11 @@ from rlhf_engine.config import PPOConfig, RewardConfig
 from rlhf_engine.data.pairs import PreferencePair, write_pairs
 from rlhf_engine.lab.best_of_n import best_of_n_curve, best_of_n_kl, expected_best_of_n
 from rlhf_engine.lab.demo import gold_score, labelled_by_gold_annotator
-from rlhf_engine.lab.sweep import Sweep, list_sweeps, member_label, parse_values, plan, prepare_sweep
-from rlhf_engine.runs.jobs import JobQueue, start_policy_job, start_reward_job
+from rlhf_engine.lab.sweep import Sweep, list_sweeps, member_label, parse_values, plan
+from rlhf_engine.lab.sweep_job import prepare_sweep
+from rlhf_engine.runs.policy_job import start_policy_job
+from rlhf_engine.runs.queue import JobQueue
+from rlhf_engine.runs.reward_job import start_reward_job
 from rlhf_engine.runs.runfolder import RunFolder
 
 SIMULATED = [PreferencePair(f"Say something about item {i}.", "Lovely, great, wonderful.", "Awful, bad, terrible.")
@@ -203,7 +206,7 @@ def test_a_sweep_queues_its_runs_and_they_run_one_after_another(runs_dir, tiny_m
 def test_a_batched_sweep_trains_its_runs_side_by_side_in_one_job_and_resumes(runs_dir, tiny_model_config,
                                                                             simulated_rm):
     from rlhf_engine.lab.sweep import sweep_story
-    from rlhf_engine.runs.jobs import prepare_resume
+    from rlhf_engine.runs.resume import prepare_resume
 
     base = _base(tiny_model_config, steps=3, probe_every=2, probe_prompts=3, checkpoint_every=1)
     (job,) = prepare_sweep(runs_dir / "sw", base, simulated_rm, "kl_coef", [0.0, 0.5], adaptive=True,
@@ -297,7 +300,7 @@ def test_the_workshops_commands_build_exactly_its_configs(device):
                                                              for c in workshop.cli_commands("ws", device)]
     sizes = workshop.preset(device)
     model = ModelConfig(quant="none" if device == "cpu" else "4bit")
-    assert read_pairs(workshop.PAIRS_FILE.parents[2] / pairs_cmd.file) == read_pairs(workshop.PAIRS_FILE)
+    assert read_pairs(workshop.REPOSITORY / pairs_cmd.file) == read_pairs(workshop.PAIRS_FILE)
     assert pairs_cmd.file == rm_cmd.data
     assert cli._reward_config(rm_cmd) == workshop.reward_config(model, sizes)
     assert str(sweep_cmd.reward) == str(rm_cmd.out)

@@ -1,4 +1,4 @@
-"""Plain-language health alarms over a policy run's metric stream (PPO, GRPO, RLOO).
+"""Plain-language health alarms over a policy run's metric stream (every method that samples its answers).
 
 ``check(metrics, config, status)`` reads the per-step metric rows a run has logged so far and returns the
 alarms that hold at the end of the stream, each as an ``Alarm`` with a message (what is happening, with the
@@ -16,13 +16,18 @@ The alarms:
   gold score falls: the policy exploits the reward model's mistakes (over-optimisation, Gao et al. 2022).
 - ``entropy_collapse``: entropy per token has fallen to a small fraction of its starting value: the policy
   answers almost deterministically (mode collapse).
-- ``clipfrac_high``: a large share of tokens hit the PPO (or GRPO) clip: each update moves the policy too far.
+- ``clipfrac_high``: a large share of tokens hit the clip of the policy ratio (PPO's, or a group method's past its
+  first epoch): each update moves the policy too far. The suggestion names the run's own settings (PPO's
+  ppo_epochs and num_mini_batches, a group method's epochs), read from the fields its config has.
 - ``value_loss_diverging``: the value loss keeps growing and is far above its best value.
 - ``length_cap``: almost no response ends with EOS, so nearly all of them are cut off at the length cap.
 - ``zero_std_groups``: (GRPO, RLOO) in most groups every answer scored the same, so their advantages are all
   zero and those prompts teach nothing (TRL's ``frac_reward_zero_std``).
 - ``length_drift``: the answer length has moved steadily up (or down) by a large share over the last steps:
   the policy may have found that length pays (a length bias of the reward model, or of the loss).
+
+The config is the run's saved settings (a dict, with no method name in it): where a suggestion names a setting
+that only some methods have, it names the one this config has.
 
 Every alarm looks at the end of the stream only (a short window of the last steps), so an alarm that no longer
 holds disappears on the next check; ``new_alarms`` helps log each alarm once per run.
@@ -104,13 +109,17 @@ LENGTH_DRIFT_MIN_TOKENS = 3.0
 # ...and this share of the smoothed step-to-step changes must go the same way (steady, not one jump).
 LENGTH_DRIFT_STEADY = 0.75
 
+# The settings of a run's config that say how many passes an update takes over each rollout: PPO's, and the group
+# methods' (GRPO, RLOO); the suggestions name those the run has.
+PPO_PASSES, GROUP_PASSES = "ppo_epochs", "epochs"
+
 
 @dataclass(frozen=True)
 class Alarm:
-    """One health problem seen in a PPO run, explained in plain language."""
+    """One health problem seen in a policy run, explained in plain language."""
 
     code: str        # stable id, one of ALARM_CODES
-    step: int        # PPO step at which the condition was seen (the last step of the window that triggered it)
+    step: int        # step at which the condition was seen (the last step of the window that triggered it)
     severity: str    # "warning" or "error"
     message: str     # what is happening, in plain language, with the numbers
     suggestion: str  # what to try
@@ -241,6 +250,8 @@ def _check_kl_runaway(rows, config) -> Alarm | None:
         target_text = f" of {target:.1f} nats" if target is not None else ""
         suggestion = (f"Adaptive β is on with a KL target{target_text}: lower the target, or lower the learning "
                       "rate so β has time to catch up.")
+    elif isinstance(config, Mapping) and "adaptive_kl" not in config and _passes_setting(config, "") == GROUP_PASSES:
+        suggestion = "Raise β (the KL coefficient), or lower the learning rate."  # a group method: no adaptive β
     else:
         suggestion = "Raise β (the KL coefficient), use adaptive β with a KL target, or lower the learning rate."
     return Alarm(
@@ -296,20 +307,45 @@ def _check_entropy_collapse(rows) -> Alarm | None:
     )
 
 
-def _check_clipfrac_high(rows) -> Alarm | None:
+def _passes_setting(config: Mapping | None, metric: str) -> str | None:
+    """Which of the passes settings the run has: from its config's fields, else (no config, or one without
+    either) from the clip metric it logs (``policy/clipfrac`` is PPO's, ``clip_ratio/region_mean`` a group
+    method's); None when neither tells."""
+    if isinstance(config, Mapping):
+        for name in (PPO_PASSES, GROUP_PASSES):
+            if name in config:
+                return name
+    return {"policy/clipfrac": PPO_PASSES, "clip_ratio/region_mean": GROUP_PASSES}.get(metric)
+
+
+def _check_clipfrac_high(rows, config) -> Alarm | None:
     """Mean clip fraction (PPO's policy/clipfrac, GRPO's clip_ratio/region_mean) of the last EDGE_WINDOW steps
     above CLIPFRAC_HIGH."""
-    recent = _recent_mean(rows, "policy/clipfrac", EDGE_WINDOW) or _recent_mean(rows, "clip_ratio/region_mean",
-                                                                               EDGE_WINDOW)
+    metric = "policy/clipfrac"
+    recent = _recent_mean(rows, metric, EDGE_WINDOW)
+    if recent is None:
+        metric = "clip_ratio/region_mean"
+        recent = _recent_mean(rows, metric, EDGE_WINDOW)
     if recent is None or recent[1] <= CLIPFRAC_HIGH:
         return None
     step, mean = recent
+    passes = _passes_setting(config, metric)
+    if passes == PPO_PASSES:
+        clip, who = "the PPO clip", "PPO"
+        suggestion = ("Updates move the policy too far per rollout: lower the learning rate or ppo_epochs, or raise "
+                      "num_mini_batches.")
+    elif passes == GROUP_PASSES:
+        clip, who = "the clip of the policy ratio (cliprange ε)", "the update"
+        suggestion = ("Updates move the policy too far per rollout: lower the learning rate, or epochs (the passes "
+                      "over each rollout; with 1 nothing is clipped).")
+    else:
+        clip, who = "the clip of the policy ratio", "the update"
+        suggestion = "Updates move the policy too far per rollout: lower the learning rate."
     return Alarm(
         "clipfrac_high", step, "warning",
-        f"{mean:.0%} of tokens hit the PPO clip on average over the last {EDGE_WINDOW} steps (up to step "
-        f"{step}); PPO is throwing away much of each update.",
-        "Updates move the policy too far per rollout: lower the learning rate or ppo_epochs, or raise "
-        "num_mini_batches.",
+        f"{mean:.0%} of tokens hit {clip} on average over the last {EDGE_WINDOW} steps (up to step "
+        f"{step}); {who} is throwing away much of each update.",
+        suggestion,
     )
 
 
@@ -413,7 +449,7 @@ def check(metrics: Sequence[dict], config: Mapping | None = None, status: Mappin
         _check_kl_runaway(rows, config),
         _check_reward_hacking(rows),
         _check_entropy_collapse(rows),
-        _check_clipfrac_high(rows),
+        _check_clipfrac_high(rows, config),
         _check_value_loss(rows),
         _check_length_cap(rows, config),
         _check_zero_std_groups(rows, config),

@@ -11,9 +11,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from rlhf_engine.lab.sweep import gold_peak
-
-STEP_AXIS = {"ppo": "PPO step", "grpo": "GRPO step", "rloo": "RLOO step", "dpo": "DPO step",
-             "reward_model": "optimiser step"}
+from rlhf_engine.methods import registry
+from rlhf_engine.runs.reward_job import REWARD_KIND
 
 # metric name -> short axis label with its unit (the panel titles and README say more)
 METRIC_LABELS = {
@@ -62,80 +61,37 @@ METRIC_LABELS = {
     "logps/chosen": "log π(chosen) (nats / answer)",
     "logps/rejected": "log π(rejected) (nats / answer)",
 }
-# The few names that mean another thing in another kind of run (a reward model's "loss" is its BT loss).
-KIND_LABELS = {"grpo": {"loss": "GRPO loss"}, "rloo": {"loss": "REINFORCE loss (score units · nats)"},
-               "dpo": {"loss": "DPO loss (nats / pair)"}}
 SHARE_METRICS = {"policy/clipfrac", "val/clipfrac", "accuracy", "eval/accuracy", "eos_fraction",
                  "frac_reward_zero_std", "completions/clipped_ratio", "clip_ratio/region_mean", "rewards/accuracies"}
 
-# the PPO page's live panels: (title, metrics drawn on one set of axes)
-PPO_PANELS = (
-    ("Score and RLHF reward (score units)", ("objective/scores", "objective/rlhf_reward")),
-    ("KL to the reference", ("objective/kl",)),
-    ("β (KL coefficient)", ("beta",)),
-    ("Entropy", ("objective/entropy",)),
-    ("Clip fraction (share of tokens)", ("policy/clipfrac", "val/clipfrac")),
-    ("Value loss", ("loss/value",)),
-    ("Step time (s)", ("time/step_s", "time/rollout_s")),
-)
+# The charts every method that samples gets beside its own (the registry's ``Method.panels``): the gold score,
+# second, where the run logs it, and Schulman 2020's three estimators of the same KL side by side, after the KL's
+# chart (the run's penalty uses one of them: objective/kl).
 GOLD_PANEL = ("Gold score (the true reward)", ("gold/score",))
-# Schulman 2020's three estimators of the same KL, side by side (the run's penalty uses one: objective/kl)
 KL_ESTIMATORS_PANEL = ("KL estimators k1, k2, k3 (nats / response)", ("kl/k1", "kl/k2", "kl/k3"))
 
 
-# the group methods' panels (GRPO, RLOO), with TRL's metric names; the KL panel is every method's
-GROUP_PANELS = (
-    ("Reward: the RM score (score units)", ("reward",)),
-    PPO_PANELS[1],
-    ("Score spread within a group (score units)", ("reward_std",)),
-    ("Groups that teach nothing", ("frac_reward_zero_std",)),
-    ("Entropy (nats / token)", ("entropy",)),
-    ("Answer length (tokens)", ("completions/mean_length",)),
-    ("Loss", ("loss",)),
-    PPO_PANELS[-1],
-)
-CLIP_PANEL = ("Clipped ratio (share of tokens)", ("clip_ratio/region_mean",))  # GRPO with more than one epoch
-# DPO's panels (TRL's names); its KL, RM and gold scores are measured on the held-out probes, drawn below them
-DPO_PANELS = (
-    ("Implicit rewards (chosen, rejected)", ("rewards/chosen", "rewards/rejected")),
-    ("Pairs ranked right by the implicit reward", ("rewards/accuracies",)),
-    ("Implicit reward margin", ("rewards/margins",)),
-    ("Log-probability of the answers", ("logps/chosen", "logps/rejected")),
-    ("Loss", ("loss",)),
-    ("Step time (s)", ("time/step_s",)),
-)
-
-
-def ppo_panels(has_gold: bool, has_kl_estimators: bool = False) -> tuple:
-    """The PPO panels; with the gold panel second when the run logs the gold score, and the KL estimators'
-    panel after the KL's when it logs them (runs from before 2026-12-03 do not)."""
-    return _with_gold_and_estimators(PPO_PANELS, has_gold, has_kl_estimators)
-
-
 def policy_panels(kind: str, config: dict, has_gold: bool, has_kl_estimators: bool = False) -> tuple:
-    """The live panels of a policy run of any method (its kind): PPO's, or the group methods' (with GRPO's
-    clipped share when it takes more than one pass over a rollout: with one, nothing is ever clipped)."""
-    if kind == "ppo":
-        return ppo_panels(has_gold, has_kl_estimators)
-    if kind == "dpo":
-        return DPO_PANELS
-    panels = GROUP_PANELS
-    if kind in ("grpo", "rloo") and config.get("epochs", 1) > 1:
-        panels = panels[:-1] + (CLIP_PANEL,) + panels[-1:]
-    return _with_gold_and_estimators(panels, has_gold, has_kl_estimators)
-
-
-def _with_gold_and_estimators(panels: tuple, has_gold: bool, has_kl_estimators: bool) -> tuple:
+    """The live panels of a policy run of any method (its kind): the method's charts for a run with this saved
+    config (``registry.Method.charts``); for a method that samples its answers, with the gold panel second when
+    the run logs the gold score, and the KL estimators' panel after the KL's when it logs them (runs from before
+    2026-12-03 do not). A method that learns from pairs measures its KL and scores on the held-out probes, drawn
+    apart."""
+    method = registry.get(kind)
+    panels = tuple(method.charts(config))
+    if method.learns_from_pairs:
+        return panels
     if has_gold:
         panels = panels[:1] + (GOLD_PANEL,) + panels[1:]
     if has_kl_estimators:
-        at = panels.index(PPO_PANELS[1]) + 1
+        kl = [i for i, (_, metrics) in enumerate(panels) if "objective/kl" in metrics]
+        at = kl[0] + 1 if kl else len(panels)
         panels = panels[:at] + (KL_ESTIMATORS_PANEL,) + panels[at:]
     return panels
 
 
 def logs_kl_estimators(rows: Sequence[dict]) -> bool:
-    """Whether a PPO run's metrics carry k1, k2 and k3 (``ppo.kl_estimates``)."""
+    """Whether a policy run's metrics carry k1, k2 and k3 (``rlhf_engine.core.rollout.kl_estimates``)."""
     return bool(rows) and all(name in rows[-1] for name in KL_ESTIMATORS_PANEL[1])
 
 
@@ -145,9 +101,19 @@ RM_PANELS = (
 )
 
 
+def step_axis(kind: str) -> str:
+    """The step axis of a run of ``kind``: "PPO step" (its method's title), "optimiser step" (a reward model's),
+    else "step" (runs of several methods on one chart: ``shared_kind``)."""
+    if registry.is_policy_kind(kind):
+        return f"{registry.get(kind).title} step"
+    return "optimiser step" if kind == REWARD_KIND else "step"
+
+
 def label(metric: str, kind: str = "") -> str:
-    """A metric's axis label with its unit (in a run of ``kind``, where a name means another thing there)."""
-    return KIND_LABELS.get(kind, {}).get(metric) or METRIC_LABELS.get(metric, metric)
+    """A metric's axis label with its unit (in a run of ``kind``, where a name means another thing there: the
+    method's ``metric_labels``; a reward model's "loss" is its BT loss)."""
+    method_labels = registry.get(kind).metric_labels if registry.is_policy_kind(kind) else {}
+    return method_labels.get(metric) or METRIC_LABELS.get(metric, metric)
 
 
 def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 300) -> go.Figure:
@@ -175,7 +141,7 @@ def metric_figure(rows: Sequence[dict], metrics: Sequence[str], title: str, kind
             fig.add_trace(go.Scatter(x=[pending["step"]], y=[pending[metric]], mode="markers",
                                      marker=dict(symbol="circle-open", size=10),
                                      name=f"{metric}, step {pending['step']} (update running)"))
-    fig = _layout(fig, title, STEP_AXIS.get(kind, "step"), label(metrics[0], kind) if len(metrics) == 1 else "")
+    fig = _layout(fig, title, step_axis(kind), label(metrics[0], kind) if len(metrics) == 1 else "")
     last_step = max((r["step"] for r in rows), default=0)
     fig.update_xaxes(tickformat="d", dtick=1 if last_step <= 10 else None)  # whole steps only
     if set(metrics) <= SHARE_METRICS:
@@ -203,7 +169,7 @@ def overlay_figure(series: dict[str, Sequence[dict]], metric: str, kind: str = "
         seen[colour] = seen.get(colour, 0) + 1
         fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
                                  name=plain(run_id), line=dict(color=colour, dash=dash)))
-    return _layout(fig, label(metric, kind), STEP_AXIS.get(kind, "step"), label(metric, kind), height=420)
+    return _layout(fig, label(metric, kind), step_axis(kind), label(metric, kind), height=420)
 
 
 def margin_histogram(margins: Sequence[float]) -> go.Figure:
@@ -401,7 +367,7 @@ def probe_figure(summary: Sequence[dict], colour: str | None = None, kind: str =
                                  line=dict(color=colour, dash="dash"), marker=dict(symbol="diamond-open"),
                                  error_y=dict(array=[s.get("gold_se") for s in summary])), secondary_y=True)
         fig.update_yaxes(title_text="gold score (◇)", tickformat=".2f", secondary_y=True)
-    _layout(fig, "Held-out probes", f"{STEP_AXIS.get(kind, 'step')} (0 = the reference)", "RM score (normalised)",
+    _layout(fig, "Held-out probes", f"{step_axis(kind)} (0 = the reference)", "RM score (normalised)",
             height=300)
     fig.update_xaxes(tickformat="d")
     return fig

@@ -1,4 +1,5 @@
-"""A one-file HTML report of a PPO run or a sweep, to share: plots, settings, alarms and samples.
+"""A one-file HTML report of a run (a policy run of any method, or a reward model) or a sweep, to share: plots,
+settings, alarms and samples.
 
 The file needs nothing else (plotly.js is inlined once), so it opens offline in any browser. Every
 piece of text from a run (prompts, answers, labels, errors) is HTML-escaped: a report never executes
@@ -15,6 +16,8 @@ from pathlib import Path
 from rlhf_engine.lab import figures
 from rlhf_engine.lab.alarms import check
 from rlhf_engine.lab.sweep import FINAL_STEPS, Sweep, probe_summary, sweep_story
+from rlhf_engine.methods import registry
+from rlhf_engine.runs.reward_job import REWARD_KIND
 from rlhf_engine.runs.runfolder import RunFolder
 
 REPORT_FILE = "report.html"
@@ -69,22 +72,23 @@ def _run_body(run: RunFolder) -> list[str]:
     saved, status, rows = run.config(), run.status(), run.metrics()
     config = saved.get("config", {})
     figure = _Figures()
-    parts = [f"<p>Kind: {_e(saved.get('kind'))} · state: <b>{_e(status.get('state'))}</b> · step "
+    kind = saved.get("kind")
+    policy = isinstance(kind, str) and registry.is_policy_kind(kind)
+    what = f"{registry.get(kind).title} policy" if policy else kind
+    parts = [f"<p>Kind: {_e(what)} · state: <b>{_e(status.get('state'))}</b> · step "
              f"{_e(status.get('step', 0))} of {_e(status.get('total_steps', '?'))}</p>"]
     if status.get("error"):
         parts.append(f"<div class=\"alarm error\">Error: {_e(status['error'])}</div>")
     parts += _alarms(rows, config, status)
-    if saved.get("kind") in ("ppo", "grpo", "rloo"):
-        panels = figures.policy_panels(saved["kind"], config, saved.get("gold", False),
-                                       figures.logs_kl_estimators(rows))
-    elif saved.get("kind") == "reward_model":
+    if policy:
+        panels = figures.policy_panels(kind, config, saved.get("gold", False), figures.logs_kl_estimators(rows))
+    elif kind == REWARD_KIND:
         panels = figures.RM_PANELS
     else:
         panels = ()
     if rows:
         parts.append("<h2>Metrics</h2>")
-        parts += [figure(figures.metric_figure(rows, metrics, title, saved.get("kind", "ppo")))
-                  for title, metrics in panels]
+        parts += [figure(figures.metric_figure(rows, metrics, title, kind or "policy")) for title, metrics in panels]
     samples = run.samples()
     if samples:
         last = _last_step(samples, SAMPLE_ROWS)
@@ -159,6 +163,8 @@ def _alarms(rows: list[dict], config: dict, status: dict) -> list[str]:
 
 
 def _samples_table(samples: list[dict]) -> str:
+    if any("chosen" in s for s in samples):  # a method that learns from pairs logs the pairs of its steps
+        return _pairs_table(samples)
     has_gold = any("gold" in s for s in samples)
     head = "<tr><th>prompt</th><th>response</th><th>RM score</th><th>KL (nats)</th>" + \
            ("<th>gold</th>" if has_gold else "") + "</tr>"
@@ -166,6 +172,16 @@ def _samples_table(samples: list[dict]) -> str:
         f"<tr><td><pre>{_e(s.get('prompt'))}</pre></td><td><pre>{_e(s.get('response'))}</pre></td>"
         f"<td class=num>{_num(s.get('score'))}</td><td class=num>{_num(s.get('kl'))}</td>"
         + (f"<td class=num>{_num(s.get('gold'))}</td>" if has_gold else "") + "</tr>" for s in samples)
+    return f"<table>{head}{body}</table>"
+
+
+def _pairs_table(samples: list[dict]) -> str:
+    """The pairs of a step with the margin of their implicit rewards, β·(log π/π_ref of the chosen − of the
+    rejected): positive when the policy prefers the chosen answer more than the reference does."""
+    head = "<tr><th>prompt</th><th>chosen</th><th>rejected</th><th>implicit margin</th></tr>"
+    body = "".join(
+        f"<tr><td><pre>{_e(s.get('prompt'))}</pre></td><td><pre>{_e(s.get('chosen'))}</pre></td>"
+        f"<td><pre>{_e(s.get('rejected'))}</pre></td><td class=num>{_num(s.get('margin'))}</td></tr>" for s in samples)
     return f"<table>{head}{body}</table>"
 
 

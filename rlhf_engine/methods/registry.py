@@ -36,14 +36,16 @@ class Method:
     trainer: str  # "module:Class" of its core.trainer.PolicyTrainer subclass, imported when a run needs it
     summary: str  # what it does, in one breath: the policy page's words above its form, the CLI command's help
     panels: tuple[Panel, ...]  # its live charts, in the order drawn (the gold and KL-estimator charts are added)
-    followed: tuple[str, ...]  # the metrics the CLI prints each step and `runs` and the Home page show
+    followed: tuple[str, ...]  # the metrics the CLI prints each step and `runs` shows
     learns_from_pairs: bool = False  # trains on a fixed set of preference pairs, sampling nothing (DPO)
     metric_labels: dict[str, str] = field(default_factory=dict)  # axis labels of names that mean another thing here
     more_panels: Callable[[dict], tuple[Panel, ...]] | None = None  # charts a run's settings add (its config dict)
 
     def charts(self, config: dict) -> tuple[Panel, ...]:
-        """The live charts of a run with this saved config."""
-        return self.panels + (self.more_panels(config) if self.more_panels else ())
+        """The live charts of a run with this saved config (those its settings add go before the last, the step
+        time's)."""
+        more = self.more_panels(config) if self.more_panels else ()
+        return self.panels[:-1] + more + self.panels[-1:]
 
     def trainer_class(self) -> type:
         """The trainer class (imports the method's module, and so torch)."""

@@ -1,7 +1,7 @@
 """A run as a model that plain transformers loads: no PEFT, no workbench (``python -m rlhf_engine export``).
 
-- A policy run (PPO, GRPO, RLOO, DPO) becomes a causal LM: its LoRA adapter merged into the base weights,
-  ``AutoModelForCausalLM.from_pretrained(DIR)``, with the tokenizer it trained with (left padding, a pad
+- A policy run (of any method: PPO, GRPO, RLOO, DPO, ...) becomes a causal LM: its LoRA adapter merged into the
+  base weights, ``AutoModelForCausalLM.from_pretrained(DIR)``, with the tokenizer it trained with (left padding, a pad
   token distinct from EOS) and a generation config of its sampling (temperature T, top-k 0, top-p 1).
 - A reward-model run becomes ``AutoModelForSequenceClassification.from_pretrained(DIR)``: the adapter merged
   into the backbone, the score head as the classifier, one logit = the run's raw score at the last real
@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 
 from rlhf_engine.config import ModelConfig, from_dict
-from rlhf_engine.runs.jobs import POLICY_KINDS, REWARD_KIND
 from rlhf_engine.core.models import describe_model, load_model_and_tokenizer, load_tokenizer, resolve_source
+from rlhf_engine.methods import registry
+from rlhf_engine.runs.reward_job import REWARD_KIND
 from rlhf_engine.runs.runfolder import RunFolder, checkpoint_step
 
-METHOD_NAMES = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO", "dpo": "DPO", REWARD_KIND: "Bradley-Terry reward model"}
 NORMALIZATION_FIELD = "score_normalization"  # the exported reward model's config: how raw logits become scores
 # The last metrics worth a line in a card, by kind (those the run logged)
 CARD_METRICS = {
@@ -50,7 +50,7 @@ class ExportSource:
     """What an export reads from a run folder."""
 
     run: RunFolder
-    kind: str  # a POLICY_KINDS method or REWARD_KIND
+    kind: str  # a method's name (registry.names()) or REWARD_KIND
     model: ModelConfig  # the base model as the run loaded it
     settings: dict  # the run's config (its dataclass as a dict)
     adapter_root: Path  # the folder holding policy/ (or reward/, score head and reward_model.json)
@@ -131,10 +131,10 @@ def read_source(run_dir: Path) -> ExportSource:
         raise ExportError(f"{run_dir} is not a run folder (no status.json)")
     saved = run.config()
     kind = saved.get("kind")
-    if kind not in (*POLICY_KINDS, REWARD_KIND):
-        raise ExportError(f"{run.id} is a {kind} run: only policy runs ({', '.join(POLICY_KINDS)}) and reward-model "
-                          "runs hold a model to export" + (" (export one of the sweep's runs)" if kind == "sweep"
-                                                          else ""))
+    if kind != REWARD_KIND and not (isinstance(kind, str) and registry.is_policy_kind(kind)):
+        raise ExportError(f"{run.id} is a {kind} run: only policy runs ({', '.join(registry.names())}) and "
+                          "reward-model runs hold a model to export"
+                          + (" (export one of the sweep's runs)" if kind == "sweep" else ""))
     settings = saved["config"]
     status = run.status()
     total, state = int(status.get("total_steps", settings.get("steps", 0))), status.get("state", "unknown")
@@ -199,8 +199,9 @@ def _write_policy(source: ExportSource, folder: Path) -> list[str]:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     notes = [f"Weights: {note}."]
-    if source.kind == "ppo":
-        notes.append("PPO's value head (and a separate value adapter) served training only and is not exported.")
+    if "value_model" in settings:  # a method with a learnt value baseline (PPO)
+        notes.append(f"{registry.get(source.kind).title}'s value head (and a separate value adapter) served training "
+                     "only and is not exported.")
     return notes
 
 
@@ -270,7 +271,7 @@ def model_card(source: ExportSource, adapter_only: bool, notes: list[str]) -> st
     front = ["---", f"base_model: {base}", f"library_name: {'peft' if adapter_only else 'transformers'}",
              f"pipeline_tag: {'text-classification' if reward else 'text-generation'}", "tags:",
              *(f"- {tag}" for tag in tags), "---", ""]
-    what = "reward model" if reward else f"{METHOD_NAMES[kind]} policy"
+    what = "reward model" if reward else f"{registry.get(kind).title} policy"
     lines = [f"# {run.id}: a {what} trained with RLHF Workbench", ""]
     lines.append(f"Base model: {describe_model(source.model)}. LoRA rank {source.model.lora_r}, alpha "
                  f"{source.model.lora_alpha}, on {source.model.lora_target}. "

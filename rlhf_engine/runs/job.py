@@ -17,7 +17,6 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from rlhf_engine.core import distributed
 from rlhf_engine.lab.sweep import SWEEP_FILE, SWEEP_KIND, Sweep
 from rlhf_engine.runs import trackers
 from rlhf_engine.runs.runfolder import ReplicaRunFolder, RunFolder
@@ -27,6 +26,8 @@ class Job:
     """A run executing in a background thread; stop() asks it to checkpoint and end."""
 
     def __init__(self, run: RunFolder, body: Callable[["Job"], str]):
+        from rlhf_engine.core import distributed  # torch: not for the pages and commands that only read runs
+
         if not distributed.is_main():  # a data-parallel replica: process 0 writes the run folder
             run = ReplicaRunFolder(run.path)
         self.run = run

@@ -1,15 +1,13 @@
 """The reward-model job: Bradley-Terry training on a run folder's own copy of the pairs, then the held-out
-evaluation and the score normalisation on the base model's samples."""
+evaluation and the score normalisation on the base model's samples. Torch is imported by the job itself, so
+that the pages and the report can read REWARD_KIND without it."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import torch
-
 from rlhf_engine.config import RewardConfig, from_dict, to_dict
-from rlhf_engine.core.models import policy_name
 from rlhf_engine.data.pairs import read_pairs, write_pairs
 from rlhf_engine.runs import trackers
 from rlhf_engine.runs.job import Job, launch
@@ -34,8 +32,10 @@ def start_reward_job(run_dir: Path, config: RewardConfig, data_path: Path, backg
 
 
 def reward_body(job: Job) -> str:
+    import torch
     from safetensors.torch import load_file, save_file
 
+    from rlhf_engine.core.models import policy_name
     from rlhf_engine.core.reward import (
         held_out_scores,
         normalize_on_policy,
