@@ -8,12 +8,8 @@ mean absolute difference summed over an answer, in nats: to set beside the KL a 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import bench  # noqa: F401  (this checkout on sys.path)
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf_engine.config import ModelConfig  # noqa: E402
 from rlhf_engine.core.generation import response_logits, sample_responses, token_logprobs  # noqa: E402

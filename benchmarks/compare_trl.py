@@ -41,11 +41,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PEER = ROOT / "benchmarks" / "peer"
-sys.path.insert(0, str(ROOT))
+import turns  # benchmarks/turns.py
+from bench import ROOT, write_json
 
-import turns  # noqa: E402  (benchmarks/turns.py)
+PEER = ROOT / "benchmarks" / "peer"
 
 POSITIVE = ["It was a delight from start to finish, and I would gladly go back again next week.",
             "Wonderful staff, lovely food and a warm room: one of the best evenings we have had.",
@@ -74,19 +73,26 @@ def run_taking_turns(ours: tuple[list[str], Path, Path], theirs: tuple[list[str]
 
     Each (command, JSON out, log) starts alone and runs its loading and warm-up step; then they alternate:
     each stops itself after a timed step and is continued when the other has stopped. Read both JSONs.
+    A process left when this ends early (an interrupt, an error) is killed, not left stopped.
     """
     env = dict(os.environ, **{turns.ENV: "1"})
     processes = []
-    for command, _, log in (ours, theirs):
-        print("$", " ".join(command[:2]), "... (taking turns)", flush=True)
-        with open(log, "w") as f:
-            processes.append(subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env))
-        _wait_for_turn(processes[-1])
-    while any(p.returncode is None for p in processes):
+    try:
+        for command, _, log in (ours, theirs):
+            print("$", " ".join(command[:2]), "... (taking turns)", flush=True)
+            with open(log, "w") as f:
+                processes.append(subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env))
+            _wait_for_turn(processes[-1])
+        while any(p.returncode is None for p in processes):
+            for p in processes:
+                if p.returncode is None:
+                    os.kill(p.pid, signal.SIGCONT)
+                    _wait_for_turn(p)
+    finally:
         for p in processes:
             if p.returncode is None:
-                os.kill(p.pid, signal.SIGCONT)
-                _wait_for_turn(p)
+                p.kill()
+                p.wait()
     results = []
     for p, (command, out, log) in zip(processes, (ours, theirs)):
         if p.returncode:
@@ -241,7 +247,7 @@ def main() -> None:
                                  lambda out: [str(PEER / ".venv-reward/bin/python"), str(PEER / "trl_methods.py"),
                                               "--model", model_dir, *method_args, *data, "--out", out])
         results.setdefault("methods", {})[method] = {"ours": ours, "trl": theirs}
-    (args.out / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out / "compare.json", results)
     print_tables(results)
 
 

@@ -7,13 +7,10 @@ This is what decides ``dtype=auto`` (fp32 on CPU) and why PPO on CPU runs faster
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
+import bench  # noqa: F401  (this checkout on sys.path)
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf_engine.config import ModelConfig  # noqa: E402
 from rlhf_engine.core.generation import sample_responses  # noqa: E402

@@ -16,19 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from turns import take_turn  # noqa: E402
+from bench import out_flag, peak_rss_bytes, set_threads, threads_flag, timing_flags, write_result
+from turns import take_turn
 
 from rlhf_engine.config import DPOConfig, GRPOConfig, ModelConfig, RewardConfig, RLOOConfig, to_dict  # noqa: E402
 from rlhf_engine.core.reward import new_reward_model  # noqa: E402
@@ -39,8 +33,7 @@ from rlhf_engine.lab.demo import demo_prompts  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=("grpo", "rloo", "dpo"), required=True)
-    parser.add_argument("--iterations", type=int, default=5, help="measured steps after the warm-up")
-    parser.add_argument("--warmup", type=int, default=1)
+    timing_flags(parser, unit="steps")
     parser.add_argument("--batch-size", type=int, default=8, help="answers per step (DPO: pairs)")
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--response-length", type=int, default=32)
@@ -52,11 +45,10 @@ def main() -> None:
     parser.add_argument("--answers-per-pass", type=int, help="GRPO, RLOO: answers per update pass (default: the "
                         "config's)")
     parser.add_argument("--cpu-matmul", default="auto", help="ModelConfig.cpu_matmul (packed copies or not)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    parser.add_argument("--out", type=Path)
+    threads_flag(parser)
+    out_flag(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     model = ModelConfig(quant="none", lora_r=args.lora_r, lora_alpha=args.lora_alpha, cpu_matmul=args.cpu_matmul)
     shared = dict(model=model, steps=args.iterations + args.warmup, batch_size=args.batch_size,
@@ -96,7 +88,7 @@ def main() -> None:
         "threads": torch.get_num_threads(), "load_s": load_s,
         "step_s": [m["time/step_s"] for m in steps], "measured_s": [m["time/step_s"] for m in measured],
         "median_s": median_s,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
         "settings": {k: str(v) for k, v in vars(args).items() if k != "out"} | {"config": to_dict(config)},
     }
     if args.method != "dpo":
@@ -104,10 +96,7 @@ def main() -> None:
         result.update(response_tokens_per_step=tokens, tokens_per_s=tokens / median_s)
     else:
         result["pairs_per_s"] = args.batch_size / median_s
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import machine_line, write_json
 
 from rlhf_engine.config import ModelConfig  # noqa: E402
 from rlhf_engine.lab import workshop  # noqa: E402
-from rlhf_engine.lab.sweep import Sweep, method_config, parse_method_betas, plan_methods, prepare_sweep  # noqa: E402
-from rlhf_engine.runs.jobs import start_reward_job  # noqa: E402
+from rlhf_engine.lab.sweep import Sweep, method_config, parse_method_betas, plan_methods
+from rlhf_engine.lab.sweep_job import prepare_sweep
+from rlhf_engine.runs.reward_job import start_reward_job
 
 
 def method_configs(model: ModelConfig) -> dict:
@@ -80,7 +77,7 @@ def main() -> int:
     sweep_seconds = time.perf_counter() - started
     print(f"sweep {state} in {sweep_seconds:.0f} s (reward model {rm_seconds:.0f} s)")
     sweep = Sweep(runs / args.name)
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "state": state, "sweep_s": sweep_seconds,
+    result = {"machine": machine_line(), "state": state, "sweep_s": sweep_seconds,
               "reward_model_s": rm_seconds, "runs": {}, "best_of_n": sweep.best_of_n()}
     for point in sweep.frontier():
         keep = ("kl", "kl_se", "score", "score_se", "gold", "gold_se", "gold_gain", "gold_gain_se", "score_gain",
@@ -90,7 +87,7 @@ def main() -> int:
               f"gold {point['gold']:+.3f}, gain {point['gold_gain']:+.3f} ± {point['gold_gain_se']:.3f} "
               f"({point['gold_gain'] / point['gold_gain_se']:.2f} SE) on {point['prompts']} prompts")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0 if state == "completed" else 1
 
 

@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from rlhf_loop import gold_eval  # noqa: E402
+from bench import set_threads, threads_flag, write_result
+from rlhf_loop import gold_eval
 
 from rlhf_engine.config import ModelConfig, PPOConfig  # noqa: E402
 from rlhf_engine.core.reward import normalize_on_policy  # noqa: E402
@@ -43,9 +39,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--quant", default="none")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    threads_flag(parser, default=torch.get_num_threads())
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
     config = PPOConfig(model=ModelConfig(quant=args.quant), steps=args.steps, batch_size=args.batch_size,
@@ -78,8 +74,7 @@ def main() -> None:
                "config": vars(args) | {"out": str(args.out)}}
     summary["held_out"] = gold_eval(args.out, {"reference": None, "policy": args.out / "policy"},
                                     samples_per_prompt=2, seed=args.seed)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    write_result(summary, args.out / "summary.json")
 
 
 if __name__ == "__main__":

@@ -16,21 +16,16 @@ split over the processes); process 0 writes the JSON, with the processes' peak m
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+from bench import out_flag, peak_rss_bytes, set_threads, threads_flag, timing_flags, write_result
+from turns import take_turn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from turns import take_turn  # noqa: E402
-
-from rlhf_engine.cli import _set_fields as set_fields  # noqa: E402
+from rlhf_engine.cli import set_fields  # noqa: E402
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig, to_dict  # noqa: E402
 from rlhf_engine.core import distributed  # noqa: E402
 from rlhf_engine.core.reward import new_reward_model  # noqa: E402
@@ -46,8 +41,7 @@ def rss_now() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=5, help="measured iterations after the warm-up")
-    parser.add_argument("--warmup", type=int, default=1)
+    timing_flags(parser)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--response-length", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=4)
@@ -58,12 +52,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="any other PPOConfig field, e.g. value_model=separate")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    parser.add_argument("--out", type=Path)
+    threads_flag(parser)
+    out_flag(parser)
     args = parser.parse_args()
     distributed.init_from_environment()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     model = ModelConfig(quant=args.quant, dtype=args.dtype, lora_r=args.lora_r, lora_alpha=args.lora_alpha)
     rm_model = ModelConfig(quant=args.rm_quant, dtype=args.dtype, lora_r=args.lora_r, lora_alpha=args.lora_alpha)
@@ -101,16 +94,13 @@ def main() -> None:
         "tokens_per_s": tokens / median_s,
         "processes": distributed.world_size(),
         "peak_rss_bytes": int(distributed.all_sum(
-            torch.tensor(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, dtype=torch.float64)).item()),
+            torch.tensor(peak_rss_bytes(), dtype=torch.float64)).item()),
         "rss_after_load_bytes": rss_after_load,
         "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"config": to_dict(config)},
     }
     if not distributed.is_main():
         return
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,12 @@ run and reading; ``--json`` writes the figures.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import machine_line, write_json
 
-from rlhf_engine.lab.sweep import Sweep, final_value, probe_summary  # noqa: E402
+from rlhf_engine.lab.sweep import Sweep, final_value, probe_summary
 
 
 def readings(rows: list[dict]) -> dict[str, dict]:
@@ -42,7 +39,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     sweep = Sweep(args.sweep)
-    result = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores", "runs": {}}
+    result = {"machine": machine_line(), "runs": {}}
     for member in sweep.members():
         read = readings(member.run.probes())
         final_kl = final_value(member.run.metrics(), "objective/kl")
@@ -52,7 +49,7 @@ def main() -> int:
                   f"prompts: {r['gold_gain']:+.3f} ± {r['gold_gain_se']:.3f} ({r['standard_errors']:.2f} SE); "
                   f"RM {r['score_gain']:+.3f} ± {r['score_gain_se']:.3f}; final KL {final_kl:.2f}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

@@ -25,9 +25,7 @@ import time
 from pathlib import Path
 
 import psutil
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import ROOT, cpu_model, write_result
 
 
 def run_phase(name: str, args: list[str], results: dict) -> None:
@@ -127,7 +125,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": {
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-        "cpu_model": _cpu_model(), "python": platform.python_version(),
+        "cpu_model": cpu_model(), "python": platform.python_version(),
     }, "settings": vars(args) | {"out": str(out)}}
     import torch
 
@@ -163,18 +161,7 @@ def main() -> None:
         }
         policies[f"beta={beta}"] = run_dir / "policy"
     results["gold"] = gold_eval(out, policies, samples_per_prompt=2, seed=args.seed)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    write_result(results, out / "results.json")
 
 
 if __name__ == "__main__":

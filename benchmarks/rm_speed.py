@@ -12,18 +12,12 @@ metric callback (one per optimiser step); the held-out evaluation at the end is 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import statistics
-import sys
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from turns import StepClock  # noqa: E402
+from bench import out_flag, peak_rss_bytes, timing_flags, write_result
+from turns import StepClock
 
 from rlhf_engine.config import ModelConfig, RewardConfig  # noqa: E402
 from rlhf_engine.core.reward import train_reward_model  # noqa: E402
@@ -33,15 +27,14 @@ from rlhf_engine.data.pairs import read_pairs  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=10, help="measured steps after the warm-up")
-    parser.add_argument("--warmup", type=int, default=1)
+    timing_flags(parser, "--steps", default=10, unit="steps")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--lora-alpha", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--quant", default="none")
-    parser.add_argument("--out", type=Path)
+    out_flag(parser)
     args = parser.parse_args()
 
     pairs = read_pairs(args.pairs)
@@ -61,13 +54,10 @@ def main() -> None:
         "measured_s": measured,
         "median_step_s": median,
         "pairs_per_s": args.batch_size / median,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
         "settings": {k: str(v) for k, v in vars(args).items() if k != "out"},
     }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import set_threads, threads_flag
 
 from rlhf_engine.config import POOLINGS, ModelConfig, RewardConfig  # noqa: E402
 from rlhf_engine.core.batching import batch_indices  # noqa: E402
@@ -47,9 +45,9 @@ def main() -> None:
     parser.add_argument("--quant", default="4bit")
     parser.add_argument("--pooling", choices=POOLINGS, default="last",
                         help="score the last real token (the default) or the mean of the response tokens")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    threads_flag(parser, default=torch.get_num_threads())
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     config = RewardConfig(model=ModelConfig(quant=args.quant, lora_r=args.lora_r, lora_alpha=2 * args.lora_r),
                           steps=args.steps, learning_rate=args.lr, pooling=args.pooling)

@@ -26,11 +26,8 @@ import time
 from pathlib import Path
 
 import psutil
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from compare_trl import write_inputs  # noqa: E402  (the same simple pairs as the TRL comparison)
+from bench import ROOT, write_json
+from compare_trl import write_inputs  # the same simple pairs as the TRL comparison
 
 MIB = 1024 ** 2
 
@@ -116,7 +113,7 @@ def main() -> None:
         "command": " ".join(command[1:]),
         "samples": samples,
     }
-    (args.out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out / "soak.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -23,11 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import ROOT, machine_line, write_json
 
 from rlhf_engine.lab import workshop  # noqa: E402
-from rlhf_engine.lab.sweep import Sweep  # noqa: E402
+from rlhf_engine.lab.sweep import Sweep
 
 BETAS = "0,0.02,0.05,0.2"
 RESULTS = ROOT / "benchmarks" / "results" / "workshop-path.json"
@@ -64,13 +62,12 @@ def main() -> int:
             print(f"{way} #{repeat}: {seconds[way][-1]:.1f} s", flush=True)
     ratio = statistics.median(b / o for b, o in zip(seconds["batched"], seconds["one_at_a_time"]))
     same = _same_metrics(args.out / "batched-0", args.out / "one_at_a_time-0")
-    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    results = {"machine": machine_line(),
                "command": " ".join(shlex.quote(f) for f in flags), "betas": BETAS, "seconds": seconds,
                "sweep_batched_ratio": round(ratio, 3), "largest_metric_difference": same}
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out / "results.json", results)
     kept = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    RESULTS.write_text(json.dumps({**kept, "sweep_batched_ratio": round(ratio, 3),
-                                   "sweep_batched_seconds": seconds}, indent=2) + "\n")
+    write_json(RESULTS, {**kept, "sweep_batched_ratio": round(ratio, 3), "sweep_batched_seconds": seconds})
     print(json.dumps(results, indent=2))
     return 0
 

@@ -16,14 +16,14 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+from bench import TESTS, on_path
+
+on_path(TESTS)
 
 from browser import chromium_page  # noqa: E402
 
 from rlhf_engine.lab import figures  # noqa: E402
-from rlhf_engine.lab.sweep import Sweep, probe_summary  # noqa: E402
+from rlhf_engine.lab.sweep import Sweep, probe_summary
 
 
 def main() -> int:

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import TESTS, machine_line, on_path, write_json
+
+on_path(TESTS)
 
 from browser import (  # noqa: E402
     CAPTION,
@@ -65,7 +66,7 @@ def main() -> int:
     (workspace / "runs").mkdir(parents=True, exist_ok=False)
     (workspace / "model.json").write_text(json.dumps(to_dict(ModelConfig(quant="none"))))  # the CPU default
     shots = args.screenshots or args.out / "screenshots"
-    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {_cores()} cores", "pages": {}}
+    results: dict = {"machine": machine_line(len(os.sched_getaffinity(0))), "pages": {}}
 
     with dashboard_server(workspace, args.out / "streamlit.log") as url, chromium_page(1400, 900, 600_000) as page:
         open_page(page, url)
@@ -150,14 +151,8 @@ def main() -> int:
 
 
 def save(out: Path, results: dict) -> None:
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out / "results.json", results)
     print(json.dumps(results), flush=True)
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
 
 
 if __name__ == "__main__":

@@ -19,15 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+from bench import ROOT, TESTS, machine_line, on_path, write_json
+
+on_path(TESTS)
 
 from browser import (  # noqa: E402
     app_button,
@@ -41,14 +40,7 @@ from browser import (  # noqa: E402
 )
 
 from rlhf_engine.lab import workshop  # noqa: E402
-from rlhf_engine.lab.sweep import (  # noqa: E402
-    Sweep,
-    final_value,
-    gold_peak,
-    overoptimisation_sentence,
-    probe_summary,
-    sweep_story,
-)
+from rlhf_engine.lab.sweep import Sweep, final_value, gold_peak, overoptimisation_sentence, probe_summary, sweep_story
 from rlhf_engine.runs.runfolder import RunFolder  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "workshop-path.json"
@@ -119,15 +111,14 @@ def main() -> int:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
         log.close()
-    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    results = {"machine": machine_line(),
                "seconds": marks, "total_minutes": round(finished / 60, 2), **_what_it_showed(workspace)}
     if args.overopt:
         results["overopt_minutes"] = round((marks["over-optimisation run completed"]
                                             - marks["clicked the over-optimisation run"]) / 60, 2)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out / "results.json", results)
     kept = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    RESULTS.write_text(json.dumps({**{k: v for k, v in kept.items() if k.startswith("sweep_batched")}, **results},
-                                  indent=2) + "\n")
+    write_json(RESULTS, {**{k: v for k, v in kept.items() if k.startswith("sweep_batched")}, **results})
     print(json.dumps(results, indent=2))
     return 0
 

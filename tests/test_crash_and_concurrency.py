@@ -4,6 +4,10 @@ The engine process here is the one the dashboard starts, ``python -m rlhf_engine
 with SIGKILL while nobody waits for it (the server gone too: a closed laptop, the OOM killer). Nothing may be
 lost: after a restart the run reads as interrupted, its metrics file reads whole, and Resume continues from
 the last checkpoint to the full step count with every step logged once.
+
+No outcome here depends on the machine's speed: processes that must be ready before a race starts say so with
+a file, and a process that must still be running when it is killed or read waits for that (a step to kill
+at; the reader's reads) instead of being raced against the clock.
 """
 
 from __future__ import annotations
@@ -24,19 +28,42 @@ import pytest
 
 from rlhf_engine.cli import main
 from rlhf_engine.config import PPOConfig, RewardConfig
-from rlhf_engine.data.pairs import PairStore, PreferencePair
-from rlhf_engine.runs.jobs import prepare_policy_job, prepare_resume, prepare_reward_job, resume_job, start_reward_job
+from rlhf_engine.data.pairs import PreferencePair
+from rlhf_engine.data.store import PairStore
+from rlhf_engine.runs.policy_job import prepare_policy_job
+from rlhf_engine.runs.resume import prepare_resume, resume_job
+from rlhf_engine.runs.reward_job import prepare_reward_job, start_reward_job
 from rlhf_engine.runs.runfolder import STATES, RunFolder, checkpoint_step
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def engine(run_dir: Path, log: Path) -> subprocess.Popen:
-    """The dashboard's job process for a queued run folder."""
+# `python -m rlhf_engine run-job <folder>` with one hook: once it has written the metrics line of step
+# $WAIT_AT_STEP it waits there (for the test's SIGKILL) instead of going on, so that the kill always lands in
+# a running job, at that step, however fast the machine runs the job and however slowly the test polls.
+ENGINE = textwrap.dedent("""
+    import os, runpy, time
+    from rlhf_engine.runs.runfolder import RunFolder
+    wait_at, append_metrics = int(os.environ["WAIT_AT_STEP"]), RunFolder.append_metrics
+
+    def append_then_wait(self, metrics):
+        append_metrics(self, metrics)
+        if metrics["step"] == wait_at:
+            time.sleep(600)  # killed here; should the kill never come, end as a failure
+            os._exit(1)
+
+    RunFolder.append_metrics = append_then_wait
+    runpy.run_module("rlhf_engine", run_name="__main__", alter_sys=True)
+""")
+
+
+def engine(run_dir: Path, log: Path, wait_at_step: int) -> subprocess.Popen:
+    """The dashboard's job process for a queued run folder, waiting to be killed after step ``wait_at_step``."""
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "rlhf_engine", "run-job", str(run_dir)], cwd=REPO, env=ENV,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen([sys.executable, "-c", ENGINE, "run-job", str(run_dir)], cwd=REPO,
+                                env={**ENV, "WAIT_AT_STEP": str(wait_at_step)}, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def wait_until(predicate, process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
@@ -66,15 +93,16 @@ def kill_and_check(run: RunFolder, process: subprocess.Popen) -> int:
 
 
 def kill_twice_then_resume(run: RunFolder, kill_at: tuple[int, int], log: Path) -> int:
-    """Start the engine, SIGKILL it at each step of ``kill_at`` (restarting it in between), then resume to
-    the end; return the kills survived."""
+    """Start the engine, SIGKILL it at each step of ``kill_at`` (restarting it in between; it waits at that step
+    to be killed), then resume to the end; return the kills survived."""
     kills, checkpoints = 0, []
     for target in kill_at:
         if kills:
             prepare_resume(run.path)  # what the Resume button does: queued again
-        process = engine(run.path, log)
+        process = engine(run.path, log, wait_at_step=target)
         wait_until(lambda: len(run.metrics()) >= target and run.latest_checkpoint() is not None
                    and checkpoint_step(run.latest_checkpoint()) >= target - 3, process, log)
+        assert len(run.metrics()) == target  # it waits there for the kill
         checkpoints.append(kill_and_check(run, process))
         kills += 1
     resumed = resume_job(run.path, background=False)
@@ -160,10 +188,14 @@ def test_a_checkpoint_is_whole_or_absent(tmp_path):
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from rlhf_engine.data.pairs import PairStore, PreferencePair
+    from rlhf_engine.data.pairs import PreferencePair
+    from rlhf_engine.data.store import PairStore
     store, tag, n, batch, go = (PairStore(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
                                 Path(sys.argv[5]))
+    Path(f"{go}-{tag}-ready").touch()  # imported, the store open: waiting for the go
+    deadline = time.monotonic() + 300
     while not go.exists():
+        assert time.monotonic() < deadline, "no go within 300 s"
         time.sleep(0.005)
     for start in range(0, n, batch):
         store.add_many([PreferencePair(f"{tag} {i}", f"good {i}", f"bad {i}") for i in range(start, start + batch)],
@@ -172,8 +204,22 @@ WRITER = textwrap.dedent("""
 
 
 def writer(store: Path, tag: str, n: int, batch: int, go: Path) -> subprocess.Popen:
+    """A process storing ``n`` pairs in batches of ``batch`` once ``go`` exists; ``<go>-<tag>-ready`` says it waits."""
     return subprocess.Popen([sys.executable, "-c", WRITER, str(store), tag, str(n), str(batch), str(go)], cwd=REPO,
                             env=ENV, stderr=subprocess.PIPE)
+
+
+def wait_for(predicate, processes: list[subprocess.Popen], timeout: float = 300) -> None:
+    """Until ``predicate()`` holds; a failure if one of ``processes`` ends first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        for process in processes:
+            if process.poll() is not None:
+                output = process.stderr.read() if process.stderr else b""
+                output = output.decode(errors="replace") if isinstance(output, bytes) else output
+                raise AssertionError(f"a process ended early (exit {process.returncode}):\n{output[-3000:]}")
+        assert time.monotonic() < deadline, f"timed out after {timeout} s"
+        time.sleep(0.01)
 
 
 def integrity(store: Path) -> str:
@@ -185,8 +231,8 @@ def test_two_processes_storing_200_pairs_each_at_once_store_400(tmp_path):
     store, go = tmp_path / "pairs.sqlite", tmp_path / "go"
     PairStore(store)
     writers = [writer(store, tag, 200, 1, go) for tag in ("tab-a", "tab-b")]  # one transaction per pair
-    time.sleep(1.0)  # both imported and waiting
-    go.touch()
+    wait_for(lambda: all(Path(f"{go}-{tag}-ready").exists() for tag in ("tab-a", "tab-b")), writers)
+    go.touch()  # both imported and waiting: they start together
     for process in writers:
         assert process.wait(300) == 0, process.stderr.read().decode()
     rows = PairStore(store).list(limit=1000)
@@ -202,10 +248,8 @@ def test_a_writer_killed_mid_upload_leaves_whole_uploads_only(tmp_path):
     go.touch()
     PairStore(store)
     for kill in range(3):
-        process = writer(store, f"upload-{kill}", 100_000, 50, go)
-        while PairStore(store).count() < 50 * (kill + 1) * 4:
-            assert process.poll() is None, process.stderr.read().decode()
-            time.sleep(0.01)
+        process = writer(store, f"upload-{kill}", 10**12, 50, go)  # more than it can ever store: killed running
+        wait_for(lambda: PairStore(store).count() >= 50 * (kill + 1) * 4, [process])
         process.kill()
         process.wait(30)
         assert integrity(store) == "ok"
@@ -220,15 +264,26 @@ def test_a_writer_killed_mid_upload_leaves_whole_uploads_only(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- runs and readers
 
+# Every 75 steps the writer waits until the reader has read the run twice more (one byte in the reads file
+# each), so that the reads overlap the writing however the machine shares its cores between the two.
 RUN_WRITER = textwrap.dedent("""
-    import sys
+    import sys, time
     from pathlib import Path
     from rlhf_engine.runs.runfolder import RunFolder
-    run = RunFolder(Path(sys.argv[1]))
+    run, reads = RunFolder(Path(sys.argv[1])), Path(sys.argv[3])
+
+    def reads_done():
+        return reads.stat().st_size if reads.exists() else 0
+
     for step in range(1, int(sys.argv[2]) + 1):
         run.append_metrics({"step": step, "loss": 1.0 / step, **{f"metric/{k}": k * step for k in range(60)}})
         run.append_samples([{"step": step, "prompt": "p", "response": "r" * 500}])
         run.set_status("running", step=step)
+        if step % 75 == 0:
+            seen, deadline = reads_done(), time.monotonic() + 300
+            while reads_done() < seen + 2:
+                assert time.monotonic() < deadline, "the reader stopped reading"
+                time.sleep(0.001)
     run.set_status("completed", step=step)
 """)
 
@@ -236,8 +291,9 @@ RUN_WRITER = textwrap.dedent("""
 def test_a_run_reads_whole_from_the_engine_and_the_cli_while_it_is_written(tmp_path):
     run = RunFolder(tmp_path / "runs" / "ppo-live")
     run.create("ppo", {"config": {}}, 1500)
-    process = subprocess.Popen([sys.executable, "-c", RUN_WRITER, str(run.path), "1500"], cwd=REPO, env=ENV,
-                               stderr=subprocess.PIPE)
+    reads_file = tmp_path / "reads"
+    process = subprocess.Popen([sys.executable, "-c", RUN_WRITER, str(run.path), "1500", str(reads_file)], cwd=REPO,
+                               env=ENV, stderr=subprocess.PIPE)
     reads, last_step = 0, 0
     while process.poll() is None or reads == 0:
         status = RunFolder(run.path).status()
@@ -251,8 +307,10 @@ def test_a_run_reads_whole_from_the_engine_and_the_cli_while_it_is_written(tmp_p
                 assert main(["runs", str(run.path.parent)]) == 0
             assert "ppo-live" in out.getvalue()
         reads += 1
+        with open(reads_file, "ab") as f:
+            f.write(b".")
     assert process.wait() == 0, process.stderr.read().decode()
-    assert reads > 20 and len(run.metrics()) == 1500 and run.status()["state"] == "completed"
+    assert reads >= 40 and len(run.metrics()) == 1500 and run.status()["state"] == "completed"
 
 
 def test_two_processes_creating_the_same_run_get_one_run(tmp_path):
@@ -261,7 +319,10 @@ def test_two_processes_creating_the_same_run_get_one_run(tmp_path):
         from pathlib import Path
         from rlhf_engine.runs.runfolder import RunFolder
         go = Path(sys.argv[2])
+        Path(sys.argv[4]).touch()  # imported: waiting for the go
+        deadline = time.monotonic() + 300
         while not go.exists():
+            assert time.monotonic() < deadline, "no go within 300 s"
             time.sleep(0.001)
         try:
             RunFolder(Path(sys.argv[1])).create("ppo", {"config": {"by": sys.argv[3]}}, 1)
@@ -272,10 +333,11 @@ def test_two_processes_creating_the_same_run_get_one_run(tmp_path):
     go = tmp_path / "go"
     for attempt in range(5):
         folder = tmp_path / f"run-{attempt}"
-        processes = [subprocess.Popen([sys.executable, "-c", script, str(folder), str(go), str(i)], cwd=REPO, env=ENV,
-                                      stdout=subprocess.PIPE, text=True) for i in range(2)]
-        time.sleep(0.5)
-        go.touch()
+        ready = [tmp_path / f"ready-{attempt}-{i}" for i in range(2)]
+        processes = [subprocess.Popen([sys.executable, "-c", script, str(folder), str(go), str(i), str(ready[i])],
+                                      cwd=REPO, env=ENV, stdout=subprocess.PIPE, text=True) for i in range(2)]
+        wait_for(lambda: all(r.exists() for r in ready), processes)
+        go.touch()  # both imported and waiting: they race
         outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in processes)
         go.unlink()
         assert outcomes == ["created", "refused"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rlhf_engine.config import PPOConfig, from_dict, to_dict
 from rlhf_engine.core import distributed
+from rlhf_engine.core.batched import probe_side_by_side, step_side_by_side
 from rlhf_engine.core.models import load_model_and_tokenizer
 from rlhf_engine.core.rollout import POLICY
 from rlhf_engine.lab.best_of_n_job import prepare_best_of_n_job, run_best_of_n
@@ -70,12 +71,10 @@ def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str
 
 
 def sweep_body(job: Job) -> str:
-    """The runs of a sweep side by side in this process (``batched``): the best-of-n baseline first, then
+    """The runs of a sweep side by side in this process (``core.batched``): the best-of-n baseline first, then
     every run not completed yet, one step of each at a time on one base model, the rollouts of the methods
-    that sample (PPO, GRPO, RLOO) and every run's probe answers decoded as one batch (DPO steps on its pairs
-    alone). Each member's run folder is written as if it ran alone."""
-    from rlhf_engine.core.batched import probe_side_by_side, step_side_by_side
-
+    that sample and every run's probe answers decoded as one batch (a method that learns from pairs steps on
+    them alone). Each member's run folder is written as if it ran alone."""
     if distributed.world_size() > 1:
         raise ValueError("a batched sweep trains its runs side by side in one process, not data-parallel: resume it "
                          "without accelerate launch, or resume its runs one by one under it")
@@ -85,34 +84,12 @@ def sweep_body(job: Job) -> str:
     bon = bon if bon is not None and bon.status().get("state") != "completed" else None
     for run in todo + ([bon] if bon else []):
         run.set_status("queued")  # this process's id: if it dies, they read as interrupted
-    loops: list[PolicyRun] = []
     live: list[RunFolder] = []
-    reward_model = None
     try:
-        first = None
-        for i, run in enumerate(todo):
-            saved, config, prompts, rm, gold_scorer = policy_run_inputs(run, reward_model)
-            reward_model = rm
-            base = None if first is None else (first.model.peft, first.tokenizer)
-            trainer = new_trainer(run, saved, config, prompts, reward_model, gold_scorer, base,
-                                   POLICY if first is None else f"{POLICY}{i}")
-            first = first or trainer
-            normalise_rewards(run, saved, config, reward_model, trainer, prompts)
-            loops.append(PolicyRun(run, saved, config, trainer))
+        loops, reward_model = _runs_on_one_base(todo)
         if bon is not None:
             live = [bon]
-            bon.set_status("running", error=None)
-            bon.log("started (in the sweep's process)")
-            if first is None:
-                model, tokenizer = load_model_and_tokenizer(from_dict(PPOConfig, bon.config()["config"]).model)
-                context = contextlib.nullcontext
-            else:
-                model, tokenizer, context = first.model.peft, first.tokenizer, first.model.peft.disable_adapter
-            state = run_best_of_n(job, bon, model, tokenizer,
-                               reward_model or policy_run_inputs(bon)[3], context)
-            bon.log(state)
-            bon.set_status(state)
-            if state == "stopped":
+            if _best_of_n_beside(job, bon, loops, reward_model) == "stopped":
                 return "stopped"
         live = [loop.run for loop in loops]
         for loop in loops:
@@ -125,24 +102,7 @@ def sweep_body(job: Job) -> str:
                     loop.run.log(loop.stop())
                     loop.run.set_status("stopped")
                 return "stopped"
-            for loop in going:
-                loop.begin_step()
-            sampling = [loop for loop in going if not loop.learns_from_pairs]  # DPO samples nothing
-            results = step_side_by_side([loop.trainer for loop in sampling],
-                                        lambda i, rollout: sampling[i].on_rollout(rollout)) if sampling else []
-            for loop, result in zip(sampling, results):
-                loop.end_step(*result)
-            for loop in going:
-                if loop.learns_from_pairs:
-                    step = loop.trainer.begin()
-                    loop.on_rollout(step.metrics)
-                    loop.end_step(*loop.trainer.finish(step))
-            for column, reference in enumerate((True, False)):
-                due = [loop for loop in going if loop.probes_due()[column]]
-                for group in same_probe_prompts(due):
-                    answers = probe_side_by_side([loop.trainer for loop in group], group[0].probe_prompts, reference)
-                    for loop, rows in zip(group, answers):
-                        loop.add_probes(rows, reference)
+            _step_side_by_side(going)
             job.run.set_status("running", step=max(loop.trainer.step_count for loop in loops))
             for loop in going:
                 if loop.done:
@@ -161,6 +121,59 @@ def sweep_body(job: Job) -> str:
         for run in todo + ([bon] if bon else []):
             if run.status().get("state") == "queued":  # never reached (an earlier failure or a stop)
                 run.set_status("stopped")
+
+
+def _runs_on_one_base(runs: list[RunFolder]) -> tuple[list[PolicyRun], object]:
+    """A PolicyRun for each run, every trainer's adapters on the first one's base model, one reward model
+    shared by all; (runs, the reward model or None when there are no runs)."""
+    loops, reward_model, first = [], None, None
+    for i, run in enumerate(runs):
+        saved, config, prompts, reward_model, gold_scorer = policy_run_inputs(run, reward_model)
+        base = None if first is None else (first.model.peft, first.tokenizer)
+        trainer = new_trainer(run, saved, config, prompts, reward_model, gold_scorer, base,
+                              POLICY if first is None else f"{POLICY}{i}")
+        first = first or trainer
+        normalise_rewards(run, saved, config, reward_model, trainer, prompts)
+        loops.append(PolicyRun(run, saved, config, trainer))
+    return loops, reward_model
+
+
+def _best_of_n_beside(job: Job, bon: RunFolder, loops: list[PolicyRun], reward_model) -> str:
+    """The best-of-n run, sampled from the runs' base model with adapters off (its own model when there are no
+    runs); its end state."""
+    bon.set_status("running", error=None)
+    bon.log("started (in the sweep's process)")
+    if not loops:
+        model, tokenizer = load_model_and_tokenizer(from_dict(PPOConfig, bon.config()["config"]).model)
+        context = contextlib.nullcontext
+    else:
+        first = loops[0].trainer
+        model, tokenizer, context = first.model.peft, first.tokenizer, first.model.peft.disable_adapter
+    state = run_best_of_n(job, bon, model, tokenizer, reward_model or policy_run_inputs(bon)[3], context)
+    bon.log(state)
+    bon.set_status(state)
+    return state
+
+
+def _step_side_by_side(going: list[PolicyRun]) -> None:
+    """One step of each run: the rollouts of those that sample decoded as one batch, each update one at a time;
+    then the probe answers due, decoded together."""
+    for loop in going:
+        loop.begin_step()
+    sampling = [loop for loop in going if not loop.learns_from_pairs]
+    results = step_side_by_side([loop.trainer for loop in sampling],
+                                lambda i, metrics: sampling[i].on_rollout(metrics)) if sampling else []
+    for loop, result in zip(sampling, results):
+        loop.end_step(*result)
+    for loop in going:
+        if loop.learns_from_pairs:
+            loop.take_step()
+    for column, reference in enumerate((True, False)):
+        due = [loop for loop in going if loop.probes_due()[column]]
+        for group in same_probe_prompts(due):
+            answers = probe_side_by_side([loop.trainer for loop in group], group[0].probe_prompts, reference)
+            for loop, rows in zip(group, answers):
+                loop.add_probes(rows, reference)
 
 
 def same_probe_prompts(loops: list) -> list[list]:

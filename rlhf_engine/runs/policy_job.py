@@ -173,8 +173,8 @@ def new_trainer(run: RunFolder, saved: dict, config: PolicyConfig, prompts: list
     """The trainer of a policy run's method, on its prompts (DPO: on the pairs copied into its run folder);
     ``base`` and ``name``: beside other runs on one base model (a batched sweep)."""
     data = read_pairs(run.path / PAIRS_FILE) if registry.of_config(config).learns_from_pairs else prompts
-    return registry.get(saved["kind"]).trainer_class()(config, reward_model, data, gold_scorer=gold_scorer, base=base,
-                                        name=name)
+    trainer_class = registry.get(saved["kind"]).trainer_class()
+    return trainer_class(config, reward_model, data, gold_scorer=gold_scorer, base=base, name=name)
 
 
 def policy_body(job: Job) -> str:
@@ -185,11 +185,6 @@ def policy_body(job: Job) -> str:
     while not loop.done:
         if distributed.any_process(job.stop_event.is_set()):  # all processes stop after the same step
             return loop.stop()
-        loop.begin_step()
-        step = trainer.begin()
-        loop.on_rollout(step.metrics)
-        loop.end_step(*trainer.finish(step))
-        for reference, due in zip((True, False), loop.probes_due()):
-            if due:
-                loop.add_probes(loop.answer_probes(reference), reference)
+        loop.take_step()
+        loop.answer_due_probes()
     return loop.finish()

@@ -47,6 +47,19 @@ class PolicyRun:
     def begin_step(self) -> None:
         self.run.set_status("running", phase="rollout", rollout=None)
 
+    def take_step(self) -> None:
+        """One step of the run on its own: its rollout (shown while the update runs), its update, what it logs."""
+        self.begin_step()
+        step = self.trainer.begin()
+        self.on_rollout(step.metrics)
+        self.end_step(*self.trainer.finish(step))
+
+    def answer_due_probes(self) -> None:
+        """The probe answers due after this step, the run alone (a sweep's runs answer side by side)."""
+        for reference, due in zip((True, False), self.probes_due()):
+            if due:
+                self.add_probes(self.answer_probes(reference), reference)
+
     def on_rollout(self, rollout: dict) -> None:
         """The step's score and KL, shown while its update runs."""
         self.run.set_status("running", phase="update", rollout=rollout)
