@@ -29,6 +29,7 @@ temporary folder unless named). Exit status 1 when a method is over a limit.
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -164,6 +165,8 @@ def main() -> int:
     parser.add_argument("--max-rss-rise", type=float, default=0.05, help="new / old peak RSS at most 1 + this")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "compare_commits.json")
     parser.add_argument("--logs", type=Path, help="folder for each run's JSON and log (default: a new temporary one)")
+    parser.add_argument("--new-args", default="", help="extra flags for the new side's script, e.g. "
+                        "'--no-reuse-rollout-pass' with --old HEAD: one optimisation off against on, same code")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     if not methods or set(methods) - set(METHODS):
@@ -195,13 +198,15 @@ def main() -> int:
                     {"ref": None, "commit": git("rev-parse", "HEAD"), "tree": str(ROOT), "label": "work tree",
                      "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}),
             "machine": machine(),
-            "settings": {"methods": methods, "pairs": args.pairs, "iterations": args.iterations,
+            "settings": {"new_args": args.new_args,
+                         "methods": methods, "pairs": args.pairs, "iterations": args.iterations,
                          "warmup": args.warmup, "threads": args.threads, "max_slowdown": args.max_slowdown,
                          "max_rss_rise": args.max_rss_rise, "logs": str(logs)},
             "methods": {}}
         for method in methods:
             commands = {side: side_command(tree, method, prompts, pairs, args.iterations, args.warmup, args.threads)
                         for side, tree in (("old", old_tree), ("new", new_tree))}
+            commands["new"] += shlex.split(args.new_args)
             results["settings"].setdefault("commands", {})[method] = commands
             rows = run_method(method, args.pairs, commands, logs)
             results["methods"][method] = summarise(rows, args.max_slowdown, args.max_rss_rise)

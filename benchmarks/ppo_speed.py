@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="any other PPOConfig field, e.g. value_model=separate")
+    parser.add_argument("--no-reuse-rollout-pass", action="store_true",
+                        help="recompute the update's first pass instead of keeping the rollout's (to measure it)")
     threads_flag(parser)
     out_flag(parser)
     args = parser.parse_args()
@@ -66,6 +68,8 @@ def main() -> None:
     started = time.perf_counter()
     reward_model = new_reward_model(RewardConfig(model=rm_model))
     trainer = PPOTrainer(config, reward_model, demo_prompts())
+    if args.no_reuse_rollout_pass:
+        trainer.reuses_rollout_pass = False
     load_s = time.perf_counter() - started
     rss_after_load = rss_now()
 

@@ -1,8 +1,8 @@
-"""Sweeps: PPO runs that differ in one setting only (β by default), or runs of several methods (PPO, GRPO,
-RLOO, DPO, each at its βs) on one reward model and one prompt set: one reward-vs-KL frontier.
+"""Sweeps: PPO runs that differ in one setting only (β by default), or runs of several methods (any of
+``methods.registry``'s, each at its βs) on one reward model and one prompt set: one reward-vs-KL frontier.
 
 A sweep folder ``<runs>/<name>/`` holds ``sweep.json`` (what varies, the members, in order); each
-member is an ordinary PPO run folder beside it, ``<runs>/<name>-<label>/``, so the Runs page, the CLI
+member is an ordinary policy run folder beside it, ``<runs>/<name>-<label>/``, so the Runs page, the CLI
 and ``resume`` treat it like any other run. Members share the seed, the prompts, the reward model and
 its normalisation, so the varied setting is the only difference. An optional best-of-n member samples
 from the reference and gives the no-training baseline on the same reward-vs-KL axes.
@@ -330,13 +330,11 @@ def is_clear(gain: float, se: float) -> bool:
     return standard_errors(gain, se) >= CLEAR_SE
 
 
-METHOD_TITLES = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO", "dpo": "DPO"}
-
-
 def member_title(label: str) -> str:
     """A methods sweep's member label in words: "grpo-beta-0.04" -> "GRPO at β 0.04"."""
     method, _, beta = label.partition("-beta-")
-    return f"{METHOD_TITLES.get(method, method)} at β {beta}" if beta else label
+    title = registry.get(method).title if registry.is_policy_kind(method) else method
+    return f"{title} at β {beta}" if beta else label
 
 
 def gain_sentence(label: str, before: float, after: float, gain: float, se: float, prompts: int) -> str:
