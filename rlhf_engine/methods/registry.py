@@ -2,9 +2,10 @@
 report and page reads. Adding a method is its module (loss, advantages, trainer) and one record here.
 
 A method kept outside this package is a module that defines ``METHOD = Method(...)``, named in the environment
-variable RLHF_WORKBENCH_METHODS (comma-separated module paths). Jobs and the CLI run in processes of their own,
-which inherit the variable and so know the same methods. No torch here: the CLI builds its commands from these
-records before any model is loaded; a record names its trainer by path, imported when a run needs it.
+variable RLHF_WORKBENCH_METHODS (comma-separated module paths) and importable where the dashboard or the CLI
+was started (its PYTHONPATH or working folder; a job process adds the repository root). Jobs run in processes of
+their own, which inherit the variable and so know the same methods. No torch here: the CLI builds its commands
+from these records before any model is loaded; a record names its trainer by path, imported when a run needs it.
 """
 
 from __future__ import annotations
