@@ -28,6 +28,7 @@ from rlhf_engine.core.heads import load_head, new_head, new_lora_model, save_hea
 from rlhf_engine.core.lora_fused import fuse_lora_products
 from rlhf_engine.core.models import encode_prompt, left_pad, load_model_and_tokenizer, position_ids_from_mask, set_seed
 from rlhf_engine.core.normalisation import normalized as normalized_scores
+from rlhf_engine.core.rollout import check_finite
 from rlhf_engine.data.pairs import PreferencePair, prompt_text
 from rlhf_engine.runs.runfolder import atomic_write_text
 
@@ -344,9 +345,7 @@ def train_reward_model(
         chosen, rejected = pair_scores(rm, batch)
         loss = bradley_terry_loss(chosen, rejected)
         for name, value in (("reward-model score", torch.cat([chosen, rejected])), ("reward-model loss", loss)):
-            if not bool(torch.isfinite(value).all()):
-                raise FloatingPointError(f"{name} is NaN or infinite at step {step}; the run was stopped "
-                                         "(try a lower learning rate)")
+            check_finite(name, value, step, hint="try a lower learning rate")
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()

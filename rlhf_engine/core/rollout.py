@@ -2,8 +2,8 @@
 
 A rollout is sampled at temperature T (``generation.sample_responses``), scored by the reward model (or
 the demo's gold annotator beside it), and read back under the policy and the frozen reference (log-probs
-of logits / T). The methods differ only in how they turn it into a loss: PPO (ppo.py), GRPO (grpo.py)
-and RLOO (rloo.py) each take a ``ScoredRollout`` and nothing else.
+of logits / T). The methods that sample differ only in how they turn it into a loss: each method's
+``advantages`` (methods/) takes a ``ScoredRollout`` and nothing else.
 
 The KL estimators are here because every method logs all three side by side (Schulman 2020).
 """
@@ -22,6 +22,7 @@ POLICY = "policy"  # the adapter name of a run's policy (the reference is the sa
 PROBE_SEED = 1234  # sampling seed of every probe answer: the policy's differ from the reference's only by training
 PHASES = ("generate", "forward", "reward", "update")  # timed parts of an iteration, logged as time/<phase>_s
 KL_NAMES = ("k1", "k2", "k3")  # the estimators logged side by side as kl/<name>
+POLICY_HINT = "try a lower learning rate or a smaller beta"  # what a policy run that blew up should try
 
 
 def probe_generator(sample: int = 0) -> torch.Generator:
@@ -70,26 +71,26 @@ def missing_eos_penalized(scores: torch.Tensor, has_eos: torch.Tensor, penalty: 
 class NonFiniteError(FloatingPointError):
     """NaN or inf in a score, log-prob, logit or loss: the run stops, and the message names what and when."""
 
-    def __init__(self, what: str, step: int, during: str = ""):
-        self.what, self.step, self.during = what, step, during
+    def __init__(self, what: str, step: int, during: str = "", hint: str = POLICY_HINT):
+        self.what, self.step, self.during, self.hint = what, step, during, hint
         verb = "are" if what.endswith(("logits", "log-probs")) else "is"
         super().__init__(f"{what} {verb} NaN or infinite at step {step}{f' ({during})' if during else ''}; the run "
-                         "was stopped (try a lower learning rate or a smaller beta)")
+                         f"was stopped ({hint})")
 
     def __reduce__(self):
-        return type(self), (self.what, self.step, self.during)
+        return type(self), (self.what, self.step, self.during, self.hint)
 
 
-def check_finite(what: str, value: torch.Tensor | float, step: int, during: str = "") -> None:
+def check_finite(what: str, value: torch.Tensor | float, step: int, during: str = "", hint: str = POLICY_HINT) -> None:
     """The one NaN/inf check: stop the run with a NonFiniteError naming ``what`` and the step if ``value`` (a
-    tensor or a number) holds NaN or inf.
+    tensor or a number) holds NaN or inf; ``hint``: what to try.
 
     Under data parallelism it is decided on every process at once: one process stopping alone would leave
     the others waiting for it forever.
     """
     finite = math.isfinite(value) if isinstance(value, (int, float)) else bool(torch.isfinite(value).all())
     if distributed.any_process(not finite):
-        raise NonFiniteError(what, step, during)
+        raise NonFiniteError(what, step, during, hint)
 
 
 @dataclass

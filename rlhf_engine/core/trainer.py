@@ -387,6 +387,7 @@ class PolicyTrainer:
                 loss, metrics = self.loss(batch, part)
                 check_finite("policy loss", loss, self.step_count)
                 (loss * share).backward()
+                del loss  # its spent graph let go before the next pass: PPO's peak RSS 3.04 -> 2.7 GiB (RESULTS.md)
                 token_share = float(batch.mask[part].sum()) / tokens if self.token_mean_metrics else share
                 for name, value in metrics.items():
                     weight = token_share if name in self.token_mean_metrics else share

@@ -1,7 +1,8 @@
 """PPO with a per-token KL penalty to the frozen reference policy (Ziegler et al. 2019; Ouyang et al. 2022).
 
 One copy of the base weights serves three roles: the policy (LoRA adapter "policy"), the reference
-(the same base with adapters disabled) and the value function (LoRA adapter "value" + a linear head).
+(the same base with adapters disabled) and the value function (a linear head on the policy's last hidden
+state; with ``value_model = "separate"``, on a LoRA adapter "value" of its own).
 Each iteration has three phases you can point to:
 
 1. rollout (no grad): sample responses at temperature T, score them with the reward model, read
@@ -11,7 +12,7 @@ Each iteration has three phases you can point to:
 3. update: ``ppo_epochs`` passes over minibatches with the clipped policy loss and clipped value loss.
 
 The pure functions at the top are the algorithm; ``PPOTrainer`` wires them to the models through the
-plumbing every method shares (trainer.py: rollout, scoring, probes, optimiser, checkpoints).
+trainer every method shares (core/trainer.py: rollout, scoring, the update loop, probes, checkpoints).
 """
 
 from __future__ import annotations
@@ -120,7 +121,6 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
 def value_adapter_name(policy_adapter: str) -> str:
     """The separate value adapter's name beside a run's policy adapter ("value" beside "policy")."""
     return VALUE if policy_adapter == POLICY else f"{policy_adapter}-{VALUE}"
-
 
 
 class PolicyAndValue(Policy):
