@@ -165,6 +165,8 @@ def main() -> int:
     parser.add_argument("--max-rss-rise", type=float, default=0.05, help="new / old peak RSS at most 1 + this")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "compare_commits.json")
     parser.add_argument("--logs", type=Path, help="folder for each run's JSON and log (default: a new temporary one)")
+    parser.add_argument("--args", default="", help="extra flags for both sides' scripts, e.g. "
+                        "'--set value_model=separate'")
     parser.add_argument("--new-args", default="", help="extra flags for the new side's script, e.g. "
                         "'--no-reuse-rollout-pass' with --old HEAD: one optimisation off against on, same code")
     args = parser.parse_args()
@@ -198,7 +200,7 @@ def main() -> int:
                     {"ref": None, "commit": git("rev-parse", "HEAD"), "tree": str(ROOT), "label": "work tree",
                      "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}),
             "machine": machine(),
-            "settings": {"new_args": args.new_args,
+            "settings": {"args": args.args, "new_args": args.new_args,
                          "methods": methods, "pairs": args.pairs, "iterations": args.iterations,
                          "warmup": args.warmup, "threads": args.threads, "max_slowdown": args.max_slowdown,
                          "max_rss_rise": args.max_rss_rise, "logs": str(logs)},
@@ -206,7 +208,8 @@ def main() -> int:
         for method in methods:
             commands = {side: side_command(tree, method, prompts, pairs, args.iterations, args.warmup, args.threads)
                         for side, tree in (("old", old_tree), ("new", new_tree))}
-            commands["new"] += shlex.split(args.new_args)
+            commands["old"] += shlex.split(args.args)
+            commands["new"] += shlex.split(args.args) + shlex.split(args.new_args)
             results["settings"].setdefault("commands", {})[method] = commands
             rows = run_method(method, args.pairs, commands, logs)
             results["methods"][method] = summarise(rows, args.max_slowdown, args.max_rss_rise)

@@ -50,7 +50,7 @@ part tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py
 WORKSPACE=$(mktemp -d)
 part workshop 300 "$PY" - "$WORKSPACE" "$OUT/workshop.json" <<'EOF'
 import json, os, shlex, subprocess, sys, time
-from rlhf_engine.workshop import cli_commands
+from rlhf_engine.lab.workshop import cli_commands
 workspace, out = sys.argv[1], sys.argv[2]
 env = {"RLHF_WORKSPACE": workspace}
 timings, started = [], time.perf_counter()
