@@ -24,7 +24,7 @@ from rlhf_engine.config import ModelConfig
 from rlhf_engine.core.models import ModelSourceError, load_model_and_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_CODE = [*ROOT.glob("rlhf_engine/*.py"), *ROOT.glob("dashboard/*.py"), *ROOT.glob("pages/*.py"), ROOT / "app.py"]
+APP_CODE = [*ROOT.glob("rlhf_engine/**/*.py"), *ROOT.glob("dashboard/*.py"), *ROOT.glob("pages/*.py"), ROOT / "app.py"]
 
 
 # ---------------------------------------------------------------------------------------------- the server

@@ -39,7 +39,7 @@ def test_trackio_and_wandb_keep_the_metrics_in_their_own_local_stores(tmp_path):
     """In a process of its own: both libraries start services and read their folders from the environment."""
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from rlhf_engine import trackers
+        from rlhf_engine.runs import trackers
         from rlhf_engine.runs.runfolder import RunFolder
         run = RunFolder(Path({str(tmp_path / "run")!r}))
         run.create("ppo", {{"config": {{"kl_coef": 0.05, "report_to": "trackio,wandb"}}}}, 2)
