@@ -120,7 +120,13 @@ def test_sweep_methods_trains_a_toy_member_beside_ppo(tmp_path, tiny_model_dir, 
 # ---------------------------------------------------------------------------- a run in its own process
 
 @pytest.mark.slow
-def test_it_trains_two_steps_through_run_job(toy_run):
+def test_it_trains_two_steps_through_run_job_and_reports_and_exports(toy_run, tmp_path):
+    """One test for the one trained run (on several xdist workers, separate tests would each train it)."""
+    from transformers import AutoModelForCausalLM
+
+    from rlhf_engine.lab.report import write_report
+    from rlhf_engine.runs.export import export_run
+
     status, rows = toy_run.status(), toy_run.metrics()
     assert (status["state"], status["step"]) == ("completed", 2)
     assert [r["step"] for r in rows] == [1, 2]
@@ -131,24 +137,14 @@ def test_it_trains_two_steps_through_run_job(toy_run):
     assert {p["policy"] for p in toy_run.probes()} == {"reference", "policy"}
     assert "Toy REINFORCE: beta=0.05" in toy_run.events()  # the trainer's settings line, from the job process
 
-
-@pytest.mark.slow
-def test_its_report_draws_its_charts(toy_run, tmp_path):
-    from rlhf_engine.lab.report import write_report
-
+    # the report draws its charts
     html = write_report(toy_run.path, tmp_path / "report.html").read_text()
     assert "Toy REINFORCE policy" in html
     for title, _ in registry.get("toy").panels:  # each a chart's title in the plotly JSON
         assert f'"title":{{"text":{json.dumps(title)}}}' in html, title
     assert "Clip fraction" not in html and "Value loss" not in html  # PPO's charts are not drawn for it
 
-
-@pytest.mark.slow
-def test_its_export_is_a_merged_model_named_for_its_method(toy_run, tmp_path):
-    from transformers import AutoModelForCausalLM
-
-    from rlhf_engine.runs.export import export_run
-
+    # its export is a merged model named for its method
     out = export_run(toy_run.path, tmp_path / "export")
     card = (out / "README.md").read_text()
     assert "a Toy REINFORCE policy trained with RLHF Workbench" in card and "- toy" in card
