@@ -10,11 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 import streamlit as st
 
 from rlhf_engine.config import (
-    GRPO_LOSS_TYPES,
-    KL_ESTIMATORS,
-    KL_PLACES,
-    LR_SCHEDULES,
-    VALUE_MODELS,
+    FIELD_CHOICES,
     PPOConfig,
     field_defaults,
     field_help,
@@ -346,8 +342,6 @@ METHOD_FORMS = {
     "dpo": (DPO_FORM, DPO_FORM_MORE),
 }
 GENERATED_COLUMNS = 3  # columns of a generated form
-KNOB_CHOICES = {"kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES, "value_model": VALUE_MODELS,
-                "loss_type": GRPO_LOSS_TYPES, "kl_in": KL_PLACES}
 EOS_PENALTY_DEFAULT = 1.0  # the penalty the form offers once its checkbox is ticked (score units)
 
 
@@ -406,8 +400,8 @@ def policy_knobs(key_prefix: str, method: str = "ppo") -> dict:
 def _policy_knob(cls: type, name: str, label: str, key_prefix: str):
     if name == "report_to":
         return tracker_knob(cls, key_prefix, label)
-    if name in KNOB_CHOICES:
-        return choice_knob(cls, name, KNOB_CHOICES[name], key_prefix, label=label)
+    if name in FIELD_CHOICES:
+        return choice_knob(cls, name, FIELD_CHOICES[name], key_prefix, label=label)
     if name == "missing_eos_penalty":  # None (off) or a number: a checkbox and the number
         used = st.checkbox("penalise answers with no EOS", key=f"{key_prefix}.use_eos_penalty",
                            help="Subtract a fixed amount from the score of answers cut at the cap")

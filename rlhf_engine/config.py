@@ -23,6 +23,13 @@ GRPO_LOSS_TYPES = ("grpo", "dr_grpo")
 KL_PLACES = ("loss", "reward")
 LR_SCHEDULES = ("linear", "constant")
 CPU_MATMUL_CHOICES = ("auto", "packed", "onednn", "pytorch")
+# The fields that take one of a fixed set of words, checked in __post_init__; the CLI's flags and the dashboard's
+# knobs offer the same words.
+FIELD_CHOICES = {
+    "quant": QUANT_CHOICES, "dtype": DTYPE_CHOICES, "device": DEVICE_CHOICES, "cpu_matmul": CPU_MATMUL_CHOICES,
+    "pooling": POOLINGS, "kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES, "gold_score": GOLD_CHOICES,
+    "value_model": VALUE_MODELS, "loss_type": GRPO_LOSS_TYPES, "kl_in": KL_PLACES,
+}
 
 
 class ModelSourceError(ValueError):

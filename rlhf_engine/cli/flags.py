@@ -10,32 +10,13 @@ import argparse
 import dataclasses
 import typing
 
-from rlhf_engine.config import (
-    CPU_MATMUL_CHOICES,
-    DEVICE_CHOICES,
-    DTYPE_CHOICES,
-    GOLD_CHOICES,
-    GRPO_LOSS_TYPES,
-    KL_ESTIMATORS,
-    KL_PLACES,
-    LR_SCHEDULES,
-    POOLINGS,
-    QUANT_CHOICES,
-    VALUE_MODELS,
-    field_defaults,
-    field_help,
-)
+from rlhf_engine.config import FIELD_CHOICES, field_defaults, field_help
 
 from .errors import UserError
 
-# The fields that take one of a fixed set of words (config.py checks them in __post_init__; as choices, --help
-# lists them and argparse refuses another word). A method's field that shares a name but not the words (its
-# default is not among them) gets no choices here; its config still checks it.
-FIELD_CHOICES = {
-    "quant": QUANT_CHOICES, "dtype": DTYPE_CHOICES, "device": DEVICE_CHOICES, "cpu_matmul": CPU_MATMUL_CHOICES,
-    "pooling": POOLINGS, "kl_estimator": KL_ESTIMATORS, "lr_schedule": LR_SCHEDULES, "gold_score": GOLD_CHOICES,
-    "value_model": VALUE_MODELS, "loss_type": GRPO_LOSS_TYPES, "kl_in": KL_PLACES,
-}
+# config.FIELD_CHOICES as argparse choices: --help lists them and argparse refuses another word. A method's field
+# that shares a name but not the words (its default is not among them) gets no choices here; its config still
+# checks it.
 # Counts that must be at least 1 and numbers with a bound: refused by argparse, naming the flag, before any
 # config is built (the configs check most of them again).
 POSITIVE_INTS = frozenset({

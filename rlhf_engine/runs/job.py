@@ -146,8 +146,6 @@ def end_run(run: RunFolder, state: str, error: str | None = None) -> None:
     except (OSError, ValueError):
         return
     if kind == SWEEP_KIND:
-        from rlhf_engine.lab.sweep import Sweep
-
         for member in Sweep(run.path).runs():
             if member.status().get("state") in ("queued", "running", "interrupted"):
                 member.set_status(state, **({"error": error} if error else {}))

@@ -26,8 +26,6 @@ from rlhf_engine.runs.policy_run import PolicyRun
 from rlhf_engine.runs.runfolder import RunFolder, atomic_write_text
 
 PAIRS_FILE = "pairs.jsonl"  # a DPO run's own copy of the pairs it learns from
-
-
 PPO_NORM_SAMPLES = 64  # policy samples for score normalisation when the RM was normalised on another policy
 
 
@@ -172,9 +170,9 @@ def new_trainer(run: RunFolder, saved: dict, config: PolicyConfig, prompts: list
                  base=None, name: str = POLICY):
     """The trainer of a policy run's method, on its prompts (DPO: on the pairs copied into its run folder);
     ``base`` and ``name``: beside other runs on one base model (a batched sweep)."""
-    data = read_pairs(run.path / PAIRS_FILE) if registry.of_config(config).learns_from_pairs else prompts
-    trainer_class = registry.get(saved["kind"]).trainer_class()
-    return trainer_class(config, reward_model, data, gold_scorer=gold_scorer, base=base, name=name)
+    method = registry.get(saved["kind"])
+    data = read_pairs(run.path / PAIRS_FILE) if method.learns_from_pairs else prompts
+    return method.trainer_class()(config, reward_model, data, gold_scorer=gold_scorer, base=base, name=name)
 
 
 def policy_body(job: Job) -> str:
