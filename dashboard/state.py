@@ -1,78 +1,29 @@
-"""Shared state of the dashboard: the workspace folder, the job queue and loaded models.
+"""Shared state of the dashboard: this session's workspace, the job queue and loaded models.
 
 Everything a page shows comes from the workspace on disk (run folders, the pair store, the chosen
-model), so a reload, a second tab or a server restart shows the same project. Objects shared by all
-sessions of one server (the job queue, loaded models) are ``st.cache_resource``.
-
-Workspace layout (``RLHF_WORKSPACE``, default ``workspace/``)::
-
-    workspace/model.json      the model chosen on the Model page (a ModelConfig)
-    workspace/pairs.sqlite    preference pairs: uploaded, collected and simulated
-    workspace/runs/<run-id>/  one run folder per job (reward model, PPO, simulated pairs)
+model: see rlhf_engine/runs/workspace.py), so a reload, a second tab or a server restart shows the same
+project. A user alone has one workspace (``RLHF_WORKSPACE``, default ``workspace/``); in a workshop room each
+participant has their own (dashboard/room.py says who a session is). Objects shared by all sessions of one
+server (the job queue, loaded models) are ``st.cache_resource``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
 from rlhf_engine.config import ModelConfig, from_dict, to_dict
-from rlhf_engine.data.store import PairStore
 from rlhf_engine.runs.queue import JobQueue
-from rlhf_engine.runs.runfolder import ACTIVE_STATES, RunFolder, atomic_write_text, list_runs
+from rlhf_engine.runs.runfolder import ACTIVE_STATES, RunFolder
+from rlhf_engine.runs.workspace import Workspace
+
+from .room import current_room, identity
 
 LIVE_REFRESH_S = 1.0  # seconds between refreshes of a live view
 APP_SHELL_KEY = "app_shell"  # set by app.py in every session it runs in
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Paths of one project's files."""
-
-    root: Path
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def store_path(self) -> Path:
-        return self.root / "pairs.sqlite"
-
-    @property
-    def model_file(self) -> Path:
-        return self.root / "model.json"
-
-    def store(self) -> PairStore:
-        return PairStore(self.store_path)
-
-    def model_config(self) -> ModelConfig:
-        """The model chosen on the Model page; the bundled default until one is chosen."""
-        if self.model_file.is_file():
-            return from_dict(ModelConfig, json.loads(self.model_file.read_text()))
-        return default_model_config()
-
-    def model_chosen(self) -> bool:
-        return self.model_file.is_file()
-
-    def save_model_config(self, config: ModelConfig) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.model_file, json.dumps(to_dict(config), indent=2) + "\n")
-
-    def runs_of(self, *kinds: str) -> list[RunFolder]:
-        """Run folders of these kinds (one, or several: every method's), newest first."""
-        found = []
-        for run in list_runs(self.runs):
-            try:
-                if run.config().get("kind") in kinds:
-                    found.append(run)
-            except (OSError, ValueError):
-                continue
-        return found
 
 
 def require_app_shell() -> None:
@@ -91,23 +42,32 @@ def require_app_shell() -> None:
 
 
 def workspace() -> Workspace:
-    """The workspace of this server: $RLHF_WORKSPACE or ./workspace."""
-    root = Path(os.environ.get("RLHF_WORKSPACE", "workspace")).resolve()
-    (root / "runs").mkdir(parents=True, exist_ok=True)
-    return Workspace(root)
+    """This session's workspace: alone, $RLHF_WORKSPACE or ./workspace; in a room, the participant's own (or the
+    teacher's). A session of the room with no identity never gets here (dashboard.room.gate stops it)."""
+    who = identity()
+    if who.role == "alone":
+        return Workspace(Path(os.environ.get("RLHF_WORKSPACE", "workspace")).resolve()).ensure()
+    if not who.pid:  # the projector: shows the room's frontier and owns no workspace
+        raise PermissionError("the projector link shows the room's frontier only")
+    return current_room().workspace(who.pid).ensure()
 
 
-def default_model_config() -> ModelConfig:
-    """The bundled model; unquantized on CPU, where fp32 generates faster than 4-bit (RESULTS.md)."""
-    import torch
-
-    return ModelConfig(quant="4bit" if torch.cuda.is_available() else "none")
+def job_queue() -> JobQueue:
+    """The server's queue: alone, one heavy job at a time in order; in a room, the room's fair queue."""
+    room = current_room()
+    return _room_queue(str(room.folder)) if room is not None else _single_queue()
 
 
 @st.cache_resource
-def job_queue() -> JobQueue:
-    """One queue per server: one heavy job at a time, the rest wait in order."""
+def _single_queue() -> JobQueue:
     return JobQueue()
+
+
+@st.cache_resource
+def _room_queue(folder: str) -> JobQueue:
+    from rlhf_engine.room.scheduler import room_queue
+
+    return room_queue(current_room())
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
@@ -182,6 +142,34 @@ def is_live(run: RunFolder) -> bool:
 def refresh_interval(run: RunFolder) -> float | None:
     """Live parts refresh once a second while a run is live, and not at all otherwise."""
     return LIVE_REFRESH_S if is_live(run) else None
+
+
+def submit_run(run: RunFolder):
+    """Queue a prepared run folder's job in a process of its own (see ProcessJob), owned by this session's
+    participant in a room; returns the job."""
+    room = current_room()
+    if room is None:
+        from rlhf_engine.runs.job import ProcessJob
+
+        return job_queue().submit(ProcessJob(run))
+    from rlhf_engine.room.scheduler import room_job
+
+    return job_queue().submit(room_job(room, run), owner=identity().pid)
+
+
+def may_stop(job) -> bool:
+    """Whether this session may stop a job: alone, always; in a room, its owner and the teacher only."""
+    who = identity()
+    return who.role in ("alone", "teacher") or job_queue().owner_of(job) == who.pid
+
+
+def stop_job(job) -> None:
+    """Stop a job as this session (the run's events say who asked); PermissionError if it may not."""
+    who = identity()
+    if who.role == "alone":
+        job_queue().stop(job)
+    else:
+        job_queue().stop(job, by=who.pid, by_label=who.name)
 
 
 def reward_model_for(folder: Path):

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import re
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import streamlit as st
 
@@ -192,31 +193,30 @@ def mark_started(name: str) -> None:
 
 def submit_job(job, picker_key: str, name_key: str) -> None:
     """Queue a prepared job, show it in the run picker, give the next run a new name, and say what happened."""
-    from rlhf_engine.runs.job import ProcessJob
+    from .state import submit_run
 
-    from .state import job_queue
-
-    job = job_queue().submit(ProcessJob(job.run))  # its own process: see ProcessJob
+    job = submit_run(job.run)  # its own process: see ProcessJob
     mark_started(job.run.id)
     st.session_state[f"{picker_key}.started"] = job.run.id
     st.session_state[picker_key] = job.run.id  # the picker shows the new run (it is drawn after the form)
     st.session_state.pop(name_key, None)
     flash(f"Started {job.run.id}." if queue_position(job) == 0 else
-          f"Queued {job.run.id}: it starts when the job before it ends (one heavy job at a time).")
+          f"Queued {job.run.id}: {wait_phrase(job)}.")
 
 
 def job_controls(run: RunFolder, key: str) -> None:
     """Stop (queued or running here) or Resume (stopped, failed or interrupted) for one run."""
     from rlhf_engine.runs.resume import prepare_resume
 
-    from .state import job_queue
+    from .state import job_queue, may_stop, stop_job
 
-    queue = job_queue()
     state = run.status().get("state")
-    job = queue.find(run.path)
+    job = job_queue().find(run.path)
     if job is not None and state in ("queued", "running"):
-        if st.button("Stop", key=f"{key}.stop", help="Stop after the current step; a checkpoint is kept"):
-            queue.stop(job)
+        if not may_stop(job):
+            st.caption("Only the run's owner or the teacher can stop it.")
+        elif st.button("Stop", key=f"{key}.stop", help="Stop after the current step; a checkpoint is kept"):
+            stop_job(job)
             st.rerun()
     elif job is not None:
         st.caption("The job is ending…")
@@ -233,14 +233,53 @@ def queue_position(job) -> int:
     return max(job_queue().position(job), 0)
 
 
-def queue_notice() -> None:
-    """Say plainly what the device is busy with, if anything."""
+def workspace_download(ws) -> None:
+    """One button: the whole workspace (pairs, runs, exports) as one zip file, made when clicked."""
+    import tempfile
+
+    from rlhf_engine.runs.workspace import archive
+
+    def zipped() -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            return archive(ws, Path(tmp) / "workspace.zip").read_bytes()
+
+    st.download_button("Download my workspace (.zip)", zipped, file_name=f"{ws.root.name}.zip",
+                       mime="application/zip", help="Your model choice, pairs, runs and exports in one file")
+
+
+def wait_phrase(job) -> str:
+    """When a waiting job starts: its place in the queue and, once a job has ended, a time estimate."""
     from .state import job_queue
 
-    jobs = job_queue().jobs()
-    if jobs:
-        waiting = f"; {len(jobs) - 1} waiting" if len(jobs) > 1 else ""
-        st.caption(f"Device busy with **{md(jobs[0].run.id)}**{waiting}. New jobs wait their turn (one at a time).")
+    queue = job_queue()
+    place = queue.position(job)
+    if place <= 0:
+        return "running"
+    estimate = queue.estimate_wait_s(job)
+    about = f", about {max(1, round(estimate / 60))} min" if estimate is not None else ""
+    return f"number {place} in the queue{about}"
+
+
+def queue_notice() -> None:
+    """Say plainly what the device is busy with, if anything: alone, the queue; in a room, this participant's
+    jobs with their places, the room's slots and the cap on waiting jobs."""
+    from .room import current_room, identity
+    from .state import job_queue
+
+    queue = job_queue()
+    if current_room() is None:
+        jobs = queue.jobs()
+        if jobs:
+            waiting = f"; {len(jobs) - 1} waiting" if len(jobs) > 1 else ""
+            st.caption(f"Device busy with **{md(jobs[0].run.id)}**{waiting}. New jobs wait their turn "
+                       "(one at a time).")
+        return
+    who = identity()
+    mine = queue.jobs(owner=who.pid)
+    cap = f"; at most {queue.cap} of your jobs wait at once" if queue.cap else ""
+    st.caption(f"The room runs {queue.slots} job(s) at once, taking participants in turn{cap}.")
+    for job in mine:
+        st.caption(f"**{md(job.run.id)}**: {wait_phrase(job)}.")
 
 
 # Each method's form: its groups, each a heading and its columns, each column the (config field, label) pairs

@@ -2,8 +2,9 @@
 
 import streamlit as st
 
+from dashboard.room import identity, personal_link_notice
 from dashboard.state import require_app_shell, workspace
-from dashboard.widgets import STATE_ICONS, md, queue_notice
+from dashboard.widgets import STATE_ICONS, md, queue_notice, workspace_download
 from rlhf_engine.methods import registry
 
 require_app_shell()
@@ -25,8 +26,14 @@ TITLES = [method.title for method in registry.methods().values()]  # every polic
 HEADING = f"3. {TITLES[0]}" + (f" (or {', '.join(TITLES[1:])})" if len(TITLES) > 1 else "")
 
 ws = workspace()
+who = identity()
 st.title("RLHF Workbench")
-st.caption(f"Workspace: `{ws.root}` — everything below is read from it, so a reload or restart loses nothing.")
+if who.role == "alone":
+    st.caption(f"Workspace: `{ws.root}` — everything below is read from it, so a reload or restart loses nothing.")
+else:
+    personal_link_notice(who)
+    st.caption("Your workspace in the room: your model choice, pairs and runs, seen by you and the teacher only.")
+workspace_download(ws)
 st.page_link("pages/workshop.py", label="New to RLHF? The Workshop page walks through the loop in five steps "
              "(about 15 minutes on a laptop)", icon=":material/school:")
 st.graphviz_chart(LOOP.replace("METHODS", " / ".join(TITLES).replace('"', "'")))

@@ -4,6 +4,7 @@ import dataclasses
 
 import streamlit as st
 
+from dashboard.room import current_room
 from dashboard.state import model_for, require_app_shell, workspace
 from dashboard.widgets import engine_errors, md
 from rlhf_engine.config import DTYPE_CHOICES, QUANT_CHOICES, ModelConfig, field_help
@@ -30,12 +31,21 @@ st.caption("The base model every step starts from: the reward model's backbone, 
 
 current_kind = "default" if current.source == "default" else (
     "gguf" if current.source.endswith(".gguf") else "folder" if current.source.startswith(("/", ".")) else "hub")
+room = current_room()
 with st.form("model-form"):
-    kind_label = st.radio("Source", list(KINDS), index=list(KINDS.values()).index(current_kind), horizontal=True)
-    kind = KINDS[kind_label]
-    source = st.text_input("Hub id, folder or .gguf path (ignored for the bundled model)",
-                           value="" if current.source == "default" else current.source,
-                           placeholder=PLACEHOLDERS["hub"], help=help_text["source"])
+    if room is None:
+        kind_label = st.radio("Source", list(KINDS), index=list(KINDS.values()).index(current_kind),
+                              horizontal=True)
+        kind = KINDS[kind_label]
+        source = st.text_input("Hub id, folder or .gguf path (ignored for the bundled model)",
+                               value="" if current.source == "default" else current.source,
+                               placeholder=PLACEHOLDERS["hub"], help=help_text["source"])
+    else:  # a path typed here would read the server's disk: the bundled model and the teacher's list only
+        offered = ["default", *room.settings()["models"]]
+        source = st.radio("Source (the models the teacher offers in this room)", offered,
+                          index=offered.index(current.source) if current.source in offered else 0,
+                          format_func=lambda s: "Bundled SmolLM2-135M-Instruct" if s == "default" else s)
+        kind = "default" if source == "default" else "hub"
     col_q, col_d = st.columns(2)
     quant = col_q.selectbox("Quantization", QUANT_CHOICES, index=QUANT_CHOICES.index(current.quant),
                             help=help_text["quant"] + ". On CPU, 'none' generates faster; 4-bit saves memory.")
@@ -45,7 +55,9 @@ with st.form("model-form"):
 
 if submitted:
     chosen_source = "default" if kind == "default" else source.strip()
-    if not chosen_source:
+    if room is not None and chosen_source not in ("default", *room.settings()["models"]):
+        st.error("In a room, pick one of the models the teacher offers.")
+    elif not chosen_source:
         st.error("Give a hub id, a folder or a .gguf path, or pick the bundled model.")
     else:
         with engine_errors("Loading the model"):

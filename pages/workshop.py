@@ -5,14 +5,23 @@ Every sentence that reads a result comes from the runs' own numbers (rlhf_engine
 import streamlit as st
 
 from dashboard.lab import submit_sweep, sweep_view
+from dashboard.room import current_room, identity
 from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import engine_errors, md, queue_notice, show_flash, status_line, submit_job
 from rlhf_engine.core.models import describe_model
 from rlhf_engine.data.pairs import read_pairs
 from rlhf_engine.lab import figures, workshop
-from rlhf_engine.lab.sweep import is_clear, list_sweeps, overoptimisation_sentence, probe_summary
+from rlhf_engine.lab.sweep import (
+    is_clear,
+    list_sweeps,
+    method_config,
+    overoptimisation_sentence,
+    plan_methods,
+    probe_summary,
+)
 from rlhf_engine.lab.sweep_job import prepare_sweep
 from rlhf_engine.methods import registry
+from rlhf_engine.room.progress import OVEROPT_PREFIX, RM_PREFIX, STEPS, SWEEP_PREFIX
 from rlhf_engine.runs.policy_job import prepare_policy_job
 from rlhf_engine.runs.reward_job import REWARD_KIND, prepare_reward_job
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, list_runs, new_run_name
@@ -20,10 +29,11 @@ from rlhf_engine.runs.runfolder import ACTIVE_STATES, list_runs, new_run_name
 require_app_shell()
 
 K = "workshop"
-RM_PREFIX, SWEEP_PREFIX, OVEROPT_PREFIX = "workshop-rm", "workshop-sweep", "workshop-overopt"
 RM_TARGET = 0.75  # held-out agreement a workshop reward model should reach
 
 ws = workspace()
+who = identity()
+assigned = current_room().assignment(who.pid) if who.role == "participant" else None  # the teacher's β and method
 sizes = workshop.preset()
 st.title("Workshop")
 show_flash()
@@ -80,7 +90,7 @@ def step(number: int, title: str, done: bool) -> None:
 
 
 # 1 -------------------------------------------------------------------------------------------------------
-step(1, "The model", ws.model_chosen())
+step(1, STEPS[0], ws.model_chosen())
 st.markdown("The **policy** is a small chat model, bundled: no download. RLHF will not retrain it: it adds a small "
             "LoRA adapter and trains only that. The untouched model stays as the **reference**.")
 st.caption(f"Model: {md(describe_model(model))}." + (" Change it on the Model page." if ws.model_chosen() else ""))
@@ -89,7 +99,7 @@ if st.button("Use the bundled model", key=f"{K}.model", type="primary", disabled
     st.rerun()
 
 # 2 -------------------------------------------------------------------------------------------------------
-step(2, "Preferences", stored_workshop_pairs >= len(shipped))
+step(2, STEPS[1], stored_workshop_pairs >= len(shipped))
 st.markdown("People compare two answers to the same prompt and pick the better one. Here a **simulated annotator** "
             "did it: it prefers the more *positive* answer (VADER sentiment) and, like a person, dislikes answers "
             "that repeat themselves. Its score is the **gold** reward: the truth the reward model can only "
@@ -106,7 +116,7 @@ st.caption(f"For example, to “{md(example.prompt)}” — chosen: “{md(examp
            "makes more live.")
 
 # 3 -------------------------------------------------------------------------------------------------------
-step(3, "Reward model", done_rm is not None)
+step(3, STEPS[2], done_rm is not None)
 st.markdown("The **reward model** is the same small model with a score head. It learns from the pairs that "
             "score(chosen) > score(rejected) (Bradley–Terry). It sees only these pairs, so it learns the "
             "annotator's taste *approximately*: remember this for step 6.")
@@ -128,7 +138,7 @@ if reward_runs:
                    f"(50 % is chance): {verdict}.")
 
 # 4 -------------------------------------------------------------------------------------------------------
-step(4, "PPO with a KL penalty: the sweep", sweep_done)
+step(4, STEPS[3], sweep_done)
 st.markdown("PPO makes the policy write answers the reward model scores highly. Left alone, it would find answers "
             "that fool the reward model. So every token pays **β × KL**: how far the policy has moved from the "
             f"reference. The sweep trains the policy once per β ({', '.join(format(b, 'g') for b in sizes.betas)}), "
@@ -139,16 +149,37 @@ st.markdown("PPO makes the policy write answers the reward model scores highly. 
             "the reference did: that is where the story is read, not from one noisy batch."
             + (f" The reference answers each of them {sizes.reference_probe_samples} times, so the baseline a "
                "gain is measured from is steadier." if sizes.reference_probe_samples > 1 else ""))
-if st.button("Run the KL sweep", key=f"{K}.sweep", disabled=done_rm is None or sweep_done or sweep_going):
+ASSIGNED = f"β = {assigned['kl_coef']:g} ({registry.get(assigned['method']).title})" if assigned else ""
+if assigned:
+    st.info(f"The teacher assigned you {ASSIGNED}: the room's frontier puts your run beside the others'. So this "
+            "step trains that one run instead of the whole sweep (with the best-of-n baseline).",
+            icon=":material/groups:")
+
+
+def sweep_jobs(name: str) -> list:
+    """Step 4's sweep: one run per β of the preset, or the one run (β and method) the teacher assigned."""
+    base = workshop.ppo_config(model, sizes)
+    values, methods = list(sizes.betas), None
+    if assigned and assigned["method"] == registry.of_config(base).name:  # PPO: the workshop's settings at its β
+        values = [assigned["kl_coef"]]
+    elif assigned:  # another method: its own defaults, the answer budget and probes of the workshop's
+        values, methods = None, plan_methods({assigned["method"]: method_config(base, assigned["method"])},
+                                             {assigned["method"]: [assigned["kl_coef"]]})
+    # An assigned run is a job of its own (batched=False), which the room's scheduler may train side by side with
+    # other participants' runs (runs.group_job); the preset's runs train side by side in the sweep's one job.
+    return prepare_sweep(ws.runs / name, base, done_rm.path, "kl_coef", values, best_of_n=sizes.best_of_n,
+                         best_of_n_prompts=sizes.best_of_n_prompts, methods=methods, batched=not assigned)
+
+
+if st.button(f"Run my assigned run, {ASSIGNED}" if assigned else "Run the KL sweep", key=f"{K}.sweep",
+             disabled=done_rm is None or sweep_done or sweep_going):
     with engine_errors("Starting the sweep"):
         name = new_run_name(SWEEP_PREFIX)
-        jobs = prepare_sweep(ws.runs / name, workshop.ppo_config(model, sizes), done_rm.path, "kl_coef",
-                             list(sizes.betas), best_of_n=sizes.best_of_n, best_of_n_prompts=sizes.best_of_n_prompts)
-        submit_sweep(name, jobs, f"{K}.sweep.pick")
+        submit_sweep(name, sweep_jobs(name), f"{K}.sweep.pick")
 
 # 5 -------------------------------------------------------------------------------------------------------
 report_written = latest_sweep is not None and (latest_sweep.path / "report.html").is_file()
-step(5, "Read the results", report_written)
+step(5, STEPS[4], report_written)
 st.markdown("**Reward vs KL**: each run where it ended, the reward model's score (●) and the gold score (◇) "
             "against its KL to the reference. **Gold vs proxy**: the same two scores against √KL at every probe. "
             "Where the proxy keeps rising and the gold falls, the policy exploits the reward model: "
@@ -162,7 +193,7 @@ else:
 overopt = overopt_runs[0] if overopt_runs else None
 overopt_summary = probe_summary(overopt.probes()) if overopt is not None else []
 overopt_line = overoptimisation_sentence("At β = 0", overopt_summary) if overopt_summary else None
-step(6, f"Optional: see over-optimisation (about {sizes.overopt_minutes} minutes)", overopt_line is not None)
+step(6, f"{STEPS[5]} (about {sizes.overopt_minutes} minutes)", overopt_line is not None)
 long = workshop.overopt_ppo_config(model, sizes)
 st.markdown(f"Run the policy with no KL penalty (β = 0) for {long.steps} steps against the same reward model, "
             f"answering the held-out prompts every {long.probe_every} steps. The reward model learnt the annotator's "

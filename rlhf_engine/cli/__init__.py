@@ -2,12 +2,13 @@
 
 The commands: validate-data, make-demo-pairs, pairs and collect (preference data); train-rm; one command per
 method of methods/registry.py (built-in, or added through RLHF_WORKBENCH_METHODS), its flags one per field of the
-method's config dataclass; sweep; resume and run-job; sample, export, report and runs.
+method's config dataclass; sweep; resume and run-job; sample, export, report and runs; room (serve a workshop).
 
 Every user error (bad file, bad flag value, missing run) prints one line on stderr and exits 2.
 
 The modules: parser.py builds the parser, flags.py makes flags of config dataclasses and configs of flags,
-train.py the training commands, follow.py prints a job's progress, tools.py the commands around training.
+train.py the training commands, follow.py prints a job's progress, tools.py the commands around training,
+room.py the command that opens a workshop room and serves it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 
 from rlhf_engine.methods import registry
 
-from . import tools, train
+from . import room, tools, train
 from .errors import EXIT_USER_ERROR, UserError
 from .flags import set_fields
 from .parser import build_parser
@@ -41,6 +42,7 @@ COMMANDS = {
     "run-job": train.run_job,
     "pairs": tools.pairs,
     "collect": tools.collect,
+    "room": room.room,
 }
 
 # Former private names, still used by tests/test_lab.py.

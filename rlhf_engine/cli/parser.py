@@ -18,6 +18,7 @@ from rlhf_engine.methods import registry
 from rlhf_engine.methods.registry import Method
 
 from .flags import add_config_flags, positive_float, positive_int
+from .room import add_room_command
 
 WORKSPACE = Path(os.environ.get("RLHF_WORKSPACE", "workspace"))  # the dashboard's workspace
 DEFAULT_RUNS = WORKSPACE / "runs"
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_commands(sub)
     _add_pairs(sub)
     _add_collect(sub)
+    add_room_command(sub)
     return parser
 
 

@@ -231,6 +231,19 @@ def runs_colours(points: Sequence[dict], by_beta: bool = True) -> dict[str, str]
     return {p["label"]: CATEGORICAL[i % len(CATEGORICAL)] for i, p in enumerate(points)}
 
 
+# One marker per method where runs of several methods share a chart (the room's frontier), in the registry's order;
+# with the character that stands for it in text. The square is left out: it marks a point from training batches.
+METHOD_MARKERS = (("circle", "●"), ("triangle-up", "▲"), ("diamond", "◆"), ("star", "★"), ("pentagon", "⬟"),
+                  ("hexagon", "⬢"), ("cross", "✚"), ("x", "✖"))
+
+
+def method_marker(method: str) -> tuple[str, str]:
+    """(plotly marker symbol, text character) of a method: PPO ●, GRPO ▲, RLOO ◆, DPO ★, then the others'."""
+    names = registry.names()
+    index = names.index(method) if method in names else len(names)
+    return METHOD_MARKERS[index % len(METHOD_MARKERS)]
+
+
 def sweep_colours(sweep) -> dict[str, str]:
     """{member label: colour} of a sweep (``sweep.Sweep``): by β in a KL sweep, else one colour each in order."""
     points = []
@@ -251,16 +264,20 @@ FINAL_POINT_NOTE = ("each run's point is its last held-out probe (the same promp
 
 
 def frontier_figure(points: Sequence[dict], best_of_n: Sequence[dict] = (),
-                    colours: dict[str, str] | None = None) -> go.Figure:
+                    colours: dict[str, str] | None = None, symbols: dict[str, str] | None = None,
+                    gold: bool = True) -> go.Figure:
     """Reward vs KL: each run's final point (sweep.final_point) and the best-of-n curve from the reference.
 
     points: [{label, kl, score, gold?, *_se?, source}]; best_of_n: [{n, kl, score, gold?}]. RM scores are
     filled markers, gold scores hollow diamonds on the right-hand axis, each run in its colour. A run whose
-    point comes from training batches (no probe answers) is a square and says so in the legend.
+    point comes from training batches (no probe answers) is a square and says so in the legend. ``symbols``:
+    {label: marker} (``method_marker``), the gold's then hollow; ``gold`` False: RM scores only (the room's
+    frontier draws the gold on a chart of its own).
     """
     colours = colours or runs_colours(points)
+    symbols = symbols or {}
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    has_gold = any("gold" in p for p in points) or any("gold" in r for r in best_of_n)
+    has_gold = gold and (any("gold" in p for p in points) or any("gold" in r for r in best_of_n))
     if best_of_n:
         fig.add_trace(go.Scatter(x=[r["kl"] for r in best_of_n], y=[r["score"] for r in best_of_n],
                                  mode="lines+markers+text", text=[f"n={r['n']}" for r in best_of_n],
@@ -275,16 +292,18 @@ def frontier_figure(points: Sequence[dict], best_of_n: Sequence[dict] = (),
         colour = colours.get(p["label"], "royalblue")
         training = p.get("source") == "training"
         name = plain(p["label"]) + (" (training batches)" if training else "")
+        symbol = "square" if training else symbols.get(p["label"], "circle")
         fig.add_trace(go.Scatter(
             x=[p["kl"]], y=[p["score"]], mode="markers+text", text=[plain(p["label"])], textposition="top center",
-            marker=dict(size=12, color=colour, symbol="square" if training else "circle"),
+            marker=dict(size=12, color=colour, symbol=symbol),
             error_x=_error(p.get("kl_se")), error_y=_error(p.get("score_se")), name=f"{name}: RM score",
             legendgroup=p["label"],
             hovertemplate=f"{plain(p['label'])}<br>KL %{{x:.2f}} nats<br>RM score %{{y:.3f}}<extra></extra>"))
-        if "gold" in p:
+        if has_gold and "gold" in p:
             fig.add_trace(go.Scatter(
                 x=[p["kl"]], y=[p["gold"]], mode="markers", error_y=_error(p.get("gold_se")),
-                marker=dict(size=12, symbol="diamond-open", color=colour, line=dict(width=2)),
+                marker=dict(size=12, symbol=_open(symbols.get(p["label"], "diamond")), color=colour,
+                            line=dict(width=2)),
                 name=f"{name}: gold", legendgroup=p["label"],
                 hovertemplate=f"{plain(p['label'])}<br>KL %{{x:.2f}} nats<br>gold %{{y:.3f}}<extra></extra>"),
                 secondary_y=True)
@@ -292,6 +311,11 @@ def frontier_figure(points: Sequence[dict], best_of_n: Sequence[dict] = (),
     if has_gold:
         fig.update_yaxes(title_text="gold score (◇)", tickformat=".2f", secondary_y=True)
     return fig
+
+
+def _open(symbol: str) -> str:
+    """The hollow marker of a symbol (gold scores are hollow, RM scores filled)."""
+    return symbol if symbol.endswith("-open") else f"{symbol}-open"
 
 
 def _error(se: float | None) -> dict | None:
@@ -302,16 +326,19 @@ def _error(se: float | None) -> dict | None:
 
 
 def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dict] = (),
-                      colours: dict[str, str] | None = None) -> go.Figure:
+                      colours: dict[str, str] | None = None, symbols: dict[str, str] | None = None,
+                      proxy: bool = True) -> go.Figure:
     """Gold and proxy reward against √KL, the axis of Gao et al. 2022 ("Scaling Laws for Reward Model
     Overoptimization"): where the proxy keeps rising and the gold turns down, optimising the RM stopped helping.
 
     series: {run label: probe summary rows (sweep.probe_summary: step, kl, score, gold)}, the reference's
     (step 0, KL 0) first; each run draws its RM score (solid) and gold (dashed) in its colour, and a star
     at its gold peak when the gold score later fell by the reward-hacking alarm's margin
-    (alarms.HACK_MIN_DROP) while the RM score stood higher than at the peak.
+    (alarms.HACK_MIN_DROP) while the RM score stood higher than at the peak. ``symbols``: {label: marker}
+    (``method_marker``), the gold's hollow; ``proxy`` False: the gold alone, on the left-hand axis (the room's
+    frontier, whose other chart has the RM scores).
     """
-    colours = colours or {}
+    colours, symbols = colours or {}, symbols or {}
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for name, rows in series.items():
         colour = colours.get(name)
@@ -320,38 +347,46 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
             continue
         x = [math.sqrt(max(r["kl"], 0.0)) for r in points]
         steps = [r["step"] for r in points]
-        proxy = [r["score"] for r in points]
-        fig.add_trace(go.Scatter(x=x, y=proxy, mode="lines+markers", name=f"{plain(name)}: RM score",
-                                 line=dict(color=colour), customdata=steps, legendgroup=name,
-                                 hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>"
-                                               "RM score %{y:.3f}<extra></extra>"))
+        scores = [r["score"] for r in points]
+        if proxy:
+            fig.add_trace(go.Scatter(x=x, y=scores, mode="lines+markers", name=f"{plain(name)}: RM score",
+                                     line=dict(color=colour), customdata=steps, legendgroup=name,
+                                     marker=dict(symbol=symbols.get(name, "circle")),
+                                     hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>"
+                                                   "RM score %{y:.3f}<extra></extra>"))
         if all(isinstance(r.get("gold"), (int, float)) for r in points):
             gold = [r["gold"] for r in points]
+            marker = dict(symbol=_open(symbols.get(name, "diamond")), size=None if proxy else 14)  # one point: big
             fig.add_trace(go.Scatter(x=x, y=gold, mode="lines+markers", name=f"{plain(name)}: gold",
-                                     line=dict(color=colour, dash="dash"), marker=dict(symbol="diamond-open"),
+                                     line=dict(color=colour, dash="dash"), marker=marker,
                                      customdata=steps, legendgroup=name,
-                                     hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>"
+                                     hovertemplate=f"{plain(name)}, step %{{customdata}}<br>√KL %{{x:.2f}}<br>"
                                                    "gold %{y:.3f}<extra></extra>"),
-                          secondary_y=True)
-            peak = gold_peak(proxy, gold)
+                          secondary_y=proxy)
+            peak = gold_peak(scores, gold)
             if peak is not None:
                 fig.add_trace(go.Scatter(x=[x[peak]], y=[gold[peak]], mode="markers", showlegend=False,
                                          name=f"{plain(name)}: gold peak", legendgroup=name,
                                          marker=dict(symbol="star", size=15, color=colour, line=dict(width=1)),
                                          hovertemplate=f"gold peak, step {steps[peak]}<br>√KL %{{x:.2f}}<br>"
                                                        "gold %{y:.3f}<extra></extra>"),
-                              secondary_y=True)
+                              secondary_y=proxy)
     if best_of_n:
         x = [math.sqrt(r["kl"]) for r in best_of_n]
-        fig.add_trace(go.Scatter(x=x, y=[r["score"] for r in best_of_n], mode="lines+markers",
-                                 name="best-of-n: RM score", line=dict(color="gray", dash="dot")))
+        if proxy:
+            fig.add_trace(go.Scatter(x=x, y=[r["score"] for r in best_of_n], mode="lines+markers",
+                                     name="best-of-n: RM score", line=dict(color="gray", dash="dot")))
         if any("gold" in r for r in best_of_n):
             fig.add_trace(go.Scatter(x=x, y=[r.get("gold") for r in best_of_n], mode="lines+markers",
                                      name="best-of-n: gold", line=dict(color="goldenrod", dash="dot"),
-                                     marker=dict(symbol="diamond-open")), secondary_y=True)
-    _layout(fig, "Gold vs proxy against √KL", "√KL to the reference (√nats per answer)", "RM score (normalised)",
+                                     marker=dict(symbol="diamond-open")), secondary_y=proxy)
+    _layout(fig, "Gold vs proxy against √KL" if proxy else "Gold against √KL",
+            "√KL to the reference (√nats per answer)", "RM score (normalised)" if proxy else "gold score (hollow)",
             height=460)
-    fig.update_yaxes(title_text="gold score (◇, dashed)", tickformat=".2f", secondary_y=True)
+    if proxy:
+        fig.update_yaxes(title_text="gold score (◇, dashed)", tickformat=".2f", secondary_y=True)
+    else:
+        fig.update_yaxes(tickformat=".2f")
     return fig
 
 

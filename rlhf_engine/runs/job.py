@@ -8,18 +8,24 @@ status.json and the traceback in events.log.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 from rlhf_engine.lab.sweep import SWEEP_FILE, SWEEP_KIND, Sweep
 from rlhf_engine.runs import trackers
-from rlhf_engine.runs.runfolder import ReplicaRunFolder, RunFolder
+from rlhf_engine.runs.runfolder import ACTIVE_STATES, ReplicaRunFolder, RunFolder, pid_alive
+
+DETACHED_ENV = "RLHF_DETACHED"  # set for a detached job: run-job then outlives its server (no watch on the parent)
+THREADS_ENV = "RLHF_THREADS"  # torch threads of a job process (with OMP_NUM_THREADS and MKL_NUM_THREADS)
+CPUS_ENV = "RLHF_JOB_CPUS"  # the CPUs a job process runs on, e.g. "0-3"
 
 
 class Job:
@@ -88,27 +94,42 @@ class ProcessJob:
     otherwise compete with training for the GIL, and a job that crashes or runs out of memory cannot take
     the server with it. stop() sends SIGINT, which the job answers as Ctrl-C: checkpoint, then end.
     Same interface as Job, so a JobQueue holds either.
+
+    ``detached`` (a workshop room's jobs): the process gets a session and process group of its own, so a Ctrl-C
+    to the server is not a Ctrl-C to the job, and it outlives the server (a restarted server takes it back:
+    ``JobQueue.restore``); stop() then sends SIGINT to its whole group. ``env``: extra environment, such as the
+    threads and CPUs of the room's slot (``THREADS_ENV``, ``CPUS_ENV``; read by ``apply_job_resources``).
     """
 
-    def __init__(self, run: RunFolder):
+    def __init__(self, run: RunFolder, detached: bool = False, env: dict[str, str] | None = None):
         self.run = run
+        self.detached = detached
+        self.env = {str(k): str(v) for k, v in (env or {}).items()}
         self.stop_event = threading.Event()
         self.process: subprocess.Popen | None = None
         self.error: str | None = None
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "rlhf_engine", "run-job", str(self.run.path)]
+
     def start(self) -> "ProcessJob":
         package_parent = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH"))
-                                                           if p)}
+        env = {**os.environ, **self.env,
+               "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)}
+        if self.detached:
+            env[DETACHED_ENV] = "1"
         with open(self.run.path / "process.log", "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "rlhf_engine", "run-job", str(self.run.path)],
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=env, start_new_session=self.detached)
         return self
 
     def stop(self) -> None:
         self.stop_event.set()
         if self.alive:
-            self.process.send_signal(signal.SIGINT)
+            if self.detached:
+                interrupt(self.process.pid)
+            else:
+                self.process.send_signal(signal.SIGINT)
 
     def join(self, timeout: float | None = None) -> str:
         if self.process is not None:
@@ -129,12 +150,136 @@ class ProcessJob:
         return self.state
 
     @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     @property
     def state(self) -> str:
         return self.run.status().get("state", "unknown")
+
+
+class AdoptedJob:
+    """A job process that an earlier server started (detached, so it outlived that server), taken back by the
+    server restarted on the same room: not our child, so it is watched by its pid. Same interface as Job.
+
+    stop() sends SIGINT (checkpoint, then end); join() polls. A process that ends without recording an end in its
+    run folder leaves the run stopped (if Stop was asked) or interrupted, with the reason.
+    """
+
+    POLL_S = 0.2
+
+    def __init__(self, run: RunFolder, pid: int):
+        self.run = run
+        self.pid = int(pid)
+        self.stop_event = threading.Event()
+        self.error: str | None = None
+
+    def start(self) -> "AdoptedJob":
+        return self  # already running
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.alive:
+            interrupt(self.pid)
+
+    def join(self, timeout: float | None = None) -> str:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.alive:
+            if deadline is not None and time.monotonic() >= deadline:
+                return self.state
+            time.sleep(self.POLL_S)
+        if recorded_state(self.run) in ACTIVE_STATES:
+            if self.stop_event.is_set():
+                end_run(self.run, "stopped")
+            else:
+                self.error = ("the job process ended without recording how (its server had restarted); "
+                              "Resume continues from the last checkpoint")
+                end_run(self.run, "interrupted", self.error)
+        return self.state
+
+    @property
+    def alive(self) -> bool:
+        return process_alive(self.pid)
+
+    @property
+    def state(self) -> str:
+        return self.run.status().get("state", "unknown")
+
+
+def interrupt(pid: int) -> None:
+    """SIGINT to a job process: to its whole process group when it leads one of its own (a detached job, with the
+    processes it started), else to it alone; never to this server's own group."""
+    try:
+        if os.getpgid(pid) == pid and pid != os.getpgrp():
+            os.killpg(pid, signal.SIGINT)
+        else:
+            os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+
+
+def process_alive(pid: int | None) -> bool:
+    """``pid_alive``, less zombies: a child that ended but whose exit its parent has not read yet."""
+    if not pid_alive(pid):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust pid_alive
+    fields = stat.rpartition(")")[2].split()
+    return not fields or fields[0] not in ("Z", "X")
+
+
+def runs_job_of(pid: int | None, run: RunFolder) -> bool:
+    """Whether process ``pid`` is alive and names this run folder on its command line: after a restart, a pid
+    read from a file may since have been given to another process, which must never be adopted or signalled."""
+    if not process_alive(pid):
+        return False
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust the pid
+    return any(Path(os.fsdecode(arg)).name == run.path.name for arg in args[1:] if arg)
+
+
+def recorded_state(run: RunFolder) -> str:
+    """The state status.json records, as written (``RunFolder.status`` reads an active run whose pid is gone as
+    interrupted); "unknown" without one."""
+    try:
+        return json.loads((run.path / "status.json").read_text()).get("state", "unknown")
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def parse_cpus(text: str) -> set[int]:
+    """CPU numbers from a list such as "0-3,6" (the form of ``taskset -c`` and cgroups' cpuset)."""
+    cpus: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        if part:
+            first, _, last = part.partition("-")
+            cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def apply_job_resources() -> None:
+    """In a job process (``run-job``), before it trains: the CPUs (``RLHF_JOB_CPUS``, e.g. "0-3") and torch threads
+    (``RLHF_THREADS``) that its slot gives it. Set from the environment, so that a job does not inherit the
+    pinning of a server started under ``taskset``, and K jobs side by side do not each use every core."""
+    cpus = os.environ.get(CPUS_ENV, "").strip()
+    if cpus and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, parse_cpus(cpus))
+        except (OSError, ValueError) as err:
+            print(f"could not run on CPUs {cpus}: {err}", file=sys.stderr)
+    threads = os.environ.get(THREADS_ENV, "").strip()
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
 
 
 def end_run(run: RunFolder, state: str, error: str | None = None) -> None:
