@@ -200,8 +200,14 @@ def submit_job(job, picker_key: str, name_key: str) -> None:
     st.session_state[f"{picker_key}.started"] = job.run.id
     st.session_state[picker_key] = job.run.id  # the picker shows the new run (it is drawn after the form)
     st.session_state.pop(name_key, None)
-    flash(f"Started {job.run.id}." if queue_position(job) == 0 else
-          f"Queued {job.run.id}: {wait_phrase(job)}.")
+    from .room import current_room
+
+    if queue_position(job) == 0:
+        flash(f"Started {job.run.id}.")
+    elif current_room() is None:
+        flash(f"Queued {job.run.id}: it starts when the job before it ends (one heavy job at a time).")
+    else:
+        flash(f"Queued {job.run.id}: {wait_phrase(job)}.")
 
 
 def job_controls(run: RunFolder, key: str) -> None:

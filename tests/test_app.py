@@ -62,7 +62,7 @@ def jobs_in_threads(monkeypatch):
     instead of a process each, which would import torch, transformers and peft again (~10 s of CPU). What
     the job process adds is tested where it matters: test_browser (the pages' jobs in their processes),
     test_jobs (ProcessJob's stop and kill) and the simulated-pairs test below."""
-    from rlhf_engine.runs import job
+    from rlhf_engine.runs import job, queue  # noqa: F401 - the queue holds the real ProcessJob class, for isinstance
     from rlhf_engine.runs.resume import prepared_job
 
     monkeypatch.setattr(job, "ProcessJob", lambda run: prepared_job(run.path))
