@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
-# The CUDA path, checked in one go on a machine with an NVIDIA GPU (the `device` tool's), within 10 minutes:
+# The CUDA path, checked on a machine with an NVIDIA GPU (the `device` tool's): parts 2-4 within 10 minutes, part 5
+# in a second call (PARTS names the parts to run, default all):
 #   1. the card (nvidia-smi) and torch's view of it;
 #   2. tests/test_cuda.py: bf16 and 4-bit NF4 load, bitsandbytes' CUDA kernels, no oneDNN CPU path, one PPO
 #      step and one reward-model step on the GPU                                             (at most 150 s);
 #   3. the workshop path on CUDA: the Workshop page's own commands (workshop.cli_commands("cuda"): the pairs,
 #      the reward model, the 4-beta sweep with best-of-n), timed                             (at most 300 s);
 #   4. our PPO and GRPO steps on CUDA (ppo_speed.py, method_speed.py), and TRL's beside them with
-#      compare_trl.py when the peer venvs of benchmarks/peer/setup.sh are there              (at most 120 s).
+#      compare_trl.py when the peer venvs of benchmarks/peer/setup.sh are there              (at most 120 s);
+#   5. a workshop room's 8 participants' runs (the GPU preset, 3 steps) in one group process against 8 separate
+#      processes (room_side_by_side.py): peak memory and participant-steps per minute      (at most 300 s).
 # Writes everything under OUT (default benchmarks/results/gpu-check): gpu.txt, tests.log, workshop.json,
-# speed-*.json and a summary.json of each part's exit code and seconds. A part that fails or times out is
-# recorded and the next one runs. Needs the project's venv with a CUDA build of torch 2.13.0: the pinned CPU
-# build sees no GPU, and the script says so and stops.
+# speed-*.json, room-side-by-side.json and a summary.json of each part's exit code and seconds. A part that
+# fails or times out is recorded and the next one runs. Needs the project's venv with a CUDA build of torch
+# 2.13.0: the pinned CPU build sees no GPU, and the script says so and stops.
 #
 #   PY=.venv/bin/python OUT=/tmp/gpu bash benchmarks/gpu_check.sh
+#   PY=.venv/bin/python OUT=/tmp/gpu PARTS=room bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-benchmarks/results/gpu-check}
+PARTS=${PARTS:-tests workshop speed room}
 mkdir -p "$OUT"
 declare -A CODE SPENT
 
 part() {  # part NAME LIMIT_S COMMAND...: run it under a time limit, log it, record its exit code and seconds
   local name=$1 limit=$2
   shift 2
+  case " $PARTS " in *" $name "*) ;; *) echo "== $name: not in PARTS, skipped"; return ;; esac
   local start=$SECONDS
   echo "== $name (at most ${limit} s)"
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
@@ -73,6 +79,12 @@ part speed 120 bash -c "
   else
     echo 'no peer venvs (benchmarks/peer/setup.sh): TRL not compared'
   fi"
+
+REWARD=()  # the workshop part's reward model when it ran, else room_side_by_side.py trains one
+[ -f "$WORKSPACE/runs/workshop-rm/reward_model.json" ] && REWARD=(--reward "$WORKSPACE/runs/workshop-rm")
+ROOM=$(mktemp -d)
+part room 300 "$PY" benchmarks/room_side_by_side.py --device cuda --runs 8 --steps 3 --max-processes 8 \
+  ${REWARD[@]+"${REWARD[@]}"} --out "$ROOM/bench" --results "$OUT/room-side-by-side.json"
 
 "$PY" - "$OUT" <<EOF
 import json, sys

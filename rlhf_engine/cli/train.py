@@ -215,9 +215,11 @@ def run_job(args) -> int:
     import threading
     import time
 
+    from rlhf_engine.runs.job import DETACHED_ENV, apply_job_resources
     from rlhf_engine.runs.resume import prepared_job
 
     stop_on_signals()
+    apply_job_resources()  # the CPUs and threads of the room's slot, if it gave any
     job = prepared_job(args.run).start()
     parent = os.getppid()
 
@@ -228,5 +230,6 @@ def run_job(args) -> int:
                 return
             time.sleep(1.0)
 
-    threading.Thread(target=watch_parent, daemon=True).start()
+    if not os.environ.get(DETACHED_ENV):  # a room's job outlives its server, which takes it back on restart
+        threading.Thread(target=watch_parent, daemon=True).start()
     return follow(job)

@@ -8,6 +8,9 @@ random stream, so each run gets exactly the tokens it would get alone; then each
 rollout and takes its own update (``PolicyTrainer.begin`` with ``sampled=``, then ``finish``). Decoding a
 batch is bound by reading the weights, so four runs' rows cost far less than four decodings (RESULTS.md);
 scoring and updating are arithmetic and stay one run at a time.
+
+A batched sweep's runs fail together; a workshop group's (``runs.group_job``) pass ``on_error``, and a run whose
+step fails then fails alone while the others take theirs.
 """
 
 from __future__ import annotations
@@ -48,29 +51,63 @@ def sample_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence[Seq
                                     cfg.model.chat_template, generators=row_generators, adapter_names=adapters)
     except NonFiniteLogitsError:
         step = max(t.step_count for t in trainers) + 1
-        raise NonFiniteError("policy logits", step, f"while sampling, {len(trainers)} runs side by side") from None
+        beside = f", {len(trainers)} runs side by side" if len(trainers) > 1 else ""
+        raise NonFiniteError("policy logits", step, f"while sampling{beside}") from None
     return [together.rows(slice(start, stop)) for start, stop in bounds]
 
 
-def step_side_by_side(trainers: Sequence[PolicyTrainer], on_begin=None) -> list[tuple[dict, list[dict]]]:
+def step_side_by_side(trainers: Sequence[PolicyTrainer], on_begin=None,
+                      on_error=None) -> list[tuple[dict, list[dict]] | None]:
     """One step of every trainer that samples (PPO, GRPO, RLOO), their rollouts decoded as one batch; then each run
     begins its step on its own answers and finishes it before the next run begins (one run's update held at a
     time). Returns (metrics, samples) of each.
 
     ``on_begin(i, metrics)`` gets run i's metrics known before its update (``PolicyTrainer.begin``'s).
     ``time/generate_s`` of each run is the shared decoding's time.
+
+    ``on_error(i, error)``: run i's failure (non-finite logits, score or loss, out of memory, ...) is handed to it,
+    its result is None, and the others go on. When the batch's logits are not finite, each run is decoded again
+    alone, from the same random stream, to find whose they are (the others get the tokens the batch gave them).
+    Without it the first failure is raised.
     """
     started = time.perf_counter()
-    generators = [trainer.step_generator() for trainer in trainers]
-    rollouts = sample_side_by_side(trainers, [t.next_prompts() for t in trainers], generators)
+    prompts = [t.next_prompts() for t in trainers]
+    try:
+        rollouts = sample_side_by_side(trainers, prompts, [trainer.step_generator() for trainer in trainers])
+    except NonFiniteError:
+        if on_error is None or len(trainers) == 1:
+            raise
+        rollouts = _sampled_one_by_one(trainers, prompts, on_error)
     seconds = time.perf_counter() - started
     results = []
     for i, (trainer, rollout) in enumerate(zip(trainers, rollouts)):
-        step = trainer.begin(sampled=(rollout, seconds))
-        if on_begin is not None:
-            on_begin(i, dict(step.metrics))
-        results.append(trainer.finish(step))
+        try:
+            if rollout is None:  # its sampling failed (on_error has it)
+                results.append(None)
+                continue
+            step = trainer.begin(sampled=(rollout, seconds))
+            if on_begin is not None:
+                on_begin(i, dict(step.metrics))
+            results.append(trainer.finish(step))
+        except Exception as err:  # noqa: BLE001 - one run's failure, handed to on_error
+            if on_error is None:
+                raise
+            on_error(i, err)
+            results.append(None)
     return results
+
+
+def _sampled_one_by_one(trainers: Sequence[PolicyTrainer], prompts: Sequence[Sequence], on_error) -> list:
+    """Each trainer's rollout of the coming step decoded alone (None for one whose logits are not finite, handed to
+    ``on_error``)."""
+    rollouts: list[Rollout | None] = []
+    for i, (trainer, batch) in enumerate(zip(trainers, prompts)):
+        try:
+            rollouts += sample_side_by_side([trainer], [batch], [trainer.step_generator()])
+        except NonFiniteError as err:
+            on_error(i, err)
+            rollouts.append(None)
+    return rollouts
 
 
 def probe_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence,

@@ -6,11 +6,16 @@ at N(0, 1/sqrt(d+1)) (Ziegler et al. 2019), and scores are normalised to mean 0,
 of the initial policy; the gain and bias are stored with the model. A saved model is a PEFT adapter
 folder plus ``score_head.safetensors`` and ``reward_model.json``:
 ``PeftModel.from_pretrained(base, folder / 'reward')`` loads the adapter elsewhere.
+
+On a base model shared with a policy (``share_base``, or ``load`` with ``base=``) the adapter is named "reward"
+when that name is free, else "reward-<hash of its folder>": several reward models (a workshop group's members,
+each with their own) then score side by side on one copy of the base weights, each as it does alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -34,7 +39,7 @@ from rlhf_engine.runs.runfolder import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-ADAPTER_NAME = "reward"
+ADAPTER_NAME = "reward"  # the adapter's subfolder of a saved reward model, and its name in a model of its own
 META_FILE = "reward_model.json"
 HEAD_FILE = "score_head.safetensors"
 
@@ -44,6 +49,38 @@ def score_index(attention_mask: torch.Tensor) -> torch.Tensor:
     width = attention_mask.shape[1]
     flipped_first = attention_mask.flip(1).long().argmax(1)
     return width - 1 - flipped_first
+
+
+def same_base_weights(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether models loaded with configs ``a`` and ``b`` have exactly the same base weights."""
+    return (a.source, a.quant, a.dtype, a.device) == (b.source, b.quant, b.dtype, b.device)
+
+
+def free_adapter_name(peft_model, folder: Path | None) -> str:
+    """A name for a reward model's adapter that no adapter of ``peft_model`` has: "reward" when it is free, else
+    "reward-" and 8 hex digits of its folder's path (another reward model is there already), then "-2", "-3", ...
+    when the same folder was loaded there twice."""
+    taken = set(peft_model.peft_config)
+    if ADAPTER_NAME not in taken:
+        return ADAPTER_NAME
+    digest = hashlib.sha1(str(Path(folder).resolve() if folder else "").encode()).hexdigest()[:8]
+    name, copy = f"{ADAPTER_NAME}-{digest}", 1
+    while name in taken:
+        copy += 1
+        name = f"{ADAPTER_NAME}-{digest}-{copy}"
+    return name
+
+
+def add_frozen_adapter(peft_model, name: str, config, state: dict) -> None:
+    """Add a LoRA adapter with weights ``state`` (PEFT's saved keys) to ``peft_model`` as ``name``, untrained."""
+    from peft.utils import set_peft_model_state_dict
+
+    peft_model.add_adapter(name, config)
+    set_peft_model_state_dict(peft_model, state, adapter_name=name)
+    for param_name, param in peft_model.named_parameters():
+        if f".{name}." in param_name:
+            param.requires_grad_(False)
+    fuse_lora_products(peft_model)  # idempotent: layers the adapter added take the fused path too
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
@@ -56,7 +93,7 @@ class RewardModel(nn.Module):
 
     def __init__(self, backbone, tokenizer, head: nn.Linear, model_config: ModelConfig,
                  gain: float = 1.0, bias: float = 0.0, max_length: int = 256, normalized_on: str | None = None,
-                 pooling: str = "last"):
+                 pooling: str = "last", adapter_name: str = ADAPTER_NAME, folder: Path | None = None):
         super().__init__()
         self.backbone = backbone
         self.tokenizer = tokenizer
@@ -67,6 +104,8 @@ class RewardModel(nn.Module):
         self.max_length = max_length
         self.normalized_on = normalized_on
         self.pooling = pooling
+        self.adapter_name = adapter_name  # its adapter's name in ``backbone`` (a shared base may hold several)
+        self.folder = folder  # where it was loaded from (None: trained in this process)
 
     @property
     def device(self) -> torch.device:
@@ -74,37 +113,43 @@ class RewardModel(nn.Module):
 
     def same_base(self, config: ModelConfig) -> bool:
         """Whether a model loaded with ``config`` has exactly this reward model's base weights."""
-        mine = self.model_config
-        return (config.source, config.quant, config.dtype, config.device) == (mine.source, mine.quant, mine.dtype,
-                                                                              mine.device)
+        return same_base_weights(config, self.model_config)
 
     def share_base(self, peft_model) -> None:
         """Move this model's adapter onto ``peft_model`` (a PEFT model of the same base) and drop its own base.
 
         PPO's policy is usually the reward model's base: one copy of the base weights then serves policy,
-        reference, value and reward. Scoring activates the "reward" adapter and puts back the one active before.
+        reference, value and reward. Scoring activates this model's adapter and puts back the one active before.
+        The adapter is "reward" there unless another reward model took that name (``free_adapter_name``).
         """
-        from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+        from peft.utils import get_peft_model_state_dict
 
         if peft_model is self.backbone:  # a second run on the same base (a batched sweep): shared already
             return
-        state = get_peft_model_state_dict(self.backbone, adapter_name=ADAPTER_NAME)
-        peft_model.add_adapter(ADAPTER_NAME, self.backbone.peft_config[ADAPTER_NAME])
-        set_peft_model_state_dict(peft_model, state, adapter_name=ADAPTER_NAME)
-        for name, param in peft_model.named_parameters():
-            if f".{ADAPTER_NAME}." in name:
-                param.requires_grad_(False)
-        self.backbone = peft_model
+        name = free_adapter_name(peft_model, self.folder)
+        state = get_peft_model_state_dict(self.backbone, adapter_name=self.adapter_name)
+        add_frozen_adapter(peft_model, name, self.backbone.peft_config[self.adapter_name], state)
+        self.backbone, self.adapter_name = peft_model, name
+
+    def twin(self) -> "RewardModel":
+        """Another handle on this model's adapter and head (no copy) with a gain and bias of its own, as saved: runs
+        that score with one reward model on one base each normalise its scores for their own policy."""
+        gain, bias = self.gain, self.bias
+        if self.folder is not None:
+            meta = json.loads((Path(self.folder) / META_FILE).read_text())
+            gain, bias = meta["gain"], meta["bias"]
+        return RewardModel(self.backbone, self.tokenizer, self.head, self.model_config, gain, bias, self.max_length,
+                           self.normalized_on, self.pooling, self.adapter_name, self.folder)
 
     @contextlib.contextmanager
     def _reward_adapter(self):
-        """The "reward" adapter active while scoring; the previously active adapter restored after."""
-        previous = getattr(self.backbone, "active_adapter", ADAPTER_NAME)
-        if previous == ADAPTER_NAME:
+        """This model's adapter active while scoring; the previously active adapter restored after."""
+        previous = getattr(self.backbone, "active_adapter", self.adapter_name)
+        if previous == self.adapter_name:
             yield
             return
         trainable = {n for n, p in self.backbone.named_parameters() if p.requires_grad}
-        self.backbone.set_adapter(ADAPTER_NAME)
+        self.backbone.set_adapter(self.adapter_name)
         try:
             yield
         finally:
@@ -197,7 +242,10 @@ class RewardModel(nn.Module):
         """Adapter (PEFT, safetensors), score head (safetensors) and settings (JSON)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(folder, selected_adapters=[ADAPTER_NAME])  # -> folder/reward/
+        if self.adapter_name == ADAPTER_NAME:
+            self.backbone.save_pretrained(folder, selected_adapters=[ADAPTER_NAME])  # -> folder/reward/
+        else:  # named apart on a shared base: saved as reward/ all the same
+            self._save_adapter_as_reward(folder / ADAPTER_NAME)
         save_head(self.head, folder / HEAD_FILE)
         meta = {
             "model": to_dict(self.model_config),
@@ -209,9 +257,25 @@ class RewardModel(nn.Module):
         }
         atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2) + "\n")  # last: it marks the folder whole
 
+    def _save_adapter_as_reward(self, target: Path) -> None:
+        """This model's adapter as the PEFT folder ``target`` (what ``save_pretrained`` writes for "reward")."""
+        from peft.utils import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        target.mkdir(parents=True, exist_ok=True)
+        weights = get_peft_model_state_dict(self.backbone, adapter_name=self.adapter_name)
+        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
+                  str(target / "adapter_model.safetensors"))
+        self.backbone.peft_config[self.adapter_name].save_pretrained(str(target))
+
     @classmethod
-    def load(cls, folder: Path, model_config: ModelConfig | None = None) -> "RewardModel":
-        """Reload a saved reward model (optionally on other quantization/device settings)."""
+    def load(cls, folder: Path, model_config: ModelConfig | None = None, base: tuple | None = None) -> "RewardModel":
+        """Reload a saved reward model (optionally on other quantization/device settings).
+
+        ``base`` = (PEFT model, tokenizer, the ModelConfig it was loaded with), a policy's: when it has this
+        reward model's base weights (``same_base``), the adapter goes onto it under a name of its own
+        (``free_adapter_name``) and no second copy of the base is loaded; otherwise the model loads its own.
+        """
         from peft import PeftModel
 
         folder = Path(folder)
@@ -219,13 +283,29 @@ class RewardModel(nn.Module):
             raise FileNotFoundError(f"{folder} is not a reward model folder (no {META_FILE})")
         meta = json.loads((folder / META_FILE).read_text())
         config = model_config or from_dict(ModelConfig, meta["model"])
-        base, tokenizer = load_model_and_tokenizer(config)
-        backbone = PeftModel.from_pretrained(base, str(folder / ADAPTER_NAME), adapter_name=ADAPTER_NAME)
-        fuse_lora_products(backbone)
-        backbone.eval()
+        if base is not None and same_base_weights(config, base[2]):
+            backbone, tokenizer, name = base[0], base[1], free_adapter_name(base[0], folder)
+            _load_adapter_onto(backbone, name, folder / ADAPTER_NAME)
+        else:
+            model, tokenizer = load_model_and_tokenizer(config)
+            name = ADAPTER_NAME
+            backbone = PeftModel.from_pretrained(model, str(folder / ADAPTER_NAME), adapter_name=name)
+            fuse_lora_products(backbone)
+            backbone.eval()
         head = load_head(folder / HEAD_FILE, device=backbone.device)
         return cls(backbone, tokenizer, head, config, meta["gain"], meta["bias"], meta["max_length"],
-                   meta.get("normalized_on"), meta.get("pooling", "last"))
+                   meta.get("normalized_on"), meta.get("pooling", "last"), adapter_name=name, folder=folder)
+
+
+def _load_adapter_onto(peft_model, name: str, adapter_dir: Path) -> None:
+    """A saved PEFT adapter folder onto ``peft_model`` as the frozen adapter ``name``."""
+    from peft import PeftConfig
+    from safetensors.torch import load_file
+
+    config = PeftConfig.from_pretrained(str(adapter_dir))
+    config.inference_mode = True
+    state = load_file(str(adapter_dir / "adapter_model.safetensors"), device=str(peft_model.device))
+    add_frozen_adapter(peft_model, name, config, state)
 
 
 def new_reward_model(config: RewardConfig) -> RewardModel:

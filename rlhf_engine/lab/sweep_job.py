@@ -9,7 +9,6 @@ from pathlib import Path
 
 from rlhf_engine.config import PPOConfig, from_dict, to_dict
 from rlhf_engine.core import distributed
-from rlhf_engine.core.batched import probe_side_by_side, step_side_by_side
 from rlhf_engine.core.models import load_model_and_tokenizer
 from rlhf_engine.core.rollout import POLICY
 from rlhf_engine.lab.best_of_n_job import prepare_best_of_n_job, run_best_of_n
@@ -18,6 +17,7 @@ from rlhf_engine.runs.job import Job, describe_error
 from rlhf_engine.runs.policy_job import new_trainer, normalise_rewards, policy_run_inputs, prepare_policy_job
 from rlhf_engine.runs.policy_run import PolicyRun
 from rlhf_engine.runs.runfolder import RunFolder, atomic_write_text, safe_name
+from rlhf_engine.runs.side_by_side import step_runs
 
 
 def prepare_sweep(sweep_dir: Path, base: PPOConfig, reward_dir: Path, field: str = "kl_coef",
@@ -102,7 +102,7 @@ def sweep_body(job: Job) -> str:
                     loop.run.log(loop.stop())
                     loop.run.set_status("stopped")
                 return "stopped"
-            _step_side_by_side(going)
+            step_runs(going)
             job.run.set_status("running", step=max(loop.trainer.step_count for loop in loops))
             for loop in going:
                 if loop.done:
@@ -153,33 +153,3 @@ def _best_of_n_beside(job: Job, bon: RunFolder, loops: list[PolicyRun], reward_m
     bon.log(state)
     bon.set_status(state)
     return state
-
-
-def _step_side_by_side(going: list[PolicyRun]) -> None:
-    """One step of each run: the rollouts of those that sample decoded as one batch, each update one at a time;
-    then the probe answers due, decoded together."""
-    for loop in going:
-        loop.begin_step()
-    sampling = [loop for loop in going if not loop.learns_from_pairs]
-    results = step_side_by_side([loop.trainer for loop in sampling],
-                                lambda i, metrics: sampling[i].on_rollout(metrics)) if sampling else []
-    for loop, result in zip(sampling, results):
-        loop.end_step(*result)
-    for loop in going:
-        if loop.learns_from_pairs:
-            loop.take_step()
-    for column, reference in enumerate((True, False)):
-        due = [loop for loop in going if loop.probes_due()[column]]
-        for group in same_probe_prompts(due):
-            answers = probe_side_by_side([loop.trainer for loop in group], group[0].probe_prompts, reference)
-            for loop, rows in zip(group, answers):
-                loop.add_probes(rows, reference)
-
-
-def same_probe_prompts(loops: list) -> list[list]:
-    """Runs grouped by their probe prompts and reference answers per prompt (a sweep's runs share them: one
-    group)."""
-    groups: dict[str, list] = {}
-    for loop in loops:
-        groups.setdefault(json.dumps([loop.probe_prompts, loop.config.reference_probe_samples]), []).append(loop)
-    return list(groups.values())

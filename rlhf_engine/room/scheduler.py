@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import os
 
+from rlhf_engine.room.groups import GROUPS, RoomQueue
 from rlhf_engine.room.links import SLOTS_ENV
 from rlhf_engine.room.room import TEACHER, Room
 from rlhf_engine.room.slots import SlotPlan, estimate_job_memory, model_shape, parameter_counts, plan_slots
-from rlhf_engine.runs.job import ProcessJob
-from rlhf_engine.runs.queue import JobQueue
+from rlhf_engine.runs.job import ProcessJob, parse_cpus
 from rlhf_engine.runs.runfolder import RunFolder
 
 WAITING_CAP = 3  # jobs a participant may have waiting at once (a workshop needs a reward model and a run or two)
 CAP_ENV = "RLHF_ROOM_CAP"  # overrides WAITING_CAP
+JOB_CPUS_ENV = "RLHF_ROOM_JOB_CPUS"  # the CPUs the jobs share, e.g. "1" or "4-15" (default: the server's own), so
+# that a server pinned to some cores (taskset) gives its jobs the others
 SHARED_BASES = 1  # base models the server keeps for its own work (the bundled one, unless the teacher adds more)
 
 
@@ -32,8 +34,10 @@ def room_plan(room: Room) -> SlotPlan:
     model = default_model_config()
     job_memory = estimate_job_memory(model, workshop.ppo_config(model))
     override = os.environ.get(SLOTS_ENV)
+    cpus = os.environ.get(JOB_CPUS_ENV, "").strip()
     return plan_slots(job_memory, override=int(override) if override else None,
-                      reserved_bytes=shared_models_bytes(model.source) * SHARED_BASES)
+                      reserved_bytes=shared_models_bytes(model.source) * SHARED_BASES,
+                      cpus=sorted(parse_cpus(cpus)) if cpus else None)
 
 
 def shared_models_bytes(source: str) -> int:
@@ -42,12 +46,12 @@ def shared_models_bytes(source: str) -> int:
     return (linear + embeddings) * 4
 
 
-def room_queue(room: Room) -> JobQueue:
+def room_queue(room: Room) -> RoomQueue:
     """The room's queue, its state restored from the room's folder (jobs still running are adopted)."""
     plan = room_plan(room)
     cap = int(os.environ.get(CAP_ENV, WAITING_CAP))
-    queue = JobQueue(slots=plan.slots, cap=cap, state_file=room.queue_file, teacher=TEACHER,
-                     slot_env=plan.slot_envs())
+    queue = RoomQueue(room.folder / GROUPS, slots=plan.slots, cap=cap, state_file=room.queue_file,
+                      teacher=TEACHER, slot_env=plan.slot_envs())
     queue.plan = plan  # the teacher's page states K and why
     queue.restore()
     return queue

@@ -95,16 +95,22 @@ def detect_device(preference: str | None = None) -> str:
 
 def plan_slots(job_memory_bytes: int, threads_per_job: int | None = None, cores: int | None = None,
                free_memory_bytes: int | None = None, gpu_free_bytes: int | None = None, override: int | None = None,
-               reserved_bytes: int = 0, device: str | None = None) -> SlotPlan:
+               reserved_bytes: int = 0, device: str | None = None, cpus: list[int] | None = None) -> SlotPlan:
     """The room's slots: min(cores / threads per job, (free memory - reserved) / job memory), at least 1.
 
-    ``cores``: this process's CPUs (``os.sched_getaffinity``) unless given; ``free_memory_bytes``: RAM available
+    ``cpus``: the CPU numbers the jobs share out (default: this process's, ``os.sched_getaffinity``); ``cores``: how
+    many of them, all unless given; ``free_memory_bytes``: RAM available
     (psutil) unless given; on CUDA (``device``, or auto: given ``gpu_free_bytes`` or torch seeing a GPU) the GPU's
     free memory bounds the slots instead, the jobs' weights and activations living there. ``reserved_bytes``: what
     the server keeps for its own shared models. ``threads_per_job`` None: 1 for the core bound, then the cores
     left over are shared out among the slots. ``override`` (the teacher's ``SLOTS=``) wins.
     """
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if cpus:
+        allowed = sorted(set(cpus))
+    elif hasattr(os, "sched_getaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+    else:
+        allowed = list(range(os.cpu_count() or 1))
     cores = cores or len(allowed)
     cpus = tuple(allowed[:cores]) if len(allowed) >= cores else tuple(range(cores))
     device = "cuda" if device is None and gpu_free_bytes is not None else detect_device(device)

@@ -8,6 +8,7 @@ status.json and the traceback in events.log.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -313,6 +314,9 @@ def describe_error(err: BaseException, step: int | None = None) -> str:
         where = f" in step {step}" if step else ""
         return (f"out of memory{where}: try a smaller batch size or response length, or 4-bit quantization "
                 f"({type(err).__name__})")
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return (f"the server's disk is full ({err.strerror or 'No space left on device'}): nothing more can be saved "
+                "until some space is freed")
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import sys
 import threading
 import time
 from collections import deque
@@ -95,7 +96,11 @@ class JobQueue:
             owners = _owners(job, owner)
             self._held[job] = _Held(owner, owners, self._seq, self._next_turn(owners), time.time())
             self._seq += 1
-            self._save()
+            try:
+                self._save(strict=True)
+            except OSError:  # not recorded (a full disk): not taken either, or a restart would lose it unsaid
+                del self._held[job]
+                raise
             self._fill()
         return job
 
@@ -146,6 +151,14 @@ class JobQueue:
             for _ in range(self._waiting().index(job)):  # the jobs ahead of it
                 heapq.heappush(free_at, heapq.heappop(free_at) + mean)
             return free_at[0]
+
+    def add_owner(self, job: Job, owner: str) -> None:
+        """Count a held job in one more owner's turns (a run of theirs joined the group it trains)."""
+        with self._lock:
+            info = self._held.get(job)
+            if info is not None and owner not in info.owners:
+                info.owners = (*info.owners, owner)
+                self._save()
 
     # ---- stopping ---------------------------------------------------------------------------------------------
     def stop(self, job: Job, by: str | None = None, by_label: str | None = None) -> None:
@@ -306,8 +319,10 @@ class JobQueue:
                 self._fill()
                 self._lock.notify_all()
 
-    def _save(self) -> None:
-        """Write the state file (if any) atomically."""
+    def _save(self, strict: bool = False) -> None:
+        """Write the state file (if any) atomically. A write that fails (a full disk) leaves the previous file
+        whole; the queue goes on in memory and the next change writes the file again. ``strict``: raise instead
+        (``submit``: the job is then not taken)."""
         if self.state_file is None:
             return
         running = [{**self._entry(j), "pid": getattr(j, "pid", None), "started_at": self._held[j].started_at}
@@ -317,7 +332,13 @@ class JobQueue:
                    for j in self._waiting()]
         state = {"seq": self._seq, "turn": self._turn, "slots": self.slots, "running": running, "waiting": waiting,
                  "durations_s": [round(d, 1) for d in self._durations]}
-        atomic_write_text(self.state_file, json.dumps(state, indent=2) + "\n")
+        try:
+            atomic_write_text(self.state_file, json.dumps(state, indent=2) + "\n")
+        except OSError as err:
+            if strict:
+                raise
+            print(f"the queue's state could not be saved to {self.state_file}: {describe_error(err)}",
+                  file=sys.stderr)
 
     def _entry(self, job: Job) -> dict:
         info = self._held[job]

@@ -9,6 +9,7 @@ from rlhf_engine.lab.demo_job import DEMO_PAIRS_KIND, demo_pairs_body
 from rlhf_engine.lab.sweep import SWEEP_KIND
 from rlhf_engine.lab.sweep_job import sweep_body
 from rlhf_engine.methods import registry
+from rlhf_engine.runs.group_job import GROUP_KIND, group_job
 from rlhf_engine.runs.job import Job, launch
 from rlhf_engine.runs.policy_job import policy_body
 from rlhf_engine.runs.reward_job import REWARD_KIND, reward_body
@@ -40,6 +41,8 @@ def prepared_job(run_dir: Path) -> Job:
     if not run.exists():
         raise FileNotFoundError(f"no run at {run_dir}")
     kind = run.config()["kind"]
+    if kind == GROUP_KIND:  # participants' runs side by side: its Job knows their owners
+        return group_job(run_dir)
     bodies = {REWARD_KIND: reward_body, DEMO_PAIRS_KIND: demo_pairs_body, BEST_OF_N_KIND: best_of_n_body,
               SWEEP_KIND: sweep_body, **dict.fromkeys(registry.names(), policy_body)}
     return Job(run, bodies[kind])
