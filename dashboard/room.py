@@ -107,6 +107,11 @@ def _join_form(room: Room) -> None:
         except ValueError as err:
             st.error(str(err))
             st.stop()
+        except OSError as err:  # the server's disk is full, say: one line, not a traceback
+            from rlhf_engine.runs.job import describe_error
+
+            st.error(f"Joining failed: {describe_error(err)}")
+            st.stop()
         st.session_state[IDENTITY_KEY] = Identity("participant", person.id, person.name, PERSONAL, person.secret)
         st.query_params.clear()
         st.query_params[PERSONAL] = person.secret

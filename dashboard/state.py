@@ -9,8 +9,10 @@ server (the job queue, loaded models) are ``st.cache_resource``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import streamlit as st
@@ -146,15 +148,26 @@ def refresh_interval(run: RunFolder) -> float | None:
 
 def submit_run(run: RunFolder):
     """Queue a prepared run folder's job in a process of its own (see ProcessJob), owned by this session's
-    participant in a room; returns the job."""
+    participant in a room; returns the job. A job the queue refuses (the room's cap, a full disk) leaves its run
+    stopped with the reason, where Resume queues it later, not queued for good; the error is raised on."""
+    from rlhf_engine.runs.job import ProcessJob, describe_error, end_run
+    from rlhf_engine.runs.queue import QueueFull
+
     room = current_room()
     if room is None:
-        from rlhf_engine.runs.job import ProcessJob
+        job, owner = ProcessJob(run), ""
+    else:
+        from rlhf_engine.room.scheduler import room_job
 
-        return job_queue().submit(ProcessJob(run))
-    from rlhf_engine.room.scheduler import room_job
-
-    return job_queue().submit(room_job(room, run), owner=identity().pid)
+        job, owner = room_job(room, run), identity().pid
+    try:
+        return job_queue().submit(job, owner=owner)
+    except (QueueFull, OSError) as err:
+        why = f"not queued: {err if isinstance(err, QueueFull) else describe_error(err)}"
+        with contextlib.suppress(OSError):  # a full disk may not take this either: the run then reads interrupted
+            end_run(run, "stopped", why)
+            run.log(why)
+        raise
 
 
 def may_stop(job) -> bool:
@@ -170,6 +183,44 @@ def stop_job(job) -> None:
         job_queue().stop(job)
     else:
         job_queue().stop(job, by=who.pid, by_label=who.name)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _shared_base(config_json: str):
+    from rlhf_engine.room.shared_models import SharedBase
+
+    return SharedBase(from_dict(ModelConfig, json.loads(config_json)))
+
+
+def shared_base(config: ModelConfig):
+    """A room's one copy of a base model (per source, quantization, dtype and device) for every participant."""
+    return _shared_base(json.dumps(to_dict(config), sort_keys=True))
+
+
+@contextmanager
+def generating_model(config: ModelConfig):
+    """(model, tokenizer) to generate with, for the block: alone, the cached model; in a room, the shared base
+    with every adapter off (one participant at a time)."""
+    if current_room() is None:
+        model, tokenizer, _ = model_for(config)
+        yield model, tokenizer
+        return
+    with shared_base(config).plain() as pair:
+        yield pair
+
+
+@contextmanager
+def scoring_model(folder: Path):
+    """A trained reward model to score with, for the block: alone, loaded whole (and cached); in a room, its
+    adapter on the shared copy of its base."""
+    if current_room() is None:
+        yield reward_model_for(folder)
+        return
+    from rlhf_engine.core.reward import META_FILE
+
+    meta = json.loads((Path(folder) / META_FILE).read_text())
+    with shared_base(from_dict(ModelConfig, meta["model"])).reward_model(folder) as model:
+        yield model
 
 
 def reward_model_for(folder: Path):

@@ -5,7 +5,7 @@ import dataclasses
 import streamlit as st
 
 from dashboard.room import current_room
-from dashboard.state import model_for, require_app_shell, workspace
+from dashboard.state import generating_model, model_for, require_app_shell, workspace
 from dashboard.widgets import engine_errors, md
 from rlhf_engine.config import DTYPE_CHOICES, QUANT_CHOICES, ModelConfig, field_help
 from rlhf_engine.core.generation import decode_responses, sample_responses
@@ -63,7 +63,8 @@ if submitted:
         with engine_errors("Loading the model"):
             config = dataclasses.replace(current, source=chosen_source, quant=quant, dtype=dtype)
             with st.spinner("Loading… (the bundled model is converted once, ~20 s, then loads in ~1 s)"):
-                model_for(config)
+                with generating_model(config):  # loaded now (in a room: the one copy every participant shares)
+                    pass
             ws.save_model_config(config)
             current = config
             st.success(f"Using `{config.source}` ({config.quant}, {config.dtype}) for new runs.")
@@ -95,8 +96,9 @@ with engine_errors("Reading the model"):
         with st.chat_message("user"):
             st.text(question)
         with st.chat_message("assistant"), st.spinner("Writing… (the first answer also loads the model)"):
-            model, tokenizer, _ = model_for(current)
-            rollout = sample_responses(model, tokenizer, [tuple(chat)], max_new, temperature, current.chat_template)
+            with generating_model(current) as (model, tokenizer):
+                rollout = sample_responses(model, tokenizer, [tuple(chat)], max_new, temperature,
+                                           current.chat_template)
             answer = decode_responses(tokenizer, rollout)[0]
             st.text(answer)
         chat.append({"role": "assistant", "content": answer})

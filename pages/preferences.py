@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard.state import model_for, refresh_interval, require_app_shell, workspace
+from dashboard.state import generating_model, refresh_interval, require_app_shell, workspace
 from dashboard.widgets import (
     engine_errors,
     flash,
@@ -121,8 +121,8 @@ with collect_tab:
         prompt = typed.strip() or picked
         with engine_errors("Generating"), st.spinner("The model is writing two answers…"):
             config = ws.model_config()
-            model, tokenizer, _ = model_for(config)
-            answers = collect.two_answers(model, tokenizer, prompt, chat_template=config.chat_template)
+            with generating_model(config) as (model, tokenizer):
+                answers = collect.two_answers(model, tokenizer, prompt, chat_template=config.chat_template)
             st.session_state[f"{K}.candidate"] = {"prompt": prompt, "answers": list(answers)}
     candidate = st.session_state.get(f"{K}.candidate")
     if candidate:

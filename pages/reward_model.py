@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.state import metric_figures, require_app_shell, reward_model_for, workspace
+from dashboard.state import metric_figures, require_app_shell, scoring_model, workspace
 from dashboard.widgets import (
     choice_knob,
     engine_errors,
@@ -102,7 +102,7 @@ if evaluation:
                             key="rm.try.response")
     if st.button("Score", key="rm.try.score"):
         with engine_errors("Scoring"), st.spinner("Loading the reward model…"):
-            rm = reward_model_for(run.path)
-            score = rm.score([prompt], [response])[0].item()
+            with scoring_model(run.path) as rm:
+                score = rm.score([prompt], [response])[0].item()
             st.metric("score (normalised)", f"{score:+.3f}",
                       help="0 is the base model's average answer; +1 is one standard deviation better")
