@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import unicodedata
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -118,8 +119,7 @@ class Room:
 
     def _write(self, name: str, value) -> None:
         path = self.folder / name
-        atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-        os.chmod(path, 0o600)  # it holds the room's secrets
+        atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n", private=True)  # secrets
 
     # ---- tokens -----------------------------------------------------------------------------------------------
     def token(self, role: str) -> str:
@@ -154,8 +154,12 @@ class Room:
             ids = {p["id"] for p in people}
             pid = next(i for i in (f"p-{secrets.token_hex(4)}" for _ in iter(int, 1)) if i not in ids)
             person = Participant(id=pid, name=label, secret=secrets.token_urlsafe(18), joined_at=_now())
-            self.workspace(person.id).ensure()
-            self._write(PARTICIPANTS_FILE, [*people, asdict(person)])
+            try:
+                self.workspace(person.id).ensure()
+                self._write(PARTICIPANTS_FILE, [*people, asdict(person)])
+            except OSError:  # a full disk: no one joined, so no workspace of no one is left behind
+                shutil.rmtree(self.workspace(person.id).root, ignore_errors=True)
+                raise
         return person
 
     def participant(self, secret: str | None) -> Participant | None:

@@ -12,6 +12,7 @@ runs/<run-id>/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,16 +30,24 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so readers see the old or the new content, never a torn one."""
+def atomic_write_text(path: Path, text: str, private: bool = False) -> None:
+    """Write a file so readers see the old or the new content, never a torn one. A write that fails (a full
+    disk) leaves the old file as it was and no temp file behind. ``private``: readable by its owner only (0600)
+    from its first byte (a room's tokens)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        if not private:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_jsonl(path: Path) -> list[dict]:
