@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from browser import ROOT, free_port
+from browser import ROOT, free_port, stop_process
 
 from rlhf_engine.cli import main
 from rlhf_engine.room import links
@@ -171,12 +171,7 @@ def test_the_command_serves_the_dashboard_over_https(tmp_path):
         assert answer == b"ok"
         assert f"https://127.0.0.1:{port}/?room=" in log_path.read_text()  # the links name the bound address
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
 
 def _env() -> dict[str, str]:
