@@ -2,13 +2,18 @@
 
 from pathlib import Path
 
+import pandas  # noqa: F401 - imported once here: plotly reads a half-imported pandas if two sessions race to it
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from dashboard.room import gate
 from dashboard.state import APP_SHELL_KEY
 
 # A local favicon: a page's material icon as favicon would be fetched from fonts.gstatic.com (offline rooms)
 FAVICON = Path(__file__).parent / "dashboard" / "favicon.png"
+if PagesManager.uses_pages_directory:  # the server's first script run, before any st.navigation: Streamlit would
+    PagesManager.uses_pages_directory = False  # run this script under its pages/ list, with other widget ids (a
+    st.rerun()  # join form's first click would be lost); see dashboard.state.require_app_shell
 st.set_page_config(page_title="RLHF Workbench", page_icon=str(FAVICON), layout="wide")
 who = gate()  # alone; or in a room, the participant, teacher or projector of this session (else it stops here)
 st.session_state[APP_SHELL_KEY] = True  # pages check it: see dashboard.state.require_app_shell

@@ -228,8 +228,9 @@ class StreamlitSession:
             run.messages, run.bytes = run.messages + 1, run.bytes + len(data)
             msg = self._resolve(ForwardMsg.FromString(data))
             kind = msg.WhichOneof("type")
-            if kind == "new_session":  # a run starts: what came before it is gone
-                started, shown, run = True, {}, Run(messages=run.messages, bytes=run.bytes)
+            if kind == "new_session":  # a run starts: what came before it is gone, but for the address bar
+                started, shown = True, {}  # (a run that sets st.query_params, then st.rerun(), sets it for good)
+                run = Run(messages=run.messages, bytes=run.bytes, query_string=run.query_string)
                 run.page, run.fragment_run = msg.new_session.page_script_hash, bool(msg.metadata.run.fragment_ids)
                 if msg.new_session.config.max_cached_message_age:
                     self._cache_runs = msg.new_session.config.max_cached_message_age

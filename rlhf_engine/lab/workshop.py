@@ -14,11 +14,14 @@ florid "a touch of luxury, handcrafted" descriptions that the reward model likes
 
 On a GPU the presets run more steps and larger batches (``preset("cuda")``); the CPU figures are measured,
 the GPU ones are not yet (no GPU was lent to the sessions that built this: RESULTS.md says so).
+``RLHF_WORKSHOP_PRESET=load`` gives the Workshop page the room load benchmark's tiny sizes instead
+(benchmarks/room_load.py): twenty participants' jobs on one core within the benchmark's 45 minutes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +58,9 @@ class Preset:
     best_of_n_prompts: int  # held-out prompts best-of-n samples for (the first probe prompts)
     overopt_steps: int  # steps of the over-optimisation run at β = 0
     overopt_minutes: int  # its wall time (measured on CPU, a target on a GPU)
+    response_length: int = RESPONSE_LENGTH  # new tokens per answer (PPO's and the reward model's normalisation)
+    rm_evals: int = 2  # held-out evaluations of the reward model as it trains (the last at its end)
+    norm_samples: int = 32  # base-model answers the reward model's scores are normalised on
 
 
 CPU = Preset(device="cpu", minutes=16, rm_steps=20, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
@@ -63,10 +69,23 @@ CPU = Preset(device="cpu", minutes=16, rm_steps=20, rm_batch=6, betas=(0.0, 0.05
 GPU = Preset(device="cuda", minutes=5, rm_steps=120, rm_batch=16, betas=(0.0, 0.02, 0.05, 0.2), ppo_steps=30,
              batch_size=32, probe_every=5, probe_prompts=48, reference_probe_samples=4, best_of_n=16,
              best_of_n_prompts=24, overopt_steps=100, overopt_minutes=10)
+# Not for teaching: the room load benchmark's participant (a reward model of 4 steps evaluated once, one PPO run of
+# 2 steps of 4 prompts x 16 tokens, no best-of-n), so that 20 participants' jobs fit one core and 45 minutes.
+LOAD = Preset(device="cpu", minutes=1, rm_steps=4, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=2, batch_size=4,
+              probe_every=2, probe_prompts=4, reference_probe_samples=1, best_of_n=0, best_of_n_prompts=4,
+              overopt_steps=4, overopt_minutes=1, response_length=16, rm_evals=1, norm_samples=16)
+PRESET_ENV = "RLHF_WORKSHOP_PRESET"  # "load": the Workshop page (and the room's slot plan) use LOAD
+NAMED = {"load": LOAD}
 
 
 def preset(device: str | None = None) -> Preset:
-    """The preset for ``device`` ("cpu" or "cuda"), by default for the device this machine trains on."""
+    """The preset for ``device`` ("cpu" or "cuda"), by default the one named in ``$RLHF_WORKSHOP_PRESET``, else the
+    one for the device this machine trains on."""
+    named = os.environ.get(PRESET_ENV, "").strip()
+    if device is None and named:
+        if named not in NAMED:
+            raise ValueError(f"{PRESET_ENV}={named!r}: no such workshop preset (known: {', '.join(NAMED)})")
+        return NAMED[named]
     if device is None:
         import torch
 
@@ -79,8 +98,9 @@ def reward_config(model: ModelConfig, sizes: Preset | None = None) -> RewardConf
     not gather an answer's sentiment into its EOS state, RESULTS.md), a high constant-ish rate."""
     sizes = sizes or preset()
     return RewardConfig(model=model, steps=sizes.rm_steps, batch_size=sizes.rm_batch, learning_rate=4e-4,
-                        max_length=128, pooling="mean", eval_every=sizes.rm_steps // 2, norm_samples=32,
-                        norm_response_length=RESPONSE_LENGTH, checkpoint_every=sizes.rm_steps)
+                        max_length=128, pooling="mean", eval_every=max(sizes.rm_steps // sizes.rm_evals, 1),
+                        norm_samples=sizes.norm_samples,
+                        norm_response_length=sizes.response_length, checkpoint_every=sizes.rm_steps)
 
 
 def ppo_config(model: ModelConfig, sizes: Preset | None = None) -> PPOConfig:
@@ -89,7 +109,8 @@ def ppo_config(model: ModelConfig, sizes: Preset | None = None) -> PPOConfig:
     All runs share the seed, so their first rollout is the same; they part as β·KL starts to count.
     """
     sizes = sizes or preset()
-    return PPOConfig(model=model, steps=sizes.ppo_steps, batch_size=sizes.batch_size, response_length=RESPONSE_LENGTH,
+    return PPOConfig(model=model, steps=sizes.ppo_steps, batch_size=sizes.batch_size,
+                     response_length=sizes.response_length,
                      ppo_epochs=2, learning_rate=LEARNING_RATE, lr_schedule="constant",
                      missing_eos_penalty=MISSING_EOS_PENALTY,
                      checkpoint_every=sizes.ppo_steps, probe_every=sizes.probe_every,
