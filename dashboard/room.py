@@ -126,10 +126,12 @@ def personal_link_notice(who: Identity) -> None:
         return
     from rlhf_engine.room.links import personal_link, room_base_url
 
+    from .widgets import md  # a name is the participant's text: shown as text, never as Markdown
+
     link = personal_link(room_base_url(), current_room().by_id(who.pid))
     if st.session_state.pop("room.just_joined", False):
-        st.success(f"Welcome, {who.name}! Keep this link to come back to your workspace (from any tab or "
+        st.success(f"Welcome, {md(who.name)}! Keep this link to come back to your workspace (from any tab or "
                    "after a reload):")
     else:
-        st.caption(f"Signed in as **{who.name}**. Your link, to come back later:")
+        st.caption(f"Signed in as **{md(who.name)}**. Your link, to come back later:")
     st.code(link, language=None)
