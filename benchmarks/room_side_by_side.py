@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import ROOT, machine_line, write_json
+from bench import ROOT, machine, write_json
 
 from rlhf_engine.config import ModelConfig  # noqa: E402
 from rlhf_engine.lab import workshop  # noqa: E402
@@ -78,7 +78,7 @@ def main() -> int:
     apart_rate = steps / (apart["wall_s"] / 60)
     sum_peaks = sum(apart["peak_rss_bytes"])
     result = {
-        "machine": machine_line(), "device": args.device, "model": model.source, "quant": model.quant,
+        "machine": machine(), "device": args.device, "model": model.source, "quant": model.quant,
         "runs": args.runs, "steps": args.steps, "max_processes": at_once, "threads_each_separate": threads,
         "threads_group": cores, "reward": str(reward),
         "side_by_side": {"wall_s": round(together["wall_s"], 1),

@@ -75,8 +75,11 @@ def gate() -> Identity:
     known = st.session_state.get(IDENTITY_KEY) or _from_link(room)
     if known is None:
         if room.role_of(st.query_params.get(JOIN)) == "participant":
-            _join_form(room)
-        st.info(NOT_IN)
+            # The form is a page of st.navigation's, the one page there is: its widgets keep their ids from one
+            # run to the next (drawn before any navigation, a first click could come back with other ids, lost)
+            st.navigation([st.Page(join_page, title="Join the workshop", url_path="join", default=True)]).run()
+        else:
+            st.info(NOT_IN)
         st.stop()
     st.session_state[IDENTITY_KEY] = known
     if st.query_params.get(known.link_key) != known.link_value:
@@ -96,7 +99,9 @@ def _from_link(room: Room) -> Identity | None:
     return None
 
 
-def _join_form(room: Room) -> None:
+def join_page() -> None:
+    """The join form: a display name, then this participant's own link and workspace."""
+    room = current_room()
     st.title("Join the workshop")
     with st.form("room.join"):
         name = st.text_input("Your name (shown to the teacher and on the room's charts)", max_chars=40)
@@ -117,7 +122,6 @@ def _join_form(room: Room) -> None:
         st.query_params[PERSONAL] = person.secret
         st.session_state["room.just_joined"] = True
         st.rerun()
-    st.stop()
 
 
 def personal_link_notice(who: Identity) -> None:
