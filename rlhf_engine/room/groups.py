@@ -19,7 +19,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from rlhf_engine.runs.group_job import add_member, group_key, members_of, owners_of, prepare_group, stop_member
+from rlhf_engine.runs.group_job import (
+    STOP_FILE,
+    add_member,
+    group_key,
+    members_of,
+    owners_of,
+    prepare_group,
+    stop_member,
+)
 from rlhf_engine.runs.job import ProcessJob
 from rlhf_engine.runs.queue import JobQueue, QueueFull
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, RunFolder
@@ -132,7 +140,7 @@ class RoomQueue(JobQueue):
         if by is not None:
             job.run.log(f"stop asked by {by_label or ('the teacher' if by == self.teacher else 'its owner')}")
         job.stop()
-        if super().position(job.group) > 0 and all((Path(m["run"]) / "stop-requested").exists()
+        if super().position(job.group) > 0 and all((Path(m["run"]) / STOP_FILE).exists()
                                                     for m in members_of(job.group.run.path)):
             super().stop(job.group)  # a group that never started, every run of it stopped: off the queue
             for member in members_of(job.group.run.path):
@@ -143,8 +151,9 @@ class RoomQueue(JobQueue):
         super().restore()
         for held in super().jobs():
             if self.groups_folder in held.run.path.parents:
+                members = members_of(held.run.path)
                 held.owners = owners_of(held.run.path)
-                held.key = group_key(Path(members_of(held.run.path)[0]["run"])) if members_of(held.run.path) else ()
-                for member in members_of(held.run.path):
+                held.key = group_key(Path(members[0]["run"])) if members else ()
+                for member in members:
                     path = Path(member["run"]).resolve()
                     self._runs[path] = RunInGroup(RunFolder(path), held, member.get("owner") or "")
