@@ -6,11 +6,13 @@ import pandas  # noqa: F401 - imported once here: plotly reads a half-imported p
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
+from dashboard.heap import freeze_long_lived_heap
 from dashboard.room import gate
 from dashboard.state import APP_SHELL_KEY
 
 # A local favicon: a page's material icon as favicon would be fetched from fonts.gstatic.com (offline rooms)
 FAVICON = Path(__file__).parent / "dashboard" / "favicon.png"
+freeze_long_lived_heap()  # once per server: Streamlit's gc after each script run then walks only what runs made
 if PagesManager.uses_pages_directory:  # the server's first script run, before any st.navigation: Streamlit would
     PagesManager.uses_pages_directory = False  # run this script under its pages/ list, with other widget ids (a
     st.rerun()  # join form's first click would be lost); see dashboard.state.require_app_shell
