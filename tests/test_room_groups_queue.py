@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from rlhf_engine.config import ModelConfig, PPOConfig
-from rlhf_engine.room.groups import RoomQueue, RunInGroup
+from rlhf_engine.room.groups import MAX_GROUP_RUNS, RoomQueue, RunInGroup
 from rlhf_engine.room.room import TEACHER, Room
 from rlhf_engine.runs.group_job import members_of
 from rlhf_engine.runs.job import Job, ProcessJob
@@ -87,6 +87,52 @@ def test_waiting_runs_meet_the_cap(room, tiny_model_dir, trained_tiny_reward_dir
             queue.submit(policy_run(room, ana, "a3", tiny_model_dir, trained_tiny_reward_dir), owner=ana.id)
         for job in queue.jobs(owner=ana.id):
             queue.stop(job, by=ana.id)
+    finally:
+        release.set()
+    assert queue.wait_idle(60)
+
+
+def test_pages_submitting_at_once_fill_each_group_to_its_size_while_others_read_the_queue(
+        room, tiny_model_dir, trained_tiny_reward_dir):
+    """Each participant's page submits from a thread of its own, while other pages read the queue every 2 s (a
+    room of 20 once met "dictionary changed size during iteration" in RoomQueue.jobs)."""
+    ana, bo = room.participants()
+    queue, release = blocked_queue(room)
+    jobs = [policy_run(room, (ana, bo)[i % 2], f"r{i}", tiny_model_dir, trained_tiny_reward_dir)
+            for i in range(2 * MAX_GROUP_RUNS)]
+    submitted, errors, done = [], [], threading.Event()
+
+    def submit(part: int) -> None:
+        try:
+            for job in jobs[part::4]:
+                submitted.append(queue.submit(job, owner=(ana, bo)[int(job.run.id[1:]) % 2].id))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                queue.jobs(owner=ana.id), queue.find(jobs[0].run.path)
+            except Exception as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+
+    try:
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        writers = [threading.Thread(target=submit, args=(part,)) for part in range(4)]
+        for thread in readers + writers:
+            thread.start()
+        for thread in writers:
+            thread.join(60)
+        done.set()
+        for thread in readers:
+            thread.join(60)
+        assert errors == []
+        groups = {id(run.group): run.group for run in submitted}
+        sizes = sorted(len(members_of(group.run.path)) for group in groups.values())
+        assert sizes == [MAX_GROUP_RUNS, MAX_GROUP_RUNS]  # every run in one group, no group over its size
+        assert len(queue.jobs()) == 1 + 2 * MAX_GROUP_RUNS  # the blocker and every run
+        for run in submitted:
+            queue.stop(run, by=TEACHER)
     finally:
         release.set()
     assert queue.wait_idle(60)

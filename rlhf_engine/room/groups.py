@@ -72,6 +72,10 @@ class RoomQueue(JobQueue):
         key = group_key(job.run.path) if isinstance(job, ProcessJob) else None
         if key is None:
             return super().submit(job, owner)
+        with self._lock:  # pages submit from threads of their own: one group's members are chosen one at a time
+            return self._submit_to_group(job, key, owner)
+
+    def _submit_to_group(self, job, key: tuple, owner: str) -> RunInGroup:
         path = job.run.path.resolve()
         if self.find(path) is not None:
             raise ValueError(f"run {job.run.id} is already queued or running")
@@ -106,9 +110,10 @@ class RoomQueue(JobQueue):
     def jobs(self, owner: str | None = None) -> list:
         """Runs and jobs in the order they run or will start; a group is shown as its live runs."""
         shown = []
-        for held in super().jobs():
-            runs = self._runs_of(held)
-            shown += runs if runs is not None else [held]
+        with self._lock:  # a submit in another thread adds to self._runs
+            for held in super().jobs():
+                runs = self._runs_of(held)
+                shown += runs if runs is not None else [held]
         return shown if owner is None else [j for j in shown if self.owner_of(j) == owner]
 
     def _runs_of(self, held) -> list[RunInGroup] | None:
@@ -118,10 +123,11 @@ class RoomQueue(JobQueue):
 
     def find(self, run_path: Path):
         target = Path(run_path).resolve()
-        found = self._runs.get(target)
-        if found is not None and found.state in ACTIVE_STATES and super().position(found.group) >= 0:
-            return found
-        return super().find(target)
+        with self._lock:
+            found = self._runs.get(target)
+            if found is not None and found.state in ACTIVE_STATES and super().position(found.group) >= 0:
+                return found
+            return super().find(target)
 
     def position(self, job) -> int:
         return super().position(job.group if isinstance(job, RunInGroup) else job)
@@ -149,6 +155,10 @@ class RoomQueue(JobQueue):
     def restore(self) -> None:
         """The queue as it was (see JobQueue.restore), its groups' runs found again from their folders."""
         super().restore()
+        with self._lock:
+            self._restore_groups()
+
+    def _restore_groups(self) -> None:
         for held in super().jobs():
             if self.groups_folder in held.run.path.parents:
                 members = members_of(held.run.path)
