@@ -1,4 +1,4 @@
-"""Room frontier: every participant's runs where they stand now, one colour per β and one marker per method, with
+"""Room frontier: every participant's runs where they stand now, one colour per method and one marker per β, with
 the best-of-n baseline beside; read-only, the same for the projector, the participants and the teacher."""
 
 from pathlib import Path
@@ -15,6 +15,7 @@ from rlhf_engine.room.room import Room
 
 require_app_shell()
 
+MARKDOWN_COLOURS = ("blue", "orange", "green", "violet")  # the method colours Streamlit's Markdown can draw
 LIVE_REFRESH_S = 5.0  # seconds between redraws while a run of the room is live
 IDLE_CHECK_S = 30.0  # otherwise, how often the page looks for a run that started (a projector stays open for hours)
 
@@ -41,8 +42,8 @@ def held_out_note(points: list[dict]) -> str:
     return f"its held-out prompts ({' or '.join(map(str, counts))})"
 
 
-def who_is_where(points: list[dict]) -> list[str]:
-    """One line per method and β: its marker and who is there, with their numbers."""
+def who_is_where(points: list[dict], markers: dict) -> list[str]:
+    """One line per method and β: the β's marker (``figures.beta_markers``) and who is there, with their numbers."""
     groups: dict[tuple, list[dict]] = {}
     for point in points:
         beta = point.get("beta") if isinstance(point.get("beta"), (int, float)) else None
@@ -54,7 +55,11 @@ def who_is_where(points: list[dict]) -> list[str]:
         where = "; ".join(f"{md(p['who'])} (KL {p['kl']:.2f}, RM {p['score']:.2f}"
                           + (f", gold {p['gold']:.2f}" if "gold" in p else "") + ")" for p in group)
         beta_text = "adaptive β" if adaptive else f"β = {beta:g}" if beta is not None else "β ?"
-        lines.append(f"{figures.method_marker(method)[1]} **{md(method_title(method))}, {beta_text}**: {where}")
+        marker = markers[figures.beta_key({"beta": beta, "adaptive": adaptive})][1]
+        title = f"**{md(method_title(method))}**"
+        colour = figures.method_colour(method)[1]
+        title = f":{colour}[{title}]" if colour in MARKDOWN_COLOURS else title  # in its colour on the charts
+        lines.append(f"{marker} {title}, **{beta_text}**: {where}")
     return lines
 
 
@@ -67,8 +72,13 @@ def frontier() -> None:
         st.info("No run of the room has answered its held-out prompts yet: each run appears here at its first "
                 "probe. " + ("Runs are training now; this page redraws itself." if live else ""))
         return
-    colours = figures.runs_colours(points)  # one colour per β, as on the sweep pages
-    symbols = {p["label"]: figures.method_marker(p["method"])[0] for p in points}
+    colours = {p["label"]: figures.method_colour(p["method"])[0] for p in points}
+    markers = figures.beta_markers(points)
+    symbols = {p["label"]: markers[figures.beta_key(p)][0] for p in points}
+    marker_legend = ", ".join(f"{char} β = {beta:g}" if beta is not None else f"{char} adaptive β"
+                              for beta, (_, char) in markers.items())
+    methods = dict.fromkeys(p["method"] for p in points)
+    colour_legend = ", ".join(f"{method_title(m)} {figures.method_colour(m)[1]}" for m in methods)
     col_reward, col_gold = st.columns(2)
     col_reward.plotly_chart(figures.frontier_figure(points, best_of_n, colours, symbols, gold=False),
                             key="frontier.reward")
@@ -77,12 +87,12 @@ def frontier() -> None:
                           key="frontier.gold")
     st.caption(f"Each point is one participant's run at its last probe on {held_out_note(points)} "
                "(the same prompts and sampling seed at every probe): where it stands now, not one training batch's "
-               "luck. Colour: β (the sweep pages' colours); marker: the method. Left, the reward model's score ± 1 "
-               "standard error (each participant's own reward model, trained on the same pairs); right, the gold "
-               "score of the simulated annotator, the truth, against √KL (Gao et al. 2022)."
+               f"luck. Colour: the method ({colour_legend}); marker: β ({marker_legend}). Left, the reward model's "
+               "score ± 1 standard error (each participant's own reward model, trained on the same pairs); right, "
+               "the gold score of the simulated annotator, the truth, against √KL (Gao et al. 2022)."
                + (f" Dotted: best-of-n from the reference ({md(best_of_n[0]['who'])}'s sweep), no training."
                   if best_of_n else ""))
-    st.markdown("  \n".join(who_is_where(points)))
+    st.markdown("  \n".join(who_is_where(points, markers)))
 
 
 LIVE_KEY = "frontier.live"

@@ -66,3 +66,13 @@ def test_a_dpo_runs_report_draws_its_metric_charts_and_the_pairs_it_learnt_from(
     assert '"text":"DPO step"' in text and '"text":"DPO loss (nats \\u002f pair)"' in text  # its axes (/ escaped)
     assert "Lovely." in text and "Awful." in text and "0.250" in text  # the pairs, with their implicit margin
     assert "Say &lt;b&gt;hi&lt;/b&gt;." in text and "<b>hi</b>" not in text  # run text as text, never as markup
+
+
+def test_runs_of_several_methods_take_a_colour_per_method_and_a_marker_per_beta():
+    points = [{"beta": 0.2}, {"beta": 0.0}, {"beta": 0.05, "adaptive": True}, {"beta": 0.05}, {"beta": 0.2}]
+    markers = figures.beta_markers(points)
+    assert list(markers) == [0.0, 0.05, 0.2, None]  # the smallest β first, an adaptive β apart
+    assert [symbol for symbol, _ in markers.values()] == ["circle", "diamond", "triangle-up", "hourglass"]
+    assert figures.beta_markers([{"beta": 0.05}])[0.05][1] == "●" and None not in figures.beta_markers(points[:2])
+    colours = [figures.method_colour(name) for name in registry.names()]
+    assert len(set(colours)) == len(colours) and figures.method_colour("ppo") == ("#1f77b4", "blue")

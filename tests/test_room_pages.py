@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.room import IDENTITY_KEY, Identity
 from dashboard.state import APP_SHELL_KEY
+from rlhf_engine.lab import figures
 from rlhf_engine.room.frontier import room_points
 from rlhf_engine.room.progress import progress_line, workshop_progress
 from rlhf_engine.room.room import TEACHER, Room
@@ -205,7 +206,13 @@ def test_the_frontier_draws_a_point_per_participant_and_hides_names(room, queue,
     assert "the 3 held-out prompts" in text
     assert ("Alice" in text) is shown and ("Alice" in json.dumps([c.proto.spec for c in at.get("plotly_chart")])) \
         is shown
-    assert "PPO, β = 0.2**: Bob" in text if shown else "PPO, β = 0.2**: participant 2" in text
+    assert "PPO**], **β = 0.2**: Bob" in text if shown else "PPO**], **β = 0.2**: participant 2" in text
+    specs = [json.loads(chart.proto.spec)["data"] for chart in at.get("plotly_chart")]
+    colours = {t["marker"].get("color") or t["line"]["color"] for chart in specs for t in chart}
+    assert colours == {figures.method_colour("ppo")[0]}  # one method: one colour
+    assert [t["marker"]["symbol"] for t in specs[0]] == ["circle", "diamond"]  # β 0, β 0.2: a marker each
+    assert [t["marker"]["symbol"] for t in specs[1]] == ["circle-open", "diamond-open"]
+    assert "marker: β (● β = 0, ◆ β = 0.2)" in text and "Colour: the method (PPO blue)" in text
 
 
 def test_room_points_take_each_run_s_last_full_probe_with_its_owner_and_the_teacher_s_best_of_n(room):

@@ -231,17 +231,36 @@ def runs_colours(points: Sequence[dict], by_beta: bool = True) -> dict[str, str]
     return {p["label"]: CATEGORICAL[i % len(CATEGORICAL)] for i, p in enumerate(points)}
 
 
-# One marker per method where runs of several methods share a chart (the room's frontier), in the registry's order;
-# with the character that stands for it in text. The square is left out: it marks a point from training batches.
-METHOD_MARKERS = (("circle", "●"), ("triangle-up", "▲"), ("diamond", "◆"), ("star", "★"), ("pentagon", "⬟"),
-                  ("hexagon", "⬢"), ("cross", "✚"), ("x", "✖"))
+# Where runs of several methods share a chart (the room's frontier): one colour per method, in the registry's order,
+# and one marker per β, the smallest β first; best-of-n (no training) keeps its gray dotted line. The square is
+# left out of the markers: it marks a point from training batches.
+METHOD_COLOURS = (("#1f77b4", "blue"), ("#ff7f0e", "orange"), ("#2ca02c", "green"), ("#9467bd", "violet"),
+                  ("#8c564b", "brown"), ("#e377c2", "pink"), ("#17becf", "cyan"), ("#bcbd22", "olive"))
+BETA_MARKERS = (("circle", "●"), ("diamond", "◆"), ("triangle-up", "▲"), ("star", "★"), ("pentagon", "⬟"),
+                ("hexagon", "⬢"), ("cross", "✚"), ("x", "✖"))
+ADAPTIVE_MARKER = ("hourglass", "⧗")  # adaptive-β runs: their β moves
 
 
-def method_marker(method: str) -> tuple[str, str]:
-    """(plotly marker symbol, text character) of a method: PPO ●, GRPO ▲, RLOO ◆, DPO ★, then the others'."""
+def method_colour(method: str) -> tuple[str, str]:
+    """(colour, its name) of a method's runs where several methods share a chart: PPO blue, GRPO orange, RLOO
+    green, DPO violet, then the others'."""
     names = registry.names()
     index = names.index(method) if method in names else len(names)
-    return METHOD_MARKERS[index % len(METHOD_MARKERS)]
+    return METHOD_COLOURS[index % len(METHOD_COLOURS)]
+
+
+def beta_key(point: dict) -> float | None:
+    """The β a point ({beta, adaptive}) is marked by: None for an adaptive β (or none known)."""
+    beta = point.get("beta")
+    return None if point.get("adaptive") or not isinstance(beta, (int, float)) else float(beta)
+
+
+def beta_markers(points: Sequence[dict]) -> dict[float | None, tuple[str, str]]:
+    """{β: (plotly marker symbol, text character)} of the βs of ``points`` (``beta_key``), the smallest first
+    (●, ◆, ▲, ★, …), and ⧗ for an adaptive β: the same β has the same marker on every chart of one page."""
+    betas = sorted({beta_key(p) for p in points} - {None})
+    markers = {beta: BETA_MARKERS[i % len(BETA_MARKERS)] for i, beta in enumerate(betas)}
+    return {**markers, None: ADAPTIVE_MARKER} if any(beta_key(p) is None for p in points) else markers
 
 
 def sweep_colours(sweep) -> dict[str, str]:
@@ -271,7 +290,7 @@ def frontier_figure(points: Sequence[dict], best_of_n: Sequence[dict] = (),
     points: [{label, kl, score, gold?, *_se?, source}]; best_of_n: [{n, kl, score, gold?}]. RM scores are
     filled markers, gold scores hollow diamonds on the right-hand axis, each run in its colour. A run whose
     point comes from training batches (no probe answers) is a square and says so in the legend. ``symbols``:
-    {label: marker} (``method_marker``), the gold's then hollow; ``gold`` False: RM scores only (the room's
+    {label: marker} (``beta_markers``), the gold's then hollow; ``gold`` False: RM scores only (the room's
     frontier draws the gold on a chart of its own).
     """
     colours = colours or runs_colours(points)
@@ -335,7 +354,7 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
     (step 0, KL 0) first; each run draws its RM score (solid) and gold (dashed) in its colour, and a star
     at its gold peak when the gold score later fell by the reward-hacking alarm's margin
     (alarms.HACK_MIN_DROP) while the RM score stood higher than at the peak. ``symbols``: {label: marker}
-    (``method_marker``), the gold's hollow; ``proxy`` False: the gold alone, on the left-hand axis (the room's
+    (``beta_markers``), the gold's hollow; ``proxy`` False: the gold alone, on the left-hand axis (the room's
     frontier, whose other chart has the RM scores).
     """
     colours, symbols = colours or {}, symbols or {}
