@@ -19,9 +19,10 @@ import gc
 import importlib
 import threading
 
-# What every page's script ends up importing, heavy first: their objects make up nearly all of the server's heap
-LONG_LIVED_MODULES = ("pandas", "plotly.graph_objects", "torch", "transformers", "peft", "rlhf_engine.methods",
-                      "rlhf_engine.lab.figures")
+# What the pages' scripts end up importing: their objects make up nearly all of the server's heap. The engine's
+# models module comes before peft: it silences a bitsandbytes warning that importing peft would otherwise log.
+LONG_LIVED_MODULES = ("pandas", "plotly.graph_objects", "torch", "transformers", "rlhf_engine.core.models", "peft",
+                      "rlhf_engine.methods", "rlhf_engine.lab.figures")
 
 _lock = threading.Lock()
 _frozen = False
