@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -231,10 +232,22 @@ class DPOConfig(PolicyConfig):
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """The one-line comment of each field of a config dataclass, read from this file's source.
+    """The one-line comment of each field of a config dataclass, read from this file's source (once per class).
 
     The comments are the documentation of every knob; the dashboard shows them next to the widgets.
     """
+    with _FIELD_HELP_LOCK:  # inspect.getsource parses with ast, which Python 3.11 does not do safely in two
+        found = _FIELD_HELP.get(cls)  # threads at once (CPython gh-106905): two pages raised SystemError
+        if found is None:
+            found = _FIELD_HELP[cls] = _read_field_help(cls)
+    return dict(found)
+
+
+_FIELD_HELP: dict[type, dict[str, str]] = {}
+_FIELD_HELP_LOCK = threading.Lock()
+
+
+def _read_field_help(cls: type) -> dict[str, str]:
     import inspect
 
     names = {f.name for f in dataclasses.fields(cls)}

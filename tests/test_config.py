@@ -1,10 +1,12 @@
 """Config documentation (the dashboard's help texts) and run-name safety."""
 
 import dataclasses
+import threading
 
 import pytest
 
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig, field_defaults, field_help
+from rlhf_engine.methods import registry
 from rlhf_engine.runs.runfolder import safe_name
 
 
@@ -20,6 +22,35 @@ def test_help_and_defaults_match_the_source():
     assert field_help(PPOConfig)["kl_coef"] == "beta, the KL penalty weight (TRL default 0.05)"
     assert field_help(PPOConfig)["missing_eos_penalty"].startswith("if set, subtracted from the score")
     assert field_defaults(PPOConfig)["cliprange"] == 0.2 and field_defaults(RewardConfig)["pooling"] == "last"
+
+
+def test_pages_reading_help_in_threads_at_once_all_get_it():
+    """Each Streamlit session runs its page in a thread of its own. Under 20 participants one page raised "SystemError:
+    AST constructor recursion depth mismatch" from inspect.getsource in field_help (Python 3.11 parses with shared
+    state); the help is now read once per class under a lock. The crash is too rare to provoke here: this checks
+    that threads reading at once all get the same help, and that a caller's change to it stays its own."""
+    classes = [ModelConfig, RewardConfig, *(method.config for method in registry.methods().values())]
+    expected = {cls: field_help(cls) for cls in classes}
+    start, errors, wrong = threading.Barrier(8), [], []
+
+    def read() -> None:
+        start.wait()
+        for _ in range(10):
+            for cls in classes:
+                try:
+                    if field_help(cls) != expected[cls]:
+                        wrong.append(cls)
+                except Exception as err:  # noqa: BLE001 - reported below
+                    errors.append(err)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == [] and wrong == []
+    field_help(PPOConfig)["kl_coef"] = "changed by a caller"
+    assert field_help(PPOConfig) == expected[PPOConfig]
 
 
 @pytest.mark.parametrize("name", ["../x", "../../etc/passwd", "a/b", ".hidden", "", " ", "x" * 101, "a\\b", "né"])
