@@ -89,7 +89,8 @@ def frontier() -> None:
                "(the same prompts and sampling seed at every probe): where it stands now, not one training batch's "
                f"luck. Colour: the method ({colour_legend}); marker: β ({marker_legend}). Left, the reward model's "
                "score ± 1 standard error (each participant's own reward model, trained on the same pairs); right, "
-               "the gold score of the simulated annotator, the truth, against √KL (Gao et al. 2022)."
+               "the gold score of the simulated annotator, the truth, ± 1 standard error, against √KL (Gao et al. "
+               "2022)."
                + (f" Dotted: best-of-n from the reference ({md(best_of_n[0]['who'])}'s sweep), no training."
                   if best_of_n else ""))
     st.markdown("  \n".join(who_is_where(points, markers)))

@@ -39,7 +39,7 @@ def policy_run(runs: Path, name: str, beta: float, kind: str = "ppo", gain: floa
                      for p in PROMPTS]
         answered = PROMPTS[:1] if torn else PROMPTS
         policy = [{"step": 4, "policy": "policy", "prompt": p, "score": 0.1 + gain + 0.01 * i, "kl": 1.0 + i * 0.1,
-                   "gold": 0.2 + gain / 2} for i, p in enumerate(answered)]
+                   "gold": 0.2 + gain / 2 + 0.02 * (i - 1)} for i, p in enumerate(answered)]
         write_jsonl(run.path / "probes.jsonl", reference + policy)
     return run
 
@@ -212,6 +212,7 @@ def test_the_frontier_draws_a_point_per_participant_and_hides_names(room, queue,
     assert colours == {figures.method_colour("ppo")[0]}  # one method: one colour
     assert [t["marker"]["symbol"] for t in specs[0]] == ["circle", "diamond"]  # β 0, β 0.2: a marker each
     assert [t["marker"]["symbol"] for t in specs[1]] == ["circle-open", "diamond-open"]
+    assert all(t["error_y"]["array"][0] > 0 for t in specs[1])  # each run's one gold point, ± 1 SE
     assert "marker: β (● β = 0, ◆ β = 0.2)" in text and "Colour: the method (PPO blue)" in text
 
 

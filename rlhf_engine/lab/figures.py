@@ -355,7 +355,7 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
     at its gold peak when the gold score later fell by the reward-hacking alarm's margin
     (alarms.HACK_MIN_DROP) while the RM score stood higher than at the peak. ``symbols``: {label: marker}
     (``beta_markers``), the gold's hollow; ``proxy`` False: the gold alone, on the left-hand axis (the room's
-    frontier, whose other chart has the RM scores).
+    frontier, whose other chart has the RM scores). A run of one point (the room's) draws its gold ± ``gold_se``.
     """
     colours, symbols = colours or {}, symbols or {}
     fig = make_subplots(specs=[[{"secondary_y": True}]])
@@ -376,8 +376,9 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
         if all(isinstance(r.get("gold"), (int, float)) for r in points):
             gold = [r["gold"] for r in points]
             marker = dict(symbol=_open(symbols.get(name, "diamond")), size=None if proxy else 14)  # one point: big
+            alone = _error(points[0].get("gold_se")) if len(points) == 1 else None  # one point: its ± 1 SE
             fig.add_trace(go.Scatter(x=x, y=gold, mode="lines+markers", name=f"{plain(name)}: gold",
-                                     line=dict(color=colour, dash="dash"), marker=marker,
+                                     line=dict(color=colour, dash="dash"), marker=marker, error_y=alone,
                                      customdata=steps, legendgroup=name,
                                      hovertemplate=f"{plain(name)}, step %{{customdata}}<br>√KL %{{x:.2f}}<br>"
                                                    "gold %{y:.3f}<extra></extra>"),
