@@ -25,6 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from bench import machine  # noqa: E402
 
+from rlhf_engine.data.pairs import read_pairs  # noqa: E402
 from rlhf_engine.lab import workshop  # noqa: E402
 from rlhf_engine.lab.sweep_job import prepare_sweep  # noqa: E402
 from rlhf_engine.room.room import TEACHER, Room  # noqa: E402
@@ -41,7 +42,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="new folder: the room")
     parser.add_argument("--reward", type=Path, required=True, help="a trained workshop reward-model run folder")
     parser.add_argument("--screenshots", type=Path, help="folder for room-teacher.png and room-projector.png")
-    parser.add_argument("--best-of-n", action="store_true", help="also each participant's best-of-n baseline")
+    parser.add_argument("--best-of-n", action="store_true",
+                        help="also the best-of-n baseline, in the first participant's sweep (the room draws one)")
     args = parser.parse_args()
     room = Room.open(args.out)
     people = [room.join(name) for name in PEOPLE]
@@ -51,12 +53,13 @@ def main() -> int:
     start = time.monotonic()
     for person in people:
         ws = room.workspace(person.id).ensure()
-        ws.save_model_config(model)
+        ws.save_model_config(model)  # the Workshop page's steps 1 and 2, as a participant clicks them
+        ws.store().add_many(read_pairs(workshop.PAIRS_FILE), source=workshop.PAIRS_SOURCE)
         reward = ws.runs / "workshop-rm"
         shutil.copytree(args.reward, reward)
         beta = room.assignment(person.id)["kl_coef"]
         jobs = prepare_sweep(ws.runs / "workshop-sweep", workshop.ppo_config(model, sizes), reward, "kl_coef", [beta],
-                             best_of_n=sizes.best_of_n if args.best_of_n else 0,
+                             best_of_n=sizes.best_of_n if args.best_of_n and person is people[0] else 0,
                              best_of_n_prompts=sizes.best_of_n_prompts, batched=False)
         for job in jobs:
             queue.submit(room_job(room, job.run), owner=person.id)

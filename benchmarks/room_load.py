@@ -37,6 +37,7 @@ jobs run in sessions of their own), sampled every 0.5 s. Privacy (room): each pa
 its own runs and names no other's; no page a participant saw names another participant (name, id, secret) or
 another's runs (run ids that are not also its own: the Workshop page names runs by the time).
 
+Every render, with who and when, goes to ``<out>/room-renders.jsonl`` and ``<out>/single-renders.jsonl``.
 Writes benchmarks/results/room-load.json (``--results``): the room's figures at the top level, ``single_queue``
 the single-user server's, the side-by-side ratios from room-side-by-side.json (null if absent) and the machine.
 A run of one mode keeps the other mode's figures found in the file. ``--timeout-min`` bounds each mode (runs not
@@ -139,12 +140,21 @@ class Record:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.start = time.monotonic()
         self.renders: list[tuple[str, str, float]] = []  # (client kind, "full" | "fragment", seconds)
+        self.timeline: list[dict] = []  # each render with who and when (seconds from the start): renders.jsonl
         self.errors: list[str] = []
 
     def render(self, who: Participant, run_kind: str, seconds: float) -> None:
         with self.lock:
             self.renders.append((who.kind, run_kind, seconds))
+            self.timeline.append({"at_s": round(time.monotonic() - self.start - seconds, 3), "who": who.name,
+                                  "client": who.kind, "run": run_kind, "s": round(seconds, 4)})
+
+    def save(self, path: Path) -> None:
+        """Every render, one JSON line each (the figures' raw data, for a look at where slow ones fall)."""
+        with self.lock:
+            path.write_text("".join(json.dumps(row) + "\n" for row in self.timeline))
 
     def error(self, who: Participant | None, text: str) -> None:
         with self.lock:
@@ -811,13 +821,17 @@ def main() -> int:
                   command=" ".join([".venv/bin/python", "benchmarks/room_load.py", *sys.argv[1:]]))
     if args.mode in ("room", "both"):
         print(f"room: {args.participants} participants ({args.browsers} in Chromium)", flush=True)
-        room = room_mode(args, args.out, Record())
+        record = Record()
+        room = room_mode(args, args.out, record)
+        record.save(args.out / "room-renders.jsonl")
         result.update({key: room[key] for key in ("participants", "render_p50_s", "render_p95_s", "runs_queued",
                                                   "runs_completed", "runs_lost", "errors")}, room=room)
         write_json(args.results, result)
     if args.mode in ("single", "both"):
         print(f"single: {args.participants} participants ({args.browsers} in Chromium), one workspace", flush=True)
-        result["single_queue"] = single_mode(args, args.out, Record())
+        record = Record()
+        result["single_queue"] = single_mode(args, args.out, record)
+        record.save(args.out / "single-renders.jsonl")
         write_json(args.results, result)
     print(json.dumps(result, indent=2))
     return 0
