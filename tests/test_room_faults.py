@@ -363,6 +363,7 @@ def test_a_participant_flooding_the_queue_meets_the_cap_and_leaves_no_stray_queu
     runs = {name: server.run(cy, name) for name in names}
     state = json.loads(server.room.queue_file.read_text())
     assert [e["run"] for e in state["waiting"]] == [str(runs[n].path.resolve()) for n in ("two", "three", "four")]
+    server.wait_for("one to be under way", lambda: recorded_state(runs["one"]) == "running")  # its process starts
     assert {n for n, run in runs.items() if recorded_state(run) == "queued"} == {"two", "three", "four"}
     assert status_of(runs["five"])["state"] == "stopped"  # refused: kept, stopped with the reason, never queued
     assert status_of(runs["five"])["error"] == f"not queued: {refusal}"
