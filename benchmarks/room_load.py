@@ -141,20 +141,19 @@ class Record:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.start = time.monotonic()
-        self.renders: list[tuple[str, str, float]] = []  # (client kind, "full" | "fragment", seconds)
-        self.timeline: list[dict] = []  # each render with who and when (seconds from the start): renders.jsonl
+        self.renders: list[dict] = []  # each render: when it was asked for (s from the start), who, kinds, seconds
         self.errors: list[str] = []
 
     def render(self, who: Participant, run_kind: str, seconds: float) -> None:
         with self.lock:
-            self.renders.append((who.kind, run_kind, seconds))
-            self.timeline.append({"at_s": round(time.monotonic() - self.start - seconds, 3), "who": who.name,
-                                  "client": who.kind, "run": run_kind, "s": round(seconds, 4)})
+            self.renders.append({"at_s": time.monotonic() - self.start - seconds, "who": who.name,
+                                 "client": who.kind, "run": run_kind, "s": seconds})
 
     def save(self, path: Path) -> None:
         """Every render, one JSON line each (the figures' raw data, for a look at where slow ones fall)."""
         with self.lock:
-            path.write_text("".join(json.dumps(row) + "\n" for row in self.timeline))
+            path.write_text("".join(json.dumps({**row, "at_s": round(row["at_s"], 3), "s": round(row["s"], 4)})
+                                    + "\n" for row in self.renders))
 
     def error(self, who: Participant | None, text: str) -> None:
         with self.lock:
@@ -184,17 +183,17 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))], 3)
 
 
-def render_figures(renders: list[tuple[str, str, float]]) -> dict:
-    """p50 and p95 of every render, then by kind of run and of client."""
+def render_figures(renders: list[dict]) -> dict:
+    """p50 and p95 of every render (``Record.renders``), then by kind of run and of client."""
     def summary(values):
         return {"n": len(values), "p50_s": percentile(values, 0.5), "p95_s": percentile(values, 0.95),
                 "max_s": round(max(values), 3) if values else None}
 
-    every = [s for _, _, s in renders]
+    every = [r["s"] for r in renders]
     return {"render_p50_s": percentile(every, 0.5), "render_p95_s": percentile(every, 0.95),
             "renders": summary(every),
-            "by_run": {k: summary([s for _, r, s in renders if r == k]) for k in ("full", "fragment")},
-            "by_client": {k: summary([s for c, _, s in renders if c == k]) for k in ("client", "browser")}}
+            "by_run": {k: summary([r["s"] for r in renders if r["run"] == k]) for k in ("full", "fragment")},
+            "by_client": {k: summary([r["s"] for r in renders if r["client"] == k]) for k in ("client", "browser")}}
 
 
 # ---------------------------------------------------------------------------------------------- processes

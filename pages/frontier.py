@@ -55,7 +55,7 @@ def who_is_where(points: list[dict], markers: dict) -> list[str]:
         where = "; ".join(f"{md(p['who'])} (KL {p['kl']:.2f}, RM {p['score']:.2f}"
                           + (f", gold {p['gold']:.2f}" if "gold" in p else "") + ")" for p in group)
         beta_text = "adaptive β" if adaptive else f"β = {beta:g}" if beta is not None else "β ?"
-        marker = markers[figures.beta_key({"beta": beta, "adaptive": adaptive})][1]
+        marker = markers[figures.beta_key(group[0])][1]  # every point of the group has its β
         title = f"**{md(method_title(method))}**"
         colour = figures.method_colour(method)[1]
         title = f":{colour}[{title}]" if colour in MARKDOWN_COLOURS else title  # in its colour on the charts

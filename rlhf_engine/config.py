@@ -231,20 +231,20 @@ class DPOConfig(PolicyConfig):
         _check_positive("pairs_per_pass", self.pairs_per_pass)
 
 
+_FIELD_HELP: dict[type, dict[str, str]] = {}
+_FIELD_HELP_LOCK = threading.Lock()
+
+
 def field_help(cls: type) -> dict[str, str]:
     """The one-line comment of each field of a config dataclass, read from this file's source (once per class).
 
     The comments are the documentation of every knob; the dashboard shows them next to the widgets.
     """
     with _FIELD_HELP_LOCK:  # inspect.getsource parses with ast, which Python 3.11 does not do safely in two
-        found = _FIELD_HELP.get(cls)  # threads at once (CPython gh-106905): two pages raised SystemError
+        found = _FIELD_HELP.get(cls)  # threads at once (CPython gh-106905): a page raised SystemError
         if found is None:
             found = _FIELD_HELP[cls] = _read_field_help(cls)
     return dict(found)
-
-
-_FIELD_HELP: dict[type, dict[str, str]] = {}
-_FIELD_HELP_LOCK = threading.Lock()
 
 
 def _read_field_help(cls: type) -> dict[str, str]:
