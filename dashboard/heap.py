@@ -2,11 +2,11 @@
 
 Streamlit runs a full ``gc.collect(2)`` after every script run, a fragment's timer rerun included
 (``runner.postScriptGC``). With torch, transformers, peft and plotly imported, that collection walks about 530 000
-objects that live as long as the server: 0.12–0.14 s of a core per run (AMD EPYC, Python 3.11), against 3 ms for the
-Workshop page's live fragment itself. A room of 20 pages, each rerunning its fragment every 2 s, spent more than the
-server's one core on it. ``gc.freeze()`` moves every object alive at that moment into a permanent generation the
-collector no longer walks (CPython's documented use: right after start-up); the collection after a run then walks
-only what the runs made, and takes well under a millisecond.
+objects that live as long as the server: 0.12–0.14 s of a core per run (2-core AMD EPYC with AVX-512, Python
+3.11), against 3 ms for the Workshop page's live fragment itself. A room of 20 pages, each rerunning its fragment
+every 2 s, spent more than the server's one core on it. ``gc.freeze()`` moves every object alive at that moment
+into a permanent generation the collector no longer walks (CPython's documented use: right after start-up); the
+collection after a run then walks only what the runs made, and takes well under a millisecond.
 
 Frozen objects are still freed by reference counting; only a reference cycle among them would never be collected.
 The freeze happens once per server, after importing the modules the pages use and a full collection: what is frozen
