@@ -5,6 +5,8 @@ import streamlit as st
 from dashboard.room import identity, personal_link_notice
 from dashboard.state import require_app_shell, workspace
 from dashboard.widgets import STATE_ICONS, md, queue_notice, workspace_download
+from rlhf_engine.core.models import describe_model
+from rlhf_engine.lab import workshop
 from rlhf_engine.methods import registry
 
 require_app_shell()
@@ -14,16 +16,16 @@ digraph {
   rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="sans-serif"];
   edge [fontname="sans-serif", fontsize=10];
   base [label="1. Pretrained model\\n(policy at start = reference)"];
-  prefs [label="Preference pairs\\n(prompt, chosen, rejected)", fillcolor="#fff7e6"];
-  rm [label="2. Reward model\\nQLoRA + Bradley–Terry"];
-  ppo [label="3. METHODS\\nmaximise score − β·KL(policy‖reference)"];
+  prefs [label="2. Preference pairs\\n(prompt, chosen, rejected)", fillcolor="#fff7e6"];
+  rm [label="3. Reward model\\nQLoRA + Bradley–Terry"];
+  ppo [label="4. METHODS\\nmaximise score − β·KL(policy‖reference)"];
   tuned [label="Tuned policy", fillcolor="#eaf7ea"];
   base -> rm [label="same base"]; prefs -> rm; base -> ppo [label="policy + frozen reference"];
   rm -> ppo [label="scores"]; ppo -> tuned;
 }
 """
 TITLES = [method.title for method in registry.methods().values()]  # every policy-training method, built-in first
-HEADING = f"3. {TITLES[0]}" + (f" (or {', '.join(TITLES[1:])})" if len(TITLES) > 1 else "")
+HEADING = f"4. {TITLES[0]}" + (f" (or {', '.join(TITLES[1:])})" if len(TITLES) > 1 else "")
 
 ws = workspace()
 who = identity()
@@ -34,8 +36,9 @@ else:
     personal_link_notice(who)
     st.caption("Your workspace in the room: your model choice, pairs and runs, seen by you and the teacher only.")
 workspace_download(ws)
-st.page_link("pages/workshop.py", label="New to RLHF? The Workshop page walks through the loop in five steps "
-             "(about 15 minutes on a laptop)", icon=":material/school:")
+# The minutes are the preset's, the figure the Workshop page shows, so the two pages agree when it changes
+st.page_link("pages/workshop.py", label=f"New to RLHF? The Workshop: five steps, about {workshop.preset().minutes} "
+             "minutes", icon=":material/school:")
 st.graphviz_chart(LOOP.replace("METHODS", " / ".join(TITLES).replace('"', "'")))
 queue_notice()
 
@@ -43,15 +46,15 @@ col_model, col_pairs, col_rm, col_ppo = st.columns(4)
 with col_model:
     st.subheader("1. Model")
     config = ws.model_config()
-    chosen = "chosen" if ws.model_chosen() else "default (not changed yet)"
-    st.write(f"`{config.source}` · {config.quant} · {chosen}")
+    chosen = "chosen" if ws.model_chosen() else "the default until you choose one"
+    st.write(f"{md(describe_model(config))}; {chosen}.")  # a hub id keeps its case, so no capital
     st.page_link("pages/model.py", label="Choose or try the model", icon=":material/neurology:")
 with col_pairs:
-    st.subheader("Preference pairs")
+    st.subheader("2. Preference pairs")
     st.metric("pairs stored", ws.store().count())
-    st.page_link("pages/preferences.py", label="Upload, collect or simulate pairs", icon=":material/balance:")
+    st.page_link("pages/preferences.py", label="Upload or make pairs", icon=":material/balance:")
 with col_rm:
-    st.subheader("2. Reward model")
+    st.subheader("3. Reward model")
     rms = ws.runs_of("reward_model")
     done = [r for r in rms if r.status().get("state") == "completed"]
     st.metric("reward models trained", len(done))

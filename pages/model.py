@@ -73,7 +73,8 @@ st.subheader("The model")
 with engine_errors("Reading the model"):
     # From its files, without loading it (loading takes seconds; the chat below loads it when first used)
     facts = model_facts(current) or model_for(current)[2]
-    st.caption(md(describe_model(current)))
+    described = describe_model(current)
+    st.caption(md(described[:1].upper() + described[1:]))
     cols = st.columns(4)
     cols[0].metric("parameters", f"{facts['parameters'] / 1e6:.1f} M")
     cols[1].metric("weights in memory", f"{facts['memory_mib']:.0f} MiB")

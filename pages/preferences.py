@@ -19,6 +19,8 @@ from dashboard.widgets import (
     status_line,
     submit_job,
 )
+from rlhf_engine.config import RewardConfig
+from rlhf_engine.core.reward import split_pairs
 from rlhf_engine.data import collect
 from rlhf_engine.data.errors import DataError
 from rlhf_engine.data.hub import hub_dataset
@@ -37,7 +39,20 @@ store = ws.store()
 
 st.title("Preferences")
 show_flash()
-st.caption(f"**{store.count()}** pairs stored in `{ws.store_path.name}`. The reward model trains on all of them.")
+
+
+def split_sentence(n_pairs: int) -> str:
+    """How a reward model uses the stored pairs: it trains on most and holds some out, because its accuracy is
+    only worth reading on pairs it never saw. The counts come from the split the Reward model page's training
+    makes (``split_pairs`` at the default held-out share), so the sentence and the run agree."""
+    if n_pairs < 2:
+        return "A reward model needs at least 2: it trains on some and holds at least one out to measure its accuracy."
+    train, held_out = split_pairs(range(n_pairs), RewardConfig().eval_fraction, seed=0)  # counts do not need a seed
+    return (f"A reward model trained on them learns from {len(train)} and holds out the other "
+            f"{len(held_out)} ({len(held_out) / n_pairs:.0%}) to measure its accuracy on pairs it never saw.")
+
+
+st.caption(f"**{store.count()}** pairs stored in `{ws.store_path.name}`. {split_sentence(store.count())}")
 upload_tab, collect_tab, simulate_tab, browse_tab = st.tabs(["Upload", "Collect", "Simulate", "Browse & export"])
 
 

@@ -187,10 +187,21 @@ def model_facts(config: ModelConfig) -> dict | None:
 
 
 def describe_model(config: ModelConfig) -> str:
-    """The model in plain words: 'SmolLM2-135M-Instruct (bundled), float32, not quantized'."""
-    name = f"{BUNDLED_NAME} (bundled)" if config.source == "default" else config.source
-    dtype = str(choose_dtype(config.dtype, choose_device(config.device))).removeprefix("torch.")
-    return f"{name}, {dtype}, {QUANT_NAMES.get(config.quant, config.quant)}"
+    """The model in words a participant reads, not config values ("default · none"): 'the bundled
+    SmolLM2-135M-Instruct, full precision (float32, not quantized) on CPU'. Lower case, so it sits inside a
+    sentence ("Model: …", "Base model: …"). The dtype and device are the ones the config resolves to here; a
+    quantized model's dtype is its compute dtype, its weights are 4 or 8 bits."""
+    name = f"the bundled {BUNDLED_NAME}" if config.source == "default" else config.source
+    try:
+        device = choose_device(config.device)
+    except ModelSourceError:  # CUDA asked for where there is none: say what was asked; loading says why not
+        device = torch.device("cuda")
+    dtype = str(choose_dtype(config.dtype, device)).removeprefix("torch.")
+    where = "on GPU" if device.type == "cuda" else "on CPU"
+    if config.quant == "none":
+        precision = "full precision" if dtype == "float32" else "half precision"
+        return f"{name}, {precision} ({dtype}, not quantized) {where}"
+    return f"{name}, {QUANT_NAMES.get(config.quant, config.quant)} weights ({dtype} compute) {where}"
 
 
 def quantization_config(quant: str, dtype: torch.dtype):
