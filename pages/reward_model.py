@@ -19,9 +19,9 @@ from dashboard.widgets import (
     submit_job,
     tracker_knob,
 )
-from rlhf_engine.config import POOLINGS, QUANT_CHOICES, ModelConfig, RewardConfig, field_help
+from rlhf_engine.config import QUANT_CHOICES, REWARD_POOLINGS, ModelConfig, RewardConfig, field_help
 from rlhf_engine.lab.figures import RM_PANELS, margin_histogram, score_length_scatter
-from rlhf_engine.runs.reward_job import REWARD_KIND, prepare_reward_job
+from rlhf_engine.runs.reward_job import REWARD_KIND, learnt_beyond_chance, prepare_reward_job, reward_verdict
 from rlhf_engine.runs.runfolder import new_run_name, safe_name
 
 require_app_shell()
@@ -52,10 +52,11 @@ with st.expander("Train a new reward model", expanded=not ws.runs_of(REWARD_KIND
                                  help=field_help(ModelConfig)["quant"] + ". Default: the Model page's choice, so "
                                  "scores are normalised on the same policy PPO starts from (else PPO renormalises "
                                  "on 64 of its own samples first).")
-            pooling = choice_knob(RewardConfig, "pooling", POOLINGS, "rm")
+            pooling = choice_knob(RewardConfig, "pooling", REWARD_POOLINGS, "rm")
             report_to = tracker_knob(RewardConfig, "rm")
         st.caption(f"Base model `{base.source}` (change it on the Model page). Trains on all {n_pairs} stored pairs; "
-                   f"{RewardConfig().eval_fraction:.0%} are held out for evaluation.")
+                   f"{RewardConfig().eval_fraction:.0%} are held out for evaluation. Pooling "
+                   f"auto is {RewardConfig(model=base).resolved_pooling()} pooling for this model.")
         start = st.form_submit_button("Train", type="primary", disabled=n_pairs < 2)
     if n_pairs < 2:
         st.info("Store at least two pairs on the Preferences page first.")
@@ -91,6 +92,8 @@ if evaluation:
                    help="Share of held-out pairs where the chosen answer scores higher")
     cols[1].metric("mean margin (raw)", f"{evaluation['margin_mean']:.3f}")
     cols[2].metric("held-out pairs", evaluation.get("held_out_pairs", len(evaluation.get("margins", []))))
+    verdict = reward_verdict(run.path)
+    (st.success if learnt_beyond_chance(evaluation) else st.warning)(verdict)
     col_hist, col_len = st.columns(2)
     col_hist.plotly_chart(margin_histogram(evaluation.get("margins", [])), key="rm.margins")
     if evaluation.get("held_out"):

@@ -81,6 +81,7 @@ def test_train_rm_ppo_sample_and_runs_from_the_command_line(tmp_path, tiny_model
                      "--quant", "none", "--pooling", "mean")
     assert result.returncode == 0, result.stderr
     assert "completed" in result.stdout
+    assert "Held-out agreement" in result.stdout  # the run ends by saying how it does against chance
     assert json.loads((rm / "reward_model.json").read_text())["pooling"] == "mean"
     ppo = tmp_path / "runs" / "ppo"
     result = run_cli("ppo", "--reward", rm, "--out", ppo, "--model", tiny_model_dir, "--steps", "2", "--quant",
@@ -88,6 +89,7 @@ def test_train_rm_ppo_sample_and_runs_from_the_command_line(tmp_path, tiny_model
                      "k3", "--adaptive-kl")
     assert result.returncode == 0, result.stderr
     assert "step 2" in result.stdout
+    assert "warning: The reward model rm does not agree" in result.stderr  # 1 held-out pair: never clear of chance
     config = json.loads((ppo / "config.json").read_text())["config"]
     assert (config["kl_coef"], config["kl_estimator"], config["adaptive_kl"]) == (0.2, "k3", True)
     assert "gemm_4bit_forward" not in result.stderr  # bitsandbytes' known, harmless hub-kernel warning: silenced

@@ -21,7 +21,7 @@ def test_every_knob_has_a_one_line_help(cls):
 def test_help_and_defaults_match_the_source():
     assert field_help(PPOConfig)["kl_coef"] == "beta, the KL penalty weight (TRL default 0.05)"
     assert field_help(PPOConfig)["missing_eos_penalty"].startswith("if set, subtracted from the score")
-    assert field_defaults(PPOConfig)["cliprange"] == 0.2 and field_defaults(RewardConfig)["pooling"] == "last"
+    assert field_defaults(PPOConfig)["cliprange"] == 0.2 and field_defaults(RewardConfig)["pooling"] == "auto"
 
 
 def test_pages_reading_help_in_threads_at_once_all_get_it():

@@ -54,10 +54,27 @@ def ppo_config(args):
 
 
 def train_rm(args) -> int:
+    """Train, then end with how often the model agrees with its held-out pairs against chance (``heldout_verdict``,
+    the words its page and events.log show), so a model no better than chance does not end on "completed"."""
     config = reward_config(args)  # a bad flag value is refused before torch is imported
-    from rlhf_engine.runs.reward_job import start_reward_job
+    from rlhf_engine.runs.reward_job import reward_verdict, start_reward_job
 
-    return follow(start_reward_job(args.out, config, args.data))
+    code = follow(start_reward_job(args.out, config, args.data))
+    verdict = reward_verdict(args.out)
+    if verdict is not None:  # None: stopped or failed before its evaluation
+        print(verdict, flush=True)
+    return code
+
+
+def warn_of_weak_reward_model(reward_dir: Path) -> None:
+    """On the terminal, once, what a policy run on this reward model logs at its start when the model agrees with
+    its held-out pairs no better than chance (``reward_job.weak_reward_model_warning``)."""
+    from rlhf_engine.core import distributed
+    from rlhf_engine.runs.reward_job import weak_reward_model_warning
+
+    warning = weak_reward_model_warning(reward_dir)
+    if warning is not None and distributed.is_main():
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def train_method(args) -> int:
@@ -74,8 +91,9 @@ def train_method(args) -> int:
     config = policy_config(args, method.config)  # checked before torch is imported
     from rlhf_engine.runs.policy_job import prepare_policy_job
 
-    return follow(prepared_by_main(
-        lambda: prepare_policy_job(args.out, config, args.reward, args.prompts, pairs)).start())
+    job = prepared_by_main(lambda: prepare_policy_job(args.out, config, args.reward, args.prompts, pairs))
+    warn_of_weak_reward_model(args.reward)
+    return follow(job.start())
 
 
 def prepared_by_main(prepare):
@@ -112,6 +130,7 @@ def sweep(args) -> int:
     jobs = prepare_sweep(args.out, base, args.reward, args.vary, values, args.adaptive,
                          args.best_of_n, args.best_of_n_prompts, args.prompts, batched=not args.one_at_a_time,
                          methods=methods)
+    warn_of_weak_reward_model(args.reward)
     return _run_one_at_a_time(args, jobs) if args.one_at_a_time else _run_side_by_side(args, jobs[0])
 
 

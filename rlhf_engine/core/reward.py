@@ -313,7 +313,7 @@ def new_reward_model(config: RewardConfig) -> RewardModel:
     backbone, tokenizer = new_lora_model(config.model, ADAPTER_NAME)
     fuse_lora_products(backbone)
     return RewardModel(backbone, tokenizer, new_head(backbone, random_init=True), config.model,
-                       max_length=config.max_length, pooling=config.pooling)
+                       max_length=config.max_length, pooling=config.resolved_pooling())
 
 
 def split_pairs(pairs: Sequence[PreferencePair], eval_fraction: float, seed: int):

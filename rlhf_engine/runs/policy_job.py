@@ -23,6 +23,7 @@ from rlhf_engine.methods import registry
 from rlhf_engine.runs import trackers
 from rlhf_engine.runs.job import Job, launch
 from rlhf_engine.runs.policy_run import PolicyRun
+from rlhf_engine.runs.reward_job import weak_reward_model_warning
 from rlhf_engine.runs.runfolder import RunFolder, atomic_write_text
 
 PAIRS_FILE = "pairs.jsonl"  # a DPO run's own copy of the pairs it learns from
@@ -57,6 +58,7 @@ def prepare_policy_job(run_dir: Path, config: PolicyConfig, reward_dir: Path, pr
     if pairs is not None:
         record["pairs"] = str(pairs_path)
     run.create(method.name, record, config.steps)
+    warn_of_weak_reward_model(run, reward_dir)
     if pairs is not None:
         write_pairs(pairs, run.path / PAIRS_FILE)
     atomic_write_text(run.path / "prompts.json", json.dumps([jsonable(p) for p in prompts]) + "\n")
@@ -76,6 +78,17 @@ def trained_reward_dir(reward_dir: Path) -> Path:
     if not (reward_dir / "reward_model.json").is_file():
         raise FileNotFoundError(f"{reward_dir} holds no trained reward model (no reward_model.json)")
     return reward_dir
+
+
+def warn_of_weak_reward_model(run: RunFolder, reward_dir: Path) -> None:
+    """Say at a run's start, in its events.log and its status's ``warning`` (the pages and the CLI show it), when
+    its reward model agrees with its held-out pairs no better than chance: the run still starts (a workshop may
+    mean to show what such a reward does), but nobody should read its rising scores as learning."""
+    warning = weak_reward_model_warning(reward_dir)
+    if warning is None:
+        return
+    run.log(f"warning: {warning}")
+    run.set_status("queued", warning=warning)  # just created: queued until its job starts
 
 
 def run_prompts(prompts_path: Path | None) -> tuple[list, list]:
