@@ -511,6 +511,40 @@ def health_alarms(rows: list[dict], config: dict, status: dict) -> None:
         show(f"**{md(alarm.message)}**  \n{md(alarm.suggestion)}", icon=":material/warning:")
 
 
+RUN_ALARM_HELP = ("Checked after every step on the run's metrics, and on its held-out probes where it has them; "
+                  "each comes with what to try. They are rules of thumb, not proof: read the plots below.")
+
+
+def alarm_notice(run: RunFolder, rows: list[dict] | None = None, status: dict | None = None,
+                 all_clear: bool = False) -> None:
+    """Every alarm the run raised or the latest check finds (``alarms.alarms_of_run``: one source for every page),
+    one st.warning each (st.error for NaN) with its message and suggestion; nothing when there is none, or with
+    ``all_clear`` a quiet caption saying so once the run has a step. ``rows``, ``status``: already read."""
+    from rlhf_engine.lab.raised_alarms import alarms_of_run
+
+    rows = run.metrics() if rows is None else rows
+    found = alarms_of_run(run, rows, status)
+    if not found and all_clear and rows:
+        st.caption(":material/health_and_safety: No health alarm. " + RUN_ALARM_HELP)
+    last_step = rows[-1].get("step") if rows else None
+    for item in found:
+        show = st.error if item.alarm.severity == "error" else st.warning
+        show(alarm_text(item, last_step), icon=":material/warning:")
+
+
+def alarm_text(item, last_step: int | None) -> str:
+    """One alarm as a page shows it: its message and suggestion, with when the run raised it and, for one the
+    latest check no longer finds, that it no longer holds (the run said it then; the numbers are from then)."""
+    alarm = item.alarm
+    text = f"**{md(alarm.message)}**  \n{md(alarm.suggestion)}"
+    if not item.holds:
+        now = f" at step {last_step}" if last_step is not None else ""
+        return f"Raised at step {item.raised_step}; the latest check{now} no longer finds it. " + text
+    if item.raised_step is not None and item.raised_step != alarm.step:
+        text += f"  \n*First raised at step {item.raised_step}.*"
+    return text
+
+
 def token_view(samples: list[dict], key: str) -> None:
     """Pick a logged sample; draw its tokens with their KL to the reference, value and advantage."""
     from rlhf_engine.lab.figures import token_heatmap

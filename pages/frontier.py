@@ -1,6 +1,7 @@
 """Room frontier: every participant's runs where they stand now, one colour per method and one marker per β, with
 the best-of-n baseline beside; read-only, the same for the projector, the participants and the teacher."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -8,10 +9,12 @@ import streamlit as st
 from dashboard.room import current_room
 from dashboard.state import require_app_shell
 from dashboard.widgets import md
-from rlhf_engine.lab import figures
+from rlhf_engine.lab import figures, styles
+from rlhf_engine.lab.raised_alarms import alarm_titles
 from rlhf_engine.methods import registry
 from rlhf_engine.room.frontier import method_title, room_points, room_watch
 from rlhf_engine.room.room import Room
+from rlhf_engine.runs.runfolder import RunFolder
 
 require_app_shell()
 
@@ -42,8 +45,32 @@ def held_out_note(points: list[dict]) -> str:
     return f"its held-out prompts ({' or '.join(map(str, counts))})"
 
 
-def who_is_where(points: list[dict], markers: dict) -> list[str]:
-    """One line per method and β: the β's marker (``figures.beta_markers``) and who is there, with their numbers."""
+def alarms_by_label(points: list[dict]) -> dict[str, str]:
+    """{label: the alarms its run raised, in words} for the points whose run raised any: read from each run's
+    status at every redraw (cheap), not through ``frontier_data``'s cache, which only probes and states refresh."""
+    found = {}
+    for point in points:
+        try:
+            codes = RunFolder(room.workspace(point["pid"]).runs / point["run"]).status().get("alarms", [])
+        except (OSError, ValueError):
+            continue
+        words = alarm_titles(codes)
+        if words:
+            found[point["label"]] = words
+    return found
+
+
+def point_styles(points: list[dict]) -> dict[str, styles.Style]:
+    """{label: Style} of the room's points, the convention of every chart of runs (``styles.run_styles``: colour =
+    the method, marker = the β; participants at one method and β told apart by shade), each named by its label: the
+    participant as the teacher chose to show them, which the legend must not say more than."""
+    return {label: replace(style, name=styles.plain(label)) for label, style in styles.run_styles(points).items()}
+
+
+def who_is_where(points: list[dict], looks: dict[str, styles.Style], alarms: dict[str, str] | None = None) -> list[str]:
+    """One line per method and β: the β's marker on the charts (``looks``: ``point_styles``) and who is there, with
+    their numbers and the alarms their run raised (``alarms``: {label: words})."""
+    alarms = alarms or {}
     groups: dict[tuple, list[dict]] = {}
     for point in points:
         beta = point.get("beta") if isinstance(point.get("beta"), (int, float)) else None
@@ -53,11 +80,13 @@ def who_is_where(points: list[dict], markers: dict) -> list[str]:
     for (method, adaptive, beta), group in sorted(groups.items(), key=lambda item: (
             order.get(item[0][0], len(order)), item[0][1], item[0][2] or 0.0)):
         where = "; ".join(f"{md(p['who'])} (KL {p['kl']:.2f}, RM {p['score']:.2f}"
-                          + (f", gold {p['gold']:.2f}" if "gold" in p else "") + ")" for p in group)
+                          + (f", gold {p['gold']:.2f}" if "gold" in p else "")
+                          + (f"; :orange[alarm: {md(alarms[p['label']])}]" if p["label"] in alarms else "") + ")"
+                          for p in group)
         beta_text = "adaptive β" if adaptive else f"β = {beta:g}" if beta is not None else "β ?"
-        marker = markers[figures.beta_key(group[0])][1]  # every point of the group has its β
+        marker = looks[group[0]["label"]].marker_char  # every point of the group has its β's marker
         title = f"**{md(method_title(method))}**"
-        colour = figures.method_colour(method)[1]
+        colour = styles.method_colour(method)[1]
         title = f":{colour}[{title}]" if colour in MARKDOWN_COLOURS else title  # in its colour on the charts
         lines.append(f"{marker} {title}, **{beta_text}**: {where}")
     return lines
@@ -72,28 +101,20 @@ def frontier() -> None:
         st.info("No run of the room has answered its held-out prompts yet: each run appears here at its first "
                 "probe. " + ("Runs are training now; this page redraws itself." if live else ""))
         return
-    colours = {p["label"]: figures.method_colour(p["method"])[0] for p in points}
-    markers = figures.beta_markers(points)
-    symbols = {p["label"]: markers[figures.beta_key(p)][0] for p in points}
-    marker_legend = ", ".join(f"{char} β = {beta:g}" if beta is not None else f"{char} adaptive β"
-                              for beta, (_, char) in markers.items())
-    methods = dict.fromkeys(p["method"] for p in points)
-    colour_legend = ", ".join(f"{method_title(m)} {figures.method_colour(m)[1]}" for m in methods)
+    looks = point_styles(points)
     col_reward, col_gold = st.columns(2)
-    col_reward.plotly_chart(figures.frontier_figure(points, best_of_n, colours, symbols, gold=False),
-                            key="frontier.reward")
+    col_reward.plotly_chart(figures.frontier_figure(points, best_of_n, looks, gold=False), key="frontier.reward")
     series = {p["label"]: [{**p, "step": p["probe_step"]}] for p in points}
-    col_gold.plotly_chart(figures.gold_proxy_figure(series, best_of_n, colours, symbols, proxy=False),
-                          key="frontier.gold")
+    col_gold.plotly_chart(figures.gold_proxy_figure(series, best_of_n, looks, proxy=False), key="frontier.gold")
     st.caption(f"Each point is one participant's run at its last probe on {held_out_note(points)} "
                "(the same prompts and sampling seed at every probe): where it stands now, not one training batch's "
-               f"luck. Colour: the method ({colour_legend}); marker: β ({marker_legend}). Left, the reward model's "
+               f"luck. {styles.style_key(looks.values(), lines=False)}. Left, the reward model's "
                "score ± 1 standard error (each participant's own reward model, trained on the same pairs); right, "
                "the gold score of the simulated annotator, the truth, ± 1 standard error, against √KL (Gao et al. "
                "2022)."
                + (f" Dotted: best-of-n from the reference ({md(best_of_n[0]['who'])}'s sweep), no training."
                   if best_of_n else ""))
-    st.markdown("  \n".join(who_is_where(points, markers)))
+    st.markdown("  \n".join(who_is_where(points, looks, alarms_by_label(points))))
 
 
 LIVE_KEY = "frontier.live"

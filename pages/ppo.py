@@ -11,8 +11,8 @@ import streamlit as st
 from dashboard.lab import report_button
 from dashboard.state import metric_figures, require_app_shell, workspace
 from dashboard.widgets import (
+    alarm_notice,
     engine_errors,
-    health_alarms,
     live_header,
     md,
     policy_knobs,
@@ -23,8 +23,10 @@ from dashboard.widgets import (
     submit_job,
     token_view,
 )
-from rlhf_engine.lab.figures import beta_colour, logs_kl_estimators, policy_panels, probe_figure
-from rlhf_engine.lab.sweep import is_clear, probe_summary
+from rlhf_engine.lab.figures import logs_kl_estimators, policy_panels, probe_figure
+from rlhf_engine.lab.noise import is_clear
+from rlhf_engine.lab.styles import run_facts, run_styles
+from rlhf_engine.lab.sweep import probe_summary
 from rlhf_engine.methods import registry
 from rlhf_engine.runs.policy_job import prepare_policy_job
 from rlhf_engine.runs.reward_job import REWARD_KIND
@@ -118,7 +120,7 @@ if pending and rows and pending["step"] <= rows[-1]["step"]:
     pending = None
 st.caption(f"{len(rows)} steps plotted" + (f" + step {pending['step']}'s rollout (hollow marker, update running)"
                                           if pending else ""))
-health_alarms(rows, config, status)
+alarm_notice(run, rows, status, all_clear=True)  # what the run raised, and a check now
 panels = policy_panels(kind, config, has_gold=run.config().get("gold", False),
                        has_kl_estimators=logs_kl_estimators(rows))
 figures, _ = metric_figures(run, panels, kind, pending)
@@ -173,8 +175,8 @@ else:
                 noise = "" if is_clear(gain, se) else ", within the noise"
                 words.append(f"{name} {summary[0][key]:.2f} → {last[key]:.2f} ({gain:+.2f} ± {se:.2f}{noise})")
         st.markdown(md("; ".join(words)) + ".")
-        colour = beta_colour(config.get("kl_coef"), config.get("adaptive_kl"))
-        st.plotly_chart(probe_figure(summary, colour, kind), key="ppo.probes")
+        style = run_styles([run_facts(run)])[run.id]  # its method's colour and its β's marker, as on every chart
+        st.plotly_chart(probe_figure(summary, style, kind), key="ppo.probes")
     reference = {p["prompt"]: p["response"] for p in probes if p["policy"] == "reference" and not p.get("sample")}
     latest_step = policy_steps[-1]["step"] if policy_steps else None
     policy = {p["prompt"]: p["response"] for p in probes if p["policy"] == "policy" and p["step"] == latest_step}

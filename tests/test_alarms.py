@@ -1,12 +1,16 @@
-"""Health alarms over synthetic PPO metric streams: each alarm fires on its own trouble and stays quiet otherwise."""
+"""Health alarms over synthetic PPO metric streams and probe histories: each alarm fires on its own trouble and stays
+quiet otherwise; what a run raised shows on every page that shows the run."""
 
 from __future__ import annotations
 
+import json
 import math
+import random
 
 import pytest
 
-from rlhf_engine.lab.alarms import ALARM_CODES, Alarm, check, new_alarms
+from rlhf_engine.lab.alarms import ALARM_CODES, Alarm, check, new_alarms, probe_peak_comparison, probe_reward_hacking
+from rlhf_engine.lab.raised_alarms import RunAlarm, alarm_titles, log_line, run_alarms
 
 STEPS = 10
 
@@ -300,3 +304,211 @@ def test_new_alarms_filters_by_code():
     assert [a.code for a in new_alarms(alarms, set())] == ["clipfrac_high", "length_cap"]
     assert [a.code for a in new_alarms(alarms, {"clipfrac_high"})] == ["length_cap"]
     assert new_alarms(alarms, {"clipfrac_high", "length_cap"}) == []
+
+
+# ---------------------------------------------------------------------------------------------- held-out probes
+
+PROBE_PROMPTS = 24
+
+
+def probe_history(means: dict[int, tuple[float, float]], noise: float = 0.05, prompts: int = PROBE_PROMPTS,
+                  subset: dict[int, int] | None = None) -> list[dict]:
+    """probes.jsonl rows: at each step (0: the reference) every prompt answered with {step: (gold, RM score)}'s
+    means, plus a per-prompt offset shared by every step (prompts differ; pairing cancels it) and answer noise.
+    ``subset``: {step: number of the first prompts answered there}."""
+    rng = random.Random(0)
+    offsets = [rng.gauss(0, 0.3) for _ in range(prompts)]
+    rows = []
+    for step, (gold, score) in means.items():
+        for i in range((subset or {}).get(step, prompts)):
+            rows.append({"step": step, "policy": "reference" if step == 0 else "policy", "prompt": f"Review {i}:",
+                         "sample": 0, "response": "ok", "kl": 0.1 * step, "eos": True,
+                         "gold": gold + offsets[i] + rng.gauss(0, noise),
+                         "score": score + offsets[i] + rng.gauss(0, noise)})
+    return rows
+
+
+OVER_OPTIMISED = {0: (0.30, 0.0), 4: (0.45, 0.4), 8: (0.55, 0.6), 12: (0.50, 0.9), 16: (0.30, 1.2)}
+
+
+def test_reward_hacking_on_probes_fires_on_an_over_optimised_probe_history():
+    probes = probe_history(OVER_OPTIMISED)
+    found = probe_reward_hacking(probes)
+    assert (found["peak_step"], found["step"], found["prompts"]) == (8, 16, PROBE_PROMPTS)
+    assert found["gold_drop"] == pytest.approx(0.25, abs=0.03) and found["gold_drop_se"] < 0.03
+    assert found["score_rise"] == pytest.approx(0.6, abs=0.03) and found["score_rise_se"] < 0.03
+    alarm = only(check(healthy(), {"probe_every": 4}, probes=probes), "reward_hacking")
+    assert alarm.step == 16
+    assert f"On the {PROBE_PROMPTS} held-out probe prompts" in alarm.message  # names what it read
+    assert f"gold {found['peak_gold']:.2f} at step 8 → {found['gold']:.2f} at step 16" in alarm.message
+    assert f"({-found['gold_drop']:+.2f} ± {found['gold_drop_se']:.2f})" in alarm.message
+    assert "training batches" not in alarm.message
+    assert "step 8" in alarm.suggestion
+
+
+def test_reward_hacking_on_probes_is_not_raised_by_noisy_batches_when_the_probes_gained():
+    """GRPO as a participant met it: 3-step means of training batches fell (gold 0.71 → 0.54, RM rising), yet the
+    held-out probes gained clearly; with probes, the probes judge."""
+    batches = hacked()
+    on_batches = only(check(batches), "reward_hacking")  # no probes: the training-batch rule, and it says so
+    assert "3-step means of the training batches" in on_batches.message
+    probes = probe_history({0: (0.30, 0.0), 5: (0.42, 0.3), 10: (0.50, 0.5)})
+    assert probe_reward_hacking(probes) is None
+    assert check(batches, {"probe_every": 5}, probes=probes) == []
+    reference_only = probe_history({0: (0.30, 0.0)})  # at step 7, before the policy's first probe: it waits
+    assert check(batches, {"probe_every": 5}, probes=reference_only) == []
+    assert check(batches, {"probe_every": 5}, probes=[]) == []
+    assert codes(check(batches, {"probe_every": 0}, probes=[])) == {"reward_hacking"}  # a run with no probes
+
+
+def test_reward_hacking_on_probes_needs_both_changes_beyond_the_noise():
+    noisy = probe_history(OVER_OPTIMISED, noise=0.6)  # the same means; paired SE ~0.17, the drop 0.25
+    assert probe_reward_hacking(noisy) is None and probe_peak_comparison(noisy)["peak_step"] > 0
+    flat_rm = probe_history({**OVER_OPTIMISED, 16: (0.30, 0.6)})  # gold fell but the RM score did not rise
+    assert probe_reward_hacking(flat_rm) is None
+    assert probe_reward_hacking(probe_history({0: (0.3, 0.0), 4: (0.1, 0.9)})) is not None  # below the reference
+    assert "for the reference" in only(check([], probes=probe_history({0: (0.3, 0.0), 4: (0.1, 0.9)})),
+                                       "reward_hacking").message
+
+
+def test_the_probe_rule_calls_a_change_clear_as_the_pages_do():
+    from rlhf_engine.lab.noise import CLEAR_SE
+    from rlhf_engine.lab.probe_hacking import PROBE_CLEAR_SE
+
+    assert PROBE_CLEAR_SE == CLEAR_SE
+
+
+def test_reward_hacking_on_probes_pairs_the_prompts_both_steps_answered():
+    probes = probe_history(OVER_OPTIMISED, subset={4: 10, 8: 10, 12: 10})  # in-between probes: the first 10
+    found = probe_reward_hacking(probes)
+    assert (found["peak_step"], found["step"], found["prompts"]) == (8, 16, 10)
+    assert "On the 10 held-out probe prompts" in only(check([], probes=probes), "reward_hacking").message
+
+
+def test_run_alarms_keep_what_the_run_raised_and_say_whether_it_still_holds():
+    raised = Alarm("reward_hacking", 7, "warning", "On 3-step means of the training batches, ...", "Raise β.")
+    events = f"2026-01-01T00:00:00+00:00 {log_line(raised)}\n2026-01-01T00:00:01+00:00 step 8 done\n"
+    status = {"state": "completed", "alarms": ["reward_hacking"]}
+    [item] = run_alarms(healthy(), {}, status, None, events)
+    assert item == RunAlarm(raised, False, 7)  # raised, no longer found: shown as logged
+    rows = with_values(healthy(), "eos_fraction", [0.0, 0.0, 0.0])
+    shown = run_alarms(rows, {}, status, None, events)
+    assert [(i.alarm.code, i.holds, i.raised_step) for i in shown] == [("reward_hacking", False, 7),
+                                                                        ("length_cap", True, None)]
+    still = run_alarms(hacked(), {}, status, None, events)  # found again: the latest numbers, first raised at 7
+    assert [(i.alarm.code, i.holds, i.raised_step, i.alarm.step) for i in still] == [("reward_hacking", True, 7, STEPS)]
+    legacy = "2026-01-01T00:00:00+00:00 alarm at step 21: The reward model's score keeps rising. Suggestion: Stop.\n"
+    [old] = run_alarms(healthy(), {}, status, None, legacy)  # logged before codes were: shown as it was logged
+    assert (old.alarm.message, old.alarm.suggestion, old.holds, old.raised_step) == (
+        "The reward model's score keeps rising.", "Stop.", False, 21)
+    assert alarm_titles(["length_cap", "reward_hacking", "bogus"]) == "reward hacking, answers cut at the length cap"
+
+
+class FakeTrainer:
+    """What PolicyRun asks of a trainer when it neither trains nor checkpoints."""
+
+    world_size, step_count = 1, 0
+
+    def settings(self) -> str:
+        return "fake trainer"
+
+
+def test_a_policy_run_raises_reward_hacking_once_when_its_probes_show_it(tmp_path):
+    from rlhf_engine.config import PPOConfig
+    from rlhf_engine.runs.policy_run import PolicyRun
+    from rlhf_engine.runs.runfolder import RunFolder
+
+    config = PPOConfig(steps=16, probe_every=4, checkpoint_every=100, probe_prompts=PROBE_PROMPTS)
+    saved = {"config": {"probe_every": 4, "kl_coef": 0.0}}
+    run = RunFolder(tmp_path / "overopt")
+    run.create("ppo", saved, 16)
+    (run.path / "probe_prompts.json").write_text(json.dumps([f"Review {i}:" for i in range(PROBE_PROMPTS)]))
+    loop = PolicyRun(run, saved, config, FakeTrainer())
+    history = probe_history(OVER_OPTIMISED)
+    batches = hacked() + healthy(6)  # noisy batches: they would raise the alarm at step 10 on their own
+    for step in range(1, 17):
+        loop.trainer.step_count = step
+        loop.end_step({**batches[step - 1], "step": step}, [])
+        for reference, due in zip((True, False), loop.probes_due()):
+            if due:
+                loop.add_probes([dict(r) for r in history if r["step"] == (0 if reference else step)], reference)
+        if step == 11:  # the batches' rule would have fired at step 10; the probes (peak at step 8) have not
+            assert run.status()["alarms"] == []
+        if step == 12:  # checked as soon as the probe's answers are in, not at the next step
+            assert run.status()["alarms"] == ["reward_hacking"]
+    lines = [line for line in run.events().splitlines() if "[reward_hacking]" in line]
+    assert len(lines) == 1  # raised by the probe at step 12 (0.55 → 0.50, RM 0.6 → 0.9), logged once
+    assert "alarm at step 12 [reward_hacking]: On the 24 held-out probe prompts" in lines[0]
+    assert run.status()["alarms"] == ["reward_hacking"]
+
+
+# ---------------------------------------------------------------------------------------------- on the pages
+
+@pytest.fixture
+def page_workspace(tmp_path, monkeypatch):
+    """A workspace the pages read (no model is loaded by the pages under test)."""
+    from rlhf_engine.config import ModelConfig, to_dict
+
+    root = tmp_path / "ws"
+    (root / "runs").mkdir(parents=True)
+    (root / "model.json").write_text(json.dumps(to_dict(ModelConfig())))
+    monkeypatch.setenv("RLHF_WORKSPACE", str(root))
+    return root
+
+
+def raised_run(root, name: str = "ppo-overopt"):
+    """A finished run that raised reward hacking at step 21 (status and events.log) though its metrics, rechecked
+    now, no longer show it: what the Policy page said "No health alarm" about."""
+    from test_app import _fake_ppo_run
+
+    run = _fake_ppo_run(root, name, healthy(), config={"kl_estimator": "k3"})
+    alarm = Alarm("reward_hacking", 21, "warning", "On the 54 held-out probe prompts, gold 0.55 at step 12 → 0.30.",
+                  "Raise β.")
+    run.log(log_line(alarm))
+    run.set_status("completed", alarms=["reward_hacking"])
+    return run
+
+
+def test_the_runs_table_has_an_alarm_column(page_workspace):
+    from test_app import open_page
+
+    raised_run(page_workspace)
+    at = open_page("pages/runs.py")
+    table = at.dataframe[0].value
+    assert table.set_index("run").loc["ppo-overopt", "alarms"] == "reward hacking"
+
+
+def test_the_policy_page_shows_the_alarm_the_run_raised(page_workspace):
+    from test_app import open_page, plain, texts
+
+    raised_run(page_workspace)
+    at = open_page("pages/ppo.py")
+    warnings = [plain(w.value) for w in at.warning]
+    assert any("Raised at step 21" in w and "gold 0.55 at step 12" in w and "Raise β" in w for w in warnings), warnings
+    assert "No health alarm" not in texts(at)
+
+
+def test_the_room_frontier_names_the_alarms_of_each_run(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    from test_room_pages import ROOT, two_finished_runs
+
+    from dashboard.room import IDENTITY_KEY, Identity
+    from dashboard.state import APP_SHELL_KEY
+    from rlhf_engine.room.room import Room
+    from rlhf_engine.runs.runfolder import RunFolder
+
+    room = Room.open(tmp_path / "room")
+    room.join("Alice")
+    room.join("Bob")
+    monkeypatch.setenv("RLHF_ROOM", str(room.folder))
+    two_finished_runs(room)
+    RunFolder(room.workspace(room.participants()[0].id).runs / "workshop-sweep-1-beta-0").set_status(
+        "completed", alarms=["reward_hacking"])
+    at = AppTest.from_file(str(ROOT / "pages/frontier.py"), default_timeout=60)
+    at.session_state[APP_SHELL_KEY] = True
+    at.session_state[IDENTITY_KEY] = Identity("projector", "", "projector", "view", "x")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    lines = " ".join(m.value for m in at.markdown).split("  \n")
+    assert any("Alice" in line and "alarm: reward hacking" in line for line in lines), lines
+    assert not any("Bob" in line and "alarm" in line for line in lines), lines

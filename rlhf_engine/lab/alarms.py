@@ -1,9 +1,10 @@
 """Plain-language health alarms over a policy run's metric stream (every method that samples its answers).
 
-``check(metrics, config, status)`` reads the per-step metric rows a run has logged so far and returns the
-alarms that hold at the end of the stream, each as an ``Alarm`` with a message (what is happening, with the
-numbers) and a suggestion (what to try). Pure Python, stdlib only; safe to call on a partial, messy stream:
-missing keys, non-numeric values and empty lists are skipped, never raised on.
+``check(metrics, config, status, probes)`` reads the per-step metric rows a run has logged so far (and its
+held-out probe answers, where it has them) and returns the alarms that hold at the end of the stream, each as an
+``Alarm`` with a message (what is happening, with the numbers, and what they were read on) and a suggestion (what
+to try). Pure Python, stdlib only; safe to call on a partial, messy stream: missing keys, non-numeric values and
+empty lists are skipped, never raised on.
 
 The alarms:
 
@@ -13,7 +14,10 @@ The alarms:
 - ``kl_runaway``: KL rises step after step and has grown large: the policy is drifting away from the reference
   without anything stopping it (after the first steps, and not at β = 0, where nothing is meant to).
 - ``reward_hacking``: (demo data with a gold score only) the reward model's score keeps rising while the true
-  gold score falls: the policy exploits the reward model's mistakes (over-optimisation, Gao et al. 2022).
+  gold score falls: the policy exploits the reward model's mistakes (over-optimisation, Gao et al. 2022). A run
+  with held-out probes is judged on them (``probe_reward_hacking``: the same prompts and sampling seed at every
+  probe, changes of at least 2 standard errors), never on its training batches: one batch of 8 answers moves the
+  gold score by ±0.15, so 3-step means of batches raised the alarm on runs whose probes gained clearly.
 - ``entropy_collapse``: entropy per token has fallen to a small fraction of its starting value: the policy
   answers almost deterministically (mode collapse).
 - ``clipfrac_high``: a large share of tokens hit the clip of the policy ratio (PPO's, or a group method's past its
@@ -30,7 +34,8 @@ The config is the run's saved settings (a dict, with no method name in it): wher
 that only some methods have, it names the one this config has.
 
 Every alarm looks at the end of the stream only (a short window of the last steps), so an alarm that no longer
-holds disappears on the next check; ``new_alarms`` helps log each alarm once per run.
+holds disappears on the next check; ``new_alarms`` helps log each alarm once per run, and ``raised_alarms`` gives
+a page every alarm the run raised (its status and events.log) with whether it still holds.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
+
+from rlhf_engine.lab.probe_hacking import probe_hacking_words, probe_peak_comparison, probe_reward_hacking
+
+__all__ = ["ALARM_CODES", "Alarm", "check", "new_alarms", "probe_peak_comparison", "probe_reward_hacking"]
 
 ALARM_CODES = (
     "nan", "kl_negative", "kl_runaway", "reward_hacking", "entropy_collapse", "clipfrac_high",
@@ -262,7 +271,24 @@ def _check_kl_runaway(rows, config) -> Alarm | None:
     )
 
 
-def _check_reward_hacking(rows) -> Alarm | None:
+def _check_reward_hacking(rows, config, probes) -> Alarm | None:
+    """On the held-out probes where the run has them (``_judged_on_probes``), else on its training batches."""
+    if not _judged_on_probes(config, probes):
+        return _batch_hacking_alarm(rows)
+    found = probe_reward_hacking(probes)
+    return None if found is None else Alarm("reward_hacking", found["step"], "warning", *probe_hacking_words(found))
+
+
+def _judged_on_probes(config: Mapping | None, probes: Sequence[Mapping] | None) -> bool:
+    """Whether reward hacking is judged on the run's held-out probes: it has probe answers, or answers them
+    (``probe_every``) and has none yet. ``probes`` None: the caller has none to give (the training-batch rule)."""
+    if probes is None:
+        return False
+    every = _number(_setting(config, "probe_every", 0))
+    return bool(probes) or (every is not None and every > 0)
+
+
+def _batch_hacking_alarm(rows) -> Alarm | None:
     """Proxy trending up while gold trends down over HACK_WINDOW steps, and the gold score's running mean
     (HACK_SMOOTH steps) at least HACK_MIN_DROP below its best while the proxy's is above its value there."""
     pairs = _series(rows, "objective/scores", "gold/score")
@@ -280,9 +306,10 @@ def _check_reward_hacking(rows) -> Alarm | None:
         return None
     return Alarm(
         "reward_hacking", step, "warning",
-        f"The reward model's score keeps rising ({best_proxy:.2f} at step {best_step} to {proxy:.2f} at step "
-        f"{step}, {HACK_SMOOTH}-step means) while the true (gold) score falls ({best_gold:.2f} to {gold:.2f}): "
-        "the policy is exploiting the reward model's mistakes (over-optimisation, Gao et al. 2022).",
+        f"On {HACK_SMOOTH}-step means of the training batches, the reward model's score keeps rising "
+        f"({best_proxy:.2f} at step {best_step} to {proxy:.2f} at step {step}) while the true (gold) score falls "
+        f"({best_gold:.2f} to {gold:.2f}): the policy is exploiting the reward model's mistakes (over-optimisation, "
+        "Gao et al. 2022). Training batches are noisy; held-out probes (probe_every) judge this more surely.",
         f"Raise β, stop at the checkpoint with the best gold score (near step {best_step}), or train the reward "
         "model on more or fresher preference pairs.",
     )
@@ -440,14 +467,18 @@ def _check_length_drift(rows) -> Alarm | None:
     return Alarm("length_drift", step, "warning", message, suggestion)
 
 
-def check(metrics: Sequence[dict], config: Mapping | None = None, status: Mapping | None = None) -> list[Alarm]:
-    """Alarms holding at the end of the metric stream (each code at most once), errors first, then ALARM_CODES order."""
+def check(metrics: Sequence[dict], config: Mapping | None = None, status: Mapping | None = None,
+          probes: Sequence[Mapping] | None = None) -> list[Alarm]:
+    """Alarms holding at the end of the metric stream (each code at most once), errors first, then ALARM_CODES order.
+
+    ``probes``: the run's probes.jsonl rows, where it answers probe prompts (then reward hacking is judged on them
+    alone); None where the caller has none to give."""
     rows = _rows(metrics)
     found = [
         _check_nan(rows, status),
         _check_kl_negative(rows, config),
         _check_kl_runaway(rows, config),
-        _check_reward_hacking(rows),
+        _check_reward_hacking(rows, config, probes),
         _check_entropy_collapse(rows),
         _check_clipfrac_high(rows, config),
         _check_value_loss(rows),
