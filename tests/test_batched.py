@@ -158,3 +158,31 @@ def test_a_sweep_of_methods_side_by_side_gives_each_run_the_metrics_and_probes_i
                 assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-5), (label, step, key)
         assert [(p["policy"], p["step"], p["response"]) for p in RunFolder(alone.path).probes()] == \
             [(p["policy"], p["step"], p["response"]) for p in member.run.probes()], label
+
+
+def test_a_subset_probe_answers_its_prompts_as_the_full_probe_does_alone_or_side_by_side(rm_dir):
+    """Each probe prompt draws from its own stream (``probe_generators``): the first prompts of the probe set get
+    the same answers, scores and KL whether a probe asks them alone or with all the others, one run or several."""
+    rm_path, model = rm_dir
+    reward_model = RewardModel.load(rm_path)
+    quick = dict(ppo_epochs=1, num_mini_batches=1, reference_probe_samples=1)
+    first = PPOTrainer(dataclasses.replace(_config(model, 0.0), **quick), reward_model, PROMPTS)
+    other = PPOTrainer(dataclasses.replace(_config(model, 0.5), seed=4, **quick), reward_model, PROMPTS,
+                       base=(first.model.peft, first.tokenizer), name="policy1")
+    trainers = [first, other]
+    step_side_by_side(trainers)  # trained a step: the policies differ from the reference and from each other
+
+    def answers(rows):
+        return [(r["prompt"], r["sample"], r["response"]) for r in rows]
+
+    full = probe_side_by_side(trainers, PROBES)
+    subset = probe_side_by_side(trainers, PROBES[:2])
+    for run, rows in enumerate(subset):
+        assert answers(rows) == answers(full[run][:2])
+        assert [r["kl"] for r in rows] == pytest.approx([r["kl"] for r in full[run][:2]], rel=1e-4, abs=1e-5)
+        assert [r["score"] for r in rows] == pytest.approx([r["score"] for r in full[run][:2]], rel=1e-4, abs=1e-5)
+    assert answers(first.probe_answers(PROBES[:1])) == answers(full[0][:1])  # alone
+    reference_full = probe_side_by_side(trainers, PROBES, reference=True)[0]
+    reference_subset = probe_side_by_side(trainers, PROBES[:2], reference=True)[0]
+    assert answers(reference_subset) == [a for a in answers(reference_full) if a[0] in PROBES[:2]]
+    assert answers(full[0]) != answers(full[1])  # the runs differ, so the equalities above prove something

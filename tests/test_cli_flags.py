@@ -85,7 +85,7 @@ TODAY_DEFAULTS = {
     "grpo": {"--model": "default", "--quant": "4bit", "--seed": 0, "--set": []},
     "rloo": {"--model": "default", "--quant": "4bit", "--seed": 0, "--set": []},
     "dpo": {"--model": "default", "--quant": "4bit", "--seed": 0, "--set": []},
-    "sweep": {"--vary": "kl_coef", "--adaptive": False, "--betas": [], "--best-of-n": 0, "--best-of-n-prompts": 16,
+    "sweep": {"--vary": "kl_coef", "--adaptive": False, "--betas": [], "--best-of-n": 0, "--best-of-n-prompts": None,
               "--one-at-a-time": False, "--model": "default", "--quant": "4bit", "--seed": 0, "--set": []},
     "sample": {"--model": "default", "--quant": "none", "--max-new-tokens": 64, "--temperature": 0.7, "--seed": 0},
     "export": {"--adapter": False},

@@ -130,7 +130,9 @@ def _add_sweep(sub) -> None:
                         "--kl-coefs, else the method's own default)")
     p.add_argument("--best-of-n", type=int, default=0, metavar="N",
                    help="also sample N reference answers per prompt: the best-of-n baseline for n = 1, 2, 4, ..., N")
-    p.add_argument("--best-of-n-prompts", type=positive_int, default=16, help="prompts for best-of-n (default 16)")
+    p.add_argument("--best-of-n-prompts", type=positive_int, default=None, metavar="K",
+                   help="best-of-n answers only the first K of the runs' held-out probe prompts (default: all "
+                        "--probe-prompts of them, the prompts the runs' points stand on)")
     p.add_argument("--one-at-a-time", action="store_true",
                    help="run the sweep's runs one after another, each loading its own model, instead of side by "
                         "side in one process (the default: one base model, one decoding batch; same results)")

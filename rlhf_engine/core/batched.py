@@ -21,15 +21,17 @@ from collections.abc import Sequence
 import torch
 
 from rlhf_engine.core.generation import NonFiniteLogitsError, Rollout, sample_responses
-from rlhf_engine.core.rollout import POLICY, NonFiniteError, probe_generator
+from rlhf_engine.core.rollout import POLICY, NonFiniteError, probe_generators
 from rlhf_engine.core.trainer import PolicyTrainer
 
 
 def sample_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence[Sequence],
-                        generators: Sequence[torch.Generator], reference: bool = False) -> list[Rollout]:
+                        generators: Sequence[torch.Generator | Sequence[torch.Generator]],
+                        reference: bool = False) -> list[Rollout]:
     """Each trainer's responses to its prompts, decoded as one batch: trainer i's rows through its policy
-    adapter (or, with ``reference``, through none) and its generator. Returns one Rollout per trainer, as
-    narrow as sampling it alone gives."""
+    adapter (or, with ``reference``, through none) and its generators: one for all its rows (a step's rollout)
+    or one per row (probe answers, a stream per prompt). Returns one Rollout per trainer, as narrow as sampling
+    it alone gives."""
     first = trainers[0]
     cfg = first.config
     for trainer in trainers[1:]:
@@ -43,7 +45,7 @@ def sample_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence[Seq
     for trainer, batch, generator in zip(trainers, prompts, generators):
         bounds.append((len(rows), len(rows) + len(batch)))
         rows += list(batch)
-        row_generators += [generator] * len(batch)
+        row_generators += _per_row(generator, len(batch))
         adapters += ["__base__" if reference else trainer.model.policy_adapter] * len(batch)
     first.model.use(POLICY)
     try:
@@ -54,6 +56,15 @@ def sample_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence[Seq
         beside = f", {len(trainers)} runs side by side" if len(trainers) > 1 else ""
         raise NonFiniteError("policy logits", step, f"while sampling{beside}") from None
     return [together.rows(slice(start, stop)) for start, stop in bounds]
+
+
+def _per_row(generators: torch.Generator | Sequence[torch.Generator], rows: int) -> list[torch.Generator]:
+    """A block's generator for each of its ``rows`` rows: the one it shares, or its own one per row."""
+    if isinstance(generators, torch.Generator):
+        return [generators] * rows
+    if len(generators) != rows:
+        raise ValueError(f"{rows} rows need as many generators, got {len(generators)}")
+    return list(generators)
 
 
 def step_side_by_side(trainers: Sequence[PolicyTrainer], on_begin=None,
@@ -112,9 +123,10 @@ def _sampled_one_by_one(trainers: Sequence[PolicyTrainer], prompts: Sequence[Seq
 
 def probe_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence,
                        reference: bool = False) -> list[list[dict]]:
-    """Each trainer's scored answers to the same probe prompts (``PolicyTrainer.probe_answers``), decoded as one
-    batch, each run with its own generator seeded with PROBE_SEED: the same random numbers as alone. The
-    reference's answers (``reference_probe_samples`` per prompt, seeds PROBE_SEED + i) are the same for every
+    """Each trainer's scored answers to the same probe prompts (``PolicyTrainer.probe_answers``: the first
+    len(prompts) of the probe set), decoded as one batch, each run's rows with streams of their own, one per prompt
+    (``probe_generators``): the same random numbers as alone, and as in a probe of all the prompts. The reference's
+    answers (``reference_probe_samples`` per prompt, answer i from the streams of sample i) are the same for every
     run (same base, prompts and seeds): decoded once, then scored by each run (whose scoring settings may
     differ)."""
     if reference:
@@ -122,9 +134,10 @@ def probe_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence,
         if any(t.config.reference_probe_samples != len(samples) for t in trainers):
             raise ValueError("runs probed side by side must share reference_probe_samples")
         answers = sample_side_by_side(trainers[:1] * len(samples), [prompts] * len(samples),
-                                      [probe_generator(i) for i in samples], reference=True)
+                                      [probe_generators(len(prompts), i) for i in samples], reference=True)
         return [[row for i, rollout in zip(samples, answers)
                  for row in trainer.probe_answers(prompts, reference=True, sampled=rollout, sample=i)]
                 for trainer in trainers]
-    answers = sample_side_by_side(trainers, [prompts] * len(trainers), [probe_generator() for _ in trainers])
+    answers = sample_side_by_side(trainers, [prompts] * len(trainers),
+                                  [probe_generators(len(prompts)) for _ in trainers])
     return [trainer.probe_answers(prompts, sampled=rollout) for trainer, rollout in zip(trainers, answers)]

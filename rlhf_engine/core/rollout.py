@@ -25,10 +25,15 @@ KL_NAMES = ("k1", "k2", "k3")  # the estimators logged side by side as kl/<name>
 POLICY_HINT = "try a lower learning rate or a smaller beta"  # what a policy run that blew up should try
 
 
-def probe_generator(sample: int = 0) -> torch.Generator:
-    """The random stream of probe answer ``sample`` (PROBE_SEED + sample): answer 0 of the reference and every
-    answer of the policy share PROBE_SEED; the reference's further answers steady the baseline."""
-    return torch.Generator().manual_seed(PROBE_SEED + sample)
+PROMPT_STRIDE = 1_000_003  # seed distance between two probe prompts' streams (a prime: no two (prompt, sample) meet)
+
+
+def probe_generators(prompts: int, sample: int = 0) -> list[torch.Generator]:
+    """The random streams of probe answer ``sample`` to each of ``prompts`` probe prompts, one per prompt (seeded
+    PROBE_SEED + sample + PROMPT_STRIDE * i): prompt i's answer is the same whether it is answered alone, with a
+    subset of the probe prompts or with all of them. Answer 0 of the reference and every answer of the policy
+    share sample 0; the reference's further answers (and best-of-n's further samples) take samples 1, 2, ..."""
+    return [torch.Generator().manual_seed(PROBE_SEED + sample + PROMPT_STRIDE * i) for i in range(prompts)]
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

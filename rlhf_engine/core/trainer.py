@@ -51,7 +51,7 @@ from rlhf_engine.core.rollout import (
     check_finite,
     kl_penalty,
     missing_eos_penalized,
-    probe_generator,
+    probe_generators,
 )
 from rlhf_engine.data.pairs import prompt_text
 
@@ -267,11 +267,12 @@ class PolicyTrainer:
         """The policy's (or the reference's) answers to the held-out probe prompts, each scored: RM score,
         gold score (when logged) and KL to the reference (nats, the run's estimator, summed over the answer).
 
-        Sampled with the fixed PROBE_SEED, so the reference and the policy at every step answer with the
-        same random numbers: the difference between their answers is what training changed (common random
-        numbers make the paired difference far less noisy than two independent draws). ``sample`` i > 0:
-        a further answer of the reference, seeded PROBE_SEED + i (``reference_probe_samples``). ``sampled``:
-        the answers sampled already, beside other runs'.
+        ``prompts``: the first len(prompts) probe prompts. Each prompt draws from its own fixed stream
+        (``probe_generators``), so the reference and the policy at every step answer it with the same random
+        numbers, whether the probe asks all the prompts or a subset: the difference between their answers is what
+        training changed (common random numbers make the paired difference far less noisy than two independent
+        draws). ``sample`` i > 0: a further answer of the reference, from streams of its own
+        (``reference_probe_samples``). ``sampled``: the answers sampled already, beside other runs'.
         """
         cfg = self.config
         if sampled is None:
@@ -279,7 +280,7 @@ class PolicyTrainer:
             with self.model.peft.disable_adapter() if reference else contextlib.nullcontext():
                 sampled = sample_responses(self.model.peft, self.tokenizer, prompts, cfg.response_length,
                                            cfg.temperature, cfg.model.chat_template,
-                                           generators=probe_generator(sample))
+                                           generators=probe_generators(len(prompts), sample))
         texts = decode_responses(self.tokenizer, sampled)
         scores, _ = self.scores(prompts, texts, sampled.has_eos)
         if reference:

@@ -9,13 +9,30 @@ so best-of-n for n = 1, 2, 4, ... draws a reward-vs-KL curve with no training at
 per prompt, the expected score of best-of-n for every n <= N is read without bias from the sorted
 samples: the i-th smallest of N is the best of a random n-subset with probability
 C(i-1, n-1) / C(N, n).
+
+Best-of-n answers the runs' held-out probe prompts, and its sample i of prompt p draws from the very stream of
+the reference's probe answer i to p (``rollout.probe_generators``): its first ``reference_probe_samples``
+samples ARE the reference's probe answers, scored as the runs score them. So its n = 1 point is the reference
+the runs' gains are measured from, and every gain on the page is paired over the same prompts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rlhf_engine.lab.noise import mean_and_se
+
+if TYPE_CHECKING:  # the curve's arithmetic is read by pages and reports that never load torch
+    import torch
+
+    from rlhf_engine.core.generation import Rollout
+
+Scorer = Callable[..., list[float]]  # (prompts, answers, has_eos tensor) -> scores
 
 
 def best_of_n_kl(n: int) -> float:
@@ -41,49 +58,107 @@ def expected_best_of_n(proxy: Sequence[float], n: int, other: Sequence[float] | 
 
 
 def best_of_n_curve(proxy: Sequence[Sequence[float]], gold: Sequence[Sequence[float]] | None = None,
-                    ns: Sequence[int] | None = None) -> list[dict]:
-    """Rows {n, kl, score, gold}: scores averaged over prompts; proxy[p] holds prompt p's N sample scores.
+                    ns: Sequence[int] | None = None, reference_samples: int | None = None) -> list[dict]:
+    """One row per n: ``n``, ``kl``, ``prompts``, and over the prompts the means and standard errors of ``score``
+    (``score_se``) and ``gold`` (``gold_se``), and the paired gains over n = 1 (``score_gain``, ``gold_gain``
+    with ``*_se``: the standard error of the mean per-prompt difference). proxy[p] holds prompt p's N sample
+    scores (every prompt cut to the fewest any has); ``ns`` defaults to the powers of two up to N (and N).
 
-    ``ns`` defaults to the powers of two up to N (and N itself).
+    n = 1 is the mean of each prompt's first ``reference_samples`` samples (default all N): with the runs'
+    ``reference_probe_samples``, exactly the reference's probe answers, the baseline of the runs' gains, so the
+    curve starts where their reference point is. Every n > 1 uses all N samples (``expected_best_of_n``).
     """
     if not proxy:
         raise ValueError("no prompts")
     total = min(len(scores) for scores in proxy)
+    baseline = min(reference_samples or total, total)
     if ns is None:
         ns = sorted({2 ** k for k in range(int(math.log2(total)) + 1)} | {total})
+    keyed = {"score": proxy, **({"gold": gold} if gold is not None else {})}
     rows = []
     for n in ns:
-        row = {"n": n, "kl": best_of_n_kl(n),
-               "score": sum(expected_best_of_n(p[:total], n) for p in proxy) / len(proxy)}
-        if gold is not None:
-            row["gold"] = sum(expected_best_of_n(p[:total], n, g[:total]) for p, g in zip(proxy, gold)) / len(proxy)
+        row = {"n": n, "kl": best_of_n_kl(n), "prompts": len(proxy)}
+        for key, values in keyed.items():
+            before = [statistics.fmean(v[:baseline]) for v in values]
+            after = before if n == 1 else [expected_best_of_n(p[:total], n, v[:total]) for p, v in zip(proxy, values)]
+            row[key], row[f"{key}_se"] = mean_and_se(after)
+            row[f"{key}_gain"], row[f"{key}_gain_se"] = mean_and_se([a - b for a, b in zip(after, before)])
         rows.append(row)
     return rows
 
 
-def sample_and_score(policy, tokenizer, prompts: Sequence, n: int, reward_model, response_length: int,
-                     temperature: float, chat_template: bool = True, gold_scorer: Callable[[str], float] | None = None,
-                     batch_size: int = 16, on_progress: Callable[[int, int], None] = lambda done, total: None,
-                     policy_context: Callable = contextlib.nullcontext):
-    """n sampled responses per prompt, scored by the (normalised) reward model and, if given, the gold scorer.
+def scores_as_probed(reward_model, config) -> Scorer:
+    """The scores the runs give their probe answers (``PolicyTrainer.scores``): the reward model's, normalised
+    (gain, bias) unless ``config.normalize_reward`` is off, minus ``config.missing_eos_penalty`` where an answer
+    has no EOS. Best-of-n's n = 1 point equals the reference's probe mean only if it scores so."""
+    from rlhf_engine.core.normalisation import normalized
+    from rlhf_engine.core.rollout import missing_eos_penalized
 
-    Returns (proxy, gold): one list of n scores per prompt; gold is None without a gold scorer.
-    ``policy_context`` is entered only while sampling (the reference as a PEFT model with its adapters
-    disabled, whose reward adapter must be on again to score).
+    def score(prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor) -> list[float]:
+        raw = reward_model.score(list(prompts), list(texts), normalized=False).float()
+        scores = normalized(raw, reward_model) if config.normalize_reward else raw
+        return missing_eos_penalized(scores, has_eos.cpu(), config.missing_eos_penalty).tolist()
+
+    return score
+
+
+@dataclass
+class ReferenceAnswers:
+    """Some of best-of-n's samples as decoded: sample ``sample`` of ``prompts`` (a slice of the probe prompts).
+    The first ``reference_probe_samples`` of each prompt are the reference's probe answers, handed to the runs
+    of a sweep instead of being decoded again."""
+
+    sample: int
+    prompts: list
+    rollout: Rollout
+
+
+@dataclass
+class BestOfNSamples:
+    """Best-of-n's N samples per prompt, scored: proxy[p][i] (and gold[p][i]) is sample i of prompt p."""
+
+    proxy: list[list[float]]
+    gold: list[list[float]] | None
+    kept: list[ReferenceAnswers] = field(default_factory=list)  # samples < ``keep``, as decoded
+
+
+def sample_and_score(policy, tokenizer, prompts: Sequence, n: int, score: Scorer, response_length: int,
+                     temperature: float, chat_template: bool = True, gold_scorer: Callable[[str], float] | None = None,
+                     keep: int = 0, batch_size: int = 64,
+                     on_progress: Callable[[int, int], None] = lambda done, total: None,
+                     policy_context: Callable = contextlib.nullcontext) -> BestOfNSamples:
+    """n sampled responses per prompt, scored by ``score`` (``scores_as_probed``) and, if given, the gold scorer.
+
+    ``prompts`` are the first len(prompts) probe prompts: sample i of prompt p draws from
+    ``probe_generators(len(prompts), i)[p]``, the stream of the reference's probe answer i to p, so samples
+    0..r-1 are the reference's r probe answers. Decoded sample by sample, up to ``batch_size`` prompts at a
+    time; the samples before ``keep`` are returned as decoded (``kept``). ``policy_context`` is entered only while
+    sampling (the reference as a PEFT model with its adapters disabled, whose reward adapter must be on again to
+    score).
     """
     from rlhf_engine.core.generation import decode_responses, sample_responses
+    from rlhf_engine.core.rollout import probe_generators
 
-    repeated = [p for p in prompts for _ in range(n)]
-    proxy_flat, gold_flat = [], []
-    for start in range(0, len(repeated), batch_size):
-        batch = repeated[start:start + batch_size]
-        with policy_context():
-            rollout = sample_responses(policy, tokenizer, batch, response_length, temperature, chat_template)
-        texts = decode_responses(tokenizer, rollout)
-        proxy_flat += reward_model.score(batch, texts).tolist()
-        if gold_scorer is not None:
-            gold_flat += [gold_scorer(t) for t in texts]
-        on_progress(start + len(batch), len(repeated))
-    proxy = [proxy_flat[i * n:(i + 1) * n] for i in range(len(prompts))]
-    gold = [gold_flat[i * n:(i + 1) * n] for i in range(len(prompts))] if gold_scorer is not None else None
-    return proxy, gold
+    prompts = list(prompts)
+    proxy: list[list[float]] = [[] for _ in prompts]
+    gold: list[list[float]] = [[] for _ in prompts]
+    kept: list[ReferenceAnswers] = []
+    done, total = 0, len(prompts) * n
+    for sample in range(n):
+        streams = probe_generators(len(prompts), sample)
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            with policy_context():
+                rollout = sample_responses(policy, tokenizer, batch, response_length, temperature, chat_template,
+                                           generators=streams[start:start + len(batch)])
+            texts = decode_responses(tokenizer, rollout)
+            for p, value in enumerate(score(batch, texts, rollout.has_eos), start):
+                proxy[p].append(value)
+            if gold_scorer is not None:
+                for p, text in enumerate(texts, start):
+                    gold[p].append(gold_scorer(text))
+            if sample < keep:
+                kept.append(ReferenceAnswers(sample, batch, rollout))
+            done += len(batch)
+            on_progress(done, total)
+    return BestOfNSamples(proxy, gold if gold_scorer is not None else None, kept)

@@ -7,6 +7,7 @@ import json
 from rlhf_engine.config import PolicyConfig
 from rlhf_engine.core import distributed
 from rlhf_engine.lab.alarms import check, new_alarms
+from rlhf_engine.lab.raised_alarms import log_line
 from rlhf_engine.methods import registry
 from rlhf_engine.runs.runfolder import RunFolder, checkpoint_step
 
@@ -39,6 +40,7 @@ class PolicyRun:
         self.reference_answered = any(r["policy"] == "reference" for r in run.probes())
         self.raised = set(run.status().get("alarms", []))
         self.history = run.metrics()  # the steps kept after the truncation above; the alarms read this
+        self.probe_rows = run.probes() if self.probe_prompts else None  # kept as add_probes appends; alarms read it
 
     @property
     def done(self) -> bool:
@@ -69,33 +71,64 @@ class PolicyRun:
         run.append_metrics(metrics)
         run.append_samples(samples)
         self.history.append(metrics)
-        for alarm in new_alarms(check(self.history, self.saved["config"]), self.raised):  # each alarm logged once
-            run.log(f"alarm at step {alarm.step}: {alarm.message} Suggestion: {alarm.suggestion}")
-            self.raised.add(alarm.code)
+        self.raise_alarms()
         run.set_status("running", step=trainer.step_count, phase="rollout", rollout=None, alarms=sorted(self.raised))
         if trainer.step_count % self.config.checkpoint_every == 0 and not self.done:
             self.latest = run.write_checkpoint(trainer.step_count, trainer.save_checkpoint)
 
+    def raise_alarms(self) -> bool:
+        """Check the run's health on its metrics and held-out probes; log each alarm once (events.log, and its
+        code in ``self.raised`` for status.json). Whether a new one was raised."""
+        found = new_alarms(check(self.history, self.saved["config"], probes=self.probe_rows), self.raised)
+        for alarm in found:
+            self.run.log(log_line(alarm))
+            self.raised.add(alarm.code)
+        return bool(found)
+
     def probes_due(self) -> list[bool]:
         """Which probe answers are due after this step: [the reference's, the policy's]. The reference answers
         after step 1 (the first plotted point should not wait for them), the policy every probe_every steps
-        and at the end."""
+        and at the end (which prompts: ``probe_prompts_due``)."""
         if not self.probe_prompts:
             return [False, False]
         step = self.trainer.step_count
         return [not self.reference_answered, step % self.config.probe_every == 0 or step == self.config.steps]
 
+    def probe_prompts_due(self, reference: bool) -> list:
+        """The probe prompts answered now: all of them by the reference and by the policy at a full probe, else
+        the first ``probe_subset`` (a point on the run's path, not on the frontier)."""
+        if reference or self.full_probe_due():
+            return self.probe_prompts
+        return self.probe_prompts[:self.config.probe_subset]
+
+    def full_probe_due(self) -> bool:
+        """Whether the policy's probe now answers every probe prompt: at the last step, and at every probe when
+        ``probe_subset`` is 0 (or not below the number of probe prompts)."""
+        subset = self.config.probe_subset
+        return not subset or subset >= len(self.probe_prompts) or self.trainer.step_count >= self.config.steps
+
     def answer_probes(self, reference: bool) -> list[dict]:
-        """This run's answers to its probe prompts, alone (a sweep's runs answer side by side:
-        batched.probe_side_by_side): the policy's once, the reference's ``reference_probe_samples`` times."""
+        """This run's answers to the probe prompts due (``probe_prompts_due``), alone (a sweep's runs answer side
+        by side: batched.probe_side_by_side): the policy's once, the reference's ``reference_probe_samples``
+        times."""
+        prompts = self.probe_prompts_due(reference)
         samples = range(self.config.reference_probe_samples if reference else 1)
-        return [row for i in samples for row in self.trainer.probe_answers(self.probe_prompts, reference, sample=i)]
+        return [row for i in samples for row in self.trainer.probe_answers(prompts, reference, sample=i)]
 
     def add_probes(self, rows: list[dict], reference: bool) -> None:
+        """Append the answers of this step's probe, each with its step (the reference's: 0) and, at a probe of the
+        first ``probe_subset`` prompts only, ``"subset": true`` (its means are over fewer prompts)."""
+        subset = not reference and not self.full_probe_due()
         for row in rows:
             row["step"] = 0 if reference else self.trainer.step_count
+            if subset:
+                row["subset"] = True
         self.run.append_probes(rows)
         self.reference_answered |= reference
+        if self.probe_rows is not None:
+            self.probe_rows.extend(rows)
+        if not reference and self.raise_alarms():  # the held-out probes judge reward hacking: check them at once
+            self.run.set_status("running", alarms=sorted(self.raised))
 
     def stop(self) -> str:
         """Checkpoint the last finished step (unless it has one) and end as stopped."""

@@ -55,13 +55,14 @@ def step_runs(going: list[PolicyRun], on_error: OnError | None = None) -> None:
 
 
 def answer_due_probes(loops: list[PolicyRun], on_error: OnError | None = None) -> None:
-    """The probe answers due after this step, those of runs with the same probe prompts decoded as one batch (with
-    ``on_error``, a batch that fails is answered again run by run, each failure handed to it)."""
+    """The probe answers due after this step, those of runs with the same probe prompts due decoded as one batch
+    (with ``on_error``, a batch that fails is answered again run by run, each failure handed to it)."""
     for column, reference in enumerate((True, False)):
         due = [loop for loop in loops if loop.probes_due()[column]]
-        for group in same_probe_prompts(due):
+        for group in same_probe_prompts(due, reference):
+            prompts = group[0].probe_prompts_due(reference)
             try:
-                answers = probe_side_by_side([loop.trainer for loop in group], group[0].probe_prompts, reference)
+                answers = probe_side_by_side([loop.trainer for loop in group], prompts, reference)
             except Exception:
                 if on_error is None:
                     raise
@@ -83,12 +84,13 @@ def _guarded(work: Callable[[], None], loop: PolicyRun, on_error: OnError | None
         on_error(loop, err)
 
 
-def same_probe_prompts(loops: list) -> list[list]:
-    """Runs grouped by their probe prompts and reference answers per prompt (a sweep's runs share them: one
-    group)."""
+def same_probe_prompts(loops: list, reference: bool = False) -> list[list]:
+    """Runs grouped by the probe prompts due now (``PolicyRun.probe_prompts_due``: all, or the first
+    ``probe_subset``) and reference answers per prompt (a sweep's runs share them: one group)."""
     groups: dict[str, list] = {}
     for loop in loops:
-        groups.setdefault(json.dumps([loop.probe_prompts, loop.config.reference_probe_samples]), []).append(loop)
+        key = json.dumps([loop.probe_prompts_due(reference), loop.config.reference_probe_samples])
+        groups.setdefault(key, []).append(loop)
     return list(groups.values())
 
 
