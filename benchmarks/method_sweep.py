@@ -25,19 +25,9 @@ from bench import machine_line, write_json
 
 from rlhf_engine.config import ModelConfig  # noqa: E402
 from rlhf_engine.lab import workshop  # noqa: E402
-from rlhf_engine.lab.sweep import Sweep, method_config, parse_method_betas, plan_methods
+from rlhf_engine.lab.sweep import Sweep, parse_method_betas, plan_methods
 from rlhf_engine.lab.sweep_job import prepare_sweep
 from rlhf_engine.runs.reward_job import start_reward_job
-
-
-def method_configs(model: ModelConfig) -> dict:
-    """Each method's config on the workshop sweep's budget (the CPU preset), at its own default β."""
-    ppo = workshop.ppo_config(model, workshop.CPU)
-    same_rate = dict(learning_rate=workshop.LEARNING_RATE, lr_schedule="constant")
-    return {"ppo": ppo,
-            "grpo": dataclasses.replace(method_config(ppo, "grpo"), epochs=ppo.ppo_epochs, **same_rate),
-            "rloo": dataclasses.replace(method_config(ppo, "rloo"), **same_rate),
-            "dpo": dataclasses.replace(method_config(ppo, "dpo"), **same_rate)}
 
 
 def main() -> int:
@@ -65,7 +55,7 @@ def main() -> int:
                                background=False)
         assert job.state == "completed", job.run.status()
     rm_seconds = time.perf_counter() - started
-    every = method_configs(model)
+    every = workshop.method_configs(model, workshop.CPU)
     every["rloo"] = dataclasses.replace(every["rloo"], epochs=args.rloo_epochs)
     configs = {m: every[m] for m in args.methods.split(",")}
     betas = parse_method_betas(args.betas) if args.betas else {}

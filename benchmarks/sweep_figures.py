@@ -22,7 +22,7 @@ on_path(TESTS)
 
 from browser import chromium_page  # noqa: E402
 
-from rlhf_engine.lab import figures  # noqa: E402
+from rlhf_engine.lab import figures, styles  # noqa: E402
 from rlhf_engine.lab.sweep import Sweep, probe_summary
 
 
@@ -33,11 +33,11 @@ def main() -> int:
     parser.add_argument("--prefix", default="sweep", help="file names: PREFIX-frontier.png, PREFIX-gold-vs-proxy.png")
     args = parser.parse_args()
     sweep = Sweep(args.sweep)
-    colours = figures.sweep_colours(sweep)
+    looks = styles.sweep_styles(sweep)  # colour = method, marker = β, as the dashboard draws them
     probes = {m.label: probe_summary(m.run.probes()) for m in sweep.members()}
     bon = sweep.best_of_n()
-    drawn = {f"{args.prefix}-frontier.png": figures.frontier_figure(sweep.frontier(), bon, colours),
-             f"{args.prefix}-gold-vs-proxy.png": figures.gold_proxy_figure(probes, bon, colours)}
+    drawn = {f"{args.prefix}-frontier.png": figures.frontier_figure(sweep.frontier(), bon, looks),
+             f"{args.prefix}-gold-vs-proxy.png": figures.gold_proxy_figure(probes, bon, looks)}
     args.out.mkdir(parents=True, exist_ok=True)
     with chromium_page(1100, 560) as page:
         for name, figure in drawn.items():

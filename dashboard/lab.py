@@ -8,7 +8,9 @@ from pathlib import Path
 import streamlit as st
 
 from rlhf_engine.lab import figures
-from rlhf_engine.lab.sweep import Sweep, probe_summary, sweep_story
+from rlhf_engine.lab.raised_alarms import alarm_titles
+from rlhf_engine.lab.story import overoptimisation_peaks, sweep_fits, sweep_story
+from rlhf_engine.lab.sweep import Sweep, probe_summary
 
 from .state import file_signature, is_live
 from .widgets import flash, job_controls, mark_started, md, queue_position, status_line
@@ -57,7 +59,8 @@ def sweep_live_status(sweep: Sweep, key: str) -> None:
             status = run.status()
             line = status_line(run, status)
             if status.get("alarms"):
-                line += f" · alarms: {md(', '.join(status['alarms']))}"
+                line += (f" · :orange[**alarm: {md(alarm_titles(status['alarms']))}**] "
+                         "(details on the Policy training page)")
             lines.append(line)
         st.markdown("  \n".join(lines))
         if st.session_state.get(drawn) != _sweep_signature(sweep):
@@ -71,8 +74,9 @@ def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
     and the report."""
     record = sweep.record()
     members = sweep.members()
-    st.caption(f"Varies **{md(record['vary'])}** over {md(', '.join(m.label for m in members))}; same seed, "
-               "prompts, reward model and reward normalisation"
+    styles = figures.sweep_styles(sweep)
+    st.caption(f"Varies **{md(record['vary'])}** over {md(' · '.join(styles[m.label].name for m in members))}; "
+               "same seed, prompts, reward model and reward normalisation"
                + ("; trained side by side in one process." if record.get("batched") else "."))
     sweep_live_status(sweep, key)
     if sweep.job_run() is not None:  # one job trains every run: Stop and Resume act on them all
@@ -82,37 +86,53 @@ def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
     if not frontier and not bon:
         st.caption("The plots appear once the first run has logged a step.")
         return
-    colours = figures.sweep_colours(sweep)
     if story:
         lines = sweep_story(sweep)
         if lines:
             st.markdown("\n".join(f"- {md(line)}" for line in lines))
     col_frontier, col_gold = st.columns(2)
-    col_frontier.plotly_chart(figures.frontier_figure(frontier, bon, colours), key=f"{key}.frontier")
-    col_frontier.caption(f"Each run is one point: {figures.FINAL_POINT_NOTE}. The dotted line is best-of-n from "
-                         "the reference on the same prompts: no training, KL = log n − (n−1)/n.")
-    probes = {m.label: probe_summary(m.run.probes()) for m in members}
-    col_gold.plotly_chart(figures.gold_proxy_figure(probes, bon, colours), key=f"{key}.gold")
-    col_gold.caption("Gao et al. 2022 plot reward against √KL, here at every held-out probe. While both rise, "
-                     "optimising the reward model helps; where the RM score (solid) still rises but the gold score "
-                     "(dashed) falls, the policy exploits the reward model's mistakes: over-optimisation (★).")
+    col_frontier.plotly_chart(figures.frontier_figure(frontier, bon, styles), key=f"{key}.frontier")
+    note, style_key = figures.FINAL_POINT_NOTE, figures.style_key(styles.values())
+    col_frontier.caption(f"{note[:1].upper()}{note[1:]}." + (f" {style_key}." if style_key else "")
+                         + (" Gray dotted: best-of-n from the reference on the same prompts: no training, "
+                            "KL = log n − (n−1)/n." if bon else ""))
+    rows = {m.label: m.run.probes() for m in members}
+    probes = {label: probe_summary(answers) for label, answers in rows.items()}
+    fits, fit_lines = sweep_fits(sweep)
+    col_gold.plotly_chart(figures.gold_proxy_figure(probes, bon, styles, fits=fits,
+                                                    peaks=overoptimisation_peaks(rows)), key=f"{key}.gold")
+    subset = any(not row.get("full", True) for rows in probes.values() for row in rows)
+    col_gold.caption("Gao et al. 2022 plot reward against √KL, their d (the KL in nats per answer, square-rooted: "
+                     "on this axis their fitted gold curves are simple), here at every held-out probe. While both "
+                     "rise, optimising the reward model helps; where the RM score (solid, filled) still rises but "
+                     "the gold score (dashed, hollow) falls, the policy exploits the reward model's mistakes: "
+                     "over-optimisation (★)."
+                     + (" Thin lines with small hollow markers: the probes of a fixed subset of the prompts between "
+                        "the probes of all of them; their means are over other prompts, so the two are not joined."
+                        if subset else "")
+                     + (" Dotted: Gao et al.'s curves fitted to these points (below)." if fits else ""))
+    if fit_lines:
+        st.markdown("**Gao et al.'s curves, fitted to what these runs measured**\n"
+                    + "\n".join(f"- {md(line)}" for line in fit_lines))
     series = {m.label: m.run.metrics() for m in members}
     names = [m for m in figures.SWEEP_OVERLAYS if any(r.get(m) is not None for rows in series.values() for r in rows)]
     if names:
         metric = st.selectbox("Compare runs on (training batches, each step)", names, key=f"{key}.metric",
-                              format_func=lambda m: f"{m} — {figures.label(m)}")
+                              format_func=figures.label)
         kind = figures.shared_kind([m.run.config().get("kind", "policy") for m in members])
-        st.plotly_chart(figures.overlay_figure(series, metric, kind, colours), key=f"{key}.overlay")
-    report_button(sweep.path, key)
+        st.plotly_chart(figures.overlay_figure(series, metric, kind, styles), key=f"{key}.overlay")
+    report_button(sweep.path, key, waiting=any(is_live(run) for run in sweep.runs()))
 
 
-def report_button(path: Path, key: str) -> None:
-    """Write the one-file HTML report of a run or sweep, then offer it for download."""
+def report_button(path: Path, key: str, waiting: bool = False) -> None:
+    """Write the one-file HTML report of a run or sweep, then offer it for download; ``waiting``: its runs are
+    still training, so the button rests until they end (a report of half a sweep tells half its story)."""
     from rlhf_engine.lab.report import REPORT_FILE, write_report
 
     col_write, col_get = st.columns([1, 3])
-    if col_write.button("Write HTML report", key=f"{key}.report",
-                        help="Plots, settings, alarms and samples in one file that opens offline"):
+    if col_write.button("Write HTML report", key=f"{key}.report", disabled=waiting,
+                        help="Once every run has ended" if waiting else
+                        "Plots, settings, alarms and samples in one file that opens offline"):
         write_report(path)
         st.rerun()  # what depends on the report (the Workshop's last tick, the download) is drawn anew
     report = Path(path) / REPORT_FILE

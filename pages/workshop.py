@@ -1,35 +1,35 @@
 """Workshop: the loop in order, one click per step, with what each step teaches, and a tick when it is done.
 
-Every sentence that reads a result comes from the runs' own numbers (rlhf_engine.lab.sweep.sweep_story)."""
+Every sentence that reads a result comes from the runs' own numbers (rlhf_engine.lab.story)."""
 
 import streamlit as st
 
 from dashboard.lab import submit_sweep, sweep_view
 from dashboard.room import current_room, identity
-from dashboard.state import require_app_shell, workspace
-from dashboard.widgets import engine_errors, md, queue_notice, show_flash, status_line, submit_job
+from dashboard.state import file_signature, is_live, require_app_shell, workspace
+from dashboard.widgets import alarm_notice, engine_errors, md, queue_notice, show_flash, status_line, submit_job
 from rlhf_engine.core.models import describe_model
 from rlhf_engine.data.pairs import read_pairs
-from rlhf_engine.lab import figures, workshop
-from rlhf_engine.lab.sweep import (
-    is_clear,
-    list_sweeps,
-    method_config,
-    overoptimisation_sentence,
-    plan_methods,
-    probe_summary,
-)
+from rlhf_engine.lab import figures, styles, workshop
+from rlhf_engine.lab.noise import is_clear
+from rlhf_engine.lab.story import FIT_NOTE, overoptimisation_peaks, overoptimisation_sentence, run_fit
+from rlhf_engine.lab.sweep import list_sweeps, member_title, method_config, plan_methods, probe_summary, split_label
 from rlhf_engine.lab.sweep_job import prepare_sweep
 from rlhf_engine.methods import registry
-from rlhf_engine.room.progress import OVEROPT_PREFIX, RM_PREFIX, STEPS, SWEEP_PREFIX
+from rlhf_engine.room.progress import METHODS_PREFIX, OVEROPT_PREFIX, RM_PREFIX, STEPS, SWEEP_PREFIX
 from rlhf_engine.runs.policy_job import prepare_policy_job
-from rlhf_engine.runs.reward_job import REWARD_KIND, prepare_reward_job
+from rlhf_engine.runs.reward_job import (
+    REWARD_KIND,
+    learnt_beyond_chance,
+    prepare_reward_job,
+    reward_verdict,
+    weak_reward_model_warning,
+)
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, list_runs, new_run_name
 
 require_app_shell()
 
 K = "workshop"
-RM_TARGET = 0.75  # held-out agreement a workshop reward model should reach
 
 ws = workspace()
 who = identity()
@@ -37,7 +37,7 @@ assigned = current_room().assignment(who.pid) if who.role == "participant" else 
 sizes = workshop.preset()
 st.title("Workshop")
 show_flash()
-st.caption(f"Five steps, in order, and an optional sixth. Each button starts its step with settings sized for "
+st.caption(f"Five steps, in order, and two optional ones. Each button starts its step with settings sized for "
            f"this machine ({'a GPU' if sizes.device == 'cuda' else 'CPU'}: about {sizes.minutes} minutes from a fresh "
            "clone to the finished sweep plot); the other pages show the same runs with every knob. A step's box "
            "ticks when it is done, and its button then rests.")
@@ -63,25 +63,30 @@ overopt_kind = registry.of_config(workshop.overopt_ppo_config(model, sizes)).nam
 overopt_runs = _ours(ws.runs_of(overopt_kind), OVEROPT_PREFIX)
 
 
+def run_states() -> tuple:
+    """(run, state, step) of every run of the workspace."""
+    return tuple((run.id, (status := run.status()).get("state"), status.get("step")) for run in list_runs(ws.runs))
+
+
 def states() -> tuple:
-    """(run, state) of every run: the ticks and buttons above change only when one of these does."""
-    return tuple((run.id, run.status().get("state")) for run in list_runs(ws.runs))
+    """The runs' states and steps, and the over-optimisation run's probe answers: the ticks, buttons, status lines
+    and step 6's chart change only when one of these does."""
+    return run_states() + ((file_signature(overopt_runs[0].path / "probes.jsonl"),) if overopt_runs else ())
 
 
 def watch() -> None:
-    """While a step runs: its progress line, every 2 s; the page reruns when a run changes state."""
+    """Every 2 s while a step runs: the page reruns when a run changes state, logs a step or answers its probes;
+    what the device is busy with. Each step draws its own runs' progress (one line per run, once)."""
     if st.session_state.get(f"{K}.states") != states():
         st.rerun(scope="app")
-    for run in list_runs(ws.runs):
-        if run.status().get("state") == "running":
-            st.markdown(status_line(run))
     queue_notice()
 
 
 st.session_state[f"{K}.states"] = states()
-if any(state in ACTIVE_STATES for _, state in st.session_state[f"{K}.states"]):
-    with st.container(border=True):
-        st.fragment(watch, run_every=2.0)()
+# Drawn on every run of the page (refreshing only while a step runs), so the browser never asks for a fragment
+# that a later run of the page no longer has ("The fragment with id … does not exist anymore").
+live = any(state in ACTIVE_STATES for _, state, _ in run_states())
+st.fragment(watch, run_every=2.0 if live else None)()
 
 
 def step(number: int, title: str, done: bool) -> None:
@@ -110,10 +115,10 @@ if st.button(f"Add the {len(shipped)} simulated pairs", key=f"{K}.pairs",
     with engine_errors("Adding the pairs"):
         store.add_many(shipped, source=workshop.PAIRS_SOURCE)
         st.rerun()
-example = shipped[0]
-st.caption(f"For example, to “{md(example.prompt)}” — chosen: “{md(example.chosen[:110])}” · rejected: "
-           f"“{md(example.rejected[:110])}”. Made with `{md(workshop.PAIRS_COMMAND)}`; the Preferences page "
-           "makes more live.")
+example = workshop.example_pair(shipped)
+st.caption((f"For example, to “{md(example.prompt)}” — chosen: “{md(example.chosen)}” · rejected: "
+            f"“{md(example.rejected)}”. " if example else "")
+           + f"Made with `{workshop.PAIRS_COMMAND}`; the Preferences page makes more live.")
 
 # 3 -------------------------------------------------------------------------------------------------------
 step(3, STEPS[2], done_rm is not None)
@@ -129,31 +134,33 @@ if st.button("Train the reward model", key=f"{K}.rm",
         submit_job(job, f"{K}.rm.pick", f"{K}.rm.name")
 if reward_runs:
     st.markdown(status_line(reward_runs[0]))
-    evaluation = reward_runs[0].eval()
-    if "accuracy" in evaluation:
-        held = evaluation.get("held_out_pairs", len(evaluation.get("margins", [])))
-        verdict = ("a usable proxy" if evaluation["accuracy"] >= RM_TARGET else
-                   f"below the {RM_TARGET:.0%} a workshop needs: retrain with more steps on the Reward model page")
-        st.caption(f"It agrees with the annotator on {evaluation['accuracy']:.0%} of {held} held-out pairs "
-                   f"(50 % is chance): {verdict}.")
+    verdict = reward_verdict(reward_runs[0].path)  # how often it agrees on held-out pairs, ± SE, against chance
+    if verdict:
+        (st.caption if learnt_beyond_chance(reward_runs[0].eval()) else st.warning)(md(verdict))
 
 # 4 -------------------------------------------------------------------------------------------------------
 step(4, STEPS[3], sweep_done)
+path = (f"every {sizes.probe_every} steps the first {sizes.probe_subset} of {sizes.probe_prompts} held-out prompts "
+        f"(the run's path on the chart), and at the end all {sizes.probe_prompts}" if sizes.probe_subset else
+        f"every {sizes.probe_every} steps the same {sizes.probe_prompts} held-out prompts")
 st.markdown("PPO makes the policy write answers the reward model scores highly. Left alone, it would find answers "
             "that fool the reward model. So every token pays **β × KL**: how far the policy has moved from the "
             f"reference. The sweep trains the policy once per β ({', '.join(format(b, 'g') for b in sizes.betas)}), "
             f"{sizes.ppo_steps} steps of {sizes.batch_size} prompts each, the runs side by side on one copy of the "
-            f"model, and samples best-of-{sizes.best_of_n} from the reference as a no-training baseline. "
-            + ("At the end" if sizes.probe_every >= sizes.ppo_steps else f"Every {sizes.probe_every} steps")
-            + f" each run answers the same {sizes.probe_prompts} held-out prompts with the same random numbers as "
-            "the reference did: that is where the story is read, not from one noisy batch."
-            + (f" The reference answers each of them {sizes.reference_probe_samples} times, so the baseline a "
-               "gain is measured from is steadier." if sizes.reference_probe_samples > 1 else ""))
+            f"model, and samples best-of-{sizes.best_of_n} from the reference as a no-training baseline. Each run "
+            f"answers {path}, with the same random numbers as the reference did: that is where the story is read, "
+            "not from one noisy batch."
+            + (f" The reference answers each prompt {sizes.reference_probe_samples} times, so the baseline a gain is "
+               "measured from is steadier; best-of-n's first samples are those very answers, on the same prompts."
+               if sizes.reference_probe_samples > 1 else ""))
 ASSIGNED = f"β = {assigned['kl_coef']:g} ({registry.get(assigned['method']).title})" if assigned else ""
 if assigned:
     st.info(f"The teacher assigned you {ASSIGNED}: the room's frontier puts your run beside the others'. So this "
             "step trains that one run instead of the whole sweep (with the best-of-n baseline).",
             icon=":material/groups:")
+weak = weak_reward_model_warning(done_rm.path) if done_rm is not None else None
+if weak:
+    st.warning(md(weak), icon=":material/warning:")
 
 
 def sweep_jobs(name: str) -> list:
@@ -180,37 +187,46 @@ if st.button(f"Run my assigned run, {ASSIGNED}" if assigned else "Run the KL swe
 # 5 -------------------------------------------------------------------------------------------------------
 report_written = latest_sweep is not None and (latest_sweep.path / "report.html").is_file()
 step(5, STEPS[4], report_written)
-st.markdown("**Reward vs KL**: each run where it ended, the reward model's score (●) and the gold score (◇) "
-            "against its KL to the reference. **Gold vs proxy**: the same two scores against √KL at every probe. "
-            "Where the proxy keeps rising and the gold falls, the policy exploits the reward model: "
+st.markdown("**Reward vs KL**: each run where it ended, the reward model's score (filled marker) and the gold score "
+            "(hollow) against its KL to the reference. **Gold vs proxy**: the same two scores against √KL at every "
+            "probe. Where the proxy keeps rising and the gold falls, the policy exploits the reward model: "
             "*over-optimisation*. What the runs showed, in their own numbers:")
 if latest_sweep is None:
     st.caption("The results appear here once the sweep has started.")
 else:
+    for run in latest_sweep.runs():  # what a run raised, in full: the lines below name it
+        alarm_notice(run)
     sweep_view(latest_sweep, f"{K}.view")  # its story first, then the plots; its last button writes the report
 
 # 6 -------------------------------------------------------------------------------------------------------
 overopt = overopt_runs[0] if overopt_runs else None
-overopt_summary = probe_summary(overopt.probes()) if overopt is not None else []
-overopt_line = overoptimisation_sentence("At β = 0", overopt_summary) if overopt_summary else None
+overopt_rows = overopt.probes() if overopt is not None else []
+overopt_line = overoptimisation_sentence("At β = 0", overopt_rows) if overopt_rows else None
 step(6, f"{STEPS[5]} (about {sizes.overopt_minutes} minutes)", overopt_line is not None)
 long = workshop.overopt_ppo_config(model, sizes)
 st.markdown(f"Run the policy with no KL penalty (β = 0) for {long.steps} steps against the same reward model, "
-            f"answering the held-out prompts every {long.probe_every} steps. The reward model learnt the annotator's "
-            "taste from a few hundred pairs, so it also likes things the annotator does not care for; a policy "
-            "pushed far enough finds them. Watch the gold score peak and fall while the reward model's score keeps "
-            "rising, then read the answers on the PPO page: on this machine the policy drifted into florid "
-            "“a touch of luxury, handcrafted, rustic” descriptions, whatever the prompt asked.")
+            f"answering all {long.probe_prompts} held-out prompts every {long.probe_every} steps. The reward model "
+            "learnt the annotator's taste from a few hundred pairs, so it also likes things the annotator does not "
+            "care for; a policy pushed far enough finds them. Watch the gold score peak and fall while the reward "
+            "model's score keeps rising, then read the answers on the Policy training page. Gao et al. (2022) found "
+            "that, against d = √KL, the gold gain of RL follows d·(a − b·log d): the page fits it to this run.")
 if st.button(f"Run {long.steps} steps at β = 0", key=f"{K}.overopt",
              disabled=done_rm is None or not sweep_done or overopt is not None):
     with engine_errors("Starting the run"):
         job = prepare_policy_job(ws.runs / new_run_name(OVEROPT_PREFIX), long, done_rm.path)
         submit_job(job, f"{K}.overopt.pick", f"{K}.overopt.name")
 if overopt is not None:
-    st.markdown(status_line(overopt))
+    st.markdown(status_line(overopt))  # the page reruns at each step and probe (watch), so this line is live
+    alarm_notice(overopt)
+    overopt_summary = probe_summary(overopt_rows)
     if len(overopt_summary) > 1:
-        colour = {"β = 0": figures.beta_colour(0.0)}
-        st.plotly_chart(figures.gold_proxy_figure({"β = 0": overopt_summary}, colours=colour), key=f"{K}.overopt.gold")
+        label = f"β = 0, {long.steps} steps"
+        looks = styles.run_styles([styles.run_facts(overopt, label, note=f"{long.steps} steps")])
+        fit, fit_lines = run_fit(overopt, f"the {long.steps}-step run at β = 0")
+        st.plotly_chart(figures.gold_proxy_figure({label: overopt_summary}, styles=looks,
+                                                  fits={label: fit} if fit else None,
+                                                  peaks=overoptimisation_peaks({label: overopt_rows})),
+                        key=f"{K}.overopt.gold")
         last = overopt_summary[-1]
         if overopt_line:
             st.markdown(md(overopt_line))
@@ -218,5 +234,48 @@ if overopt is not None:
             gain, se = last["gold_gain"], last["gold_gain_se"]
             verdict = ("a clear gain" if gain > 0 else "a clear fall") if is_clear(gain, se) else "within the noise"
             st.caption(f"Not yet: at step {last['step']} the gold score is {last['gold']:.2f} "
-                       f"({gain:+.2f} ± {se:.2f} over the reference, {verdict}), and it has not fallen "
-                       "from a peak yet.")
+                       f"({gain:+.2f} ± {se:.2f} over the reference, {verdict}), and it has not fallen clearly "
+                       "from a peak.")
+        if fit_lines and not is_live(overopt):  # Gao's curve once the run has ended: a fit of half a path misleads
+            if fit is not None and FIT_NOTE not in " ".join(fit_lines):
+                fit_lines = fit_lines + [FIT_NOTE]
+            st.markdown("**Gao et al.'s curve, fitted to this run** (dotted on the chart)\n"
+                        + "\n".join(f"- {md(line)}" for line in fit_lines))
+
+# 7 -------------------------------------------------------------------------------------------------------
+methods_sweep = next((s for s in list_sweeps(ws.runs) if s.id.startswith(METHODS_PREFIX)), None)
+methods_states = methods_sweep.states() if methods_sweep else {}
+methods_done = bool(methods_states) and all(state == "completed" for state in methods_states.values())
+step(7, f"{STEPS[6]} (about {sizes.methods_minutes} minutes)", methods_done)
+titles = [registry.get(m).title for m in workshop.METHODS]
+seeds = len(sizes.method_seeds)
+st.markdown(
+    "PPO is one way to push a policy towards what a reward model likes. Three others are in wide use: **GRPO** "
+    "scores each answer against the other answers to the same prompt (no value model); **RLOO** does the same with "
+    "a leave-one-out baseline (REINFORCE); **DPO** samples nothing and needs no reward model while it trains: it "
+    "learns from preference pairs directly (here, the pairs the reward model learnt from). This step trains "
+    f"{', '.join(titles)} side by side in one job on the same reward model, budget and held-out prompts, each at "
+    f"its own usual β and each {seeds} times with a different seed, and sets them beside best-of-"
+    f"{sizes.best_of_n}. One seed teaches a ranking the next seed may reverse, so the page ranks two methods only "
+    "where their gold gains differ by more than their seeds do.")
+bon_run = latest_sweep.best_of_n_run() if latest_sweep is not None else None
+reused = workshop.methods_reused(latest_sweep, model, sizes) if latest_sweep is not None and not assigned else []
+if assigned:
+    st.caption("In this room the teacher compares the methods across participants: the room's frontier shows them.")
+elif reused:
+    st.caption(f"The sweep's run at β {' and '.join(format(split_label(label)[1], 'g') for label, _ in reused)} is "
+               f"reused as {' and '.join(member_title(label) for label, _ in reused)}, and its best-of-n as the "
+               "baseline: they are not trained again.")
+if st.button(f"Train {', '.join(titles)} side by side ({seeds} seeds)", key=f"{K}.methods",
+             disabled=bool(assigned) or not sweep_done or methods_sweep is not None):
+    with engine_errors("Starting the methods"):
+        name = new_run_name(METHODS_PREFIX)
+        reused_labels = {label for label, _ in reused}
+        plan = [(label, config) for label, config in workshop.methods_plan(model, sizes) if label not in reused_labels]
+        jobs = prepare_sweep(ws.runs / name, workshop.ppo_config(model, sizes), done_rm.path, methods=plan,
+                             borrowed=reused, best_of_n_from=bon_run.path if bon_run else None)
+        submit_sweep(name, jobs, f"{K}.methods.pick")
+if methods_sweep is not None:
+    for run in methods_sweep.members():
+        alarm_notice(run.run)
+    sweep_view(methods_sweep, f"{K}.methods.view")

@@ -121,7 +121,7 @@ def test_home_counts_the_runs_of_every_method_and_names_the_methods_of_the_regis
     assert metrics["policy runs"] == "2" and metrics["reward models trained"] == "1"  # DPO's run is a policy run
     assert "dpo-b — completed, step 10/10" in plain(texts(at))
     titles = [method.title for method in registry.methods().values()]
-    assert f"3. {titles[0]} (or {', '.join(titles[1:])})" in [h.value for h in at.subheader]
+    assert f"4. {titles[0]} (or {', '.join(titles[1:])})" in [h.value for h in at.subheader]
     assert "DPO" in titles
 
 
@@ -460,14 +460,23 @@ def test_runs_page_compares_runs(trained_workspace, monkeypatch):
     assert {"ppo-a", "ppo-b"} <= set(at.multiselect(key="runs.sel").value)
     charts = at.get("plotly_chart")
     assert len(charts) == 2  # the overlay and the reward-vs-KL chart
-    scatter = json.loads(charts[1].proto.spec)
-    points = {t["text"][0]: t["marker"]["color"] for t in scatter["data"] if t.get("text")}
-    assert {"ppo-a", "ppo-b"} <= set(points)
-    from rlhf_engine.lab.figures import beta_colour
+    from rlhf_engine.lab.styles import method_colour
 
-    assert points["ppo-a"] == beta_colour(0.05) and points["ppo-b"] == beta_colour(0.5)  # the colour of its β
-    overlay = json.loads(charts[0].proto.spec)
-    assert {t["name"]: t["line"]["color"] for t in overlay["data"]}["ppo-a"] == beta_colour(0.05)
+    scatter = json.loads(charts[1].proto.spec)["data"]
+    points = {t["name"]: t["marker"] for t in scatter if t["name"].endswith(": RM score")}
+    a, b = (points[f"PPO, β = {beta} ({name}) (training batches): RM score"]  # named in words, and by their id
+            for beta, name in (("0.05", "ppo-a"), ("0.5", "ppo-b")))
+    assert a["color"] == b["color"] == method_colour("ppo")[0]  # one method, one colour (not black, not by β)
+    assert a["symbol"] == b["symbol"] == "square"  # no probe answers: points from training batches
+    assert not any(t.get("text") for t in scatter)  # named in the legend, no labels on the chart to overlap
+    overlay = json.loads(charts[0].proto.spec)["data"]
+    lines = {t["name"]: (t["line"]["color"], t["marker"]["symbol"]) for t in overlay}
+    (colour_a, marker_a), (colour_b, marker_b) = lines["PPO, β = 0.05 (ppo-a)"], lines["PPO, β = 0.5 (ppo-b)"]
+    assert colour_a == colour_b == method_colour("ppo")[0] and marker_a != marker_b  # a marker per β
+    # (the shared workspace may hold other tests' policy runs at other βs: the markers follow the order of every β)
+    shown = json.dumps([json.loads(c.proto.spec) for c in charts]) + " ".join(c.value for c in at.caption)
+    assert "beta-" not in shown and "coloured by β" not in shown
+    assert "Colour: the method (PPO blue); marker: β (" in shown and "β = 0.05" in shown and "β = 0.5" in shown
 
 
 def test_a_second_job_waits_in_the_queue_and_the_page_says_so(trained_workspace, monkeypatch):
@@ -693,8 +702,8 @@ def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch
     from rlhf_engine.lab import workshop
     from rlhf_engine.lab.sweep import Sweep
 
-    small = dataclasses.replace(workshop.CPU, rm_steps=2, ppo_steps=2, batch_size=2, probe_every=1, probe_prompts=3,
-                                best_of_n=2, best_of_n_prompts=2, overopt_steps=3)
+    small = dataclasses.replace(workshop.CPU, rm_steps=2, ppo_steps=2, batch_size=4, probe_every=1, probe_prompts=3,
+                                probe_subset=2, best_of_n=2, best_of_n_prompts=3, overopt_steps=3)
     monkeypatch.setattr(workshop, "preset", lambda device=None: small)
 
     def ticks(at) -> list[bool]:
@@ -704,7 +713,7 @@ def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch
         return next(b for b in at.button if b.label.startswith(start))
 
     at = open_page("pages/workshop.py")
-    assert ticks(at) == [True, False, False, False, False, False]  # the model is chosen in this workspace
+    assert ticks(at) == [True] + [False] * 6  # the model is chosen in this workspace
     assert button(at, "Use the bundled model").disabled  # a finished step's button rests
     assert "float32, not quantized" in texts(at)  # the model and its precision named, no jargon
     assert button(at, "Train the reward model").disabled
@@ -715,7 +724,7 @@ def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch
     assert job_queue().wait_idle(600)
     at.run()
     assert ticks(at)[:4] == [True, True, True, False] and button(at, "Train the reward model").disabled
-    assert "held-out pairs" in texts(at)
+    assert "Held-out agreement" in plain(texts(at) + " ".join(w.value for w in at.warning))  # ± SE, against chance
     button(at, "Run the KL sweep").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert job_queue().wait_idle(600)
@@ -724,10 +733,10 @@ def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch
     assert [m.label for m in sweep.members()] == [f"beta-{b:g}" for b in small.betas]
     assert sweep.best_of_n_run() is not None and sweep.record()["batched"]
     at.run()
-    assert ticks(at) == [True, True, True, True, False, False] and button(at, "Run the KL sweep").disabled
+    assert ticks(at) == [True] * 4 + [False] * 3 and button(at, "Run the KL sweep").disabled
     shown = texts(at)
     assert "held-out prompts" in shown and "standard errors" in shown  # the results in the runs' own numbers
-    labels = [f"beta-{b:g}" for b in small.betas]
+    labels = [f"PPO, β = {b:g}" for b in small.betas]  # named in words, never "beta-0"
     sweep_page = open_page("pages/sweep.py")  # the same sweep on the sweep page: its plots
     sweep_page.selectbox(key="sweep.pick").set_value(sweep.id).run()
     assert not sweep_page.exception
@@ -739,17 +748,19 @@ def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch
         f"{label}: RM score" for label in labels]
     assert "last held-out probe" in frontier["layout"]["xaxis"]["title"]["text"]  # one definition, on the axis
     assert "√KL" in gold["layout"]["xaxis"]["title"]["text"]
-    colour_of = {}  # one colour per run, the same in every chart of the page
+    colour_of, marker_of = {}, {}  # one colour per method, one marker per β, the same in every chart of the page
     for chart in (frontier, gold, overlay):
         for trace in chart["data"]:
             label = trace["name"].split(":")[0]
             if label in labels:
                 colour = trace.get("marker", {}).get("color") or trace.get("line", {}).get("color")
                 assert colour_of.setdefault(label, colour) == colour, (label, trace["name"])
-    assert len(set(colour_of.values())) == len(labels)
+                if trace["name"].endswith(": RM score"):
+                    marker_of[label] = trace["marker"]["symbol"]
+    assert len(set(colour_of.values())) == 1 and len(set(marker_of.values())) == len(labels)
     assert "Sweeps" in [h.value for h in open_page("pages/runs.py").subheader]
     next(b for b in at.button if b.label == "Write HTML report").click().run()
-    assert ticks(at) == [True] * 5 + [False]
+    assert ticks(at) == [True] * 5 + [False] * 2
     assert (sweep.path / "report.html").is_file()
     assert any(d.label.startswith("Download report.html") for d in at.get("download_button"))
     button(at, "Run 3 steps at β = 0").click().run()
@@ -758,6 +769,20 @@ def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch
     at.run()
     assert button(at, "Run 3 steps at β = 0").disabled
     assert len(at.get("plotly_chart")) >= 3  # the sweep's two and the long run's gold vs proxy
+    assert "not fitted" in texts(at)  # 3 probe points: too few for Gao's RL form, and the page says so
+    button(at, "Train PPO, GRPO, RLOO, DPO side by side").click().run()  # step 7: every method, two seeds
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert job_queue().wait_idle(600)
+    methods = next(s for s in map(Sweep, (workspace / "runs").iterdir())
+                   if s.exists() and s.id.startswith("workshop-methods"))
+    assert set(methods.states().values()) == {"completed"}, methods.states()
+    members = {m.label: m for m in methods.members()}
+    assert len(members) == 8 and members["ppo-beta-0.05-seed-0"].run.path == sweep.members()[1].run.path  # reused
+    assert methods.best_of_n_run().path == sweep.best_of_n_run().path
+    at.run()
+    assert ticks(at)[6] and not at.exception
+    shown = plain(texts(at))
+    assert "(seed 0) and" in shown and "In order of mean gold gain" in shown  # each method over its seeds, ranked
 
 
 def test_runs_page_exports_a_run_and_offers_it_as_a_zip(trained_workspace, monkeypatch):

@@ -188,7 +188,8 @@ def test_a_sweep_queues_its_runs_and_they_run_one_after_another(runs_dir, tiny_m
     assert set(sweep.states().values()) == {"completed"}
     started = [json.loads((j.run.path / "status.json").read_text())["created_at"] for j in jobs]
     ended = [j.run.events().splitlines()[-1][:25] for j in jobs]
-    firsts = [j.run.events().splitlines()[0][:25] for j in jobs]
+    # each run's first line once it runs (a warning about the tiny reward model is written when it is queued)
+    firsts = [next(line for line in j.run.events().splitlines() if "warning:" not in line)[:25] for j in jobs]
     assert all(ended[i] <= firsts[i + 1] for i in range(len(jobs) - 1)), (started, firsts, ended)
     assert [m.label for m in sweep.members()] == ["beta-0", "beta-0.2", "adaptive"]
     assert [m.run.metrics()[-1]["beta"] for m in sweep.members()][:2] == [0.0, 0.2]
@@ -205,7 +206,7 @@ def test_a_sweep_queues_its_runs_and_they_run_one_after_another(runs_dir, tiny_m
 
 def test_a_batched_sweep_trains_its_runs_side_by_side_in_one_job_and_resumes(runs_dir, tiny_model_config,
                                                                             simulated_rm):
-    from rlhf_engine.lab.sweep import sweep_story
+    from rlhf_engine.lab.story import sweep_story
     from rlhf_engine.runs.resume import prepare_resume
 
     base = _base(tiny_model_config, steps=3, probe_every=2, probe_prompts=3, checkpoint_every=1)
@@ -337,25 +338,37 @@ def test_the_overoptimisation_run_is_the_sweeps_run_at_beta_0_for_longer():
         assert 0.0 in sizes.betas and len(sizes.betas) >= 3
 
 
-def test_the_gold_vs_proxy_plot_stars_the_gold_peak_only_when_gold_fell_as_the_proxy_rose():
+def test_the_gold_vs_proxy_plot_stars_the_gold_peak_only_where_the_probes_show_over_optimisation():
+    """The ★ and the story's sentence read one rule (the reward-hacking alarm's, on the probes): the gold score
+    clearly (2 SE, paired by prompt) below its peak while the RM score is clearly above its value there."""
     from rlhf_engine.lab.figures import gold_proxy_figure
+    from rlhf_engine.lab.story import overoptimisation_peaks, overoptimisation_sentence
+    from rlhf_engine.lab.sweep import probe_summary
 
-    def rows(gold):  # probe summaries (sweep.probe_summary)
-        return [{"step": i + 1, "kl": float(i * i), "score": 0.1 * i, "gold": g} for i, g in enumerate(gold)]
+    def rows(gold, score=None, spread=0.05):  # probes.jsonl rows of 12 prompts: the reference (step 0), then steps
+        score = score or [0.1 * i for i in range(len(gold))]
+        def noise(p, step, salt):  # a fixed scatter, different for every prompt and step, mean about 0
+            return spread * (((p * 7 + step * 13 + salt) % 11) - 5) / 5
 
-    def stars(fig):
+        return [{"step": step, "policy": "reference" if step == 0 else "policy", "prompt": f"p{p}", "sample": 0,
+                 "kl": float(step * step), "score": score[step] + noise(p, step, 3),
+                 "gold": gold[step] + noise(p, step, 0)}
+                for step in range(len(gold)) for p in range(12)]
+
+    def stars(history):
+        fig = gold_proxy_figure({"a": probe_summary(history)}, peaks=overoptimisation_peaks({"a": history}))
         return [t for t in fig.data if getattr(t.marker, "symbol", None) == "star"]
 
-    rising = gold_proxy_figure({"a": rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])})
-    assert stars(rising) == []
-    wobble = gold_proxy_figure({"a": rows([0.1, 0.3, 0.6, 0.55, 0.58, 0.56])})
-    assert stars(wobble) == []  # less than the reward-hacking alarm's margin below the best: noise
-    both_fell = [dict(r, score=-0.1 * r["step"]) for r in rows([0.1, 0.3, 0.6, 0.5, 0.4, 0.3])]
-    assert stars(gold_proxy_figure({"a": both_fell})) == []  # not over-optimisation: the proxy fell too
-    turned = gold_proxy_figure({"a": rows([0.1, 0.3, 0.6, 0.5, 0.4, 0.3])})
+    assert stars(rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])) == []
+    assert stars(rows([0.1, 0.3, 0.6, 0.55, 0.58, 0.56], spread=0.6)) == []  # a fall within the noise
+    both_fell = rows([0.1, 0.3, 0.6, 0.5, 0.4, 0.3], score=[0.0, -0.1, -0.2, -0.3, -0.4, -0.5])
+    assert stars(both_fell) == [] and overoptimisation_sentence("β = 0", both_fell) is None  # the proxy fell too
+    turned = rows([0.1, 0.3, 0.6, 0.5, 0.4, 0.3])
     (star,) = stars(turned)
-    assert star.x == (2.0,) and star.y == (0.6,)  # step 3: KL 4, √KL 2
-    assert "step 3" in star.hovertemplate
+    assert star.x == (2.0,) and abs(star.y[0] - 0.6) < 0.02  # step 2: KL 4, √KL 2
+    assert "step 2" in star.hovertemplate
+    assert overoptimisation_sentence("β = 0", turned).startswith("β = 0: over-optimisation. The gold score peaked at "
+                                                                 "step 2")
 
 
 def test_every_beta_has_one_colour_and_the_colours_follow_the_order_of_beta():
@@ -372,10 +385,89 @@ def test_every_beta_has_one_colour_and_the_colours_follow_the_order_of_beta():
 
 
 def test_a_gain_is_clear_from_two_standard_errors_and_never_without_one():
-    from rlhf_engine.lab.sweep import gain_sentence, is_clear, standard_errors
+    from rlhf_engine.lab.noise import is_clear, standard_errors
+    from rlhf_engine.lab.story import gain_sentence
 
     assert is_clear(0.2, 0.1) and is_clear(-0.2, 0.1) and not is_clear(0.19, 0.1)
     assert is_clear(0.1, 0.0) and not is_clear(0.0, 0.0) and standard_errors(0.1, 0.0) == math.inf
     assert not is_clear(0.5, float("nan"))  # one prompt: no standard error, no verdict
     assert gain_sentence("β = 0", 0.3, 0.8, 0.5, float("nan"), 1).endswith("within the noise, no clear change yet.")
     assert gain_sentence("β = 0", 0.3, 0.1, -0.2, 0.05, 30).endswith("the true reward fell.")
+
+
+# -- probes of a subset: a path of points, the frontier on every prompt ----------------------------
+
+def _probe_row(policy, step, prompt, gold, subset=False):
+    row = {"policy": policy, "step": step, "prompt": prompt, "sample": 0, "score": gold, "kl": float(step),
+           "gold": gold}
+    return {**row, "subset": True} if subset else row
+
+
+def test_a_subset_probe_is_paired_by_prompt_and_only_full_probes_make_the_final_point(runs_dir):
+    from rlhf_engine.lab.sweep import final_point, probe_summary
+
+    reference = [_probe_row("reference", 0, p, g) for p, g in zip("abc", (0.0, 0.2, 0.4))]
+    subset = [_probe_row("policy", 2, p, g, subset=True) for p, g in zip("ab", (0.5, 0.5))]
+    full = [_probe_row("policy", 4, p, g) for p, g in zip("abc", (1.0, 1.0, 1.0))]
+    late_subset = [_probe_row("policy", 6, "a", 2.0, subset=True)]
+    summary = probe_summary(reference + subset + full + late_subset)
+    assert [(s["step"], s["prompts"], s["full"]) for s in summary] == [(0, 3, True), (2, 2, False), (4, 3, True),
+                                                                       (6, 1, False)]
+    assert summary[1]["gold_gain"] == pytest.approx(0.4)  # over the prompts it answered: 0.5 - 0.0, 0.5 - 0.2
+    assert summary[2]["gold_gain"] == pytest.approx(0.8)
+    assert summary[3]["gold_gain"] == pytest.approx(2.0) and math.isnan(summary[3]["gold_gain_se"])
+    torn = probe_summary(reference + full[:2])  # a full probe still being written is not full
+    assert torn[1]["full"] is False and torn[1]["prompts"] == 2
+
+    run = RunFolder(runs_dir / "path")
+    run.create("ppo", {"config": {}}, 6)
+    for step in range(1, 7):
+        run.append_metrics({"step": step, "objective/kl": 0.1, "objective/scores": 0.2, "beta": 0.0})
+    run.append_probes(reference + subset)
+    assert final_point(run)["source"] == "training"  # only a subset probe so far: no point on the frontier
+    run.append_probes(full + late_subset)
+    point = final_point(run)
+    assert (point["source"], point["probe_step"], point["prompts"]) == ("held-out", 4, 3)
+    assert point["gold"] == pytest.approx(1.0) and "full" not in point
+
+
+def test_the_workshop_presets_draw_each_runs_path_and_say_what_it_costs():
+    from rlhf_engine.config import ModelConfig
+    from rlhf_engine.lab import workshop
+
+    for sizes in (workshop.CPU, workshop.GPU):
+        config = workshop.ppo_config(ModelConfig(), sizes)
+        assert sizes.probe_points >= 4 and config.probe_subset == sizes.probe_subset < config.probe_prompts
+        assert workshop.overopt_ppo_config(ModelConfig(), sizes).probe_subset == 0  # Gao's curve: every prompt
+    cpu = workshop.CPU
+    assert (cpu.probe_points, cpu.probe_answers) == (5, 54 * 2 + 4 * 16 + 54)  # the cost its comment gives
+    assert workshop.GPU.probe_answers == 48 * 4 + 9 * 16 + 48
+    assert workshop.overopt_ppo_config(ModelConfig(), cpu).steps // 4 == 10  # probes of the over-optimisation run
+    small = dataclasses.replace(cpu, probe_prompts=3)  # a preset shrunk for a test answers all at every probe
+    assert workshop.ppo_config(ModelConfig(), small).probe_subset == 3
+
+
+@pytest.mark.parametrize("subset", [-1, 4])
+def test_a_probe_subset_outside_the_probe_prompts_is_refused(subset):
+    with pytest.raises(ValueError, match="probe_subset"):
+        PPOConfig(probe_prompts=3, probe_subset=subset)
+
+
+def test_a_batched_sweeps_runs_probe_a_subset_between_and_every_prompt_at_the_end(runs_dir, tiny_model_config,
+                                                                                 simulated_rm):
+    from rlhf_engine.lab.sweep import probe_summary
+
+    base = _base(tiny_model_config, steps=2, probe_every=1, probe_prompts=3, probe_subset=1, checkpoint_every=2)
+    (job,) = prepare_sweep(runs_dir / "sw", base, simulated_rm, "kl_coef", [0.0, 0.5])
+    job.start()
+    assert job.join(timeout=300) == "completed"
+    for member in Sweep(runs_dir / "sw").members():
+        rows = member.run.probes()
+        prompts = json.loads((member.run.path / "probe_prompts.json").read_text())
+        asked = {}
+        for row in rows:
+            asked.setdefault((row["policy"], row["step"], bool(row.get("subset"))), []).append(row["prompt"])
+        assert asked == {("reference", 0, False): prompts, ("policy", 1, True): prompts[:1],
+                         ("policy", 2, False): prompts}
+        assert [(s["step"], s["full"]) for s in probe_summary(rows)] == [(0, True), (1, False), (2, True)]
+    assert [(p["probe_step"], p["prompts"]) for p in Sweep(runs_dir / "sw").frontier()] == [(2, 3), (2, 3)]

@@ -256,7 +256,7 @@ def test_workshop_progress_follows_the_workshop_page_s_steps(room):
         {"vary": "kl_coef", "members": [{"label": "beta-0.05", "run": "workshop-sweep-1-beta-0.05", "changes": {}}],
          "best_of_n": None}))
     progress = workshop_progress(ws)
-    assert [s["state"] for s in progress["steps"]] == ["done", "done", "done", "running", "", ""]
+    assert [s["state"] for s in progress["steps"]] == ["done", "done", "done", "running", "", "", ""]
     assert progress["assigned"] and progress["at"] == 4
     assert progress_line(progress) == "3/5 · at 4. PPO with a KL penalty: the sweep (running)"
     assert progress["last_run"]["id"] == "workshop-sweep-1-beta-0.05"

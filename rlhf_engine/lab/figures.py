@@ -3,14 +3,23 @@ measures and in which unit. Text from runs (tokens, labels) is shown as plain te
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from rlhf_engine.lab.sweep import gold_peak
+# How each run looks is rlhf_engine.lab.styles' job. Re-exported (``X as X``) for the files that read them from
+# figures and that others edit: rlhf_engine/lab/report.py (sweep_colours), pages/workshop.py and tests/test_lab.py
+# (beta_colour and its anchors), dashboard/lab.py (sweep_styles, style_key), tests/test_room_pages.py (method_colour).
+from rlhf_engine.lab.styles import ADAPTIVE_COLOUR as ADAPTIVE_COLOUR
+from rlhf_engine.lab.styles import BEST_OF_N_STYLE, Style, bare_style, label_facts, labels_facts, plain, resolve_styles
+from rlhf_engine.lab.styles import BETA_ANCHORS as BETA_ANCHORS
+from rlhf_engine.lab.styles import beta_colour as beta_colour
+from rlhf_engine.lab.styles import method_colour as method_colour
+from rlhf_engine.lab.styles import style_key as style_key
+from rlhf_engine.lab.styles import sweep_colours as sweep_colours
+from rlhf_engine.lab.styles import sweep_styles as sweep_styles
 from rlhf_engine.methods import registry
 from rlhf_engine.runs.reward_job import REWARD_KIND
 
@@ -156,20 +165,22 @@ def shared_kind(kinds: Sequence[str]) -> str:
 
 
 def overlay_figure(series: dict[str, Sequence[dict]], metric: str, kind: str = "policy",
-                   colours: dict[str, str] | None = None) -> go.Figure:
-    """One metric across several runs of ``kind`` (``shared_kind``): {run label: metric rows}; ``colours``:
-    {label: colour} (runs_colours)."""
+                   styles: dict | None = None) -> go.Figure:
+    """One metric across several runs of ``kind`` (``shared_kind``): {run label: metric rows}, each run a line in
+    its style (``styles``: {label: Style}, ``styles.run_styles``; or {label: colour}; none: what the labels say), so
+    runs of one method and β differ in dash and shade."""
+    styles = resolve_styles(labels_facts(series), styles)
+    axis = label(metric, kind)
     fig = go.Figure()
-    colours = colours or {}
-    seen: dict[str, int] = {}
-    for run_id, rows in series.items():
+    for run_label, rows in series.items():
+        style = styles[run_label]
         points = [(r["step"], r[metric]) for r in rows if r.get(metric) is not None]
-        colour = colours.get(run_id)
-        dash = DASHES[seen.get(colour, 0) % len(DASHES)] if colour else None  # runs of one colour: other dashes
-        seen[colour] = seen.get(colour, 0) + 1
         fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                                 name=plain(run_id), line=dict(color=colour, dash=dash)))
-    return _layout(fig, label(metric, kind), step_axis(kind), label(metric, kind), height=420)
+                                 name=style.name, line=dict(color=style.colour, dash=style.dash),
+                                 marker=dict(symbol=style.marker, size=7, color=style.colour),
+                                 hovertemplate=f"{style.name}<br>step %{{x}}<br>{plain(axis)} %{{y:.3f}}"
+                                               "<extra></extra>"))
+    return _layout(fig, axis, step_axis(kind), axis, height=420)
 
 
 def margin_histogram(margins: Sequence[float]) -> go.Figure:
@@ -189,147 +200,83 @@ def score_length_scatter(rows: Sequence[dict]) -> go.Figure:
                    "score (normalised)")
 
 
-# ----------------------------------------------------------------------------------------------
-# The teaching lab: sweeps, best-of-n, gold vs proxy, token view
-# ----------------------------------------------------------------------------------------------
-
 SWEEP_OVERLAYS = ("objective/scores", "gold/score", "objective/kl", "beta", "objective/entropy", "response_length")
-DASHES = ("solid", "dot", "dash", "dashdot")
 
-# One colour per β wherever a run is drawn (sweep page, Runs, report): hot for a free policy (β = 0), cool
-# for a held one; between these anchors the colour is interpolated on a log scale of β, so every β has
-# exactly one colour and the order of the colours is the order of the βs.
-BETA_ANCHORS = ((0.0, "#d62728"), (0.01, "#ff7f0e"), (0.05, "#2ca02c"), (0.2, "#1f77b4"), (1.0, "#6a3d9a"))
-ADAPTIVE_COLOUR = "#222222"  # adaptive-β runs: their β moves
-CATEGORICAL = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-
-
-def _beta_position(beta: float) -> float:
-    """0 at β = 0, then log10 β from 0.001 (0.1) to 1 (1.0) and beyond (clipped)."""
-    return 0.0 if beta <= 0 else min(1.0, 0.1 + 0.3 * (math.log10(max(beta, 1e-3)) + 3))
-
-
-def beta_colour(beta: float | None, adaptive: bool = False) -> str:
-    """The colour of a run of this (fixed) β ("rgb(r, g, b)"), or ADAPTIVE_COLOUR."""
-    if adaptive or beta is None:
-        return ADAPTIVE_COLOUR
-    position = _beta_position(float(beta))
-    anchors = [(_beta_position(b), [int(colour[i:i + 2], 16) for i in (1, 3, 5)]) for b, colour in BETA_ANCHORS]
-    for (low, low_rgb), (high, high_rgb) in zip(anchors, anchors[1:]):
-        if position <= high:
-            break
-    t = min(1.0, (position - low) / (high - low))  # past the last anchor: its colour
-    rgb = [round(a + t * (b - a)) for a, b in zip(low_rgb, high_rgb)]
-    return f"rgb({rgb[0]}, {rgb[1]}, {rgb[2]})"
-
-
-def runs_colours(points: Sequence[dict], by_beta: bool = True) -> dict[str, str]:
-    """{label: colour} of runs given as {label, beta, adaptive}: by β (a KL sweep, the Runs page), or one
-    categorical colour each in order (a sweep that varies another setting, where every run has one β)."""
-    if by_beta:
-        return {p["label"]: beta_colour(p.get("beta"), p.get("adaptive", False)) for p in points}
-    return {p["label"]: CATEGORICAL[i % len(CATEGORICAL)] for i, p in enumerate(points)}
-
-
-# Where runs of several methods share a chart (the room's frontier): one colour per method, in the registry's order,
-# and one marker per β, the smallest β first; best-of-n (no training) keeps its gray dotted line. The square is
-# left out of the markers: it marks a point from training batches.
-METHOD_COLOURS = (("#1f77b4", "blue"), ("#ff7f0e", "orange"), ("#2ca02c", "green"), ("#9467bd", "violet"),
-                  ("#8c564b", "brown"), ("#e377c2", "pink"), ("#17becf", "cyan"), ("#bcbd22", "olive"))
-BETA_MARKERS = (("circle", "●"), ("diamond", "◆"), ("triangle-up", "▲"), ("star", "★"), ("pentagon", "⬟"),
-                ("hexagon", "⬢"), ("cross", "✚"), ("x", "✖"))
-ADAPTIVE_MARKER = ("hourglass", "⧗")  # adaptive-β runs: their β moves
-
-
-def method_colour(method: str) -> tuple[str, str]:
-    """(colour, its name) of a method's runs where several methods share a chart: PPO blue, GRPO orange, RLOO
-    green, DPO violet, then the others'."""
-    names = registry.names()
-    index = names.index(method) if method in names else len(names)
-    return METHOD_COLOURS[index % len(METHOD_COLOURS)]
-
-
-def beta_key(point: dict) -> float | None:
-    """The β a point ({beta, adaptive}) is marked by: None for an adaptive β (or none known)."""
-    beta = point.get("beta")
-    return None if point.get("adaptive") or not isinstance(beta, (int, float)) else float(beta)
-
-
-def beta_markers(points: Sequence[dict]) -> dict[float | None, tuple[str, str]]:
-    """{β: (plotly marker symbol, text character)} of the βs of ``points`` (``beta_key``), the smallest first
-    (●, ◆, ▲, ★, …), and ⧗ for an adaptive β: the same β has the same marker on every chart of one page."""
-    betas = sorted({beta_key(p) for p in points} - {None})
-    markers = {beta: BETA_MARKERS[i % len(BETA_MARKERS)] for i, beta in enumerate(betas)}
-    return {**markers, None: ADAPTIVE_MARKER} if any(beta_key(p) is None for p in points) else markers
-
-
-def sweep_colours(sweep) -> dict[str, str]:
-    """{member label: colour} of a sweep (``sweep.Sweep``): by β in a KL sweep, else one colour each in order."""
-    points = []
-    for member in sweep.members():
-        config = member.run.config()["config"]
-        points.append({"label": member.label, "beta": config.get("kl_coef"), "adaptive": config.get("adaptive_kl")})
-    return runs_colours(points, by_beta=sweep.record().get("vary") == "kl_coef")
-
-
-def plain(text: str) -> str:
-    """Text shown literally by plotly, which otherwise reads tags such as <b> or <a> in labels."""
-    return html.escape(str(text), quote=False)
-
+# ----------------------------------------------------------------------------------------------
+# The teaching lab's charts: reward vs KL, gold vs proxy against √KL, held-out probes, token view
+# ----------------------------------------------------------------------------------------------
 
 FRONTIER_X = "KL to the reference (nats per answer) at each run's last held-out probe"
+SQRT_KL_X = "√KL, KL in nats per answer (Gao et al.'s d)"
 FINAL_POINT_NOTE = ("each run's point is its last held-out probe (the same prompts and sampling seed at every "
                     "probe), ± 1 standard error")
+SUBSET_NOTE = "subset of prompts"  # legend words of probes of a fixed subset of the held-out prompts (full False)
 
 
-def frontier_figure(points: Sequence[dict], best_of_n: Sequence[dict] = (),
-                    colours: dict[str, str] | None = None, symbols: dict[str, str] | None = None,
+def frontier_figure(points: Sequence[dict], best_of_n: Sequence[dict] = (), styles: dict | None = None,
                     gold: bool = True) -> go.Figure:
     """Reward vs KL: each run's final point (sweep.final_point) and the best-of-n curve from the reference.
 
-    points: [{label, kl, score, gold?, *_se?, source}]; best_of_n: [{n, kl, score, gold?}]. RM scores are
-    filled markers, gold scores hollow diamonds on the right-hand axis, each run in its colour. A run whose
-    point comes from training batches (no probe answers) is a square and says so in the legend. ``symbols``:
-    {label: marker} (``beta_markers``), the gold's then hollow; ``gold`` False: RM scores only (the room's
-    frontier draws the gold on a chart of its own).
+    points: [{label, kl, score, gold?, *_se?, source, method?, beta?, adaptive?}]; best_of_n: [{n, kl, score,
+    gold?, score_se?, gold_se?}]. ``styles``: {label: Style} (``styles.run_styles``, ``styles.sweep_styles``), or
+    {label: colour} (``styles.bare_style``); none: each point's own method and β say. RM scores are
+    filled markers, gold scores the same marker hollow on the right-hand axis; each run is named in the legend (no
+    text on the chart: run labels there overlapped and were cut at its edges). A run whose point comes from training
+    batches (no probe answers) is a square and says so. ``gold`` False: RM scores only (the room's frontier draws
+    the gold on a chart of its own).
     """
-    colours = colours or runs_colours(points)
-    symbols = symbols or {}
+    styles = resolve_styles([_point_facts(p) for p in points], styles)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     has_gold = gold and (any("gold" in p for p in points) or any("gold" in r for r in best_of_n))
     if best_of_n:
-        fig.add_trace(go.Scatter(x=[r["kl"] for r in best_of_n], y=[r["score"] for r in best_of_n],
-                                 mode="lines+markers+text", text=[f"n={r['n']}" for r in best_of_n],
-                                 textposition="bottom right", name="best-of-n: RM score",
-                                 line=dict(dash="dot", color="gray")))
-        if has_gold:
-            fig.add_trace(go.Scatter(x=[r["kl"] for r in best_of_n], y=[r.get("gold") for r in best_of_n],
-                                     mode="lines+markers", name="best-of-n: gold",
-                                     line=dict(dash="dot", color="goldenrod"), marker=dict(symbol="diamond-open")),
-                          secondary_y=True)
+        _add_best_of_n(fig, best_of_n, [r["kl"] for r in best_of_n], score=True, gold=has_gold, gold_secondary=True,
+                       n_labels=True)
     for p in points:
-        colour = colours.get(p["label"], "royalblue")
+        style = styles[p["label"]]
         training = p.get("source") == "training"
-        name = plain(p["label"]) + (" (training batches)" if training else "")
-        symbol = "square" if training else symbols.get(p["label"], "circle")
+        name = style.name + (" (training batches)" if training else "")
+        symbol = "square" if training else style.marker
         fig.add_trace(go.Scatter(
-            x=[p["kl"]], y=[p["score"]], mode="markers+text", text=[plain(p["label"])], textposition="top center",
-            marker=dict(size=12, color=colour, symbol=symbol),
+            x=[p["kl"]], y=[p["score"]], mode="markers", marker=dict(size=12, color=style.colour, symbol=symbol),
             error_x=_error(p.get("kl_se")), error_y=_error(p.get("score_se")), name=f"{name}: RM score",
             legendgroup=p["label"],
-            hovertemplate=f"{plain(p['label'])}<br>KL %{{x:.2f}} nats<br>RM score %{{y:.3f}}<extra></extra>"))
+            hovertemplate=f"{name}<br>KL %{{x:.2f}} nats<br>RM score %{{y:.3f}}<extra></extra>"))
         if has_gold and "gold" in p:
             fig.add_trace(go.Scatter(
                 x=[p["kl"]], y=[p["gold"]], mode="markers", error_y=_error(p.get("gold_se")),
-                marker=dict(size=12, symbol=_open(symbols.get(p["label"], "diamond")), color=colour,
-                            line=dict(width=2)),
+                marker=dict(size=12, symbol=_open(symbol), color=style.colour, line=dict(width=2)),
                 name=f"{name}: gold", legendgroup=p["label"],
-                hovertemplate=f"{plain(p['label'])}<br>KL %{{x:.2f}} nats<br>gold %{{y:.3f}}<extra></extra>"),
+                hovertemplate=f"{name}<br>KL %{{x:.2f}} nats<br>gold %{{y:.3f}}<extra></extra>"),
                 secondary_y=True)
     _layout(fig, "Reward vs KL", FRONTIER_X, "RM score (normalised)", height=460)
     if has_gold:
-        fig.update_yaxes(title_text="gold score (◇)", tickformat=".2f", secondary_y=True)
+        fig.update_yaxes(title_text="gold score (hollow markers)", tickformat=".2f", secondary_y=True)
     return fig
+
+
+def _point_facts(point: dict) -> dict:
+    """What a frontier point says of its run (its known values over its label's)."""
+    return {**label_facts(point["label"]), **{k: v for k, v in point.items() if v is not None}}
+
+
+def _add_best_of_n(fig: go.Figure, rows: Sequence[dict], x: list[float], score: bool, gold: bool,
+                   gold_secondary: bool, n_labels: bool = False) -> None:
+    """The best-of-n baseline in its own gray, dotted: RM score (filled) and gold (hollow), each ± its standard
+    error where the rows carry one (``score_se``, ``gold_se``); ``n_labels``: "n=4" beside each point."""
+    colour, ns = BEST_OF_N_STYLE.colour, [r["n"] for r in rows]
+    if score:
+        fig.add_trace(go.Scatter(x=x, y=[r["score"] for r in rows], mode="lines+markers+text" if n_labels else
+                                 "lines+markers", text=[f"n={n}" for n in ns], textposition="bottom right",
+                                 cliponaxis=False, customdata=ns, error_y=_errors(rows, "score_se"),
+                                 name="best-of-n: RM score", line=dict(dash="dot", color=colour),
+                                 marker=dict(color=colour),
+                                 hovertemplate="best-of-%{customdata}<br>RM score %{y:.3f}<extra></extra>"))
+    if gold and any("gold" in r for r in rows):
+        fig.add_trace(go.Scatter(x=x, y=[r.get("gold") for r in rows], mode="lines+markers", customdata=ns,
+                                 error_y=_errors(rows, "gold_se"), name="best-of-n: gold",
+                                 line=dict(dash="dot", color=colour), marker=dict(symbol="diamond-open", color=colour),
+                                 hovertemplate="best-of-%{customdata}<br>gold %{y:.3f}<extra></extra>"),
+                      secondary_y=gold_secondary)
 
 
 def _open(symbol: str) -> str:
@@ -337,95 +284,158 @@ def _open(symbol: str) -> str:
     return symbol if symbol.endswith("-open") else f"{symbol}-open"
 
 
+def _number(value) -> bool:
+    """Whether a value is a number to draw (not None, not NaN)."""
+    return isinstance(value, (int, float)) and value == value
+
+
 def _error(se: float | None) -> dict | None:
     """Error bars of ± se, or none where se is missing or NaN."""
-    if not isinstance(se, (int, float)) or se != se:
-        return None
-    return dict(type="data", array=[se], thickness=1.2, width=3)
+    return dict(type="data", array=[se], thickness=1.2, width=3) if _number(se) else None
+
+
+def _errors(rows: Sequence[dict], key: str) -> dict | None:
+    """Error bars of ± each row's ``key`` (none on a row without it), or none where no row has one."""
+    values = [r.get(key) if _number(r.get(key)) else None for r in rows]
+    return dict(type="data", array=values, thickness=1.2, width=3) if any(v is not None for v in values) else None
 
 
 def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dict] = (),
-                      colours: dict[str, str] | None = None, symbols: dict[str, str] | None = None,
-                      proxy: bool = True) -> go.Figure:
+                      styles: dict | None = None, proxy: bool = True, fits: dict | None = None,
+                      peaks: dict[str, int] | None = None) -> go.Figure:
     """Gold and proxy reward against √KL, the axis of Gao et al. 2022 ("Scaling Laws for Reward Model
     Overoptimization"): where the proxy keeps rising and the gold turns down, optimising the RM stopped helping.
 
-    series: {run label: probe summary rows (sweep.probe_summary: step, kl, score, gold)}, the reference's
-    (step 0, KL 0) first; each run draws its RM score (solid) and gold (dashed) in its colour, and a star
-    at its gold peak when the gold score later fell by the reward-hacking alarm's margin
-    (alarms.HACK_MIN_DROP) while the RM score stood higher than at the peak. ``symbols``: {label: marker}
-    (``beta_markers``), the gold's hollow; ``proxy`` False: the gold alone, on the left-hand axis (the room's
-    frontier, whose other chart has the RM scores). A run of one point (the room's) draws its gold ± ``gold_se``.
+    series: {run label: probe summary rows (sweep.probe_summary: step, kl, score, gold, full?)}, the reference's
+    (step 0, KL 0) first; each run draws its RM score (solid, filled) and gold (dashed, hollow) in its style
+    (``styles`` as in ``frontier_figure``), and a star at its gold peak where ``peaks`` ({label: probe step},
+    ``story.overoptimisation_peaks``) names one: the probes showed over-optimisation there. Probes of
+    a subset of the prompts (``full`` False) are a path of their own, thin with small hollow markers, named in their
+    hover and by one legend entry for all runs: their means are over other prompts than the full probes', so the two
+    are not joined. ``fits``: {label: a fit with ``curve() ->
+    (ds, golds)``, ``form`` ("rl"/"bon") and ``label``} (``gao.GaoFit``), each a dotted line in its run's colour
+    (best-of-n's gray for a "bon" fit of no run). ``proxy`` False: the gold alone, on the left-hand axis (the room's
+    frontier, whose other chart has the RM scores); a run of one point (the room's) draws its gold ± ``gold_se``.
     """
-    colours, symbols = colours or {}, symbols or {}
+    fits = fits or {}
+    labels = [*series, *(label for label, fit in fits.items() if label not in series and fit.form != "bon")]
+    styles = resolve_styles(labels_facts(labels), styles)
+    peaks = peaks or {}
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    for name, rows in series.items():
-        colour = colours.get(name)
-        points = [r for r in rows if isinstance(r.get("kl"), (int, float)) and isinstance(r.get("score"), (int, float))]
-        if not points:
-            continue
-        x = [math.sqrt(max(r["kl"], 0.0)) for r in points]
-        steps = [r["step"] for r in points]
-        scores = [r["score"] for r in points]
-        if proxy:
-            fig.add_trace(go.Scatter(x=x, y=scores, mode="lines+markers", name=f"{plain(name)}: RM score",
-                                     line=dict(color=colour), customdata=steps, legendgroup=name,
-                                     marker=dict(symbol=symbols.get(name, "circle")),
-                                     hovertemplate="step %{customdata}<br>√KL %{x:.2f}<br>"
-                                                   "RM score %{y:.3f}<extra></extra>"))
-        if all(isinstance(r.get("gold"), (int, float)) for r in points):
-            gold = [r["gold"] for r in points]
-            marker = dict(symbol=_open(symbols.get(name, "diamond")), size=None if proxy else 14)  # one point: big
-            alone = _error(points[0].get("gold_se")) if len(points) == 1 else None  # one point: its ± 1 SE
-            fig.add_trace(go.Scatter(x=x, y=gold, mode="lines+markers", name=f"{plain(name)}: gold",
-                                     line=dict(color=colour, dash="dash"), marker=marker, error_y=alone,
-                                     customdata=steps, legendgroup=name,
-                                     hovertemplate=f"{plain(name)}, step %{{customdata}}<br>√KL %{{x:.2f}}<br>"
-                                                   "gold %{y:.3f}<extra></extra>"),
-                          secondary_y=proxy)
-            peak = gold_peak(scores, gold)
-            if peak is not None:
-                fig.add_trace(go.Scatter(x=[x[peak]], y=[gold[peak]], mode="markers", showlegend=False,
-                                         name=f"{plain(name)}: gold peak", legendgroup=name,
-                                         marker=dict(symbol="star", size=15, color=colour, line=dict(width=1)),
-                                         hovertemplate=f"gold peak, step {steps[peak]}<br>√KL %{{x:.2f}}<br>"
-                                                       "gold %{y:.3f}<extra></extra>"),
-                              secondary_y=proxy)
+    subset_sizes = set()
+    for label, rows in series.items():
+        points = [r for r in rows if _number(r.get("kl")) and _number(r.get("score"))]
+        for subset in (False, True):
+            path = [r for r in points if r.get("full", True) is not subset]
+            if path:
+                _add_probe_path(fig, path, styles[label], label, proxy, subset, alone=len(points) == 1,
+                                peak_step=peaks.get(label))
+                subset_sizes |= {r.get("prompts") for r in path} if subset else set()
+    if subset_sizes:
+        _add_subset_key(fig, subset_sizes)
     if best_of_n:
-        x = [math.sqrt(r["kl"]) for r in best_of_n]
-        if proxy:
-            fig.add_trace(go.Scatter(x=x, y=[r["score"] for r in best_of_n], mode="lines+markers",
-                                     name="best-of-n: RM score", line=dict(color="gray", dash="dot")))
-        if any("gold" in r for r in best_of_n):
-            fig.add_trace(go.Scatter(x=x, y=[r.get("gold") for r in best_of_n], mode="lines+markers",
-                                     name="best-of-n: gold", line=dict(color="goldenrod", dash="dot"),
-                                     marker=dict(symbol="diamond-open")), secondary_y=proxy)
-    _layout(fig, "Gold vs proxy against √KL" if proxy else "Gold against √KL",
-            "√KL to the reference (√nats per answer)", "RM score (normalised)" if proxy else "gold score (hollow)",
-            height=460)
+        _add_best_of_n(fig, best_of_n, [math.sqrt(max(r["kl"], 0.0)) for r in best_of_n], score=proxy, gold=True,
+                       gold_secondary=proxy)
+    for label, fit in fits.items():
+        _add_fit(fig, fit, styles.get(label, BEST_OF_N_STYLE), label, secondary=proxy)
+    _layout(fig, "Gold vs proxy against √KL" if proxy else "Gold against √KL", SQRT_KL_X,
+            "RM score (normalised)" if proxy else "gold score (hollow)", height=460)
     if proxy:
-        fig.update_yaxes(title_text="gold score (◇, dashed)", tickformat=".2f", secondary_y=True)
+        fig.update_yaxes(title_text="gold score (hollow, dashed)", tickformat=".2f", secondary_y=True)
     else:
         fig.update_yaxes(tickformat=".2f")
     return fig
 
 
-def probe_figure(summary: Sequence[dict], colour: str | None = None, kind: str = "ppo") -> go.Figure:
-    """A run's held-out probes step by step (sweep.probe_summary): RM score (●, left) and gold score (◇, right),
-    ± 1 standard error; step 0 is the reference."""
+def _add_probe_path(fig: go.Figure, rows: Sequence[dict], style: Style, group: str, proxy: bool, subset: bool,
+                    alone: bool, peak_step: int | None = None) -> None:
+    """One run's probe points on the gold-vs-proxy chart: its RM scores (when ``proxy``), its gold scores and a star
+    at ``peak_step`` when this path has it; a ``subset`` path (probes of a subset of the prompts) thin, small and
+    hollow, and named so."""
+    x = [math.sqrt(max(r["kl"], 0.0)) for r in rows]
+    steps, scores = [r["step"] for r in rows], [r["score"] for r in rows]
+    which = f", {SUBSET_NOTE}" + (f" ({rows[0]['prompts']})" if "prompts" in rows[0] else "") if subset else ""
+    width, size = (1, 5) if subset else (2, None if proxy else 14)  # the room's one point: big
+    hover = f"{style.name}{which}, step %{{customdata}}<br>√KL %{{x:.2f}}<br>"
+    if proxy:
+        fig.add_trace(go.Scatter(x=x, y=scores, mode="lines+markers", name=f"{style.name}: RM score{which}",
+                                 line=dict(color=style.colour, width=width), customdata=steps, legendgroup=group,
+                                 showlegend=not subset,
+                                 marker=dict(symbol=_open(style.marker) if subset else style.marker, size=size,
+                                             color=style.colour),
+                                 hovertemplate=hover + "RM score %{y:.3f}<extra></extra>"))
+    if not all(_number(r.get("gold")) for r in rows):
+        return
+    gold = [r["gold"] for r in rows]
+    fig.add_trace(go.Scatter(x=x, y=gold, mode="lines+markers", name=f"{style.name}: gold{which}",
+                             line=dict(color=style.colour, dash="dash", width=width), showlegend=not subset,
+                             marker=dict(symbol=_open(style.marker), size=size, color=style.colour),
+                             error_y=_error(rows[0].get("gold_se")) if alone else None,  # one point: its ± 1 SE
+                             customdata=steps, legendgroup=group, hovertemplate=hover + "gold %{y:.3f}<extra></extra>"),
+                  secondary_y=proxy)
+    peak = steps.index(peak_step) if peak_step in steps else None
+    if peak is not None:
+        fig.add_trace(go.Scatter(x=[x[peak]], y=[gold[peak]], mode="markers", showlegend=False,
+                                 name=f"{style.name}: gold peak", legendgroup=group,
+                                 marker=dict(symbol="star", size=15, color=style.colour, line=dict(width=1)),
+                                 hovertemplate=f"{style.name}: gold peak, step {steps[peak]}<br>√KL %{{x:.2f}}<br>"
+                                               "gold %{y:.3f}<extra></extra>"),
+                      secondary_y=proxy)
+
+
+def _add_subset_key(fig: go.Figure, sizes: set) -> None:
+    """One legend entry for every run's subset paths (each named in its hover, none in the legend: four entries a
+    run were too many to read)."""
+    count = f" ({sizes.pop()})" if len(sizes) == 1 and None not in sizes else ""
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines+markers", hoverinfo="skip",
+                             name=f"thin, small, hollow: probes of a {SUBSET_NOTE}{count}",
+                             line=dict(color="#555555", width=1), marker=dict(symbol="circle-open", size=5)))
+
+
+def _add_fit(fig: go.Figure, fit, style: Style, group: str, secondary: bool) -> None:
+    """A Gao et al. fit of the gold score against √KL (``fit.curve() -> (ds, golds)``), dotted in its run's colour."""
+    ds, golds = fit.curve()
+    form = "RL form" if fit.form == "rl" else "best-of-n form"
+    fig.add_trace(go.Scatter(x=[float(d) for d in ds], y=[float(g) for g in golds], mode="lines",
+                             line=dict(color=style.colour, dash="dot", width=2), legendgroup=group,
+                             name=f"Gao fit ({form}), {style.name}",
+                             hovertemplate=f"{plain(fit.label)}<br>√KL %{{x:.2f}}<br>gold %{{y:.3f}}<extra></extra>"),
+                  secondary_y=secondary)
+
+
+def probe_figure(summary: Sequence[dict], colour: Style | str | None = None, kind: str = "ppo") -> go.Figure:
+    """A run's held-out probes step by step (sweep.probe_summary): RM score (filled, left) and gold score (hollow,
+    dashed, right), ± 1 standard error; step 0 is the reference. ``colour``: the run's Style
+    (``styles.run_styles``) or a bare colour. Probes of a subset of the prompts (``full`` False) are drawn apart,
+    thin and small: their means are over other prompts than the full probes'."""
+    style = colour if isinstance(colour, Style) else bare_style(colour)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    steps = [s["step"] for s in summary]
-    fig.add_trace(go.Scatter(x=steps, y=[s.get("score") for s in summary], mode="lines+markers", name="RM score",
-                             line=dict(color=colour), error_y=dict(array=[s.get("score_se") for s in summary])))
-    if all("gold" in s for s in summary):
-        fig.add_trace(go.Scatter(x=steps, y=[s["gold"] for s in summary], mode="lines+markers", name="gold",
-                                 line=dict(color=colour, dash="dash"), marker=dict(symbol="diamond-open"),
-                                 error_y=dict(array=[s.get("gold_se") for s in summary])), secondary_y=True)
-        fig.update_yaxes(title_text="gold score (◇)", tickformat=".2f", secondary_y=True)
-    _layout(fig, "Held-out probes", f"{step_axis(kind)} (0 = the reference)", "RM score (normalised)",
-            height=300)
+    has_gold = all("gold" in s for s in summary)
+    for subset in (False, True):
+        entries = [s for s in summary if s.get("full", True) is not subset]
+        if entries:
+            _add_probe_steps(fig, entries, style, subset, has_gold)
+    _layout(fig, "Held-out probes", f"{step_axis(kind)} (0 = the reference)", "RM score (normalised)", height=300)
+    if has_gold:  # after _layout, which titles every y axis
+        fig.update_yaxes(title_text="gold score (hollow, dashed)", tickformat=".2f", secondary_y=True)
     fig.update_xaxes(tickformat="d")
     return fig
+
+
+def _add_probe_steps(fig: go.Figure, entries: Sequence[dict], style: Style, subset: bool, has_gold: bool) -> None:
+    """The RM and gold scores of one run's full probes, or of its ``subset`` probes (thin, small, hollow)."""
+    steps = [s["step"] for s in entries]
+    which = f", {SUBSET_NOTE}" + (f" ({entries[0]['prompts']})" if "prompts" in entries[0] else "") if subset else ""
+    width, size = (1, 5) if subset else (2, None)
+    fig.add_trace(go.Scatter(x=steps, y=[s.get("score") for s in entries], mode="lines+markers",
+                             name=f"RM score{which}", line=dict(color=style.colour, width=width),
+                             marker=dict(symbol=_open(style.marker) if subset else style.marker, size=size),
+                             error_y=_errors(entries, "score_se")))
+    if has_gold:
+        fig.add_trace(go.Scatter(x=steps, y=[s["gold"] for s in entries], mode="lines+markers", name=f"gold{which}",
+                                 line=dict(color=style.colour, dash="dash", width=width),
+                                 marker=dict(symbol=_open(style.marker), size=size),
+                                 error_y=_errors(entries, "gold_se")), secondary_y=True)
 
 
 TOKEN_ROWS = (("token_kl", "KL (nats)"), ("token_value", "value (score units)"),

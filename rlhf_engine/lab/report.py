@@ -14,8 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rlhf_engine.lab import figures
-from rlhf_engine.lab.alarms import check
-from rlhf_engine.lab.sweep import FINAL_STEPS, Sweep, probe_summary, sweep_story
+from rlhf_engine.lab.raised_alarms import alarms_of_run
+from rlhf_engine.lab.story import overoptimisation_peaks, sweep_fits, sweep_story
+from rlhf_engine.lab.styles import style_key, sweep_styles
+from rlhf_engine.lab.sweep import FINAL_STEPS, Sweep, probe_summary
 from rlhf_engine.methods import registry
 from rlhf_engine.runs.reward_job import REWARD_KIND
 from rlhf_engine.runs.runfolder import RunFolder
@@ -79,7 +81,7 @@ def _run_body(run: RunFolder) -> list[str]:
              f"{_e(status.get('step', 0))} of {_e(status.get('total_steps', '?'))}</p>"]
     if status.get("error"):
         parts.append(f"<div class=\"alarm error\">Error: {_e(status['error'])}</div>")
-    parts += _alarms(rows, config, status)
+    parts += _alarms(run, rows, status)
     if policy:
         panels = figures.policy_panels(kind, config, saved.get("gold", False), figures.logs_kl_estimators(rows))
     elif kind == REWARD_KIND:
@@ -127,19 +129,25 @@ def _sweep_body(sweep: Sweep) -> list[str]:
     if not_done:
         parts.append("<p>Not completed: " + _e(", ".join(f"{r} ({s})" for r, s in not_done.items())) + "</p>")
     bon = sweep.best_of_n()
-    colours = figures.sweep_colours(sweep)
-    parts.append("<h2>Reward vs KL</h2>" + figure(figures.frontier_figure(frontier, bon, colours))
-                 + f"<p>{_e(figures.FINAL_POINT_NOTE.capitalize())}.</p>")
-    probes = {m.label: probe_summary(m.run.probes()) for m in members}
-    parts.append("<h2>Gold vs proxy against √KL</h2>" + figure(figures.gold_proxy_figure(probes, bon, colours)))
+    styles = sweep_styles(sweep)
+    parts.append("<h2>Reward vs KL</h2>" + figure(figures.frontier_figure(frontier, bon, styles))
+                 + f"<p>{_e(figures.FINAL_POINT_NOTE.capitalize())}. {_e(style_key(styles.values(), lines=False))}</p>")
+    rows = {m.label: m.run.probes() for m in members}
+    fits, fit_lines = sweep_fits(sweep)
+    probes = {label: probe_summary(answers) for label, answers in rows.items()}
+    parts.append("<h2>Gold vs proxy against √KL</h2>" + figure(figures.gold_proxy_figure(
+        probes, bon, styles, fits=fits, peaks=overoptimisation_peaks(rows))))
+    if fit_lines:
+        parts.append("<h3>Gao et al.'s curves, fitted to these probes</h3><ul>"
+                     + "".join(f"<li>{_e(line)}</li>" for line in fit_lines) + "</ul>")
     series = {m.label: m.run.metrics() for m in members}
     parts.append("<h2>Runs side by side (training batches)</h2>")
     kind = figures.shared_kind([m.run.config().get("kind", "policy") for m in members])
     for metric in figures.SWEEP_OVERLAYS:
         if any(r.get(metric) is not None for rows in series.values() for r in rows):
-            parts.append(figure(figures.overlay_figure(series, metric, kind, colours)))
+            parts.append(figure(figures.overlay_figure(series, metric, kind, styles)))
     for member in members:
-        alarms = _alarms(series[member.label], member.run.config().get("config", {}), member.run.status())
+        alarms = _alarms(member.run, series[member.label])
         if alarms:
             parts.append(f"<h3>Alarms of {_e(member.label)}</h3>" + "".join(alarms))
     for member in members:
@@ -157,9 +165,16 @@ def _last_step(samples: list[dict], limit: int) -> list[dict]:
     return [s for s in samples if s["step"] == samples[-1]["step"]][:limit]
 
 
-def _alarms(rows: list[dict], config: dict, status: dict) -> list[str]:
-    return [f"<div class=\"alarm{' error' if a.severity == 'error' else ''}\"><b>{_e(a.message)}</b><br>"
-            f"{_e(a.suggestion)}</div>" for a in check(rows, config, status)]
+def _alarms(run: RunFolder, rows: list[dict], status: dict | None = None) -> list[str]:
+    """What the run raised, checked again on its metrics and probes (``raised_alarms``), as the pages show it."""
+    parts = []
+    for item in alarms_of_run(run, rows, status):
+        alarm = item.alarm
+        when = (f"Raised at step {item.raised_step}; the latest check no longer finds it. " if not item.holds
+                else f"Raised at step {item.raised_step if item.raised_step is not None else alarm.step}. ")
+        parts.append(f"<div class=\"alarm{' error' if alarm.severity == 'error' else ''}\">{_e(when)}"
+                     f"<b>{_e(alarm.message)}</b><br>{_e(alarm.suggestion)}</div>")
+    return parts
 
 
 def _samples_table(samples: list[dict]) -> str:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf_engine.config import KL_ESTIMATORS, PPOConfig, to_dict
+from rlhf_engine.lab.noise import mean_and_se
 from rlhf_engine.methods import registry
 from rlhf_engine.runs.runfolder import RunFolder
 
@@ -87,22 +87,41 @@ def member_label(field: str, value) -> str:
 METHOD_FIELD = "method"  # what a sweep of several methods varies (``prepare_sweep(methods=...)``)
 
 
-def plan_methods(configs: dict, betas: dict) -> list[tuple[str, object]]:
+SEED_TAG = "-seed-"  # a methods sweep member's label ends "-seed-<seed>" when the sweep trains several seeds
+
+
+def plan_methods(configs: dict, betas: dict, seeds: tuple[int, ...] | None = None) -> list[tuple[str, object]]:
     """(label, config) of each member of a methods sweep: each method's config ({method: config}) at each of its
-    βs ({method: [β, ...]}; a method without βs runs at its config's own), labelled method-beta-β."""
+    βs ({method: [β, ...]}; a method without βs runs at its config's own), labelled method-beta-β; with several
+    ``seeds``, each of those once per seed, labelled method-beta-β-seed-s (same probes, so seeds differ only in
+    their training prompts' order and sampling)."""
     members = []
     for method, config in configs.items():
         for beta in betas.get(method) or [config.kl_coef]:
-            members.append((f"{method}-beta-{beta:g}", dataclasses.replace(config, kl_coef=beta)))
+            for seed in seeds or (None,):
+                label = f"{method}-beta-{beta:g}" + (f"{SEED_TAG}{seed}" if seeds and len(seeds) > 1 else "")
+                changed = dict(kl_coef=beta) if seed is None else dict(kl_coef=beta, seed=seed)
+                members.append((label, dataclasses.replace(config, **changed)))
     return members
+
+
+def split_label(label: str) -> tuple[str, float | None, int | None]:
+    """(method, β, seed) of a methods sweep member's label: "grpo-beta-0.04-seed-2" -> ("grpo", 0.04, 2); a label
+    without "-beta-" gives (label, None, None), one without a seed tag seed None."""
+    rest, _, seed = label.partition(SEED_TAG)
+    method, _, beta = rest.partition("-beta-")
+    try:
+        return (method, float(beta), int(seed) if seed else None) if beta else (label, None, None)
+    except ValueError:
+        return label, None, None
 
 
 # What the runs of a methods sweep built from one PPO config share with it (the dashboard's form): the answer
 # budget and length, sampling, scoring, probes and seed; each method keeps its own β, learning rate and knobs.
 SHARED_ACROSS_METHODS = ("steps", "batch_size", "response_length", "temperature", "normalize_reward",
                          "missing_eos_penalty", "checkpoint_every", "samples_per_step", "probe_every",
-                         "probe_prompts", "reference_probe_samples", "gold_score", "seed", "trim_memory",
-                         "report_to")
+                         "probe_prompts", "probe_subset", "reference_probe_samples", "gold_score", "seed",
+                         "trim_memory", "report_to")
 
 
 def method_config(base: PPOConfig, method: str):
@@ -190,7 +209,8 @@ class Sweep:
         return {run.id: run.status().get("state", "unknown") for run in self.runs()}
 
     def frontier(self) -> list[dict]:
-        """Each member's final point (``final_point``) with its label; runs with no steps left out."""
+        """Each member's final point (``final_point``: its last probe of every probe prompt) with its label; runs
+        with no steps left out."""
         points = []
         for member in self.members():
             point = final_point(member.run)
@@ -199,20 +219,34 @@ class Sweep:
         return points
 
     def best_of_n(self) -> list[dict]:
-        """The best-of-n rows {n, kl, score, gold}, or [] until that job has finished."""
+        """The best-of-n rows, or [] until that job has finished: ``best_of_n.best_of_n_curve``'s {n, kl, prompts,
+        score, gold, their ``*_se`` and paired gains over n = 1 ``*_gain``, ``*_gain_se``} (folders written before
+        best-of-n had standard errors: {n, kl, score, gold} only)."""
         run = self.best_of_n_run()
         path = run.path / "best_of_n.json" if run else None
         return json.loads(path.read_text())["rows"] if path and path.is_file() else []
+
+    def best_of_n_samples(self) -> tuple[list[list[float]], list[list[float]]] | None:
+        """Best-of-n's scored samples, (RM scores, gold scores), each [prompt][sample]: what Gao's best-of-n form
+        is fitted to; None until it has finished or without gold scores."""
+        run = self.best_of_n_run()
+        path = run.path / "best_of_n.json" if run else None
+        if not (path and path.is_file()):
+            return None
+        saved = json.loads(path.read_text())
+        return (saved["proxy"], saved["gold"]) if saved.get("gold") else None
 
 
 def final_point(run: RunFolder) -> dict | None:
     """Where a PPO run ended on the reward-vs-KL axes; None before its first step.
 
-    One definition for every chart: the run's last held-out probe answers (the same prompts and sampling
-    seed at every probe, so a point is not one training batch's luck): ``kl``, ``score`` and ``gold``
-    are their means, with standard errors (``*_se``) and ``prompts``; ``source`` is "held-out". A run
-    without probe answers (probe_every = 0) falls back to the mean of its last FINAL_STEPS training
-    batches, ``source`` "training". Always also ``train_kl``, ``train_score`` (and ``train_gold``), the
+    One definition for every chart: the run's last held-out probe of every probe prompt (``full`` in
+    ``probe_summary``; the same prompts and sampling seed at every probe, so a point is not one training batch's
+    luck): ``kl``, ``score`` and ``gold`` are their means, with standard errors (``*_se``) and ``prompts``;
+    ``source`` is "held-out". The probes of a subset of the prompts between them (``probe_subset``) draw the run's
+    path, never its point: runs compare on one set of prompts. A run without such a probe yet (probe_every = 0,
+    or only subset probes so far) falls back to the mean of its last FINAL_STEPS training batches, ``source``
+    "training". Always also ``train_kl``, ``train_score`` (and ``train_gold``), the
     training-batch means, and ``beta``, ``steps``, ``state``, ``adaptive``.
     """
     rows = run.metrics()
@@ -228,10 +262,11 @@ def final_point(run: RunFolder) -> dict | None:
     train_gold = final_value(rows, "gold/score")
     if train_gold is not None:
         point["train_gold"] = train_gold
-    probes = [step for step in probe_summary(run.probes()) if step["step"] > 0]
+    probes = [step for step in probe_summary(run.probes()) if step["step"] > 0 and step["full"]]
     if probes:
         last = probes[-1]
-        point.update({k: v for k, v in last.items() if k != "step"}, probe_step=last["step"], source="held-out")
+        point.update({k: v for k, v in last.items() if k not in ("step", "full")}, probe_step=last["step"],
+                     source="held-out")
     else:
         point.update(kl=point["train_kl"], score=point["train_score"], source="training")
         if train_gold is not None:
@@ -242,11 +277,15 @@ def final_point(run: RunFolder) -> dict | None:
 def probe_summary(rows: list[dict]) -> list[dict]:
     """A run's held-out probe answers summarised per probe step, the reference's first (step 0).
 
-    Each: ``step``, ``prompts``, ``answers``, means and standard errors over the prompts of ``kl``, ``score``
-    and ``gold`` (when logged), and for the policy's steps the paired gains over the reference on the same
-    prompts: ``score_gain``, ``gold_gain`` with ``*_se`` (the standard error of the mean paired difference).
-    A prompt the reference answered several times (``reference_probe_samples``) counts once, with the mean
-    of its answers: its gain is the policy's answer against that steadier baseline.
+    Each: ``step``, ``prompts``, ``answers``, ``full``, means and standard errors over the prompts of ``kl``,
+    ``score`` and ``gold`` (when logged), and for the policy's steps the paired gains over the reference on the
+    prompts that step answered: ``score_gain``, ``gold_gain`` with ``*_se`` (the standard error of the mean
+    paired difference). A prompt the reference answered several times (``reference_probe_samples``) counts
+    once, with the mean of its answers: its gain is the policy's answer against that steadier baseline.
+
+    ``full``: the step answered every prompt the reference did, none of them marked ``subset``. A step that is
+    not (a probe of the first ``probe_subset`` prompts, or one still being written) is a point on the run's path;
+    its means are over fewer prompts, so the frontiers (``final_point``) leave it out.
     """
     reference = _by_prompt([r for r in rows if r.get("policy") == "reference"])
     by_step: dict[int, list[dict]] = {}
@@ -258,18 +297,27 @@ def probe_summary(rows: list[dict]) -> list[dict]:
     baseline = {key: _prompt_means(reference, key) for key in ("score", "gold")}
     summary = []
     for step, answers in steps:
-        entry = {"step": step, "prompts": len(answers), "answers": sum(len(a) for a in answers.values())}
+        entry = {"step": step, "prompts": len(answers), "answers": sum(len(a) for a in answers.values()),
+                 "full": _answers_all(answers, reference)}
         for key in ("kl", "score", "gold"):
             means = _prompt_means(answers, key)
             if means is None:
                 continue
-            entry[key], entry[f"{key}_se"] = _mean_and_se(list(means.values()))
+            entry[key], entry[f"{key}_se"] = mean_and_se(list(means.values()))
             before = baseline.get(key)
-            if step > 0 and before is not None and list(answers) == list(reference):
-                entry[f"{key}_gain"], entry[f"{key}_gain_se"] = _mean_and_se(
-                    [means[prompt] - before[prompt] for prompt in answers])
+            paired = [prompt for prompt in answers if before is not None and prompt in before]
+            if step > 0 and paired:
+                entry[f"{key}_gain"], entry[f"{key}_gain_se"] = mean_and_se(
+                    [means[prompt] - before[prompt] for prompt in paired])
         summary.append(entry)
     return summary
+
+
+def _answers_all(answers: dict[str, list[dict]], reference: dict[str, list[dict]]) -> bool:
+    """Whether a probe step answered every prompt the reference did, with no row marked ``subset`` (a run folder
+    from before subset probes has no such mark: every step of it answered all)."""
+    marked = any(row.get("subset") for group in answers.values() for row in group)
+    return not marked and set(reference) <= set(answers)
 
 
 def _by_prompt(rows: list[dict]) -> dict[str, list[dict]]:
@@ -287,12 +335,6 @@ def _prompt_means(answers: dict[str, list[dict]], key: str) -> dict[str, float] 
     return {prompt: statistics.fmean(r[key] for r in group) for prompt, group in answers.items()}
 
 
-def _mean_and_se(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return mean, se
-
-
 def final_value(rows: list[dict], metric: str, last: int = FINAL_STEPS) -> float | None:
     """Mean of a metric over the last ``last`` rows that have it, or None."""
     values = [r[metric] for r in rows if isinstance(r.get(metric), (int, float))][-last:]
@@ -308,134 +350,11 @@ def list_sweeps(root: Path) -> list[Sweep]:
     return sorted(sweeps, key=lambda s: (s.path / SWEEP_FILE).stat().st_mtime, reverse=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# What a sweep showed, in words, from its own numbers
-# ----------------------------------------------------------------------------------------------
-
-CLEAR_SE = 2.0  # a gain of at least this many standard errors is called a gain; below, it is within the noise
-
-
-def standard_errors(gain: float, se: float) -> float:
-    """|gain| in standard errors: inf for a nonzero gain with no spread, NaN with no standard error (one prompt)."""
-    if se != se:
-        return float("nan")
-    if se == 0:
-        return float("inf") if gain else 0.0
-    return abs(gain) / se
-
-
-def is_clear(gain: float, se: float) -> bool:
-    """Whether a gain is at least CLEAR_SE standard errors: the one test of every "within the noise" the pages say
-    (a gain without a standard error is not clear)."""
-    return standard_errors(gain, se) >= CLEAR_SE
-
-
 def member_title(label: str) -> str:
-    """A methods sweep's member label in words: "grpo-beta-0.04" -> "GRPO at β 0.04"."""
-    method, _, beta = label.partition("-beta-")
+    """A methods sweep's member label in words: "grpo-beta-0.04" -> "GRPO at β 0.04", "grpo-beta-0.04-seed-2" ->
+    "GRPO at β 0.04, seed 2"."""
+    method, beta, seed = split_label(label)
+    if beta is None:
+        return label
     title = registry.get(method).title if registry.is_policy_kind(method) else method
-    return f"{title} at β {beta}" if beta else label
-
-
-def gain_sentence(label: str, before: float, after: float, gain: float, se: float, prompts: int) -> str:
-    """'β = 0: gold score 0.27 → 0.83 on 24 held-out prompts, +0.55 ± 0.12 (4.7 standard errors)', and what
-    that means."""
-    text = (f"{label}: gold score {before:.2f} → {after:.2f} on {prompts} held-out prompts, "
-            f"{gain:+.2f} ± {se:.2f} ({standard_errors(gain, se):.1f} standard errors)")
-    if not is_clear(gain, se):
-        return text + ": within the noise, no clear change yet."
-    return text + (": the true reward rose." if gain > 0 else ": the true reward fell.")
-
-
-def sweep_story(sweep: Sweep) -> list[str]:
-    """What the sweep's plots show, as sentences built from its numbers (held-out probes, best-of-n), saying
-    so when a difference is inside the noise. Empty until a run has a held-out probe."""
-    members = sweep.members()
-    points = [p for p in sweep.frontier() if p.get("source") == "held-out"]
-    if not points:
-        return []
-    by_label = {m.label: m for m in members}
-    lines = []
-    fixed = sorted((p for p in points if not p.get("adaptive") and isinstance(p.get("beta"), (int, float))),
-                   key=lambda p: p["beta"])
-    by_method = sweep.record().get("vary") == METHOD_FIELD
-    if by_method:  # each method's gain in gold score over the reference's, on the same held-out prompts
-        for point in points:
-            summary = probe_summary(by_label[point["label"]].run.probes())
-            if summary and summary[0]["step"] == 0 and "gold_gain" in point:
-                lines.append(gain_sentence(f"{member_title(point['label'])}, after {point['probe_step']} steps",
-                                           summary[0]["gold"], point["gold"], point["gold_gain"],
-                                           point["gold_gain_se"], point["prompts"]))
-    if sweep.record().get("vary") == "kl_coef" and fixed:
-        smallest = fixed[0]
-        summary = probe_summary(by_label[smallest["label"]].run.probes())
-        reference = summary[0] if summary and summary[0]["step"] == 0 else None
-        if reference is not None and "gold_gain" in smallest:
-            label = f"At the smallest β ({smallest['beta']:g}), after {smallest['probe_step']} steps"
-            lines.append(gain_sentence(label, reference["gold"], smallest["gold"], smallest["gold_gain"],
-                                       smallest["gold_gain_se"], smallest["prompts"]))
-        if len(fixed) >= 2:
-            kls = [p["kl"] for p in fixed]
-            listed = ", ".join(f"{p['kl']:.1f}" for p in fixed)
-            betas = ", ".join(f"{p['beta']:g}" for p in fixed)
-            if all(a > b for a, b in zip(kls, kls[1:])):
-                lines.append(f"The KL to the reference falls as β grows: {listed} nats for β {betas}. "
-                             "The penalty holds the policy near the reference.")
-            else:
-                lines.append(f"The KL is not ordered by β in this sweep ({listed} nats for β {betas}): the runs have "
-                             "not yet moved far enough apart to tell, or they are inside each other's noise.")
-    bon = sweep.best_of_n()
-    if bon:
-        last = bon[-1]
-        lines.append(f"Best-of-{last['n']} from the reference, no training: RM score {last['score']:.2f}"
-                     + (f", gold {last['gold']:.2f}" if "gold" in last else "") + f" at {last['kl']:.2f} nats.")
-        golds = [p for p in fixed if "gold" in p]
-        if "gold" in last and golds:
-            beaten = [p for p in golds if p["gold"] - p.get("gold_se", 0.0) > last["gold"]]
-            if beaten:
-                names = [member_title(p["label"]) if by_method else f"β {p['beta']:g}" for p in beaten]
-                lines.append("Above best-of-n's gold score: " + ", ".join(
-                    f"{name} ({p['gold']:.2f} at {p['kl']:.1f} nats)" for name, p in zip(names, beaten)) + ".")
-            elif by_method:
-                lines.append(f"No run clearly beat best-of-{last['n']}'s gold score: per nat of KL, best-of-n is the "
-                             "most efficient (Gao et al. 2022 found the same for RL); the trained policies move "
-                             "further, and cost one sample per answer instead of n.")
-            else:
-                lines.append(f"No PPO run clearly beat best-of-{last['n']}'s gold score: per nat of KL, best-of-n is "
-                             "the more efficient of the two (Gao et al. 2022 found the same); PPO moves further, and "
-                             "its policy costs one sample per answer instead of n.")
-    found = [line for point in points
-             if (line := overoptimisation_sentence(point["label"],
-                                                   probe_summary(by_label[point["label"]].run.probes())))]
-    lines += found
-    if not found and any("gold" in p for p in points):
-        lines.append("No run shows over-optimisation yet: no gold score fell clearly after a peak while the reward "
-                     "model's score stood higher.")
-    return lines
-
-
-def overoptimisation_sentence(label: str, summary: list[dict]) -> str | None:
-    """What a run's probes show of over-optimisation (gold peaked, then fell while the RM score stood higher),
-    in words; None when they show none."""
-    summary = [s for s in summary if "gold" in s and "score" in s]
-    proxy, gold = [s["score"] for s in summary], [s["gold"] for s in summary]
-    peak = gold_peak(proxy, gold)
-    if peak is None:
-        return None
-    low = min(range(peak + 1, len(gold)), key=gold.__getitem__)
-    return (f"{label}: over-optimisation. The gold score peaked at step {summary[peak]['step']} ({gold[peak]:.2f}) "
-            f"and fell to {gold[low]:.2f} by step {summary[low]['step']} while the reward model's score went from "
-            f"{proxy[peak]:.2f} to {proxy[low]:.2f}: the policy found answers the reward model likes more than "
-            "the annotator does.")
-
-
-def gold_peak(proxy: list[float], gold: list[float]) -> int | None:
-    """Index of the gold score's peak when it later fell by the reward-hacking alarm's margin
-    (alarms.HACK_MIN_DROP) while the proxy stood higher than at the peak (over-optimisation), else None."""
-    from rlhf_engine.lab.alarms import HACK_MIN_DROP
-
-    if not gold:
-        return None
-    peak = max(range(len(gold)), key=gold.__getitem__)
-    later = range(peak + 1, len(gold))
-    return peak if any(gold[j] <= gold[peak] - HACK_MIN_DROP and proxy[j] > proxy[peak] for j in later) else None
+    return f"{title} at β {beta:g}" + (f", seed {seed}" if seed is not None else "")

@@ -21,11 +21,13 @@ the GPU ones are not yet (no GPU was lent to the sessions that built this: RESUL
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf_engine.config import ModelConfig, PPOConfig, RewardConfig
+from rlhf_engine.lab.sweep import method_config, plan_methods
 
 REPOSITORY = Path(__file__).resolve().parents[2]  # the commands name files relative to it
 PAIRS_FILE = Path(__file__).resolve().parent / "assets" / "workshop_pairs.jsonl"
@@ -52,28 +54,50 @@ class Preset:
     ppo_steps: int  # PPO steps of each sweep run
     batch_size: int  # prompts per rollout
     probe_every: int  # held-out probe answers every N steps
-    probe_prompts: int  # held-out prompts answered at each probe (paired with the reference's)
+    probe_prompts: int  # held-out prompts the reference and each run's last probe answer (paired)
+    probe_subset: int  # the first N of them, answered at the probes before the last (the path); 0 = all
     reference_probe_samples: int  # the reference's answers per probe prompt: their mean is the gain's baseline
     best_of_n: int  # best-of-1…n from the reference: the no-training baseline
-    best_of_n_prompts: int  # held-out prompts best-of-n samples for (the first probe prompts)
+    best_of_n_prompts: int  # held-out prompts best-of-n samples for: all the probe prompts, so that its first samples
+    # are the reference's probe answers (reused, not decoded again) and its points compare with the runs' on the same
+    # prompts
     overopt_steps: int  # steps of the over-optimisation run at β = 0
     overopt_minutes: int  # its wall time (measured on CPU, a target on a GPU)
     response_length: int = RESPONSE_LENGTH  # new tokens per answer (PPO's and the reward model's normalisation)
     rm_evals: int = 2  # held-out evaluations of the reward model as it trains (the last at its end)
     norm_samples: int = 32  # base-model answers the reward model's scores are normalised on
+    method_seeds: tuple[int, ...] = (0, 1)  # the methods step trains every method once per seed, side by side
+    methods_minutes: int = 16  # the methods step's wall time (measured on CPU, a target on a GPU)
+
+    @property
+    def probe_points(self) -> int:
+        """The policy's probes of one sweep run: every probe_every steps and at the last step."""
+        return len(range(self.probe_every, self.ppo_steps, self.probe_every)) + 1
+
+    @property
+    def probe_answers(self) -> int:
+        """Probe answers of one sweep run, what its path costs: the reference's (every prompt,
+        reference_probe_samples times), the policy's at the probes before the last (probe_subset prompts, all
+        when 0) and at the last (all)."""
+        return (self.probe_prompts * (self.reference_probe_samples + 1)
+                + (self.probe_points - 1) * (self.probe_subset or self.probe_prompts))
 
 
+# Probes, CPU: 5 points per run (steps 2, 4, 6, 8 on 16 prompts, step 10 on all 54): 108 reference + 64 + 54 = 226
+# answers per run (the Preset's probe_answers), against 162 for one point and 378 for all 54 prompts at each.
 CPU = Preset(device="cpu", minutes=16, rm_steps=20, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
-             probe_every=10, probe_prompts=54, reference_probe_samples=2, best_of_n=8, best_of_n_prompts=8,
-             overopt_steps=40, overopt_minutes=17)
+             probe_every=2, probe_prompts=54, probe_subset=16, reference_probe_samples=2, best_of_n=8,
+             best_of_n_prompts=54, overopt_steps=40, overopt_minutes=17)
+# Probes, GPU: 10 points per run (steps 3, 6, ..., 27 on 16 prompts, step 30 on all 48): 192 reference + 144 + 48 = 384
+# answers per run, against 480 for 6 points on all 48 prompts (every 5 steps).
 GPU = Preset(device="cuda", minutes=5, rm_steps=120, rm_batch=16, betas=(0.0, 0.02, 0.05, 0.2), ppo_steps=30,
-             batch_size=32, probe_every=5, probe_prompts=48, reference_probe_samples=4, best_of_n=16,
-             best_of_n_prompts=24, overopt_steps=100, overopt_minutes=10)
+             batch_size=32, probe_every=3, probe_prompts=48, probe_subset=16, reference_probe_samples=4,
+             best_of_n=16, best_of_n_prompts=48, overopt_steps=100, overopt_minutes=10)
 # Not for teaching: the room load benchmark's participant (a reward model of 4 steps evaluated once, one PPO run of
 # 2 steps of 4 prompts x 16 tokens, no best-of-n), so that 20 participants' jobs fit one core and 45 minutes.
 LOAD = Preset(device="cpu", minutes=1, rm_steps=4, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=2, batch_size=4,
-              probe_every=2, probe_prompts=4, reference_probe_samples=1, best_of_n=0, best_of_n_prompts=4,
-              overopt_steps=4, overopt_minutes=1, response_length=16, rm_evals=1, norm_samples=16)
+              probe_every=2, probe_prompts=4, probe_subset=0, reference_probe_samples=1, best_of_n=0,
+              best_of_n_prompts=4, overopt_steps=4, overopt_minutes=1, response_length=16, rm_evals=1, norm_samples=16)
 PRESET_ENV = "RLHF_WORKSHOP_PRESET"  # "load": the Workshop page (and the room's slot plan) use LOAD
 NAMED = {"load": LOAD}
 
@@ -114,7 +138,8 @@ def ppo_config(model: ModelConfig, sizes: Preset | None = None) -> PPOConfig:
                      ppo_epochs=2, learning_rate=LEARNING_RATE, lr_schedule="constant",
                      missing_eos_penalty=MISSING_EOS_PENALTY,
                      checkpoint_every=sizes.ppo_steps, probe_every=sizes.probe_every,
-                     probe_prompts=sizes.probe_prompts, reference_probe_samples=sizes.reference_probe_samples,
+                     probe_prompts=sizes.probe_prompts, probe_subset=min(sizes.probe_subset, sizes.probe_prompts),
+                     reference_probe_samples=sizes.reference_probe_samples,
                      samples_per_step=4)
 
 
@@ -122,7 +147,67 @@ def overopt_ppo_config(model: ModelConfig, sizes: Preset | None = None) -> PPOCo
     """The over-optimisation run: the sweep's settings at β = 0 for many more steps."""
     sizes = sizes or preset()
     return dataclasses.replace(ppo_config(model, sizes), steps=sizes.overopt_steps, kl_coef=0.0,
-                               checkpoint_every=10, probe_every=4)
+                               checkpoint_every=10, probe_every=4, probe_subset=0)  # every probe on all: Gao's curve
+
+
+EXAMPLE_MAX_CHARS = 140  # the longest answer the Workshop page shows whole in its example pair
+UNFIT_WORDS = frozenset({"bitch", "fuck", "shit", "crap", "idiot", "stupid", "dumb", "hate", "ass", "damn"})
+
+
+def example_pair(pairs: list):
+    """The pair the Workshop page shows a room: the first whose answers are short enough to show whole and hold
+    no insult (the shipped pairs are the bundled model's own text, and the annotator's least favourite answer is
+    sometimes abuse). None when no pair fits."""
+    def fit(text: str) -> bool:
+        words = {word.strip(".,!?\"'-").lower() for word in text.replace("-", " ").split()}
+        return len(text) <= EXAMPLE_MAX_CHARS and not words & UNFIT_WORDS
+
+    return next((pair for pair in pairs if fit(pair.chosen) and fit(pair.rejected)), None)
+
+
+METHODS = ("ppo", "grpo", "rloo", "dpo")  # the methods step's methods (best-of-n comes from the sweep)
+
+
+def method_configs(model: ModelConfig, sizes: Preset | None = None) -> dict:
+    """Each method of the methods step on the sweep's budget and probes (``ppo_config``): the same answers per
+    step, length, sampling, missing-EOS penalty, constant LoRA rate and held-out probes; each at its own default β
+    (PPO 0.05, GRPO 0.04, RLOO 0.05, DPO 0.1), GRPO with 2 passes per rollout as PPO has."""
+    ppo = ppo_config(model, sizes)
+    same_rate = dict(learning_rate=LEARNING_RATE, lr_schedule="constant")
+    return {"ppo": ppo,
+            "grpo": dataclasses.replace(method_config(ppo, "grpo"), epochs=ppo.ppo_epochs, **same_rate),
+            "rloo": dataclasses.replace(method_config(ppo, "rloo"), **same_rate),
+            "dpo": dataclasses.replace(method_config(ppo, "dpo"), **same_rate)}
+
+
+def methods_plan(model: ModelConfig, sizes: Preset | None = None) -> list[tuple[str, object]]:
+    """(label, config) of the methods step's runs: every method of METHODS at its own β, once per seed of the
+    preset, to train side by side in one job."""
+    sizes = sizes or preset()
+    return plan_methods(method_configs(model, sizes), {}, sizes.method_seeds)
+
+
+def methods_reused(sweep, model: ModelConfig | None = None, sizes: Preset | None = None) -> list[tuple[str, Path]]:
+    """(label, run folder) of the KL sweep's runs that the methods step can take as its own instead of training them
+    again: a completed member whose saved config is exactly that of a run of ``methods_plan`` (PPO at its β, first
+    seed: the sweep's run at that β is that very run); none when the plan cannot be made (the button says why)."""
+    from rlhf_engine.config import to_dict
+
+    try:
+        plan = methods_plan(model or ModelConfig(), sizes)
+    except ValueError:
+        return []
+    wanted = {json.dumps(to_dict(config), sort_keys=True): label for label, config in plan}
+    reused = []
+    for member in sweep.members():
+        try:
+            saved = member.run.config().get("config", {})
+        except (OSError, ValueError):
+            continue
+        label = wanted.get(json.dumps(saved, sort_keys=True))
+        if label and member.run.status().get("state") == "completed":
+            reused.append((label, member.run.path))
+    return reused
 
 
 def cli_commands(workspace: str = "workspace", device: str | None = None) -> list[str]:

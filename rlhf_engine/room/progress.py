@@ -15,15 +15,17 @@ from functools import lru_cache
 
 from rlhf_engine.lab import workshop
 from rlhf_engine.lab.report import REPORT_FILE
-from rlhf_engine.lab.sweep import list_sweeps, overoptimisation_sentence, probe_summary
+from rlhf_engine.lab.story import overoptimisation
+from rlhf_engine.lab.sweep import list_sweeps
 from rlhf_engine.runs.runfolder import RunFolder, list_runs
 from rlhf_engine.runs.workspace import Workspace
 
 # The Workshop page's run names: <prefix>-<time>
 RM_PREFIX, SWEEP_PREFIX, OVEROPT_PREFIX = "workshop-rm", "workshop-sweep", "workshop-overopt"
-# The Workshop page's steps, in order; the sixth is optional
+METHODS_PREFIX = "workshop-methods"  # the methods step's sweep
+# The Workshop page's steps, in order; the sixth and seventh are optional
 STEPS = ("The model", "Preferences", "Reward model", "PPO with a KL penalty: the sweep", "Read the results",
-         "Optional: see over-optimisation")
+         "Optional: see over-optimisation", "Optional: every method on one frontier")
 
 
 @lru_cache(maxsize=1)
@@ -77,13 +79,16 @@ def workshop_progress(ws: Workspace) -> dict:
 
     ``steps``: one {number, title, state} per step, ``state`` "done" (ticked as the page ticks it), "running",
     "waiting", "stopped"/"failed"/"interrupted" (its newest run ended so), or "" (not started); ``done``: how many
-    of the five steps are done; ``at``: the first step of the five not done (then 6 if the sweep is read and the
-    optional run is not done; None when all six are); ``assigned``: whether the newest sweep is one run (the
+    of the five steps are done; ``at``: the first step of the five not done (then 6 or 7 if the sweep is read and an
+    optional step is not done; None when all seven are); ``assigned``: whether the newest sweep is one run (the
     value the teacher assigned, see pages/workshop.py); ``last_run``: ``last_run(ws)``.
     """
     runs = list_runs(ws.runs)
-    sweeps = [s for s in list_sweeps(ws.runs) if s.id.startswith(SWEEP_PREFIX)]
+    every_sweep = list_sweeps(ws.runs)
+    sweeps = [s for s in every_sweep if s.id.startswith(SWEEP_PREFIX)]
     latest = sweeps[0] if sweeps else None
+    methods = next((s for s in every_sweep if s.id.startswith(METHODS_PREFIX)), None)
+    methods_states = list(methods.states().values()) if methods else []
     overopt = _ours(runs, OVEROPT_PREFIX)
     rm_states = [run.status().get("state", "unknown") for run in _ours(runs, RM_PREFIX)]
     sweep_states = list(latest.states().values()) if latest else []
@@ -94,6 +99,7 @@ def workshop_progress(ws: Workspace) -> dict:
         _step_state(sweep_states, all(state == "completed" for state in sweep_states)),
         "done" if latest is not None and (latest.path / REPORT_FILE).is_file() else "",
         _overopt_state(overopt[0]) if overopt else "",
+        _step_state(methods_states, all(state == "completed" for state in methods_states)),
     ]
     steps = [{"number": i + 1, "title": title, "state": state} for i, (title, state) in enumerate(zip(STEPS, states))]
     at = next((step["number"] for step in steps if step["state"] != "done"), None)
@@ -104,17 +110,17 @@ def workshop_progress(ws: Workspace) -> dict:
 def _overopt_state(run: RunFolder) -> str:
     """Step 6 is done, as the Workshop page ticks it, once the run's probes show over-optimisation; a run that
     completed without showing it is "completed"."""
-    if overoptimisation_sentence("", probe_summary(run.probes())):
+    if overoptimisation(run.probes()) is not None:
         return "done"
     state = run.status().get("state", "unknown")
     return {"running": "running", "queued": "waiting"}.get(state, state)
 
 
 def progress_line(progress: dict) -> str:
-    """'3/5 · at 4. PPO with a KL penalty: the sweep (running)', or '5/5 · optional step 6 done'."""
+    """'3/5 · at 4. PPO with a KL penalty: the sweep (running)', or '5/5 · optional steps 6 and 7 done'."""
     at = progress["at"]
     text = f"{progress['done']}/5"
     if at is None:
-        return text + " · optional step 6 done"
+        return text + " · optional steps 6 and 7 done"
     step = progress["steps"][at - 1]
     return text + f" · at {at}. {step['title']}" + (f" ({step['state']})" if step["state"] else "")
