@@ -13,6 +13,7 @@ import streamlit as st
 from rlhf_engine.config import (
     FIELD_CHOICES,
     PPOConfig,
+    bundled_policy_defaults,
     field_defaults,
     field_help,
 )
@@ -225,7 +226,8 @@ def job_controls(run: RunFolder, key: str) -> None:
             stop_job(job)
             st.rerun()
     elif job is not None:
-        st.caption("The job is ending…")
+        if state != "completed":  # a completed run's process is only writing its end: nothing to say or do
+            st.caption("The job is ending…")
     elif state in ("stopped", "failed", "interrupted"):
         if st.button("Resume", key=f"{key}.resume", help="Continue from the last checkpoint"):
             with engine_errors("Resume"):
@@ -315,6 +317,7 @@ COMMON_MORE = (
     ("normalize_reward", "normalise RM scores"), ("missing_eos_penalty", "missing-EOS penalty (score units)"),
     ("max_grad_norm", "gradient clip"), ("checkpoint_every", "checkpoint every (steps)"),
     ("probe_every", "probe answers every (steps)"), ("probe_prompts", "held-out probe prompts"),
+    ("probe_subset", "prompts of the probes before the last (0 = all)"),
     ("reference_probe_samples", "reference answers per probe prompt"), ("seed", "seed"),
     ("report_to", "mirror metrics to"),
 )
@@ -368,6 +371,7 @@ DPO_FORM = (
     ("Held-out probe answers (where DPO's KL and scores are measured)", (
         (("probe_every", "probe answers every (steps)"),),
         (("probe_prompts", "held-out probe prompts"),),
+        (("probe_subset", "prompts of the probes before the last (0 = all)"),),
         (("response_length", "answer length (tokens)"),),
         (("temperature", "temperature"),),
     )),
@@ -423,9 +427,10 @@ def form_fields(method: str = "ppo") -> list[tuple[str, str]]:
     return grouped + (list(more[1]) if more else [])
 
 
-def policy_knobs(key_prefix: str, method: str = "ppo") -> dict:
+def policy_knobs(key_prefix: str, method: str = "ppo", model=None) -> dict:
     """A method's form (``method_form``): every knob of its config but the model; returns its config's keyword
-    arguments. Call inside a form; ``key_prefix`` is the page's (one per method: their defaults differ)."""
+    arguments. Call inside a form; ``key_prefix`` is the page's (one per method: their defaults differ). ``model``:
+    the policy's ModelConfig, whose own starting values (``config.bundled_policy_defaults``) the form starts from."""
     cls, form, more = method_form(method)
     fields = {}
     for heading, columns in form:
@@ -433,25 +438,29 @@ def policy_knobs(key_prefix: str, method: str = "ppo") -> dict:
         for column, knobs in zip(st.columns(len(columns)), columns):
             with column:
                 for name, label in knobs:
-                    fields[name] = _policy_knob(cls, name, label, key_prefix)
+                    fields[name] = _policy_knob(cls, name, label, key_prefix, model)
     if more:
         title, knobs = more
         with st.popover(title):
             for name, label in knobs:
-                fields[name] = _policy_knob(cls, name, label, key_prefix)
+                fields[name] = _policy_knob(cls, name, label, key_prefix, model)
     return fields
 
 
-def _policy_knob(cls: type, name: str, label: str, key_prefix: str):
+def _policy_knob(cls: type, name: str, label: str, key_prefix: str, model=None):
     if name == "report_to":
         return tracker_knob(cls, key_prefix, label)
     if name in FIELD_CHOICES:
         return choice_knob(cls, name, FIELD_CHOICES[name], key_prefix, label=label)
     if name == "missing_eos_penalty":  # None (off) or a number: a checkbox and the number
+        start = bundled_policy_defaults(model).get(name) if model is not None else None
         used = st.checkbox("penalise answers with no EOS", key=f"{key_prefix}.use_eos_penalty",
-                           help="Subtract a fixed amount from the score of answers cut at the cap")
+                           help="Subtract a fixed amount from the score of answers cut at the cap"
+                                + (" (on for the bundled model: its answers to open prompts often run past the cap)"
+                                   if start is not None else ""),
+                           **first_value(f"{key_prefix}.use_eos_penalty", start is not None))
         penalty = st.number_input(label, key=f"{key_prefix}.eos_penalty",
-                                  **first_value(f"{key_prefix}.eos_penalty", EOS_PENALTY_DEFAULT))
+                                  **first_value(f"{key_prefix}.eos_penalty", start or EOS_PENALTY_DEFAULT))
         return penalty if used else None
     if field_defaults(cls)[name] is None:  # another field that may be off (None): in a generated form
         return _optional_knob(cls, name, label, key_prefix)

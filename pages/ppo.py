@@ -57,7 +57,7 @@ with st.expander("Start a new run", expanded=not policy_runs):
         col_name, col_rm = st.columns(2)
         name = col_name.text_input("Run name", key=f"{method}.name")
         rm_id = col_rm.selectbox("Reward model", [r.id for r in reward_models], key=f"{method}.reward")
-        fields = policy_knobs(method, method)
+        fields = policy_knobs(method, method, ws.model_config())
         pairs_from = RM_PAIRS
         if METHODS[method].learns_from_pairs:
             pairs_from = st.radio("Pairs to learn from", (RM_PAIRS, STORE_PAIRS), horizontal=True,

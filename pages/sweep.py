@@ -102,7 +102,7 @@ with st.expander("Start a sweep", expanded=not list_sweeps(ws.runs)):
                               **first_value(f"{K}.batched", True))
         st.markdown("**Settings every run shares** (β here is the adaptive run's start, and every run's β "
                     "when another setting is varied)")
-        fields = policy_knobs(K)
+        fields = policy_knobs(K, model=ws.model_config())
         base = ws.model_config()
         st.caption(f"Policy base: `{base.source}` ({base.quant}); change it on the Model page.")
         start = st.form_submit_button("Queue the sweep", type="primary", disabled=not reward_models)

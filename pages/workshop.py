@@ -64,14 +64,18 @@ overopt_runs = _ours(ws.runs_of(overopt_kind), OVEROPT_PREFIX)
 
 
 def run_states() -> tuple:
-    """(run, state, step) of every run of the workspace."""
-    return tuple((run.id, (status := run.status()).get("state"), status.get("step")) for run in list_runs(ws.runs))
+    """(run, state) of every run of the workspace."""
+    return tuple((run.id, run.status().get("state")) for run in list_runs(ws.runs))
 
 
 def states() -> tuple:
-    """The runs' states and steps, and the over-optimisation run's probe answers: the ticks, buttons, status lines
-    and step 6's chart change only when one of these does."""
-    return run_states() + ((file_signature(overopt_runs[0].path / "probes.jsonl"),) if overopt_runs else ())
+    """The runs' states, and the step and probe answers of the runs the page draws outside a sweep's own live view
+    (the reward model's, step 6's): the ticks, buttons, status lines and step 6's chart change only when one of
+    these does. A sweep's runs redraw its view as they log (dashboard.lab.sweep_live_status): a rerun of the whole
+    page for each of their steps would take the CPU they train on."""
+    alone = reward_runs[:1] + overopt_runs[:1]
+    return run_states() + tuple((run.status().get("step"), file_signature(run.path / "probes.jsonl"))
+                                for run in alone)
 
 
 def watch() -> None:
@@ -85,7 +89,7 @@ def watch() -> None:
 st.session_state[f"{K}.states"] = states()
 # Drawn on every run of the page (refreshing only while a step runs), so the browser never asks for a fragment
 # that a later run of the page no longer has ("The fragment with id … does not exist anymore").
-live = any(state in ACTIVE_STATES for _, state, _ in run_states())
+live = any(state in ACTIVE_STATES for _, state in run_states())
 st.fragment(watch, run_every=2.0 if live else None)()
 
 

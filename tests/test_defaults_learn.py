@@ -119,3 +119,19 @@ def test_a_reward_model_clear_of_chance_gives_no_warning(tmp_path, weak_reward_d
     config = PPOConfig(model=tiny_model_config, steps=1, batch_size=2, response_length=4)
     run = prepare_policy_job(tmp_path / "ppo", config, strong).run
     assert "warning" not in run.status() and "warning:" not in run.events()
+
+
+@pytest.mark.parametrize("argv, penalty", [
+    ([], 0.5),  # the bundled model: its answers to open prompts run past the cap without it
+    (["--set", "missing_eos_penalty=none"], None),  # turned off on purpose
+    (["--set", "missing_eos_penalty=1.5"], 1.5),
+    (["--model", "someone/other-model"], None),  # any other model: the literature's default (none)
+])
+def test_the_command_line_starts_the_bundled_model_with_a_missing_eos_penalty(tmp_path, argv, penalty):
+    from rlhf_engine import cli
+    from rlhf_engine.config import GRPOConfig
+
+    for command, config_class in (("ppo", PPOConfig), ("grpo", GRPOConfig)):
+        args = cli.build_parser().parse_args([command, "--reward", str(tmp_path), "--out", str(tmp_path / "x"), *argv])
+        assert cli.train.policy_config(args, config_class).missing_eos_penalty == penalty
+    assert PPOConfig().missing_eos_penalty is None  # the engine's own default stays the literature's

@@ -297,8 +297,8 @@ def test_the_workshops_commands_build_exactly_its_configs(device):
     from rlhf_engine.data.pairs import read_pairs
     from rlhf_engine.lab import workshop
 
-    pairs_cmd, rm_cmd, sweep_cmd, report_cmd, overopt_cmd = [cli.build_parser().parse_args(shlex.split(c)[3:])
-                                                             for c in workshop.cli_commands("ws", device)]
+    pairs_cmd, rm_cmd, sweep_cmd, report_cmd, overopt_cmd, methods_cmd = [
+        cli.build_parser().parse_args(shlex.split(c)[3:]) for c in workshop.cli_commands("ws", device)]
     sizes = workshop.preset(device)
     model = ModelConfig(quant="none" if device == "cpu" else "4bit")
     assert read_pairs(workshop.REPOSITORY / pairs_cmd.file) == read_pairs(workshop.PAIRS_FILE)
@@ -311,6 +311,9 @@ def test_the_workshops_commands_build_exactly_its_configs(device):
     assert not sweep_cmd.one_at_a_time
     assert str(report_cmd.path) == str(sweep_cmd.out)
     assert cli._ppo_config(overopt_cmd) == workshop.overopt_ppo_config(model, sizes)
+    from rlhf_engine.cli.train import _method_members  # the methods step: the same runs, seed for seed
+
+    assert _method_members(methods_cmd) == workshop.methods_plan(model, sizes)
 
 
 def test_the_shipped_pairs_follow_the_annotator_and_hold_out_enough_for_the_reward_model():
@@ -440,7 +443,7 @@ def test_the_workshop_presets_draw_each_runs_path_and_say_what_it_costs():
         assert sizes.probe_points >= 4 and config.probe_subset == sizes.probe_subset < config.probe_prompts
         assert workshop.overopt_ppo_config(ModelConfig(), sizes).probe_subset == 0  # Gao's curve: every prompt
     cpu = workshop.CPU
-    assert (cpu.probe_points, cpu.probe_answers) == (5, 54 * 2 + 4 * 16 + 54)  # the cost its comment gives
+    assert (cpu.probe_points, cpu.probe_answers) == (4, 54 * 2 + 3 * 16 + 54)  # the cost its comment gives
     assert workshop.GPU.probe_answers == 48 * 4 + 9 * 16 + 48
     assert workshop.overopt_ppo_config(ModelConfig(), cpu).steps // 4 == 10  # probes of the over-optimisation run
     small = dataclasses.replace(cpu, probe_prompts=3)  # a preset shrunk for a test answers all at every probe

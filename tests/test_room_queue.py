@@ -247,7 +247,8 @@ def test_adopted_jobs_beyond_the_slots_are_stopped_and_a_gone_one_is_interrupted
     assert status["state"] == "interrupted"
     assert status["error"] == ("the server restarted and the job's process was gone; Resume continues from the "
                                "last checkpoint")
-    wait_until(lambda: [j.run.id for j in queue.jobs()] == ["kept"])  # the stopped one leaves as its watcher sees it end
+    # the stopped one leaves the queue as its watcher sees its process end
+    wait_until(lambda: [j.run.id for j in queue.jobs()] == ["kept"])
     assert queue.jobs()[0].pid == kept.pid
     saved = json.loads((tmp_path / "queue.json").read_text())
     assert [e["pid"] for e in saved["running"]] == [kept.pid] and saved["durations_s"] == [12.0]

@@ -128,6 +128,10 @@ def _add_sweep(sub) -> None:
     p.add_argument("--betas", action="append", default=[], metavar="METHOD=B1,B2",
                    help="with --methods: one method's betas, e.g. --betas ppo=0.02,0.1 (repeatable; default: "
                         "--kl-coefs, else the method's own default)")
+    p.add_argument("--seeds", metavar="S1,S2",
+                   help="with --methods: train each method once per seed, side by side (labels end -seed-S): a "
+                        "ranking only stands where methods differ by more than their seeds do. --set METHOD.FIELD="
+                        "VALUE sets one method's field (e.g. --set grpo.epochs=2)")
     p.add_argument("--best-of-n", type=int, default=0, metavar="N",
                    help="also sample N reference answers per prompt: the best-of-n baseline for n = 1, 2, 4, ..., N")
     p.add_argument("--best-of-n-prompts", type=positive_int, default=None, metavar="K",

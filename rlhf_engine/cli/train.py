@@ -31,20 +31,27 @@ def reward_config(args):
                                                       **set_fields(RewardConfig, args.set)})
 
 
-def policy_config(args, config_class, only_known: bool = False):
+def policy_config(args, config_class, only_known: bool = False, method: str | None = None):
     """The config of a policy-training command: its method's class, from the flags it was given, then --set.
     ``only_known`` (a sweep of several methods, on PPO's flags): the --set fields a method does not have are
-    left out for it; flags are read by the names of its own fields, so a PPO-only flag never reaches it."""
+    left out for it; flags are read by the names of its own fields, so a PPO-only flag never reaches it.
+    ``method``: its name, whose --set METHOD.FIELD=VALUE items are its own (applied after the shared ones)."""
     import dataclasses
 
     if args.prompts is not None and not args.prompts.exists():
         raise UserError(f"{args.prompts}: file not found")
-    assignments = args.set
+    assignments = [item for item in args.set if "." not in item.partition("=")[0]]
     if only_known:
         known = {f.name for f in dataclasses.fields(config_class)}
-        assignments = [item for item in args.set if item.partition("=")[0] in known]
-    return config_class(model=_model_config(args), **{**flag_fields(args, config_class),
-                                                      **set_fields(config_class, assignments)})
+        assignments = [item for item in assignments if item.partition("=")[0] in known]
+    if method is not None:  # "grpo.epochs=2" is grpo's "epochs=2"
+        assignments += [item.partition(".")[2] for item in args.set if item.partition("=")[0].partition(".")[0] ==
+                        method and "." in item.partition("=")[0]]
+    from rlhf_engine.config import bundled_policy_defaults
+
+    model = _model_config(args)
+    return config_class(model=model, **{**bundled_policy_defaults(model), **flag_fields(args, config_class),
+                                        **set_fields(config_class, assignments)})
 
 
 def ppo_config(args):
@@ -122,6 +129,8 @@ def sweep(args) -> int:
     from rlhf_engine.config import PPOConfig
     from rlhf_engine.lab.sweep_job import prepare_sweep
 
+    if args.seeds and not args.methods:
+        raise UserError("--seeds trains each method once per seed: use it with --methods")
     methods = _method_members(args) if args.methods else None
     values = None if methods is not None else _varied_values(args)
     if args.best_of_n == 1 or args.best_of_n < 0:
@@ -215,12 +224,28 @@ def _method_members(args) -> list:
     if args.kl_coefs is not None:
         everyone = sweep_values("--kl-coefs", "kl_coef", args.kl_coefs)
         betas = {method: betas.get(method, everyone) for method in methods}
-    known = set().union(*({f.name for f in dataclasses.fields(registry.get(m).config)} for m in methods))
+    fields = {m: {f.name for f in dataclasses.fields(registry.get(m).config)} for m in methods}
     for item in args.set:
-        if item.partition("=")[0] not in known:
-            raise UserError(f"--set {item!r}: none of {', '.join(methods)} has that setting")
-    configs = {m: policy_config(args, registry.get(m).config, only_known=True) for m in methods}
-    return plan_methods(configs, betas)
+        name = item.partition("=")[0]
+        owner, dot, field = name.partition(".")
+        if (dot and field not in fields.get(owner, ())) or (not dot and not any(name in f for f in fields.values())):
+            raise UserError(f"--set {item!r}: " + (f"{owner} is not among --methods or has no {field!r}" if dot else
+                                                  f"none of {', '.join(methods)} has that setting"))
+    configs = {m: policy_config(args, registry.get(m).config, only_known=True, method=m) for m in methods}
+    return plan_methods(configs, betas, _seeds(args))
+
+
+def _seeds(args) -> tuple[int, ...] | None:
+    """--seeds as integers (several: each method once per seed), or None."""
+    if not args.seeds:
+        return None
+    try:
+        seeds = tuple(int(t) for t in args.seeds.split(",") if t.strip())
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {args.seeds!r}: give at least one seed, none twice")
+    return seeds
 
 
 def resume(args) -> int:

@@ -121,23 +121,35 @@ def _sampled_one_by_one(trainers: Sequence[PolicyTrainer], prompts: Sequence[Seq
     return rollouts
 
 
+def scoring_key(trainer: PolicyTrainer) -> tuple:
+    """What a run's score of an answer depends on: its reward model (and so its normalisation), its
+    normalisation switch, its missing-EOS penalty and whether it logs a gold score. Two runs with the same key give
+    the same answers the same scores."""
+    cfg = trainer.config
+    return id(trainer.reward_model), cfg.normalize_reward, cfg.missing_eos_penalty, trainer.gold_scorer is not None
+
+
 def probe_side_by_side(trainers: Sequence[PolicyTrainer], prompts: Sequence,
                        reference: bool = False) -> list[list[dict]]:
     """Each trainer's scored answers to the same probe prompts (``PolicyTrainer.probe_answers``: the first
     len(prompts) of the probe set), decoded as one batch, each run's rows with streams of their own, one per prompt
     (``probe_generators``): the same random numbers as alone, and as in a probe of all the prompts. The reference's
     answers (``reference_probe_samples`` per prompt, answer i from the streams of sample i) are the same for every
-    run (same base, prompts and seeds): decoded once, then scored by each run (whose scoring settings may
-    differ)."""
+    run (same base, prompts and seeds): decoded once, then scored once by each group of runs that score alike
+    (``scoring_key``: their settings may differ)."""
     if reference:
         samples = range(trainers[0].config.reference_probe_samples)
         if any(t.config.reference_probe_samples != len(samples) for t in trainers):
             raise ValueError("runs probed side by side must share reference_probe_samples")
         answers = sample_side_by_side(trainers[:1] * len(samples), [prompts] * len(samples),
                                       [probe_generators(len(prompts), i) for i in samples], reference=True)
-        return [[row for i, rollout in zip(samples, answers)
-                 for row in trainer.probe_answers(prompts, reference=True, sampled=rollout, sample=i)]
-                for trainer in trainers]
+        scored: dict[tuple, list[dict]] = {}  # runs that score alike score these answers once (scoring_key)
+        for trainer in trainers:
+            if scoring_key(trainer) not in scored:
+                scored[scoring_key(trainer)] = [
+                    row for i, rollout in zip(samples, answers)
+                    for row in trainer.probe_answers(prompts, reference=True, sampled=rollout, sample=i)]
+        return [[dict(row) for row in scored[scoring_key(trainer)]] for trainer in trainers]
     answers = sample_side_by_side(trainers, [prompts] * len(trainers),
                                   [probe_generators(len(prompts)) for _ in trainers])
     return [trainer.probe_answers(prompts, sampled=rollout) for trainer, rollout in zip(trainers, answers)]

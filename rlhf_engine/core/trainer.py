@@ -285,8 +285,10 @@ class PolicyTrainer:
         scores, _ = self.scores(prompts, texts, sampled.has_eos)
         if reference:
             kl = torch.zeros(len(texts))
-        else:
-            kl = (kl_penalty(self.token_logprobs_of(sampled), self.token_logprobs_of(sampled, reference=True),
+        else:  # the policy's log-probs are the sampler's own (logits / T, as token_logprobs_of reads them): one
+            # forward pass of every answer fewer, a quarter of a probe's cost; the reference's need their pass
+            policy = sampled.logprobs if sampled.logprobs is not None else self.token_logprobs_of(sampled)
+            kl = (kl_penalty(policy, self.token_logprobs_of(sampled, reference=True),
                              cfg.kl_estimator) * sampled.response_mask).sum(1)
         rows = [{"step": self.step_count, "policy": "reference" if reference else "policy",
                  "prompt": prompt_text(prompt), "sample": sample, "response": text, "score": float(score),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rlhf_engine.config import PPOConfig, from_dict, to_dict
 from rlhf_engine.core import distributed
+from rlhf_engine.core.batched import scoring_key
 from rlhf_engine.core.models import load_model_and_tokenizer
 from rlhf_engine.core.rollout import POLICY
 from rlhf_engine.lab.best_of_n import ReferenceAnswers
@@ -205,16 +206,22 @@ def _best_of_n_beside(job: Job, bon: RunFolder, loops: list[PolicyRun], reward_m
 def _hand_over_reference_answers(loops: list[PolicyRun], bon_config: PPOConfig,
                                  reference: list[ReferenceAnswers]) -> None:
     """Best-of-n's first samples as the reference probe answers of each run that has not answered them yet and
-    whose answers they are (``_same_reference_answers``). Each run scores them itself (``probe_answers`` with
+    whose answers they are (``_same_reference_answers``). A run scores them itself (``probe_answers`` with
     ``sampled=``, as ``probe_side_by_side`` scores answers it decoded once), so its rows are those it would have
-    written after its first step; the prompts × reference_probe_samples answers are decoded once, not twice."""
+    written after its first step; runs that score alike (the same reward model, normalisation, missing-EOS penalty
+    and gold annotator) take the first such run's rows instead of scoring the same answers again. The prompts ×
+    reference_probe_samples answers are decoded once, not twice."""
+    scored: dict[tuple, list[dict]] = {}
     for loop in loops:
         if loop.reference_answered or not _same_reference_answers(loop, bon_config, reference):
             continue
         samples = loop.config.reference_probe_samples
-        loop.add_probes([row for piece in reference if piece.sample < samples
-                         for row in loop.trainer.probe_answers(piece.prompts, reference=True, sampled=piece.rollout,
-                                                               sample=piece.sample)], reference=True)
+        alike = (scoring_key(loop.trainer), samples)
+        if alike not in scored:
+            scored[alike] = [row for piece in reference if piece.sample < samples
+                             for row in loop.trainer.probe_answers(piece.prompts, reference=True,
+                                                                   sampled=piece.rollout, sample=piece.sample)]
+        loop.add_probes([dict(row) for row in scored[alike]], reference=True)
         loop.run.log(f"reference probe answers ({samples} per prompt) taken from best-of-n's first samples: the same "
                      "random streams, decoded once")
 

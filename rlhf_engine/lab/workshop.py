@@ -83,10 +83,11 @@ class Preset:
                 + (self.probe_points - 1) * (self.probe_subset or self.probe_prompts))
 
 
-# Probes, CPU: 5 points per run (steps 2, 4, 6, 8 on 16 prompts, step 10 on all 54): 108 reference + 64 + 54 = 226
-# answers per run (the Preset's probe_answers), against 162 for one point and 378 for all 54 prompts at each.
+# Probes, CPU: a path of 5 points per run (the reference; steps 3, 6, 9 on 16 prompts; step 10 on all 54): 108
+# reference answers (best-of-n's first samples, decoded once for the whole sweep) + 48 + 54 per run (the Preset's
+# probe_answers), against 54 for the two-point segment and 162 for all 54 prompts at each of the 4 steps.
 CPU = Preset(device="cpu", minutes=16, rm_steps=20, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
-             probe_every=2, probe_prompts=54, probe_subset=16, reference_probe_samples=2, best_of_n=8,
+             probe_every=3, probe_prompts=54, probe_subset=16, reference_probe_samples=2, best_of_n=8,
              best_of_n_prompts=54, overopt_steps=40, overopt_minutes=17)
 # Probes, GPU: 10 points per run (steps 3, 6, ..., 27 on 16 prompts, step 30 on all 48): 192 reference + 144 + 48 = 384
 # answers per run, against 480 for 6 points on all 48 prompts (every 5 steps).
@@ -211,7 +212,8 @@ def methods_reused(sweep, model: ModelConfig | None = None, sizes: Preset | None
 
 
 def cli_commands(workspace: str = "workspace", device: str | None = None) -> list[str]:
-    """The workshop as commands, one per step (the last is the optional over-optimisation run)."""
+    """The workshop as commands, one per step (then the optional over-optimisation run and the methods step, which
+    on the command line trains PPO's first seed and samples best-of-n anew instead of reusing the sweep's)."""
     sizes = preset(device)
     model = ModelConfig(quant="none" if sizes.device == "cpu" else "4bit")
     rm, ppo, long = reward_config(model, sizes), ppo_config(model, sizes), overopt_ppo_config(model, sizes)
@@ -232,6 +234,10 @@ def cli_commands(workspace: str = "workspace", device: str | None = None) -> lis
         f"python -m rlhf_engine ppo --reward {workspace}/runs/workshop-rm --out {workspace}/runs/workshop-overopt "
         f"--kl-coef 0 --steps {long.steps} {shared} --checkpoint-every {long.checkpoint_every} "
         f"{_set_flags(long, ppo_flagged)}".rstrip(),
+        f"python -m rlhf_engine sweep --reward {workspace}/runs/workshop-rm --out {workspace}/runs/workshop-methods "
+        f"--methods {','.join(METHODS)} --seeds {','.join(map(str, sizes.method_seeds))} --steps {ppo.steps} "
+        f"{shared} --checkpoint-every {ppo.checkpoint_every} {_set_flags(ppo, ppo_flagged)} "
+        f"--set grpo.epochs={ppo.ppo_epochs}",
     ]
 
 

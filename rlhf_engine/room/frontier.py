@@ -21,8 +21,9 @@ from rlhf_engine.runs.runfolder import ACTIVE_STATES, list_runs
 
 def run_point(run, method: str) -> dict | None:
     """A policy run's point on the room's frontier (``final_point`` on the held-out probes), or None while it
-    has none. A probe step that did not answer every held-out prompt (a torn read while it is written) has no
-    paired gain over the reference (``probe_summary``): it is not a point yet."""
+    has none. A probe step that did not answer every held-out prompt (a probe of the subset between the full ones,
+    or a torn read while it is written) is not ``full`` (``probe_summary``), and ``final_point`` stands on full
+    probes only: such a step is not a point yet."""
     point = final_point(run)
     if point is None or point.get("source") != "held-out" or "score_gain" not in point:
         return None
