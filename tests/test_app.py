@@ -756,8 +756,9 @@ def test_workshop_page_walks_the_loop_and_ticks_each_step(workspace, monkeypatch
             if label in labels:
                 colour = trace.get("marker", {}).get("color") or trace.get("line", {}).get("color")
                 assert colour_of.setdefault(label, colour) == colour, (label, trace["name"])
-                if trace["name"].endswith(": RM score"):
-                    marker_of[label] = trace["marker"]["symbol"]
+                if trace["name"].endswith(": RM score"):  # a path has one marker per probe: the first is full
+                    symbol = trace["marker"]["symbol"]
+                    marker_of[label] = symbol[0] if isinstance(symbol, list) else symbol
     assert len(set(colour_of.values())) == 1 and len(set(marker_of.values())) == len(labels)
     assert "Sweeps" in [h.value for h in open_page("pages/runs.py").subheader]
     next(b for b in at.button if b.label == "Write HTML report").click().run()

@@ -20,7 +20,7 @@ def test_every_knob_has_a_one_line_help(cls):
 
 def test_help_and_defaults_match_the_source():
     assert field_help(PPOConfig)["kl_coef"] == "beta, the KL penalty weight (TRL default 0.05)"
-    assert field_help(PPOConfig)["missing_eos_penalty"].startswith("if set, subtracted from the score")
+    assert field_help(PPOConfig)["missing_eos_penalty"].startswith("score lost by an answer with no EOS")
     assert field_defaults(PPOConfig)["cliprange"] == 0.2 and field_defaults(RewardConfig)["pooling"] == "auto"
 
 

@@ -1,6 +1,8 @@
 """What the charts say on their axes, and which charts a run gets: a chart of several runs names the step of
 their method, or none; a run's panels, on its page and in its report, are its method's (the registry's)."""
 
+import pytest
+
 from rlhf_engine.lab import figures, styles
 from rlhf_engine.methods import registry
 from rlhf_engine.runs.runfolder import RunFolder
@@ -170,22 +172,27 @@ def test_no_legend_or_hover_says_beta_dash():
     assert "beta-" not in text and "β = 0.04 (seed 2)" in text and "adaptive β" in text and "β = 0:" in text
 
 
-def test_subset_probes_are_drawn_apart_from_full_ones():
+def test_subset_probes_stand_on_the_path_by_their_paired_gain_with_small_markers():
+    """A subset's plain mean sits as far off the path as its prompts are easier than the rest (here its gold means
+    are 0.5 lower than the full set's would be): placed at the reference's full mean plus its paired gain, the run
+    draws one path through every probe."""
     rows = [{"step": 0, "kl": 0.0, "score": 0.0, "gold": 0.1, "prompts": 54, "full": True},
-            *({"step": s, "kl": 0.4 * s, "score": 0.2 * s, "gold": 0.1 + 0.05 * s, "prompts": 12, "full": False}
+            *({"step": s, "kl": 0.4 * s, "score": 0.2 * s - 0.5, "gold": 0.05 * s - 0.4, "prompts": 12, "full": False,
+               "score_gain": 0.2 * s, "score_gain_se": 0.05, "gold_gain": 0.05 * s, "gold_gain_se": 0.04}
               for s in (2, 4, 6)),
             {"step": 8, "kl": 3.0, "score": 1.5, "gold": 0.4, "prompts": 54, "full": True}]
     fig = figures.gold_proxy_figure({"ppo-beta-0": rows})
     by_name = {t.name: t for t in fig.data}
-    full, subset = by_name["PPO, β = 0: RM score"], by_name["PPO, β = 0: RM score, subset of prompts (12)"]
-    assert full.customdata == (0, 8) and subset.customdata == (2, 4, 6)  # not joined: means over other prompts
-    assert subset.line.width < full.line.width and subset.marker.symbol == "circle-open"
-    assert by_name["PPO, β = 0: gold, subset of prompts (12)"].customdata == (2, 4, 6)
-    assert [t.name for t in fig.data if t.showlegend is not False and "subset" in t.name] == [
-        "thin, small, hollow: probes of a subset of prompts (12)"]  # one legend entry says what the thin paths are
+    score, gold = by_name["PPO, β = 0: RM score"], by_name["PPO, β = 0: gold"]
+    assert [c[0] for c in score.customdata] == [0, 2, 4, 6, 8]  # one path through every probe
+    assert score.y == pytest.approx((0.0, 0.4, 0.8, 1.2, 1.5)) and gold.y == pytest.approx((0.1, 0.2, 0.3, 0.4, 0.4))
+    assert list(score.marker.size) == [8, 5, 5, 5, 8] and score.marker.symbol[1] == "circle-open"
+    assert "subset of prompts (12)" in score.customdata[1][1]  # the hover says how the point was placed
+    assert [t.name for t in fig.data if "subset" in (t.name or "")] == [
+        "small markers: a probe of a subset of prompts (12), placed by its paired gain"]
     probes = figures.probe_figure(rows, styles.run_styles([{"label": "r", "method": "ppo", "beta": 0.0}])["r"])
-    assert [t.name for t in probes.data] == ["RM score", "gold", "RM score, subset of prompts (12)",
-                                             "gold, subset of prompts (12)"]
+    assert [t.name for t in probes.data][:2] == ["RM score", "gold"]
+    assert probes.data[0].error_y.array[1] == 0.05  # a placed subset point carries its paired gain's error
 
 
 def test_the_probe_charts_right_axis_names_the_gold_score_it_carries():

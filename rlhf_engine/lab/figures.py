@@ -307,15 +307,16 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
     Overoptimization"): where the proxy keeps rising and the gold turns down, optimising the RM stopped helping.
 
     series: {run label: probe summary rows (sweep.probe_summary: step, kl, score, gold, full?)}, the reference's
-    (step 0, KL 0) first; each run draws its RM score (solid, filled) and gold (dashed, hollow) in its style
-    (``styles`` as in ``frontier_figure``), and a star at its gold peak where ``peaks`` ({label: probe step},
-    ``story.overoptimisation_peaks``) names one: the probes showed over-optimisation there. Probes of
-    a subset of the prompts (``full`` False) are a path of their own, thin with small hollow markers, named in their
-    hover and by one legend entry for all runs: their means are over other prompts than the full probes', so the two
-    are not joined. ``fits``: {label: a fit with ``curve() ->
-    (ds, golds)``, ``form`` ("rl"/"bon") and ``label``} (``gao.GaoFit``), each a dotted line in its run's colour
-    (best-of-n's gray for a "bon" fit of no run). ``proxy`` False: the gold alone, on the left-hand axis (the room's
-    frontier, whose other chart has the RM scores); a run of one point (the room's) draws its gold ± ``gold_se``.
+    (step 0, KL 0) first; each run draws one path through its probes, its RM score (solid, filled) and gold
+    (dashed, hollow) in its style (``styles`` as in ``frontier_figure``), and a star at its gold peak where ``peaks``
+    ({label: probe step}, ``story.overoptimisation_peaks``) names one: the probes showed over-optimisation there.
+    A probe of a subset of the prompts (``full`` False) stands on the path at the reference's mean on every prompt
+    plus its paired gain on its subset (``subset_on_full_scale``), with a small marker: a subset's plain mean would
+    sit as far from the path as its prompts are easier or harder than the rest. ``fits``: {label: a fit with
+    ``curve() -> (ds, golds)``, ``form`` ("rl"/"bon") and ``label``} (``gao.GaoFit``), each a dotted line in its
+    run's colour (best-of-n's gray for a "bon" fit of no run). ``proxy`` False: the gold alone, on the left-hand axis
+    (the room's frontier, whose other chart has the RM scores); a run of one point (the room's) draws its gold ±
+    ``gold_se``.
     """
     fits = fits or {}
     labels = [*series, *(label for label, fit in fits.items() if label not in series and fit.form != "bon")]
@@ -324,13 +325,11 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     subset_sizes = set()
     for label, rows in series.items():
-        points = [r for r in rows if _number(r.get("kl")) and _number(r.get("score"))]
-        for subset in (False, True):
-            path = [r for r in points if r.get("full", True) is not subset]
-            if path:
-                _add_probe_path(fig, path, styles[label], label, proxy, subset, alone=len(points) == 1,
-                                peak_step=peaks.get(label))
-                subset_sizes |= {r.get("prompts") for r in path} if subset else set()
+        points = subset_on_full_scale([r for r in rows if _number(r.get("kl")) and _number(r.get("score"))])
+        if points:
+            _add_probe_path(fig, points, styles[label], label, proxy, alone=len(points) == 1,
+                            peak_step=peaks.get(label))
+            subset_sizes |= {r.get("prompts") for r in points if not r.get("full", True)}
     if subset_sizes:
         _add_subset_key(fig, subset_sizes)
     if best_of_n:
@@ -347,31 +346,51 @@ def gold_proxy_figure(series: dict[str, Sequence[dict]], best_of_n: Sequence[dic
     return fig
 
 
-def _add_probe_path(fig: go.Figure, rows: Sequence[dict], style: Style, group: str, proxy: bool, subset: bool,
+def subset_on_full_scale(rows: Sequence[dict]) -> list[dict]:
+    """A run's probe summary with each subset probe's RM and gold score put on the scale of the full probes: the
+    reference's mean over every prompt plus the subset's paired gain over the reference on its own prompts (an
+    estimate of the full mean whose noise is the paired gain's, not the subset's spread of prompts; its ``*_se`` is
+    the gain's). Rows without a full reference (step 0) or without gains stay as they are."""
+    reference = next((r for r in rows if r.get("step") == 0 and r.get("full", True)), None)
+    placed = []
+    for row in rows:
+        row = dict(row)
+        if not row.get("full", True) and reference is not None:
+            for key in ("score", "gold"):
+                if _number(row.get(f"{key}_gain")) and _number(reference.get(key)):
+                    row[key] = reference[key] + row[f"{key}_gain"]
+                    row[f"{key}_se"] = row.get(f"{key}_gain_se")  # its noise: the paired gain's
+        placed.append(row)
+    return placed
+
+
+def _add_probe_path(fig: go.Figure, rows: Sequence[dict], style: Style, group: str, proxy: bool,
                     alone: bool, peak_step: int | None = None) -> None:
-    """One run's probe points on the gold-vs-proxy chart: its RM scores (when ``proxy``), its gold scores and a star
-    at ``peak_step`` when this path has it; a ``subset`` path (probes of a subset of the prompts) thin, small and
-    hollow, and named so."""
+    """One run's path on the gold-vs-proxy chart: its RM scores (when ``proxy``) and its gold scores at every probe,
+    a subset probe's point small (hollow on the RM line), and a star at ``peak_step``."""
     x = [math.sqrt(max(r["kl"], 0.0)) for r in rows]
     steps, scores = [r["step"] for r in rows], [r["score"] for r in rows]
-    which = f", {SUBSET_NOTE}" + (f" ({rows[0]['prompts']})" if "prompts" in rows[0] else "") if subset else ""
-    width, size = (1, 5) if subset else (2, None if proxy else 14)  # the room's one point: big
-    hover = f"{style.name}{which}, step %{{customdata}}<br>√KL %{{x:.2f}}<br>"
+    subset = [not r.get("full", True) for r in rows]
+    notes = [f", {SUBSET_NOTE} ({r.get('prompts', '?')}): the reference's mean on every prompt + the paired gain"
+             if small else "" for r, small in zip(rows, subset)]
+    big = None if proxy else 14  # the room's one point: big
+    sizes = [5 if small else big or 8 for small in subset] if any(subset) else big
+    hover = f"{style.name}, step %{{customdata[0]}}%{{customdata[1]}}<br>√KL %{{x:.2f}}<br>"
+    data = [[step, note] for step, note in zip(steps, notes)]
     if proxy:
-        fig.add_trace(go.Scatter(x=x, y=scores, mode="lines+markers", name=f"{style.name}: RM score{which}",
-                                 line=dict(color=style.colour, width=width), customdata=steps, legendgroup=group,
-                                 showlegend=not subset,
-                                 marker=dict(symbol=_open(style.marker) if subset else style.marker, size=size,
-                                             color=style.colour),
+        symbols = [_open(style.marker) if small else style.marker for small in subset]
+        fig.add_trace(go.Scatter(x=x, y=scores, mode="lines+markers", name=f"{style.name}: RM score",
+                                 line=dict(color=style.colour, width=2), customdata=data, legendgroup=group,
+                                 marker=dict(symbol=symbols, size=sizes, color=style.colour),
                                  hovertemplate=hover + "RM score %{y:.3f}<extra></extra>"))
     if not all(_number(r.get("gold")) for r in rows):
         return
     gold = [r["gold"] for r in rows]
-    fig.add_trace(go.Scatter(x=x, y=gold, mode="lines+markers", name=f"{style.name}: gold{which}",
-                             line=dict(color=style.colour, dash="dash", width=width), showlegend=not subset,
-                             marker=dict(symbol=_open(style.marker), size=size, color=style.colour),
+    fig.add_trace(go.Scatter(x=x, y=gold, mode="lines+markers", name=f"{style.name}: gold",
+                             line=dict(color=style.colour, dash="dash", width=2),
+                             marker=dict(symbol=_open(style.marker), size=sizes, color=style.colour),
                              error_y=_error(rows[0].get("gold_se")) if alone else None,  # one point: its ± 1 SE
-                             customdata=steps, legendgroup=group, hovertemplate=hover + "gold %{y:.3f}<extra></extra>"),
+                             customdata=data, legendgroup=group, hovertemplate=hover + "gold %{y:.3f}<extra></extra>"),
                   secondary_y=proxy)
     peak = steps.index(peak_step) if peak_step in steps else None
     if peak is not None:
@@ -384,12 +403,11 @@ def _add_probe_path(fig: go.Figure, rows: Sequence[dict], style: Style, group: s
 
 
 def _add_subset_key(fig: go.Figure, sizes: set) -> None:
-    """One legend entry for every run's subset paths (each named in its hover, none in the legend: four entries a
-    run were too many to read)."""
+    """One legend entry for every run's small markers: the probes of a subset of the prompts."""
     count = f" ({sizes.pop()})" if len(sizes) == 1 and None not in sizes else ""
-    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines+markers", hoverinfo="skip",
-                             name=f"thin, small, hollow: probes of a {SUBSET_NOTE}{count}",
-                             line=dict(color="#555555", width=1), marker=dict(symbol="circle-open", size=5)))
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", hoverinfo="skip",
+                             name=f"small markers: a probe of a {SUBSET_NOTE}{count}, placed by its paired gain",
+                             marker=dict(symbol="circle-open", size=5, color="#555555")))
 
 
 def _add_fit(fig: go.Figure, fit, style: Style, group: str, secondary: bool) -> None:
@@ -406,36 +424,33 @@ def _add_fit(fig: go.Figure, fit, style: Style, group: str, secondary: bool) -> 
 def probe_figure(summary: Sequence[dict], colour: Style | str | None = None, kind: str = "ppo") -> go.Figure:
     """A run's held-out probes step by step (sweep.probe_summary): RM score (filled, left) and gold score (hollow,
     dashed, right), ± 1 standard error; step 0 is the reference. ``colour``: the run's Style
-    (``styles.run_styles``) or a bare colour. Probes of a subset of the prompts (``full`` False) are drawn apart,
-    thin and small: their means are over other prompts than the full probes'."""
+    (``styles.run_styles``) or a bare colour. A probe of a subset of the prompts (``full`` False) stands on the path
+    by its paired gain (``subset_on_full_scale``, ± the gain's standard error), with a small marker."""
     style = colour if isinstance(colour, Style) else bare_style(colour)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    has_gold = all("gold" in s for s in summary)
-    for subset in (False, True):
-        entries = [s for s in summary if s.get("full", True) is not subset]
-        if entries:
-            _add_probe_steps(fig, entries, style, subset, has_gold)
+    entries = subset_on_full_scale(summary)
+    has_gold = bool(entries) and all("gold" in s for s in entries)
+    if entries:
+        steps = [s["step"] for s in entries]
+        subset = [not s.get("full", True) for s in entries]
+        sizes = [5 if small else 8 for small in subset] if any(subset) else None
+        fig.add_trace(go.Scatter(x=steps, y=[s.get("score") for s in entries], mode="lines+markers", name="RM score",
+                                 line=dict(color=style.colour, width=2),
+                                 marker=dict(symbol=[_open(style.marker) if small else style.marker
+                                                     for small in subset], size=sizes),
+                                 error_y=_errors(entries, "score_se")))
+        if has_gold:
+            fig.add_trace(go.Scatter(x=steps, y=[s["gold"] for s in entries], mode="lines+markers", name="gold",
+                                     line=dict(color=style.colour, dash="dash", width=2),
+                                     marker=dict(symbol=_open(style.marker), size=sizes),
+                                     error_y=_errors(entries, "gold_se")), secondary_y=True)
+        if any(subset):
+            _add_subset_key(fig, {s.get("prompts") for s, small in zip(entries, subset) if small})
     _layout(fig, "Held-out probes", f"{step_axis(kind)} (0 = the reference)", "RM score (normalised)", height=300)
     if has_gold:  # after _layout, which titles every y axis
         fig.update_yaxes(title_text="gold score (hollow, dashed)", tickformat=".2f", secondary_y=True)
     fig.update_xaxes(tickformat="d")
     return fig
-
-
-def _add_probe_steps(fig: go.Figure, entries: Sequence[dict], style: Style, subset: bool, has_gold: bool) -> None:
-    """The RM and gold scores of one run's full probes, or of its ``subset`` probes (thin, small, hollow)."""
-    steps = [s["step"] for s in entries]
-    which = f", {SUBSET_NOTE}" + (f" ({entries[0]['prompts']})" if "prompts" in entries[0] else "") if subset else ""
-    width, size = (1, 5) if subset else (2, None)
-    fig.add_trace(go.Scatter(x=steps, y=[s.get("score") for s in entries], mode="lines+markers",
-                             name=f"RM score{which}", line=dict(color=style.colour, width=width),
-                             marker=dict(symbol=_open(style.marker) if subset else style.marker, size=size),
-                             error_y=_errors(entries, "score_se")))
-    if has_gold:
-        fig.add_trace(go.Scatter(x=steps, y=[s["gold"] for s in entries], mode="lines+markers", name=f"gold{which}",
-                                 line=dict(color=style.colour, dash="dash", width=width),
-                                 marker=dict(symbol=_open(style.marker), size=size),
-                                 error_y=_errors(entries, "gold_se")), secondary_y=True)
 
 
 TOKEN_ROWS = (("token_kl", "KL (nats)"), ("token_value", "value (score units)"),
