@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import ROOT, TESTS, machine_line, on_path, write_json
+from bench import ROOT, TESTS, machine, machine_line, on_path, write_json
 
 on_path(TESTS)
 
@@ -141,6 +141,7 @@ def main() -> int:
         server.wait(timeout=30)
         log.close()
     results = {"machine": machine_line() + (f"; torch and oneDNN held to {args.isa.upper()}" if args.isa else ""),
+               "cpu": machine(),  # the CPU model and its vector flags: AVX-512 or not is worth ~2x here
                "seconds": marks, "total_minutes": round(finished / 60, 2), **_what_it_showed(workspace)}
     if args.overopt:
         results["overopt_minutes"] = round((marks["over-optimisation run completed"]
@@ -269,24 +270,23 @@ def _chart(page, index: int, path: Path) -> None:
     chart.screenshot(path=str(path))
 
 
-def _methods_done(workspace: Path) -> bool:
-    methods = [Sweep(p) for p in (workspace / "runs").glob("workshop-methods*") if (p / "sweep.json").is_file()]
-    if not methods:
-        return False
-    states = methods[0].states()
-    if "failed" in states.values():
-        raise RuntimeError(f"a methods run failed: {states}")
-    return set(states.values()) == {"completed"}
-
-
-def _sweep_done(workspace: Path) -> bool:
-    sweeps = [Sweep(p) for p in (workspace / "runs").glob("workshop-sweep*") if (p / "sweep.json").is_file()]
+def _done(workspace: Path, prefix: str) -> bool:
+    """Whether the first sweep named ``prefix``* has every run completed (raises if one failed)."""
+    sweeps = [Sweep(p) for p in (workspace / "runs").glob(f"{prefix}*") if (p / "sweep.json").is_file()]
     if not sweeps:
         return False
     states = sweeps[0].states()
     if "failed" in states.values():
-        raise RuntimeError(f"a sweep run failed: {states}")
+        raise RuntimeError(f"a run of {sweeps[0].id} failed: {states}")
     return set(states.values()) == {"completed"}
+
+
+def _methods_done(workspace: Path) -> bool:
+    return _done(workspace, "workshop-methods")
+
+
+def _sweep_done(workspace: Path) -> bool:
+    return _done(workspace, "workshop-sweep")
 
 
 if __name__ == "__main__":

@@ -90,7 +90,8 @@ def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
         lines = sweep_story(sweep)
         if lines:
             st.markdown("\n".join(f"- {md(line)}" for line in lines))
-    col_frontier, col_gold = st.columns(2)
+    # side by side for a few runs; one above the other, full width, for many (a methods step's eight: their legends)
+    col_frontier, col_gold = st.columns(2) if len(members) <= 4 else (st.container(), st.container())
     col_frontier.plotly_chart(figures.frontier_figure(frontier, bon, styles), key=f"{key}.frontier")
     note, style_key = figures.FINAL_POINT_NOTE, figures.style_key(styles.values())
     col_frontier.caption(f"{note[:1].upper()}{note[1:]}." + (f" {style_key}." if style_key else "")
@@ -107,9 +108,10 @@ def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
                      "rise, optimising the reward model helps; where the RM score (solid, filled) still rises but "
                      "the gold score (dashed, hollow) falls, the policy exploits the reward model's mistakes: "
                      "over-optimisation (★)."
-                     + (" Thin lines with small hollow markers: the probes of a fixed subset of the prompts between "
-                        "the probes of all of them; their means are over other prompts, so the two are not joined."
+                     + (" Small markers: a probe of a fixed subset of the prompts between the probes of all of them, "
+                        "placed at the reference's mean on every prompt plus the subset's paired gain."
                         if subset else "")
+                     + " A run's legend entry shows or hides both its lines."
                      + (" Dotted: Gao et al.'s curves fitted to these points (below)." if fits else ""))
     if fit_lines:
         st.markdown("**Gao et al.'s curves, fitted to what these runs measured**\n"

@@ -241,7 +241,7 @@ if overopt is not None:
                        f"({gain:+.2f} ± {se:.2f} over the reference, {verdict}), and it has not fallen clearly "
                        "from a peak.")
         if fit_lines and not is_live(overopt):  # Gao's curve once the run has ended: a fit of half a path misleads
-            if fit is not None and FIT_NOTE not in " ".join(fit_lines):
+            if fit is not None and "not a law" not in " ".join(fit_lines):
                 fit_lines = fit_lines + [FIT_NOTE]
             st.markdown("**Gao et al.'s curve, fitted to this run** (dotted on the chart)\n"
                         + "\n".join(f"- {md(line)}" for line in fit_lines))

@@ -108,6 +108,8 @@ class RewardConfig:
 # and RL drifts it longer: without a penalty for answers cut at the cap, PPO, GRPO and RLOO ran into the length cap
 # in 10 steps (the length-cap alarm fired, rightly). The command line and the policy forms therefore start the bundled
 # model with TRL's missing-EOS penalty at the workshop's 0.5; other models keep the literature's default (none).
+# Measured (benchmarks/RESULTS.md, issue 30): with it PPO's answers end again (EOS 0.75 at step 10); GRPO and RLOO at
+# lr 1e-3 still reached the cap by step 7, and the alarm says so.
 BUNDLED_MISSING_EOS_PENALTY = 0.5
 
 

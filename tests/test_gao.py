@@ -159,7 +159,7 @@ def test_sentences_for_a_fit_whose_peak_disagrees_with_the_probes():
     low, high = fit.peak_interval
     assert f"It puts the peak of the gold gain at √KL {fit.predicted_peak_d:.1f} (95 % interval {low:.1f}–{high:.1f})" \
         in lines[1]
-    assert "the probes peaked at √KL 5.4" in lines[1]
+    assert "the probes' measured gain peaked at √KL 5.4" in lines[1]
     assert "The two differ: the fit describes this run's probes, not a law of this model." in lines
 
 
@@ -169,7 +169,7 @@ def test_a_gain_that_only_rises_is_reported_as_peaking_outside_the_range():
     assert not fit.peak_in_range and not fit.turn_observed
     text = " ".join(gao.fit_sentences(fit))
     assert f"peak lies outside the measured range (√KL up to {fit.d_max:.1f})" in text
-    assert "gained most at the largest measured √KL" in text and "The two differ" not in text
+    assert "measured gain was largest at the largest √KL measured" in text and "The two differ" not in text
     bon = gao.fit_bon(*bon_samples(total=16, noise=0.02))  # true peak 1.5, measured up to √KL 1.35
     assert bon.predicted_peak_d is None or bon.predicted_peak_d > bon.d_max
     assert "peak lies outside the measured range (√KL up to 1.4)" in " ".join(gao.fit_sentences(bon))

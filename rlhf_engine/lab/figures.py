@@ -245,7 +245,7 @@ def frontier_figure(points: Sequence[dict], best_of_n: Sequence[dict] = (), styl
             fig.add_trace(go.Scatter(
                 x=[p["kl"]], y=[p["gold"]], mode="markers", error_y=_error(p.get("gold_se")),
                 marker=dict(size=12, symbol=_open(symbol), color=style.colour, line=dict(width=2)),
-                name=f"{name}: gold", legendgroup=p["label"],
+                name=f"{name}: gold", legendgroup=p["label"], showlegend=False,  # the RM entry toggles both
                 hovertemplate=f"{name}<br>KL %{{x:.2f}} nats<br>gold %{{y:.3f}}<extra></extra>"),
                 secondary_y=True)
     _layout(fig, "Reward vs KL", FRONTIER_X, "RM score (normalised)", height=460)
@@ -387,7 +387,7 @@ def _add_probe_path(fig: go.Figure, rows: Sequence[dict], style: Style, group: s
         return
     gold = [r["gold"] for r in rows]
     fig.add_trace(go.Scatter(x=x, y=gold, mode="lines+markers", name=f"{style.name}: gold",
-                             line=dict(color=style.colour, dash="dash", width=2),
+                             line=dict(color=style.colour, dash="dash", width=2), showlegend=not proxy,
                              marker=dict(symbol=_open(style.marker), size=sizes, color=style.colour),
                              error_y=_error(rows[0].get("gold_se")) if alone else None,  # one point: its ± 1 SE
                              customdata=data, legendgroup=group, hovertemplate=hover + "gold %{y:.3f}<extra></extra>"),

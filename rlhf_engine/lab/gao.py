@@ -36,6 +36,8 @@ MIN_RL_POINTS = 6  # fewer policy probe points than this leave two coefficients 
 RESAMPLES = 500  # bootstrap resamples of the prompt list
 SEED = 0  # the bootstrap's seed: the same run gives the same interval on every page load
 INTERVAL = 0.95  # coverage of the predicted peak's bootstrap percentile interval
+LOOSE_R2 = 0.5  # below this R² the sentences say the form fits the points loosely
+PEAKS_APART = 0.25  # predicted and measured peaks further apart than this share of the measured one are said to differ
 CURVE_REACH = 3.0  # a predicted peak past this many times the largest measured √KL is not drawn to
 CURVE_MARGIN = 1.05  # the drawn curve runs this far past the last point it has to show
 
@@ -378,11 +380,19 @@ def fit_sentences(fit: GaoFit) -> list[str]:
     """The fit in words: its coefficients with their bootstrap spread and R², where it puts the peak against where
     the points peaked, and, when they disagree or the peak is within the noise, what that means."""
     lines = [_form_sentence(fit), _peak_sentence(fit)]
+    if fit.r2 < LOOSE_R2:
+        lines.append(f"The form fits these points loosely (R² = {fit.r2:.2f}): it explains little of how the gain "
+                     "moved from probe to probe; read the dotted curve as a rough summary, not a forecast.")
     low, high = fit.peak_interval
+    apart = fit.predicted_peak_d is not None and abs(fit.predicted_peak_d - fit.observed_peak_d) > \
+        PEAKS_APART * fit.observed_peak_d
+    what = "this run's probes" if fit.form == RL_FORM else "these samples"
     if fit.turn_observed and not low <= fit.observed_peak_d <= high:
-        lines.append("The two differ: the fit describes this run's probes, not a law of this model."
-                     if fit.form == RL_FORM else
-                     "The two differ: the fit describes these samples, not a law of this model.")
+        lines.append(f"The two differ: the fit describes {what}, not a law of this model.")
+    elif fit.turn_observed and apart:
+        lines.append(f"The fitted peak (√KL {fit.predicted_peak_d:.1f}) and the measured one "
+                     f"(√KL {fit.observed_peak_d:.1f}) differ, yet the bootstrap interval holds both: these points "
+                     f"do not place the peak more closely. The fit describes {what}, not a law of this model.")
     if fit.peak_share < 1.0 - (1.0 - INTERVAL) / 2.0:
         lines.append(f"Whether the gold gain turns down at all is within the noise: in "
                      f"{100 * (1 - fit.peak_share):.0f} % of the bootstrap resamples b ≤ 0 and the fitted gain "
@@ -409,11 +419,11 @@ def _interval_text(fit: GaoFit) -> str:
 
 
 def _peak_sentence(fit: GaoFit) -> str:
-    measured = "the probes" if fit.form == RL_FORM else "best-of-n's measured gain"
+    measured = "the probes'" if fit.form == RL_FORM else "best-of-n's"
     if fit.turn_observed:
-        observed = f"{measured} peaked at √KL {fit.observed_peak_d:.1f}."
+        observed = f"{measured} measured gain peaked at √KL {fit.observed_peak_d:.1f}."
     else:
-        observed = f"{measured} gained most at the largest measured √KL, {fit.d_max:.1f}: no turn yet."
+        observed = f"{measured} measured gain was largest at the largest √KL measured, {fit.d_max:.1f}: no turn yet."
     if fit.predicted_peak_d is None:
         return (f"With b ≤ 0 the fitted gain never turns down: its peak lies outside the measured "
                 f"range (√KL up to {fit.d_max:.1f}); {observed}")

@@ -165,8 +165,8 @@ def overoptimisation_peaks(series: dict[str, list[dict]]) -> dict[str, int]:
 # Gao et al. 2022's curves, fitted to what the runs measured
 # ----------------------------------------------------------------------------------------------
 
-FIT_NOTE = ("A fit describes these probes of this run, not a law of this model: another seed, reward model or "
-            "learning rate moves it.")
+FIT_NOTE = ("A fit describes these measurements, not a law of this model: another seed, reward model or learning "
+            "rate moves it.")
 
 
 def run_fit(run: RunFolder, label: str) -> tuple[gao.GaoFit | None, list[str]]:
@@ -206,6 +206,6 @@ def sweep_fits(sweep: Sweep) -> tuple[dict, list[str]]:
         if fit is not None:
             fits["best-of-n"] = fit
             lines += gao.fit_sentences(fit)
-    if fits:
+    if fits and "not a law" not in " ".join(lines):
         lines.append(FIT_NOTE)
     return fits, lines

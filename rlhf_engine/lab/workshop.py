@@ -2,15 +2,18 @@
 
 The workshop: simulated preference pairs (made once and shipped, ``assets/workshop_pairs.jsonl``) -> a
 reward model -> a KL sweep whose runs train side by side (``rlhf_engine.core.batched``) with best-of-n, from
-a fresh clone to the finished sweep plot in about 16 minutes on 2 CPU cores (15.6 measured,
-benchmarks/RESULTS.md). The
+a fresh clone to the finished sweep plot in about 14 minutes on 2 CPU cores (13.4 measured on a 2-core AMD EPYC
+with AVX-512, benchmarks/RESULTS.md). The
 story is told on held-out probe prompts answered by the reference and the policy with the same sampling
 seed, so a gain of 0.2 in gold score is not lost in the ±0.5 swing of one training batch.
 
 The over-optimisation step: one long run at β = 0 against the same reward model, long enough that the
-gold score peaks and falls while the reward model's score still rises (measured on 2 cores: gold 0.42 →
-0.55 at step 12, then 0.30 by step 32 while the RM score rose from 0.49 to 1.24; the policy drifted into
+gold score peaks and falls while the reward model's score still rises (measured on 2 cores: gold 0.44 →
+0.55 at step 12, then 0.41 by step 40 while the RM score rose from 0.74 to 1.26; an earlier run drifted into
 florid "a touch of luxury, handcrafted" descriptions that the reward model likes and the annotator does not).
+
+The methods step: PPO, GRPO, RLOO and DPO on the sweep's budget and probes, two seeds each, side by side in one
+job (``methods_plan``), PPO's first seed and best-of-n taken from the sweep (``methods_reused``).
 
 On a GPU the presets run more steps and larger batches (``preset("cuda")``); the CPU figures are measured,
 the GPU ones are not yet (no GPU was lent to the sessions that built this: RESULTS.md says so).
@@ -86,19 +89,20 @@ class Preset:
 # Probes, CPU: a path of 5 points per run (the reference; steps 3, 6, 9 on 16 prompts; step 10 on all 54): 108
 # reference answers (best-of-n's first samples, decoded once for the whole sweep) + 48 + 54 per run (the Preset's
 # probe_answers), against 54 for the two-point segment and 162 for all 54 prompts at each of the 4 steps.
-CPU = Preset(device="cpu", minutes=16, rm_steps=20, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
+CPU = Preset(device="cpu", minutes=14, rm_steps=20, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
              probe_every=3, probe_prompts=54, probe_subset=16, reference_probe_samples=2, best_of_n=8,
-             best_of_n_prompts=54, overopt_steps=40, overopt_minutes=17)
+             best_of_n_prompts=54, overopt_steps=40, overopt_minutes=12, methods_minutes=18)
 # Probes, GPU: 10 points per run (steps 3, 6, ..., 27 on 16 prompts, step 30 on all 48): 192 reference + 144 + 48 = 384
 # answers per run, against 480 for 6 points on all 48 prompts (every 5 steps).
 GPU = Preset(device="cuda", minutes=5, rm_steps=120, rm_batch=16, betas=(0.0, 0.02, 0.05, 0.2), ppo_steps=30,
              batch_size=32, probe_every=3, probe_prompts=48, probe_subset=16, reference_probe_samples=4,
-             best_of_n=16, best_of_n_prompts=48, overopt_steps=100, overopt_minutes=10)
+             best_of_n=16, best_of_n_prompts=48, overopt_steps=100, overopt_minutes=10, methods_minutes=8)
 # Not for teaching: the room load benchmark's participant (a reward model of 4 steps evaluated once, one PPO run of
 # 2 steps of 4 prompts x 16 tokens, no best-of-n), so that 20 participants' jobs fit one core and 45 minutes.
 LOAD = Preset(device="cpu", minutes=1, rm_steps=4, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=2, batch_size=4,
               probe_every=2, probe_prompts=4, probe_subset=0, reference_probe_samples=1, best_of_n=0,
-              best_of_n_prompts=4, overopt_steps=4, overopt_minutes=1, response_length=16, rm_evals=1, norm_samples=16)
+              best_of_n_prompts=4, overopt_steps=4, overopt_minutes=1, response_length=16, rm_evals=1, norm_samples=16,
+              methods_minutes=1)
 PRESET_ENV = "RLHF_WORKSHOP_PRESET"  # "load": the Workshop page (and the room's slot plan) use LOAD
 NAMED = {"load": LOAD}
 
