@@ -75,6 +75,15 @@ class Step:
     prompts: list = field(default_factory=list)  # this process's prompts of the step, row by row
 
 
+def policy_scores(reward_model, config, prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor):
+    """(scores a policy run gives its answers, raw RM scores): the reward model's, normalised (gain, bias) unless
+    ``config.normalize_reward`` is off, minus ``config.missing_eos_penalty`` where it is set and the answer has no
+    EOS. The one rule for training, probes and best-of-n."""
+    raw = reward_model.score(list(prompts), list(texts), normalized=False).float()
+    scores = normalized(raw, reward_model) if config.normalize_reward else raw
+    return missing_eos_penalized(scores, has_eos.cpu(), config.missing_eos_penalty), raw
+
+
 class PolicyTrainer:
     """One run of a method; ``step()`` = ``finish(begin())`` returns (metrics, samples). No file I/O but checkpoints.
 
@@ -254,12 +263,8 @@ class PolicyTrainer:
         return logprobs.detach(), entropy, values.detach() if values is not None else None, first_pass
 
     def scores(self, prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor):
-        """(scores the method optimises, raw RM scores) of responses: normalised (gain, bias) unless turned off,
-        minus the missing-EOS penalty where it is set and the response has no EOS."""
-        cfg = self.config
-        raw = self.reward_model.score(list(prompts), list(texts), normalized=False).float()
-        scores = normalized(raw, self.reward_model) if cfg.normalize_reward else raw
-        return missing_eos_penalized(scores, has_eos.cpu(), cfg.missing_eos_penalty), raw
+        """(scores the method optimises, raw RM scores) of responses (``policy_scores``)."""
+        return policy_scores(self.reward_model, self.config, prompts, texts, has_eos)
 
     @torch.no_grad()
     def probe_answers(self, prompts: Sequence, reference: bool = False, sampled: Rollout | None = None,

@@ -88,16 +88,12 @@ def best_of_n_curve(proxy: Sequence[Sequence[float]], gold: Sequence[Sequence[fl
 
 
 def scores_as_probed(reward_model, config) -> Scorer:
-    """The scores the runs give their probe answers (``PolicyTrainer.scores``): the reward model's, normalised
-    (gain, bias) unless ``config.normalize_reward`` is off, minus ``config.missing_eos_penalty`` where an answer
-    has no EOS. Best-of-n's n = 1 point equals the reference's probe mean only if it scores so."""
-    from rlhf_engine.core.normalisation import normalized
-    from rlhf_engine.core.rollout import missing_eos_penalized
+    """The scores the runs give their probe answers (``trainer.policy_scores``): best-of-n's n = 1 point equals the
+    reference's probe mean only if it scores so."""
+    from rlhf_engine.core.trainer import policy_scores
 
     def score(prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor) -> list[float]:
-        raw = reward_model.score(list(prompts), list(texts), normalized=False).float()
-        scores = normalized(raw, reward_model) if config.normalize_reward else raw
-        return missing_eos_penalized(scores, has_eos.cpu(), config.missing_eos_penalty).tolist()
+        return policy_scores(reward_model, config, prompts, texts, has_eos)[0].tolist()
 
     return score
 

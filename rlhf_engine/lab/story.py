@@ -172,7 +172,11 @@ FIT_NOTE = ("A fit describes these measurements, not a law of this model: anothe
 def run_fit(run: RunFolder, label: str) -> tuple[gao.GaoFit | None, list[str]]:
     """Gao's RL form fitted to one run's probes (gain(d) = d·(a − b·log d), d = √KL): (the fit or None, its
     sentences, or why it is not fitted: fewer than gao.MIN_RL_POINTS probe points, or no gold score)."""
-    data = gao.rl_points(run.probes())
+    return _fit_probes(gao.rl_points(run.probes()), label)
+
+
+def _fit_probes(data: gao.ProbeData | None, label: str) -> tuple[gao.GaoFit | None, list[str]]:
+    """``run_fit`` of a run's probe points already read (``gao.rl_points``)."""
     if data is None:
         return None, []
     if not gao.enough_points(data):
@@ -188,12 +192,13 @@ def sweep_fits(sweep: Sweep) -> tuple[dict, list[str]]:
     fits, lines, few = {}, [], []
     for member in sweep.members():
         point = {"label": member.label, "beta": member.run.config().get("config", {}).get("kl_coef", math.nan)}
-        fit, words = run_fit(member.run, _name(point, by_method))
+        data = gao.rl_points(member.run.probes())
+        fit, words = _fit_probes(data, _name(point, by_method))
         if fit is not None:
             fits[member.label] = fit
             lines += words
         elif words:
-            few.append(len(gao.rl_points(member.run.probes()).points()))
+            few.append(len(data.points()))
     if few:
         counts = sorted(set(few))
         have = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
