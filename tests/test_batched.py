@@ -110,6 +110,59 @@ def test_rows_decoded_together_get_the_tokens_they_get_alone(rm_dir):
     assert not torch.equal(alone[0].response_ids, alone[1].response_ids)
 
 
+def test_repeated_prompts_pass_once_and_decode_the_tokens_of_separate_calls(rm_dir):
+    """Best-of-n's samples: r responses per prompt from one pass of each prompt (its cache repeated), row
+    s * P + p drawing from stream (s, p), are the tokens r separate decodings give."""
+    rm_path, model = rm_dir
+    trainer = PPOTrainer(_config(model, 0.0), RewardModel.load(rm_path), PROMPTS)
+    prompts, peft, tokenizer = PROMPTS[:3], trainer.model.peft, trainer.tokenizer
+    streams = [[torch.Generator().manual_seed(10 * s + p) for p in range(3)] for s in range(3)]
+    with peft.disable_adapter():
+        separate = [sample_responses(peft, tokenizer, prompts, 8, 0.7, generators=streams[s]) for s in range(3)]
+        streams = [[torch.Generator().manual_seed(10 * s + p) for p in range(3)] for s in range(3)]
+        together = sample_responses(peft, tokenizer, prompts, 8, 0.7, generators=sum(streams, []), repeats=3)
+    for s, alone in enumerate(separate):
+        part = together.rows(slice(3 * s, 3 * s + 3))
+        assert torch.equal(part.response_ids, alone.response_ids) and torch.equal(part.query_ids, alone.query_ids)
+        torch.testing.assert_close(part.logprobs, alone.logprobs)
+    assert not torch.equal(separate[0].response_ids, separate[1].response_ids)  # the streams differ
+    with pytest.raises(ValueError, match="adapter_names"):
+        sample_responses(peft, tokenizer, prompts, 8, 0.7, adapter_names=["policy"] * 6, repeats=2)
+
+
+def test_the_reference_reads_every_runs_answers_with_each_prompt_passed_once(rm_dir):
+    """shared_prompt_logprobs: two runs' answers to the same prompts (and one prompt twice within a run), each prompt
+    passed once, give each answer token the reference log-prob a whole-sequence pass gives it."""
+    from rlhf_engine.core.prompt_cache import shared_prompt_logprobs
+
+    rm_path, model = rm_dir
+    first = PPOTrainer(_config(model, 0.0), RewardModel.load(rm_path), PROMPTS)
+    other = PPOTrainer(dataclasses.replace(_config(model, 0.0), seed=4), first.reward_model, PROMPTS,
+                       base=(first.model.peft, first.tokenizer), name="policy1")
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0]]
+    rollouts = [first.sample(prompts, torch.Generator().manual_seed(1)), other.sample(prompts[:2],
+                                                                                     torch.Generator().manual_seed(2))]
+    peft = first.model.peft
+    with peft.disable_adapter():
+        for rows in (32, 1):
+            together = shared_prompt_logprobs(peft, rollouts, first.config.temperature, rows=rows)
+            for roll, got in zip(rollouts, together):
+                want = first.token_logprobs_of(roll, reference=True)
+                mask = roll.response_mask.bool()
+                torch.testing.assert_close(got[mask], want[mask], rtol=1e-4, atol=1e-4)
+
+
+def test_a_quantised_base_cannot_take_rows_through_adapters_and_says_so(rm_dir):
+    """A 4-bit base's LoRA layers are bitsandbytes layers: a side-by-side decoding then decodes each run's block
+    alone (sample_side_by_side asks rows_can_take_adapters); a fused plain base can."""
+    from rlhf_engine.core.lora_fused import rows_can_take_adapters
+
+    rm_path, model = rm_dir
+    trainer = PPOTrainer(_config(model, 0.0), RewardModel.load(rm_path), PROMPTS)
+    assert rows_can_take_adapters(trainer.model.peft)
+    assert not rows_can_take_adapters(torch.nn.Linear(2, 2))
+
+
 def test_decoding_uses_the_batch_invariant_attention_and_puts_the_fast_one_back(rm_dir):
     from rlhf_engine.core.generation import eager_attention
 

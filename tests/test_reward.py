@@ -160,6 +160,22 @@ def test_prompt_passed_once_gives_the_scores_and_gradients_of_whole_sequences(ti
         torch.testing.assert_close(grads[name], want_grads[name], rtol=1e-3, atol=1e-6, msg=name)
 
 
+def test_answers_sharing_a_prompt_score_as_whole_sequences_in_any_chunking(tiny_model_config):
+    """score() with a prompt given several answers (best-of-n, a group method) passes each prompt once, in chunks
+    of whole groups, and gives each answer its whole sequence's score, in the order given."""
+    from rlhf_engine.core.prompt_cache import shared_prompt_scores
+
+    rm = new_reward_model(RewardConfig(model=tiny_model_config, pooling="mean"))
+    pairs = _uneven_pairs()
+    prompts = [p.prompt for p in pairs for _ in range(3)][::-1]  # groups of 3, not in the order first seen
+    answers = [f"{text} {i}" for i, text in enumerate([p.chosen for p in pairs] * 3)]
+    with torch.no_grad():
+        want = torch.cat([rm(*rm.batch([p], [a])) for p, a in zip(prompts, answers)]).float()
+        for rows in (None, 1, 4):
+            torch.testing.assert_close(shared_prompt_scores(rm, prompts, answers, rows), want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(rm.score(prompts, answers, normalized=False), want, rtol=1e-4, atol=1e-5)
+
+
 def test_pairs_cut_to_max_length_are_scored_as_whole_sequences(tiny_model_config):
     from rlhf_engine.core.reward import pair_scores
 

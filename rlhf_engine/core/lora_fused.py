@@ -109,6 +109,16 @@ def _grouped_forward(self, x: torch.Tensor, groups: tuple[tuple[int, int, str], 
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
+def rows_can_take_adapters(model: nn.Module) -> bool:
+    """Whether ``rows_through_adapters`` works on ``model``: its LoRA layers are plain ones that
+    ``fuse_lora_products`` patched (a 4- or 8-bit base's are bitsandbytes layers: not)."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    return bool(layers) and all(type(m) is LoraLinear and getattr(m.forward, "__func__", None) is _fused_forward
+                                for m in layers)
+
+
 @contextlib.contextmanager
 def rows_through_adapters(model: nn.Module, adapter_names: Sequence[str]) -> Iterator[None]:
     """While inside, batch row i of every forward pass goes through the LoRA adapter ``adapter_names[i]``
@@ -126,7 +136,7 @@ def rows_through_adapters(model: nn.Module, adapter_names: Sequence[str]) -> Ite
             groups.append([i, i + 1, name])
     frozen = tuple(tuple(g) for g in groups)
     layers = [m for m in model.modules() if type(m) is LoraLinear]
-    if not layers or any(getattr(m.forward, "__func__", None) is not _fused_forward for m in layers):
+    if not rows_can_take_adapters(model):
         raise ValueError("rows_through_adapters needs a model whose LoRA layers fuse_lora_products patched")
     for layer in layers:
         layer._row_adapters = frozen

@@ -381,3 +381,11 @@ def set_seed(seed: int) -> None:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+def plain_kv_cache(cache) -> bool:
+    """Whether ``cache`` is a plain key/value cache whose rows can be repeated or picked (not sliding-window,
+    hybrid or recurrent)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)

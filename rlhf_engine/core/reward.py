@@ -31,8 +31,9 @@ from rlhf_engine.core.batching import batch_indices
 from rlhf_engine.core.generation import decode_responses, last_hidden_state, sample_responses
 from rlhf_engine.core.heads import load_head, new_head, new_lora_model, save_head
 from rlhf_engine.core.lora_fused import fuse_lora_products
-from rlhf_engine.core.models import encode_prompt, left_pad, load_model_and_tokenizer, position_ids_from_mask, set_seed
+from rlhf_engine.core.models import encode_prompt, left_pad, load_model_and_tokenizer, set_seed
 from rlhf_engine.core.normalisation import normalized as normalized_scores
+from rlhf_engine.core.prompt_cache import shared_prompt_scores
 from rlhf_engine.core.rollout import check_finite
 from rlhf_engine.data.pairs import PreferencePair, prompt_text
 from rlhf_engine.runs.runfolder import atomic_write_text
@@ -142,7 +143,7 @@ class RewardModel(nn.Module):
                            self.normalized_on, self.pooling, self.adapter_name, self.folder)
 
     @contextlib.contextmanager
-    def _reward_adapter(self):
+    def reward_adapter(self):
         """This model's adapter active while scoring; the previously active adapter restored after."""
         previous = getattr(self.backbone, "active_adapter", self.adapter_name)
         if previous == self.adapter_name:
@@ -160,12 +161,12 @@ class RewardModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 response_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Raw (unnormalised) scores [B]; ``response_mask`` (1 on response tokens) is needed for mean pooling."""
-        with self._reward_adapter():
+        with self.reward_adapter():
             hidden = last_hidden_state(self.backbone, input_ids, attention_mask)
-        return self._pooled_score(hidden, attention_mask, response_mask)
+        return self.pooled_score(hidden, attention_mask, response_mask)
 
-    def _pooled_score(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
-                      response_mask: torch.Tensor | None) -> torch.Tensor:
+    def pooled_score(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                     response_mask: torch.Tensor | None) -> torch.Tensor:
         """The head on the last real token's state (or the response tokens' mean): [B]."""
         if self.pooling == "mean":
             if response_mask is None:
@@ -194,48 +195,24 @@ class RewardModel(nn.Module):
         return ids, mask, (positions[None, :] >= response_starts[:, None]).long()
 
     def answer_pair_scores(self, pairs: Sequence[PreferencePair]) -> torch.Tensor | None:
-        """Raw scores [2B] of (chosen_0, rejected_0, chosen_1, …) with each prompt passed once, or None.
-
-        Pass 1 runs the left-padded prompts and keeps their keys and values; pass 2 runs the right-padded
-        answers (response + EOS), two rows per prompt, on that cache repeated, with positions counting on
-        from each prompt's length: every token sees exactly what it sees in the whole sequence. None when
-        a sequence would be cut to max_length or the model's cache is not a plain key/value cache.
-        """
-        from transformers.cache_utils import DynamicCache, DynamicLayer
-
-        prompts = [encode_prompt(self.tokenizer, p.prompt, self.model_config.chat_template) for p in pairs]
-        answers = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
-                   for p in pairs for text in (p.chosen, p.rejected)]
-        if any(len(prompts[i // 2]) + len(a) > self.max_length for i, a in enumerate(answers)):
-            return None
-        prompt_ids, prompt_mask = left_pad(prompts, self.tokenizer.pad_token_id, self.device)
-        width = max(len(a) for a in answers)
-        answer_ids = torch.tensor([a + [self.tokenizer.pad_token_id] * (width - len(a)) for a in answers],
-                                  device=self.device)
-        answer_mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers], device=self.device)
-        with self._reward_adapter():
-            cache = self.backbone(input_ids=prompt_ids, attention_mask=prompt_mask,
-                                  position_ids=position_ids_from_mask(prompt_mask), use_cache=True,
-                                  logits_to_keep=1).cache
-            if type(cache) is not DynamicCache or any(type(layer) is not DynamicLayer for layer in cache.layers):
-                return None  # sliding-window, hybrid or recurrent caches: score whole sequences
-            cache.batch_repeat_interleave(2)
-            prompt_lengths = prompt_mask.sum(1).repeat_interleave(2)
-            out = self.backbone(input_ids=answer_ids,
-                                attention_mask=torch.cat([prompt_mask.repeat_interleave(2, dim=0), answer_mask], 1),
-                                position_ids=prompt_lengths[:, None] + torch.arange(width, device=self.device),
-                                cache=cache, use_cache=True, output_hidden_states=True, logits_to_keep=1)
-        # [2B, width, d]: the answers' positions only, each answer all response (+ EOS)
-        return self._pooled_score(out.hidden_states[-1], answer_mask, answer_mask).float()
+        """Raw scores [2B] of (chosen_0, rejected_0, chosen_1, …) with each prompt passed once, or None
+        (``shared_prompt_scores``)."""
+        return shared_prompt_scores(self, [p.prompt for p in pairs for _ in range(2)],
+                                    [text for p in pairs for text in (p.chosen, p.rejected)])
 
     @torch.no_grad()
     def score(self, prompts: Sequence, responses: Sequence[str], normalized: bool = True,
               batch_size: int = 16) -> torch.Tensor:
-        """Scores of responses to prompts; normalised with the stored gain and bias unless asked not to."""
-        out = []
-        for i in range(0, len(prompts), batch_size):
-            out.append(self(*self.batch(prompts[i:i + batch_size], responses[i:i + batch_size])).float().cpu())
-        raw = torch.cat(out) if out else torch.zeros(0)
+        """Scores of responses to prompts; normalised with the stored gain and bias unless asked not to. A prompt
+        with several answers (best-of-n's samples, a group method's) passes once (``shared_prompt_scores``)."""
+        raw = None
+        if len({prompt_text(p) for p in prompts}) < len(prompts):
+            raw = shared_prompt_scores(self, prompts, responses, rows=4 * batch_size)
+        if raw is None:
+            out = [self(*self.batch(prompts[i:i + batch_size], responses[i:i + batch_size])).float()
+                   for i in range(0, len(prompts), batch_size)]
+            raw = torch.cat(out) if out else torch.zeros(0)
+        raw = raw.cpu()
         return normalized_scores(raw, self) if normalized else raw
 
     def save(self, folder: Path) -> None:

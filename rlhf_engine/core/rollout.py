@@ -11,12 +11,14 @@ The KL estimators are here because every method logs all three side by side (Sch
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from rlhf_engine.core import distributed
 from rlhf_engine.core.generation import Rollout
+from rlhf_engine.core.normalisation import normalized
 
 POLICY = "policy"  # the adapter name of a run's policy (the reference is the same base, adapters off)
 PROBE_SEED = 1234  # sampling seed of every probe answer: the policy's differ from the reference's only by training
@@ -73,6 +75,17 @@ def missing_eos_penalized(scores: torch.Tensor, has_eos: torch.Tensor, penalty: 
     return torch.where(has_eos, scores, scores - penalty)
 
 
+def policy_scores(reward_model, config, prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor,
+                  raw: torch.Tensor | None = None):
+    """(scores a policy run gives its answers, raw RM scores): the reward model's (``raw`` when known already),
+    normalised (gain, bias) unless ``config.normalize_reward`` is off, minus ``config.missing_eos_penalty`` where it
+    is set and the answer has no EOS. The one rule for training, probes and best-of-n."""
+    if raw is None:
+        raw = reward_model.score(list(prompts), list(texts), normalized=False).float()
+    scores = normalized(raw, reward_model) if config.normalize_reward else raw
+    return missing_eos_penalized(scores, has_eos.cpu(), config.missing_eos_penalty), raw
+
+
 class NonFiniteError(FloatingPointError):
     """NaN or inf in a score, log-prob, logit or loss: the run stops, and the message names what and when."""
 
@@ -96,6 +109,18 @@ def check_finite(what: str, value: torch.Tensor | float, step: int, during: str 
     finite = math.isfinite(value) if isinstance(value, (int, float)) else bool(torch.isfinite(value).all())
     if distributed.any_process(not finite):
         raise NonFiniteError(what, step, during, hint)
+
+
+@dataclass
+class Beside:
+    """What was read of a run's answers together with other runs' answers (``core.batched``, best-of-n's hand-over):
+    their raw RM scores and, where read, the reference's log-probs and the gold scores."""
+
+    raw: list[float]  # the reward model's raw (unnormalised) scores; each run normalises them as it does its own
+    ref_logprobs: torch.Tensor | None = None  # [B, R] the reference's log-probs of the answer tokens (logits / T)
+    gold: list[float] | None = None  # the gold annotator's scores, when the run logs them
+    score_s: float = 0.0  # seconds the scoring took, all the runs' answers together
+    reference_s: float = 0.0  # seconds the reference's pass took, all the runs' answers together
 
 
 @dataclass

@@ -42,15 +42,15 @@ from rlhf_engine.core.generation import (
 from rlhf_engine.core.kl_control import FixedKLController
 from rlhf_engine.core.memory import release_free_memory
 from rlhf_engine.core.models import set_seed
-from rlhf_engine.core.normalisation import normalized
 from rlhf_engine.core.policy import Policy
 from rlhf_engine.core.rollout import (
     POLICY,
+    Beside,
     NonFiniteError,
     ScoredRollout,
     check_finite,
     kl_penalty,
-    missing_eos_penalized,
+    policy_scores,
     probe_generators,
 )
 from rlhf_engine.data.pairs import prompt_text
@@ -73,15 +73,6 @@ class Step:
     metrics: dict  # the step's metrics known before the update (score, KL, ...): a live view shows them
     started: float  # perf_counter() when the step began
     prompts: list = field(default_factory=list)  # this process's prompts of the step, row by row
-
-
-def policy_scores(reward_model, config, prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor):
-    """(scores a policy run gives its answers, raw RM scores): the reward model's, normalised (gain, bias) unless
-    ``config.normalize_reward`` is off, minus ``config.missing_eos_penalty`` where it is set and the answer has no
-    EOS. The one rule for training, probes and best-of-n."""
-    raw = reward_model.score(list(prompts), list(texts), normalized=False).float()
-    scores = normalized(raw, reward_model) if config.normalize_reward else raw
-    return missing_eos_penalized(scores, has_eos.cpu(), config.missing_eos_penalty), raw
 
 
 class PolicyTrainer:
@@ -222,10 +213,10 @@ class PolicyTrainer:
 
     @torch.no_grad()
     def rollout(self, prompts: Sequence, sampled: tuple[Rollout, float] | None = None,
-                generator: torch.Generator | None = None) -> ScoredRollout:
+                generator: torch.Generator | None = None, beside: Beside | None = None) -> ScoredRollout:
         """Sample from ``generator`` (the run's sampling stream as it stands by default), unless ``sampled`` =
-        (rollout, seconds) was sampled for it already, beside other runs; score; and read log-probs, reference
-        log-probs (and values, for PPO) for one batch."""
+        (rollout, seconds) was sampled for it already, beside other runs; score and read the reference's log-probs
+        (unless ``beside`` has them, read beside those runs'); read log-probs (and values, for PPO) for one batch."""
         times = {}
         started = time.perf_counter()
         if sampled is None:
@@ -236,13 +227,13 @@ class PolicyTrainer:
         self._trim_memory()
         started = time.perf_counter()
         texts = decode_responses(self.tokenizer, roll)
-        scores, raw_scores = self.scores(prompts, texts, roll.has_eos)
-        times["reward"] = time.perf_counter() - started
+        scores, raw_scores = self.scores(prompts, texts, roll.has_eos, beside)
+        times["reward"] = time.perf_counter() - started if beside is None else beside.score_s
         started = time.perf_counter()
-        ref_logprobs = self.token_logprobs_of(roll, reference=True)
+        ref_logprobs = self.reference_logprobs(roll, beside)
         self._trim_memory()
         logprobs, entropy, values, first_pass = self._rollout_pass(roll)
-        times["forward"] = time.perf_counter() - started
+        times["forward"] = time.perf_counter() - started + (beside.reference_s if beside is not None else 0.0)
         scores, raw_scores = scores.to(logprobs.device), raw_scores.to(logprobs.device)
         gold = [self.gold_scorer(text) for text in texts] if self.gold_scorer else None
         return ScoredRollout(roll, texts, logprobs, ref_logprobs, entropy, scores.float(), raw_scores.float(),
@@ -262,13 +253,20 @@ class PolicyTrainer:
         entropy = torch.stack([token_entropy(row) for row in logits.detach()])  # a row at a time: less memory
         return logprobs.detach(), entropy, values.detach() if values is not None else None, first_pass
 
-    def scores(self, prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor):
-        """(scores the method optimises, raw RM scores) of responses (``policy_scores``)."""
-        return policy_scores(self.reward_model, self.config, prompts, texts, has_eos)
+    def scores(self, prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor, beside: Beside | None = None):
+        """(scores the method optimises, raw RM scores) of responses (``policy_scores``; raw from ``beside``)."""
+        raw = None if beside is None else torch.tensor(beside.raw)
+        return policy_scores(self.reward_model, self.config, prompts, texts, has_eos, raw)
+
+    def reference_logprobs(self, roll: Rollout, beside: Beside | None = None) -> torch.Tensor:
+        """[B, R] the reference's log-probs of the answer tokens (``beside``'s, when read beside other runs)."""
+        if beside is not None and beside.ref_logprobs is not None:
+            return beside.ref_logprobs.to(roll.response_ids.device)
+        return self.token_logprobs_of(roll, reference=True)
 
     @torch.no_grad()
     def probe_answers(self, prompts: Sequence, reference: bool = False, sampled: Rollout | None = None,
-                      sample: int = 0) -> list[dict]:
+                      sample: int = 0, beside: Beside | None = None) -> list[dict]:
         """The policy's (or the reference's) answers to the held-out probe prompts, each scored: RM score,
         gold score (when logged) and KL to the reference (nats, the run's estimator, summed over the answer).
 
@@ -277,7 +275,8 @@ class PolicyTrainer:
         numbers, whether the probe asks all the prompts or a subset: the difference between their answers is what
         training changed (common random numbers make the paired difference far less noisy than two independent
         draws). ``sample`` i > 0: a further answer of the reference, from streams of its own
-        (``reference_probe_samples``). ``sampled``: the answers sampled already, beside other runs'.
+        (``reference_probe_samples``). ``sampled``: the answers sampled already, beside other runs'; ``beside``:
+        their scores (and reference log-probs) read beside those runs' or best-of-n's.
         """
         cfg = self.config
         if sampled is None:
@@ -287,22 +286,23 @@ class PolicyTrainer:
                                            cfg.temperature, cfg.model.chat_template,
                                            generators=probe_generators(len(prompts), sample))
         texts = decode_responses(self.tokenizer, sampled)
-        scores, _ = self.scores(prompts, texts, sampled.has_eos)
+        scores, _ = self.scores(prompts, texts, sampled.has_eos, beside)
         if reference:
             kl = torch.zeros(len(texts))
         else:  # the policy's log-probs are the sampler's own (logits / T, as token_logprobs_of reads them): one
             # forward pass of every answer fewer, a quarter of a probe's cost; the reference's need their pass
             policy = sampled.logprobs if sampled.logprobs is not None else self.token_logprobs_of(sampled)
-            kl = (kl_penalty(policy, self.token_logprobs_of(sampled, reference=True),
-                             cfg.kl_estimator) * sampled.response_mask).sum(1)
+            kl = (kl_penalty(policy, self.reference_logprobs(sampled, beside), cfg.kl_estimator)
+                  * sampled.response_mask).sum(1)
         rows = [{"step": self.step_count, "policy": "reference" if reference else "policy",
                  "prompt": prompt_text(prompt), "sample": sample, "response": text, "score": float(score),
                  "kl": float(k), "eos": bool(eos)}
                 for prompt, text, score, k, eos in zip(prompts, texts, scores.tolist(), kl.tolist(),
                                                         sampled.has_eos.tolist())]
+        gold = beside.gold if beside is not None else None
         if self.gold_scorer is not None:
-            for row in rows:
-                row["gold"] = self.gold_scorer(row["response"])
+            for i, row in enumerate(rows):
+                row["gold"] = gold[i] if gold is not None else self.gold_scorer(row["response"])
         return rows
 
     def token_logprobs_of(self, roll: Rollout, reference: bool = False, temperature: float | None = None):
@@ -331,27 +331,27 @@ class PolicyTrainer:
         """One iteration: ``begin`` (rollout and advantages), then ``finish`` (the update). (metrics, samples)."""
         return self.finish(self.begin(sampled))
 
-    def begin(self, sampled: tuple[Rollout, float] | None = None) -> Step:
+    def begin(self, sampled: tuple[Rollout, float] | None = None, beside: Beside | None = None) -> Step:
         """Phases 1 and 2: this step's answers to ``next_prompts()``, scored, and the method's batch of them.
         ``sampled`` = (rollout, seconds): the answers sampled from ``step_generator()`` beside other runs (a
-        batched sweep); by default the step samples them itself. The Step's metrics are those known before the
-        update (score, KL, entropy, ...), which a live view can show while the update runs."""
+        batched sweep), and ``beside``: what was read of them beside those runs'; by default the step does it all. The
+        Step's metrics are those known before the update (score, KL, ...), which a live view shows as it runs."""
         started = time.perf_counter()
         prompts = self.next_prompts()
         generator = self.step_generator() if sampled is None else None  # seeded for the coming step
         self.step_count += 1
-        scored = self.rollout(prompts, sampled, generator)
-        check_finite("reward-model score", scored.scores, self.step_count)
-        check_finite("log-probs", scored.logprobs, self.step_count)
-        batch = self.advantages(scored)
+        rollout = self.rollout(prompts, sampled, generator, beside)
+        check_finite("reward-model score", rollout.scores, self.step_count)
+        check_finite("log-probs", rollout.logprobs, self.step_count)
+        batch = self.advantages(rollout)
         metrics = {
             "step": self.step_count,
-            **scored.metrics(),
+            **rollout.metrics(),
             "objective/kl": batch.kl.sum(1).mean().item(),
             **self.method_metrics(batch),
             "beta": self.beta,
             "time/rollout_s": time.perf_counter() - started,
-            **{f"time/{phase}_s": seconds for phase, seconds in scored.times.items()},
+            **{f"time/{phase}_s": seconds for phase, seconds in rollout.times.items()},
         }
         if self.world_size > 1:  # the whole batch's means (equal shares per process)
             metrics = {**distributed.mean_over_processes(metrics), "step": self.step_count}

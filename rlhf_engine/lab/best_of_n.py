@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the curve's arithmetic is read by pages and reports that ne
 
     from rlhf_engine.core.generation import Rollout
 
-Scorer = Callable[..., list[float]]  # (prompts, answers, has_eos tensor) -> scores
+Scorer = Callable[..., tuple[list[float], list[float]]]  # (prompts, answers, has_eos tensor) -> (scores, raw RM scores)
 
 
 def best_of_n_kl(n: int) -> float:
@@ -88,25 +88,28 @@ def best_of_n_curve(proxy: Sequence[Sequence[float]], gold: Sequence[Sequence[fl
 
 
 def scores_as_probed(reward_model, config) -> Scorer:
-    """The scores the runs give their probe answers (``trainer.policy_scores``): best-of-n's n = 1 point equals the
-    reference's probe mean only if it scores so."""
-    from rlhf_engine.core.trainer import policy_scores
+    """The scores the runs give their probe answers (``rollout.policy_scores``), with the raw RM scores: best-of-n's
+    n = 1 point equals the reference's probe mean only if it scores so."""
+    from rlhf_engine.core.rollout import policy_scores
 
-    def score(prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor) -> list[float]:
-        return policy_scores(reward_model, config, prompts, texts, has_eos)[0].tolist()
+    def score(prompts: Sequence, texts: Sequence[str], has_eos: torch.Tensor) -> tuple[list[float], list[float]]:
+        scores, raw = policy_scores(reward_model, config, prompts, texts, has_eos)
+        return scores.tolist(), raw.tolist()
 
     return score
 
 
 @dataclass
 class ReferenceAnswers:
-    """Some of best-of-n's samples as decoded: sample ``sample`` of ``prompts`` (a slice of the probe prompts).
-    The first ``reference_probe_samples`` of each prompt are the reference's probe answers, handed to the runs
-    of a sweep instead of being decoded again."""
+    """Some of best-of-n's samples as decoded and scored: sample ``sample`` of ``prompts`` (a slice of the probe
+    prompts), their raw RM scores and gold scores. The first ``reference_probe_samples`` of each prompt are the
+    reference's probe answers, handed to the runs of a sweep instead of being decoded and scored again."""
 
     sample: int
     prompts: list
     rollout: Rollout
+    raw: list[float]  # the reward model's raw (unnormalised) scores, each run normalises them as it does its own
+    gold: list[float] | None  # the gold annotator's, when logged
 
 
 @dataclass
@@ -120,41 +123,51 @@ class BestOfNSamples:
 
 def sample_and_score(policy, tokenizer, prompts: Sequence, n: int, score: Scorer, response_length: int,
                      temperature: float, chat_template: bool = True, gold_scorer: Callable[[str], float] | None = None,
-                     keep: int = 0, batch_size: int = 64,
+                     keep: int = 0, batch_size: int = 64, rows: int = 128,
                      on_progress: Callable[[int, int], None] = lambda done, total: None,
                      policy_context: Callable = contextlib.nullcontext) -> BestOfNSamples:
     """n sampled responses per prompt, scored by ``score`` (``scores_as_probed``) and, if given, the gold scorer.
 
     ``prompts`` are the first len(prompts) probe prompts: sample i of prompt p draws from
     ``probe_generators(len(prompts), i)[p]``, the stream of the reference's probe answer i to p, so samples
-    0..r-1 are the reference's r probe answers. Decoded sample by sample, up to ``batch_size`` prompts at a
-    time; the samples before ``keep`` are returned as decoded (``kept``). ``policy_context`` is entered only while
-    sampling (the reference as a PEFT model with its adapters disabled, whose reward adapter must be on again to
-    score).
+    0..r-1 are the reference's r probe answers. Up to ``batch_size`` prompts at a time, each with as many of its
+    samples as make at most ``rows`` rows in one decoding (``sample_responses``' repeats: a prompt passes once for
+    them all, and so it is scored); the samples before ``keep`` are returned as decoded (``kept``).
+    ``policy_context`` is entered only while sampling (the reference as a PEFT model with its adapters disabled,
+    whose reward adapter must be on again to score).
     """
     from rlhf_engine.core.generation import decode_responses, sample_responses
     from rlhf_engine.core.rollout import probe_generators
 
     prompts = list(prompts)
+    streams = [probe_generators(len(prompts), sample) for sample in range(n)]
     proxy: list[list[float]] = [[] for _ in prompts]
     gold: list[list[float]] = [[] for _ in prompts]
     kept: list[ReferenceAnswers] = []
     done, total = 0, len(prompts) * n
-    for sample in range(n):
-        streams = probe_generators(len(prompts), sample)
-        for start in range(0, len(prompts), batch_size):
-            batch = prompts[start:start + batch_size]
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
+        together = max(1, rows // len(batch))
+        for first in range(0, n, together):
+            samples = range(first, min(n, first + together))
+            generators = [g for sample in samples for g in streams[sample][start:start + len(batch)]]
             with policy_context():
                 rollout = sample_responses(policy, tokenizer, batch, response_length, temperature, chat_template,
-                                           generators=streams[start:start + len(batch)])
+                                           generators=generators, repeats=len(samples))
             texts = decode_responses(tokenizer, rollout)
-            for p, value in enumerate(score(batch, texts, rollout.has_eos), start):
-                proxy[p].append(value)
-            if gold_scorer is not None:
-                for p, text in enumerate(texts, start):
-                    gold[p].append(gold_scorer(text))
-            if sample < keep:
-                kept.append(ReferenceAnswers(sample, batch, rollout))
-            done += len(batch)
+            values, raw = score(batch * len(samples), texts, rollout.has_eos)
+            golds = [gold_scorer(text) for text in texts] if gold_scorer is not None else None
+            for j, sample in enumerate(samples):
+                part = slice(j * len(batch), (j + 1) * len(batch))
+                for p, value in enumerate(values[part], start):
+                    proxy[p].append(value)
+                if golds is not None:
+                    for p, value in enumerate(golds[part], start):
+                        gold[p].append(value)
+                if sample < keep:
+                    kept.append(ReferenceAnswers(sample, batch, rollout.rows(part), raw[part],
+                                                 golds[part] if golds is not None else None))
+            done += len(rollout.has_eos)
             on_progress(done, total)
+    kept.sort(key=lambda piece: piece.sample)  # sample by sample, each in the prompts' order
     return BestOfNSamples(proxy, gold if gold_scorer is not None else None, kept)

@@ -11,7 +11,7 @@ from rlhf_engine.config import PPOConfig, from_dict, to_dict
 from rlhf_engine.core import distributed
 from rlhf_engine.core.batched import scoring_key
 from rlhf_engine.core.models import load_model_and_tokenizer
-from rlhf_engine.core.rollout import POLICY
+from rlhf_engine.core.rollout import POLICY, Beside
 from rlhf_engine.lab.best_of_n import ReferenceAnswers
 from rlhf_engine.lab.best_of_n_job import prepare_best_of_n_job, run_best_of_n
 from rlhf_engine.lab.sweep import DEFAULT_BETAS, METHOD_FIELD, SWEEP_FILE, SWEEP_KIND, Sweep, changes_of, plan
@@ -199,38 +199,41 @@ def _best_of_n_beside(job: Job, bon: RunFolder, loops: list[PolicyRun], reward_m
     bon.log(state)
     bon.set_status(state)
     if state == "completed":
-        _hand_over_reference_answers(loops, from_dict(PPOConfig, bon.config()["config"]), reference)
+        _hand_over_reference_answers(loops, bon.config(), reference)
     return state
 
 
-def _hand_over_reference_answers(loops: list[PolicyRun], bon_config: PPOConfig,
+def _hand_over_reference_answers(loops: list[PolicyRun], bon_saved: dict,
                                  reference: list[ReferenceAnswers]) -> None:
     """Best-of-n's first samples as the reference probe answers of each run that has not answered them yet and
-    whose answers they are (``_same_reference_answers``). A run scores them itself (``probe_answers`` with
-    ``sampled=``, as ``probe_side_by_side`` scores answers it decoded once), so its rows are those it would have
-    written after its first step; runs that score alike (the same reward model, normalisation, missing-EOS penalty
-    and gold annotator) take the first such run's rows instead of scoring the same answers again. The prompts ×
-    reference_probe_samples answers are decoded once, not twice."""
+    whose answers they are (``_same_reference_answers``). A run writes them as its own (``probe_answers`` with
+    ``sampled=`` and best-of-n's raw RM and gold scores, ``beside=``: it normalises and penalises them by its own
+    settings), so its rows are those it would have written after its first step; runs that score alike (the same
+    reward model, normalisation, missing-EOS penalty and gold annotator) take the first such run's rows. The
+    prompts × reference_probe_samples answers are decoded and scored once, not twice."""
     scored: dict[tuple, list[dict]] = {}
     for loop in loops:
-        if loop.reference_answered or not _same_reference_answers(loop, bon_config, reference):
+        if loop.reference_answered or not _same_reference_answers(loop, bon_saved, reference):
             continue
         samples = loop.config.reference_probe_samples
         alike = (scoring_key(loop.trainer), samples)
         if alike not in scored:
             scored[alike] = [row for piece in reference if piece.sample < samples
                              for row in loop.trainer.probe_answers(piece.prompts, reference=True,
-                                                                   sampled=piece.rollout, sample=piece.sample)]
+                                                                   sampled=piece.rollout, sample=piece.sample,
+                                                                   beside=Beside(piece.raw, gold=piece.gold))]
         loop.add_probes([dict(row) for row in scored[alike]], reference=True)
         loop.run.log(f"reference probe answers ({samples} per prompt) taken from best-of-n's first samples: the same "
                      "random streams, decoded once")
 
 
-def _same_reference_answers(loop: PolicyRun, bon_config: PPOConfig, reference: list[ReferenceAnswers]) -> bool:
+def _same_reference_answers(loop: PolicyRun, bon_saved: dict, reference: list[ReferenceAnswers]) -> bool:
     """Whether best-of-n's kept samples are this run's reference probe answers: the same probe prompts, at least
-    as many samples per prompt as the run asks, and the same sampling (model, response length, temperature)."""
+    as many samples per prompt as the run asks, the same sampling (model, response length, temperature) and the
+    same reward model (its raw scores are the run's)."""
     prompts = [p for piece in reference if piece.sample == 0 for p in piece.prompts]
     kept = {piece.sample for piece in reference}
+    bon_config = from_dict(PPOConfig, bon_saved["config"])
     sampling = [(c.model, c.response_length, c.temperature) for c in (loop.config, bon_config)]
     return (bool(loop.probe_prompts) and list(loop.probe_prompts) == prompts and sampling[0] == sampling[1]
-            and set(range(loop.config.reference_probe_samples)) <= kept)
+            and set(range(loop.config.reference_probe_samples)) <= kept and loop.saved["reward"] == bon_saved["reward"])
