@@ -453,7 +453,7 @@ def _policy_knob(cls: type, name: str, label: str, key_prefix: str, model=None):
     if name in FIELD_CHOICES:
         return choice_knob(cls, name, FIELD_CHOICES[name], key_prefix, label=label)
     if name == "missing_eos_penalty":  # None (off) or a number: a checkbox and the number
-        start = bundled_policy_defaults(model).get(name) if model is not None else None
+        start = bundled_policy_defaults(model, cls).get(name) if model is not None else None
         used = st.checkbox("penalise answers with no EOS", key=f"{key_prefix}.use_eos_penalty",
                            help="Subtract a fixed amount from the score of answers cut at the cap"
                                 + (" (on for the bundled model: its answers to open prompts often run past the cap)"

@@ -107,10 +107,13 @@ class RewardConfig:
 # The bundled 135M model ends only a third of its answers to open demo prompts within 40 tokens (54 % within 96),
 # and RL drifts it longer: without a penalty for answers cut at the cap, PPO, GRPO and RLOO ran into the length cap
 # in 10 steps (the length-cap alarm fired, rightly). The command line and the policy forms therefore start the bundled
-# model with TRL's missing-EOS penalty at the workshop's 0.5; other models keep the literature's default (none).
-# Measured (benchmarks/RESULTS.md, issue 30): with it PPO's answers end again (EOS 0.75 at step 10); GRPO and RLOO at
-# lr 1e-3 still reached the cap by step 7, and the alarm says so.
-BUNDLED_MISSING_EOS_PENALTY = 0.5
+# model with TRL's missing-EOS penalty; other models keep the literature's default (none). Measured (RESULTS.md,
+# issue 30; lr 1e-3, 40 tokens, seed 11): at 0.5 PPO's answers end again (EOS 0.75 at step 10), but GRPO and RLOO
+# reached the cap by step 7 (EOS 4 %); at 1.0 (TRL's RLOO example) they kept ending about as often as the base model
+# does (EOS 0.29-0.33 over their last 3 steps, no alarm). A group method compares a prompt's answers with each other,
+# so only the penalty tells a cut answer from a finished one in its group.
+BUNDLED_MISSING_EOS_PENALTY = 0.5  # PPO, DPO's probes
+BUNDLED_GROUP_MISSING_EOS_PENALTY = 1.0  # GRPO, RLOO
 
 
 def is_bundled(model: "ModelConfig") -> bool:
@@ -118,10 +121,14 @@ def is_bundled(model: "ModelConfig") -> bool:
     return (model.source or "default").strip() == "default"
 
 
-def bundled_policy_defaults(model: "ModelConfig") -> dict:
-    """The policy settings the command line and the pages start the bundled model with, where they differ from the
-    literature's defaults (the dataclass's): {field: value}; {} for any other model."""
-    return {"missing_eos_penalty": BUNDLED_MISSING_EOS_PENALTY} if is_bundled(model) else {}
+def bundled_policy_defaults(model: "ModelConfig", config_class: type | None = None) -> dict:
+    """The policy settings the command line and the pages start the bundled model with (for a method's
+    ``config_class``), where they differ from the literature's defaults (the dataclass's): {field: value}; {} for any
+    other model."""
+    if not is_bundled(model):
+        return {}
+    group = config_class is not None and issubclass(config_class, GroupConfig)
+    return {"missing_eos_penalty": BUNDLED_GROUP_MISSING_EOS_PENALTY if group else BUNDLED_MISSING_EOS_PENALTY}
 
 
 @dataclass
@@ -141,7 +148,7 @@ class PolicyConfig:
     kl_coef: float = 0.05  # beta, the KL penalty weight (TRL default 0.05)
     kl_estimator: str = "k1"  # per-token KL estimator: k1 = log-ratio, k3 = (r - 1) - log r >= 0
     normalize_reward: bool = True  # scale RM scores to mean 0, std 1 on the initial policy (Ziegler)
-    missing_eos_penalty: float | None = None  # score lost by an answer with no EOS (TRL's); bundled model: 0.5 (CLI)
+    missing_eos_penalty: float | None = None  # score lost by an answer with no EOS (TRL's); bundled: 0.5, GRPO/RLOO 1.0
     checkpoint_every: int = 10  # write a resumable checkpoint every N steps
     samples_per_step: int = 4  # (prompt, response, score, KL) rows logged each step
     probe_every: int = 5  # answer the held-out probe prompts with the current policy every N steps (0 = never)

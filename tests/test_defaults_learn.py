@@ -121,17 +121,18 @@ def test_a_reward_model_clear_of_chance_gives_no_warning(tmp_path, weak_reward_d
     assert "warning" not in run.status() and "warning:" not in run.events()
 
 
-@pytest.mark.parametrize("argv, penalty", [
-    ([], 0.5),  # the bundled model: its answers to open prompts run past the cap without it
-    (["--set", "missing_eos_penalty=none"], None),  # turned off on purpose
-    (["--set", "missing_eos_penalty=1.5"], 1.5),
-    (["--model", "someone/other-model"], None),  # any other model: the literature's default (none)
+@pytest.mark.parametrize("argv, penalty, group_penalty", [
+    ([], 0.5, 1.0),  # the bundled model: its answers to open prompts run past the cap without it (group methods: more)
+    (["--set", "missing_eos_penalty=none"], None, None),  # turned off on purpose
+    (["--set", "missing_eos_penalty=1.5"], 1.5, 1.5),
+    (["--model", "someone/other-model"], None, None),  # any other model: the literature's default (none)
 ])
-def test_the_command_line_starts_the_bundled_model_with_a_missing_eos_penalty(tmp_path, argv, penalty):
+def test_the_command_line_starts_the_bundled_model_with_a_missing_eos_penalty(tmp_path, argv, penalty, group_penalty):
     from rlhf_engine import cli
-    from rlhf_engine.config import GRPOConfig
+    from rlhf_engine.config import GRPOConfig, RLOOConfig
 
-    for command, config_class in (("ppo", PPOConfig), ("grpo", GRPOConfig)):
+    for command, config_class, want in (("ppo", PPOConfig, penalty), ("grpo", GRPOConfig, group_penalty),
+                                        ("rloo", RLOOConfig, group_penalty)):
         args = cli.build_parser().parse_args([command, "--reward", str(tmp_path), "--out", str(tmp_path / "x"), *argv])
-        assert cli.train.policy_config(args, config_class).missing_eos_penalty == penalty
+        assert cli.train.policy_config(args, config_class).missing_eos_penalty == want
     assert PPOConfig().missing_eos_penalty is None  # the engine's own default stays the literature's

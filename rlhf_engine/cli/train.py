@@ -50,8 +50,8 @@ def policy_config(args, config_class, only_known: bool = False, method: str | No
     from rlhf_engine.config import bundled_policy_defaults
 
     model = _model_config(args)
-    return config_class(model=model, **{**bundled_policy_defaults(model), **flag_fields(args, config_class),
-                                        **set_fields(config_class, assignments)})
+    return config_class(model=model, **{**bundled_policy_defaults(model, config_class),
+                                        **flag_fields(args, config_class), **set_fields(config_class, assignments)})
 
 
 def ppo_config(args):

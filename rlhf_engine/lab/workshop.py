@@ -42,6 +42,8 @@ PAIRS_COMMAND = ("python -m rlhf_engine make-demo-pairs --n 210 --completions 8 
 RESPONSE_LENGTH = 40  # new tokens per answer: most of the base model's answers end (EOS) within it
 MISSING_EOS_PENALTY = 0.5  # subtracted from the score of an answer cut off at the cap (TRL's missing_eos_penalty):
 # without it the policy drifts to answers that never end (the RM likes long positive text), the length alarm
+GROUP_MISSING_EOS_PENALTY = 1.0  # GRPO's and RLOO's in the methods step: at 0.5 RLOO's answers reached the cap in
+# both seeds (config.BUNDLED_GROUP_MISSING_EOS_PENALTY says what was measured)
 LEARNING_RATE = 1e-3  # constant LoRA rate, 10x the literature default: the policy moves within a few steps
 
 
@@ -175,13 +177,15 @@ METHODS = ("ppo", "grpo", "rloo", "dpo")  # the methods step's methods (best-of-
 
 def method_configs(model: ModelConfig, sizes: Preset | None = None) -> dict:
     """Each method of the methods step on the sweep's budget and probes (``ppo_config``): the same answers per
-    step, length, sampling, missing-EOS penalty, constant LoRA rate and held-out probes; each at its own default β
-    (PPO 0.05, GRPO 0.04, RLOO 0.05, DPO 0.1), GRPO with 2 passes per rollout as PPO has."""
+    step, length, sampling, constant LoRA rate and held-out probes; each at its own default β (PPO 0.05, GRPO 0.04,
+    RLOO 0.05, DPO 0.1), GRPO with 2 passes per rollout as PPO has, the group methods with their missing-EOS penalty
+    (``GROUP_MISSING_EOS_PENALTY``)."""
     ppo = ppo_config(model, sizes)
     same_rate = dict(learning_rate=LEARNING_RATE, lr_schedule="constant")
+    group = dict(missing_eos_penalty=GROUP_MISSING_EOS_PENALTY, **same_rate)
     return {"ppo": ppo,
-            "grpo": dataclasses.replace(method_config(ppo, "grpo"), epochs=ppo.ppo_epochs, **same_rate),
-            "rloo": dataclasses.replace(method_config(ppo, "rloo"), **same_rate),
+            "grpo": dataclasses.replace(method_config(ppo, "grpo"), epochs=ppo.ppo_epochs, **group),
+            "rloo": dataclasses.replace(method_config(ppo, "rloo"), **group),
             "dpo": dataclasses.replace(method_config(ppo, "dpo"), **same_rate)}
 
 
@@ -241,7 +245,8 @@ def cli_commands(workspace: str = "workspace", device: str | None = None) -> lis
         f"python -m rlhf_engine sweep --reward {workspace}/runs/workshop-rm --out {workspace}/runs/workshop-methods "
         f"--methods {','.join(METHODS)} --seeds {','.join(map(str, sizes.method_seeds))} --steps {ppo.steps} "
         f"{shared} --checkpoint-every {ppo.checkpoint_every} {_set_flags(ppo, ppo_flagged)} "
-        f"--set grpo.epochs={ppo.ppo_epochs}",
+        f"--set grpo.epochs={ppo.ppo_epochs} " + " ".join(f"--set {m}.missing_eos_penalty={GROUP_MISSING_EOS_PENALTY}"
+                                                          for m in ("grpo", "rloo")),
     ]
 
 
