@@ -9,7 +9,7 @@ import streamlit as st
 
 from rlhf_engine.lab import figures
 from rlhf_engine.lab.raised_alarms import alarm_titles
-from rlhf_engine.lab.story import overoptimisation_peaks, sweep_fits, sweep_story
+from rlhf_engine.lab.story import overoptimisation_peaks, penalty_note, sweep_fits, sweep_story
 from rlhf_engine.lab.sweep import Sweep, probe_summary
 
 from .state import file_signature, is_live
@@ -113,6 +113,9 @@ def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
                         if subset else "")
                      + " A run's legend entry shows or hides both its lines."
                      + (" Dotted: Gao et al.'s curves fitted to these points (below)." if fits else ""))
+    penalties = penalty_note(sweep)
+    if penalties:
+        st.caption(penalties)
     if fit_lines:
         st.markdown("**Gao et al.'s curves, fitted to what these runs measured**\n"
                     + "\n".join(f"- {md(line)}" for line in fit_lines))

@@ -19,7 +19,7 @@ from rlhf_engine.config import PPOConfig, RewardConfig
 from rlhf_engine.data.pairs import PreferencePair, write_pairs
 from rlhf_engine.lab.best_of_n import best_of_n_curve, best_of_n_kl, expected_best_of_n
 from rlhf_engine.lab.demo import gold_score, labelled_by_gold_annotator
-from rlhf_engine.lab.sweep import Sweep, list_sweeps, member_label, parse_values, plan
+from rlhf_engine.lab.sweep import Sweep, list_sweeps, member_label, parse_values, plan, plan_methods
 from rlhf_engine.lab.sweep_job import prepare_sweep
 from rlhf_engine.runs.policy_job import start_policy_job
 from rlhf_engine.runs.queue import JobQueue
@@ -474,3 +474,19 @@ def test_a_batched_sweeps_runs_probe_a_subset_between_and_every_prompt_at_the_en
                          ("policy", 2, False): prompts}
         assert [(s["step"], s["full"]) for s in probe_summary(rows)] == [(0, True), (1, False), (2, True)]
     assert [(p["probe_step"], p["prompts"]) for p in Sweep(runs_dir / "sw").frontier()] == [(2, 3), (2, 3)]
+
+
+def test_the_charts_say_when_runs_subtract_different_missing_eos_penalties(runs_dir, tiny_model_config, simulated_rm):
+    """The RM score drawn is the score each run optimises, penalty included: a methods sweep whose group methods
+    subtract more for an answer cut at the cap says so (their reference point stands lower); a β sweep says nothing."""
+    from rlhf_engine.config import GRPOConfig
+    from rlhf_engine.lab.story import penalty_note
+
+    base = dataclasses.replace(_base(tiny_model_config), missing_eos_penalty=0.5)
+    members = plan_methods({"ppo": base, "grpo": GRPOConfig(model=tiny_model_config, steps=1, batch_size=4,
+                                                           group_size=2, missing_eos_penalty=1.0)}, {})
+    prepare_sweep(runs_dir / "methods", base, simulated_rm, methods=members)
+    note = penalty_note(Sweep(runs_dir / "methods"))
+    assert note is not None and "(PPO 0.5, GRPO 1.0)" in note
+    prepare_sweep(runs_dir / "betas", base, simulated_rm, "kl_coef", [0.0, 0.2])
+    assert penalty_note(Sweep(runs_dir / "betas")) is None

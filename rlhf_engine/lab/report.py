@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rlhf_engine.lab import figures
 from rlhf_engine.lab.raised_alarms import alarms_of_run
-from rlhf_engine.lab.story import overoptimisation_peaks, sweep_fits, sweep_story
+from rlhf_engine.lab.story import overoptimisation_peaks, penalty_note, sweep_fits, sweep_story
 from rlhf_engine.lab.styles import style_key, sweep_styles
 from rlhf_engine.lab.sweep import FINAL_STEPS, Sweep, probe_summary
 from rlhf_engine.methods import registry
@@ -137,6 +137,8 @@ def _sweep_body(sweep: Sweep) -> list[str]:
     probes = {label: probe_summary(answers) for label, answers in rows.items()}
     parts.append("<h2>Gold vs proxy against √KL</h2>" + figure(figures.gold_proxy_figure(
         probes, bon, styles, fits=fits, peaks=overoptimisation_peaks(rows))))
+    if penalty_note(sweep):
+        parts.append(f"<p>{_e(penalty_note(sweep))}</p>")
     if fit_lines:
         parts.append("<h3>Gao et al.'s curves, fitted to these probes</h3><ul>"
                      + "".join(f"<li>{_e(line)}</li>" for line in fit_lines) + "</ul>")

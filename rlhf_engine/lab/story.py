@@ -99,6 +99,25 @@ def _beta_lines(fixed: list[dict], runs: dict[str, RunFolder]) -> list[str]:
     return lines
 
 
+def penalty_note(sweep: Sweep) -> str | None:
+    """A sentence when the sweep's runs subtract different missing-EOS penalties (the bundled model's GRPO and RLOO
+    1.0, PPO 0.5): the RM score on the charts is the score each run optimises, so the same reference answers stand
+    lower for a run with the larger penalty. None when they all subtract the same."""
+    by_penalty: dict = {}
+    for member in sweep.members():
+        penalty = member.run.config().get("config", {}).get("missing_eos_penalty")
+        name = member_title(member.label).split(" at ")[0].split(",")[0]
+        if name not in by_penalty.setdefault(penalty, []):
+            by_penalty[penalty].append(name)
+    if len(by_penalty) < 2:
+        return None
+    parts = ", ".join(f"{' and '.join(names)} {'none' if penalty is None else format(float(penalty), '.1f')}"
+                      for penalty, names in sorted(by_penalty.items(), key=lambda kv: kv[0] or 0.0))
+    return ("The RM score drawn is the one each run optimises: the reward model's, less the run's missing-EOS penalty "
+            f"for an answer cut at the length cap ({parts}), so the same reference answers start lower for a run "
+            "with a larger penalty; the gold score has no penalty.")
+
+
 def best_of_n_sentences(rows: list[dict], points: list[dict], by_method: bool = False) -> list[str]:
     """Best-of-n's largest n in words (± standard errors over the held-out prompts; its paired gain over n = 1, the
     reference's probe answers), then the runs (``points``) whose gold beats it by CLEAR_SE standard errors of the
