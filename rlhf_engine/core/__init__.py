@@ -8,6 +8,7 @@
 - ``trainer``: ``PolicyTrainer``, which owns a step: rollout, advantages, the update loop (minibatches, the
   gradient in parts, one optimiser step each), metrics and checkpoints. A method supplies its loss.
 - ``batched``: several runs trained side by side on one base model, their answers decoded as one batch.
+- ``prompt_cache``: a prompt passed once for all its answers (scored by the reward model, read by the reference).
 - ``reward``: the Bradley-Terry reward model (train, evaluate, score, save and load).
 - ``heads``, ``lora_fused``, ``cpu_linear``, ``memory``, ``normalisation``, ``batching``, ``distributed``: the
   pieces under them (score and value heads, fused LoRA products, CPU matmul kernels, releasing memory, score

@@ -2,7 +2,7 @@
 
 The workshop: simulated preference pairs (made once and shipped, ``assets/workshop_pairs.jsonl``) -> a
 reward model -> a KL sweep whose runs train side by side (``rlhf_engine.core.batched``) with best-of-n, from
-a fresh clone to the finished sweep plot in about 14 minutes on 2 CPU cores (13.4 measured on a 2-core AMD EPYC
+a fresh clone to the finished sweep plot in about 12 minutes on 2 CPU cores (11.9 measured on a 2-core AMD EPYC
 with AVX-512, benchmarks/RESULTS.md). The
 story is told on held-out probe prompts answered by the reference and the policy with the same sampling
 seed, so a gain of 0.2 in gold score is not lost in the ±0.5 swing of one training batch.
@@ -91,9 +91,9 @@ class Preset:
 # Probes, CPU: a path of 5 points per run (the reference; steps 3, 6, 9 on 16 prompts; step 10 on all 54): 108
 # reference answers (best-of-n's first samples, decoded once for the whole sweep) + 48 + 54 per run (the Preset's
 # probe_answers), against 54 for the two-point segment and 162 for all 54 prompts at each of the 4 steps.
-CPU = Preset(device="cpu", minutes=14, rm_steps=20, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
+CPU = Preset(device="cpu", minutes=12, rm_steps=20, rm_batch=6, betas=(0.0, 0.05, 0.2), ppo_steps=10, batch_size=8,
              probe_every=3, probe_prompts=54, probe_subset=16, reference_probe_samples=2, best_of_n=8,
-             best_of_n_prompts=54, overopt_steps=40, overopt_minutes=12, methods_minutes=18)
+             best_of_n_prompts=54, overopt_steps=40, overopt_minutes=12, methods_minutes=16)
 # Probes, GPU: 10 points per run (steps 3, 6, ..., 27 on 16 prompts, step 30 on all 48): 192 reference + 144 + 48 = 384
 # answers per run, against 480 for 6 points on all 48 prompts (every 5 steps).
 GPU = Preset(device="cuda", minutes=5, rm_steps=120, rm_batch=16, betas=(0.0, 0.02, 0.05, 0.2), ppo_steps=30,
