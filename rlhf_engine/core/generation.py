@@ -193,10 +193,10 @@ def _prompts_pass(model, query_ids: torch.Tensor, query_mask: torch.Tensor, repe
         return model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True,
                      logits_to_keep=1)
 
-    index = torch.arange(len(query_ids), device=query_ids.device).repeat(repeats)
-    if repeats == 1:
-        return prompts_pass(query_ids, query_mask), query_ids, query_mask
     out = prompts_pass(query_ids, query_mask)
+    if repeats == 1:
+        return out, query_ids, query_mask
+    index = torch.arange(len(query_ids), device=query_ids.device).repeat(repeats)
     if not plain_kv_cache(out.cache):  # a cache whose rows cannot be picked: pass each repeat
         return prompts_pass(query_ids[index], query_mask[index]), query_ids[index], query_mask[index]
     out.cache.batch_select_indices(index)

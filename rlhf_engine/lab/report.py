@@ -137,8 +137,9 @@ def _sweep_body(sweep: Sweep) -> list[str]:
     probes = {label: probe_summary(answers) for label, answers in rows.items()}
     parts.append("<h2>Gold vs proxy against √KL</h2>" + figure(figures.gold_proxy_figure(
         probes, bon, styles, fits=fits, peaks=overoptimisation_peaks(rows))))
-    if penalty_note(sweep):
-        parts.append(f"<p>{_e(penalty_note(sweep))}</p>")
+    penalties = penalty_note(sweep)
+    if penalties:
+        parts.append(f"<p>{_e(penalties)}</p>")
     if fit_lines:
         parts.append("<h3>Gao et al.'s curves, fitted to these probes</h3><ul>"
                      + "".join(f"<li>{_e(line)}</li>" for line in fit_lines) + "</ul>")

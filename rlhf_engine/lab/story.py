@@ -18,6 +18,7 @@ from rlhf_engine.lab.method_ranking import gain_line, method_results, ranking_li
 from rlhf_engine.lab.noise import CLEAR_SE, is_clear, standard_errors
 from rlhf_engine.lab.probe_hacking import probe_reward_hacking
 from rlhf_engine.lab.sweep import METHOD_FIELD, Sweep, member_title, probe_summary
+from rlhf_engine.methods import registry
 from rlhf_engine.runs.runfolder import RunFolder
 
 
@@ -105,8 +106,9 @@ def penalty_note(sweep: Sweep) -> str | None:
     lower for a run with the larger penalty. None when they all subtract the same."""
     by_penalty: dict = {}
     for member in sweep.members():
-        penalty = member.run.config().get("config", {}).get("missing_eos_penalty")
-        name = member_title(member.label).split(" at ")[0].split(",")[0]
+        saved = member.run.config()
+        penalty, kind = saved.get("config", {}).get("missing_eos_penalty"), saved.get("kind", "")
+        name = registry.get(kind).title if registry.is_policy_kind(kind) else kind
         if name not in by_penalty.setdefault(penalty, []):
             by_penalty[penalty].append(name)
     if len(by_penalty) < 2:
