@@ -140,14 +140,33 @@ def _add_sweep(sub) -> None:
     p.add_argument("--one-at-a-time", action="store_true",
                    help="run the sweep's runs one after another, each loading its own model, instead of side by "
                         "side in one process (the default: one base model, one decoding batch; same results)")
+    _add_ray_flags(p)
     _add_policy_inputs(p)
     add_config_flags(p, PPOConfig)  # the runs' settings; with --methods, each method takes the fields it has
+
+
+def _add_ray_flags(p, tasks: bool = True) -> None:
+    """--ray and how a task is sized (sweep, resume)."""
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run on a Ray cluster: 'auto' starts a local one on this machine (bound to 127.0.0.1), "
+                        "HOST:PORT joins a running one (its token in RAY_AUTH_TOKEN); the runs folder must lie on a "
+                        "filesystem every node sees. Needs requirements-ray.txt installed")
+    if tasks:
+        p.add_argument("--runs-per-task", type=positive_int, default=1, metavar="K",
+                       help="with --ray: train up to K runs side by side in one task (one base model), "
+                            "instead of one task per run (default 1)")
+    p.add_argument("--task-cpus", type=positive_int, default=1, metavar="N",
+                   help="with --ray: the CPUs each task asks for, and its torch threads (default 1)")
+    p.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="with --ray: how often Ray runs a task again whose worker died; a retried task resumes from "
+                        "its checkpoint (default 2; 0: none, the run is then interrupted)")
 
 
 def _add_run_commands(sub) -> None:
     """The commands that continue, use or show runs."""
     p = sub.add_parser("resume", help="continue a stopped, failed or interrupted run from its last checkpoint")
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path, help="a run folder (with --ray also a sweep folder: its runs not completed)")
+    _add_ray_flags(p, tasks=False)
 
     p = sub.add_parser("sample", help="generate a response from a model (optionally with a trained adapter)")
     _add_model_flags(p, quant="none")

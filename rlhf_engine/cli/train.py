@@ -136,6 +136,12 @@ def sweep(args) -> int:
     if args.best_of_n == 1 or args.best_of_n < 0:
         raise UserError(f"--best-of-n must be 0 (none) or at least 2, got {args.best_of_n}")
     base = policy_config(args, PPOConfig, only_known=methods is not None)
+    if args.ray:
+        from rlhf_engine.cli.cluster import sweep_on_cluster
+
+        return sweep_on_cluster(args, lambda: prepare_sweep(
+            args.out, base, args.reward, args.vary, values, args.adaptive, args.best_of_n, args.best_of_n_prompts,
+            args.prompts, batched=False, methods=methods))
     jobs = prepare_sweep(args.out, base, args.reward, args.vary, values, args.adaptive,
                          args.best_of_n, args.best_of_n_prompts, args.prompts, batched=not args.one_at_a_time,
                          methods=methods)
@@ -251,6 +257,10 @@ def _seeds(args) -> tuple[int, ...] | None:
 def resume(args) -> int:
     from rlhf_engine.runs.resume import prepare_resume
 
+    if args.ray:
+        from rlhf_engine.cli.cluster import resume_on_cluster
+
+        return resume_on_cluster(args)
     return follow(prepared_by_main(lambda: prepare_resume(args.run)).start())
 
 

@@ -215,6 +215,13 @@ def estimate_job_memory(model_config, policy_config, device: str | None = None) 
     The reward model's adapter rides on the policy's base (one copy); a reward model on another base would add
     its weights. On CUDA: not measured yet.
     """
+    fixed, per_run = job_memory_parts(model_config, policy_config, device)
+    return fixed + per_run
+
+
+def job_memory_parts(model_config, policy_config, device: str | None = None) -> tuple[int, int]:
+    """``estimate_job_memory`` in its two parts: (runtime + weights, what one run's update holds). Runs trained side
+    by side in one process share the first: k runs peak at about fixed + k x per run."""
     device = detect_device(device or getattr(model_config, "device", "auto"))
     shape = model_shape(model_config.source)
     linear, embeddings = parameter_counts(shape)
@@ -229,7 +236,7 @@ def estimate_job_memory(model_config, policy_config, device: str | None = None) 
     per_token = width * (layers * (8 * hidden + 4 * inner) + 3 * shape["vocab_size"])
     tokens = sequences_held(policy_config) * (PROMPT_TOKENS + policy_config.response_length)
     runtime = CUDA_CONTEXT_BYTES if device == "cuda" else RUNTIME_BYTES
-    return int(runtime + weights + tokens * per_token)
+    return int(runtime + weights), int(tokens * per_token)
 
 
 def sequences_held(policy_config) -> int:

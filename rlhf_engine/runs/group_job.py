@@ -212,6 +212,8 @@ class _Group:
             if self.members.get(entry["run"], {}).get("state") not in (None, *ENDED):
                 continue  # added twice: it is in the group already
             run = RunFolder(Path(entry["run"]))
+            if _recorded_state(run) == "completed":
+                continue  # finished in an earlier process of this group (a Ray task retried): nothing to train
             self.pending.append(Member(run, entry.get("owner")))
             self.members[entry["run"]] = {"run": entry["run"], "owner": entry.get("owner"), "state": "queued"}
             if run.exists():

@@ -2,7 +2,8 @@
 
 runs/<run-id>/
   config.json       settings of the run (kind, config, data paths)
-  status.json       state, step, total steps, error, pid; written atomically
+  status.json       state, step, total steps, error, pid and host; written atomically (a Ray task's run also its
+                    heartbeat and placement: ``cluster``)
   metrics.jsonl     one JSON object per step (mirrored to the trackers of the config's report_to)
   samples.jsonl     logged samples (prompt, response, score, KL)
   probes.jsonl      answers of the reference and the policy to fixed probe prompts (PPO)
@@ -17,7 +18,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +29,10 @@ STATES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
 ACTIVE_STATES = ("queued", "running")
 CLAIM_FILE = ".created"  # made with O_EXCL when a run folder is created
 KEEP_CHECKPOINTS = 2
+HOST = socket.gethostname()  # written beside the pid: a pid names a process on its own host only
+HEARTBEAT_S = 5.0  # how often a Ray task writes its runs' heartbeat (``beat``)
+HEARTBEAT_STALE_S = 45.0  # a run whose heartbeat is older reads as interrupted (its node or task is gone)
+_STATUS_LOCK = threading.Lock()  # status.json is read, updated and written whole: one writer at a time here
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -78,6 +85,20 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+def writer_alive(status: dict) -> bool:
+    """Whether the process that last wrote an active status is still there: its heartbeat is fresh (a run placed by
+    Ray, maybe on another node), else its pid answers on this host. A heartbeat counts only while the process that
+    wrote it is still the status's writer (a run resumed without Ray writes no heartbeat)."""
+    beat = status.get("heartbeat") or {}
+    if beat.get("pid") == status.get("pid") and beat.get("host") == status.get("host") and "at" in beat:
+        if time.time() - float(beat["at"]) > HEARTBEAT_STALE_S:
+            return False
+        return status.get("host") != HOST or pid_alive(status.get("pid"))
+    if status.get("host") not in (None, HOST):
+        return False  # written on another host without a heartbeat: nothing here can tell it is alive
+    return pid_alive(status.get("pid"))
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -117,19 +138,35 @@ class RunFolder:
             status = json.loads((self.path / "status.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return {"state": "unknown", "step": 0}
-        if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid")):
+        if status.get("state") in ACTIVE_STATES and not writer_alive(status):
             status["state"] = "interrupted"
         return status
 
     def set_status(self, state: str, **fields) -> None:
         """Update status.json atomically (fields merge into the previous status)."""
         assert state in STATES, state
+        with _STATUS_LOCK:
+            status = self._recorded()
+            status.update(fields, state=state, pid=os.getpid(), host=HOST, updated_at=_now())
+            atomic_write_text(self.path / "status.json", json.dumps(status, indent=2) + "\n")
+
+    def beat(self, **fields) -> bool:
+        """The heartbeat of a run this process trains (a Ray task's): its status.json's ``heartbeat`` set to now, and
+        ``fields`` merged, if the run is active; its state is left as it is. Returns whether it was active."""
+        with _STATUS_LOCK:
+            status = self._recorded()
+            if status.get("state") not in ACTIVE_STATES:
+                return False
+            status.update(fields, pid=os.getpid(), host=HOST,
+                          heartbeat={"at": round(time.time(), 1), "pid": os.getpid(), "host": HOST})
+            atomic_write_text(self.path / "status.json", json.dumps(status, indent=2) + "\n")
+            return True
+
+    def _recorded(self) -> dict:
         try:
-            status = json.loads((self.path / "status.json").read_text())
+            return json.loads((self.path / "status.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
-            status = {}
-        status.update(fields, state=state, pid=os.getpid(), updated_at=_now())
-        atomic_write_text(self.path / "status.json", json.dumps(status, indent=2) + "\n")
+            return {}
 
     def append_metrics(self, metrics: dict) -> None:
         """One step's metrics line; then a copy to the trackers the run reports to (``trackers.mirror``)."""
@@ -254,6 +291,9 @@ class ReplicaRunFolder(RunFolder):
 
     def set_status(self, state: str, **fields) -> None:
         pass
+
+    def beat(self, **fields) -> bool:
+        return False
 
     def append_metrics(self, metrics: dict) -> None:
         pass
