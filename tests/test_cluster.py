@@ -125,6 +125,17 @@ def test_an_unreachable_cluster_is_one_line_and_exit_2_and_nothing_is_created(tm
     assert not (tmp_path / "s").exists()
 
 
+def test_without_ray_installed_the_flag_says_how_to_install_it(tmp_path):
+    script = ("import sys; sys.modules['ray'] = None  # as if not installed\n"
+              "from rlhf_engine.cli import main\n"
+              f"sys.exit(main(['sweep', '--reward', {str(tmp_path)!r}, '--out', {str(tmp_path / 's')!r}, "
+              "'--ray', 'auto']))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and "pip install -r requirements-ray.txt" in err[0], err
+
+
 def test_without_the_flag_nothing_imports_ray(tmp_path, tiny_model_dir, trained_tiny_reward_dir):
     flags = ["--out", str(tmp_path / "s"), *_sweep_flags(tiny_model_dir, trained_tiny_reward_dir, 1)]
     script = textwrap.dedent(f"""

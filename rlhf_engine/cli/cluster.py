@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .follow import stop_on_signals
 
 
 def _connected(args, folder: Path):
@@ -20,6 +21,7 @@ def _connected(args, folder: Path):
     except ClusterError as err:
         raise UserError(str(err)) from None
     print(f"ray: {cluster.describe()}", flush=True)
+    stop_on_signals()  # after Ray's own handlers: Ctrl-C, kill -INT and kill stop every task with a checkpoint
     return cluster
 
 
