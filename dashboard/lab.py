@@ -11,6 +11,7 @@ from rlhf_engine.lab import figures
 from rlhf_engine.lab.raised_alarms import alarm_titles
 from rlhf_engine.lab.story import overoptimisation_peaks, penalty_note, sweep_fits, sweep_story
 from rlhf_engine.lab.sweep import Sweep, probe_summary
+from rlhf_engine.runs.runfolder import ACTIVE_STATES
 
 from .state import file_signature, is_live
 from .widgets import flash, job_controls, mark_started, md, queue_position, status_line
@@ -30,6 +31,24 @@ def submit_sweep(sweep_id: str, jobs: list, picker_key: str) -> None:
     how = "Queued the sweep: its runs train side by side in one process" if len(queued) == 1 else \
         f"Queued {len(queued)} runs; they run one after another"
     flash(how + (f", after the {ahead} job(s) already waiting." if ahead else ", starting now."))
+
+
+def placement_phrase(status: dict) -> str:
+    """Where Ray placed a run's task, from its status.json: "on node 10.0.0.5 (gpu-2): 2 CPUs, 0.25 GPU, attempt 1",
+    or "waiting for the cluster" with what the task asks for; "" for a run Ray never placed."""
+    place = status.get("placement")
+    if place:
+        host = f" ({place['host']})" if place.get("host") and place["host"] != place.get("node") else ""
+        cpus = int(place.get("cpus") or 0)
+        gpu = f", {float(place['gpus']):g} GPU" if place.get("gpus") else ""
+        return (f"on node {place.get('node', '?')}{host}: {cpus} CPU{'s' * (cpus != 1)}{gpu}, "
+                f"attempt {place.get('attempt', 1)}")
+    asks = (status.get("ray") or {}).get("asks")
+    if asks and status.get("state") in ACTIVE_STATES:
+        from rlhf_engine.cluster.placement import TaskResources
+
+        return f"waiting for the cluster, asking for {TaskResources(**asks).describe()}"
+    return ""
 
 
 def sweep_picker(sweeps: list[Sweep], key: str) -> Sweep | None:
@@ -58,6 +77,9 @@ def sweep_live_status(sweep: Sweep, key: str) -> None:
         for run in sweep.runs():
             status = run.status()
             line = status_line(run, status)
+            where = placement_phrase(status)
+            if where:
+                line += f" · {md(where)}"
             if status.get("alarms"):
                 line += (f" · :orange[**alarm: {md(alarm_titles(status['alarms']))}**] "
                          "(details on the Policy training page)")
@@ -69,6 +91,13 @@ def sweep_live_status(sweep: Sweep, key: str) -> None:
     st.fragment(refresh, run_every=SWEEP_REFRESH_S if live else None)()
 
 
+def _cluster_note(ray: dict) -> str:
+    """sweep.json's ``ray``: where ``sweep --ray`` sent the runs."""
+    tasks = len(ray.get("tasks") or [])
+    where = "a local Ray" if ray.get("cluster") == "auto" else f"the Ray cluster at {ray.get('cluster')}"
+    return f"Ran on {where} as {tasks} task{'s' * (tasks != 1)}; each run's line says where its task was placed."
+
+
 def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
     """Everything a sweep shows: its runs, what they showed in words, the frontier, gold vs proxy, overlays
     and the report."""
@@ -77,7 +106,8 @@ def sweep_view(sweep: Sweep, key: str, story: bool = True) -> None:
     styles = figures.sweep_styles(sweep)
     st.caption(f"Varies **{md(record['vary'])}** over {md(' · '.join(styles[m.label].name for m in members))}; "
                "same seed, prompts, reward model and reward normalisation"
-               + ("; trained side by side in one process." if record.get("batched") else "."))
+               + ("; trained side by side in one process." if record.get("batched") else ".")
+               + (f" {md(_cluster_note(record['ray']))}" if record.get("ray") else ""))
     sweep_live_status(sweep, key)
     if sweep.job_run() is not None:  # one job trains every run: Stop and Resume act on them all
         job_controls(sweep.job_run(), f"{key}.job")

@@ -18,6 +18,7 @@ from pathlib import Path
 import streamlit as st
 
 from rlhf_engine.config import ModelConfig, from_dict, to_dict
+from rlhf_engine.room.links import RAY_ENV
 from rlhf_engine.runs.queue import JobQueue
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, RunFolder
 from rlhf_engine.runs.workspace import Workspace
@@ -55,9 +56,20 @@ def workspace() -> Workspace:
 
 
 def job_queue() -> JobQueue:
-    """The server's queue: alone, one heavy job at a time in order; in a room, the room's fair queue."""
+    """The server's queue: alone, one heavy job at a time in order; in a room, the room's fair queue (on a Ray
+    cluster with ``room --ray``: a cluster that cannot be joined is one line on every page, tried again on the next)."""
     room = current_room()
-    return _room_queue(str(room.folder)) if room is not None else _single_queue()
+    if room is None:
+        return _single_queue()
+    if not os.environ.get(RAY_ENV):
+        return _room_queue(str(room.folder))
+    from rlhf_engine.cluster.connect import ClusterError  # no Ray: the error's class only
+
+    try:
+        return _room_queue(str(room.folder))
+    except ClusterError as err:
+        st.error(f"The room's jobs cannot run: {err}")
+        st.stop()
 
 
 @st.cache_resource
@@ -147,9 +159,10 @@ def refresh_interval(run: RunFolder) -> float | None:
 
 
 def submit_run(run: RunFolder):
-    """Queue a prepared run folder's job in a process of its own (see ProcessJob), owned by this session's
-    participant in a room; returns the job. A job the queue refuses (the room's cap, a full disk) leaves its run
-    stopped with the reason, where Resume queues it later, not queued for good; the error is raised on."""
+    """Queue a prepared run folder's job in a process of its own (see ProcessJob; a Ray task in a room on a
+    cluster), owned by this session's participant in a room; returns the job. A job the queue refuses (the room's
+    cap, a full disk) leaves its run stopped with the reason, where Resume queues it later, not queued for good;
+    the error is raised on."""
     from rlhf_engine.runs.job import ProcessJob, describe_error, end_run
     from rlhf_engine.runs.queue import QueueFull
 
@@ -159,7 +172,7 @@ def submit_run(run: RunFolder):
     else:
         from rlhf_engine.room.scheduler import room_job
 
-        job, owner = room_job(room, run), identity().pid
+        job, owner = room_job(room, run, job_queue()), identity().pid
     try:
         return job_queue().submit(job, owner=owner)
     except (QueueFull, OSError) as err:

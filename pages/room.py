@@ -5,6 +5,7 @@ from datetime import datetime
 
 import streamlit as st
 
+from dashboard.lab import placement_phrase
 from dashboard.room import current_room, identity
 from dashboard.state import job_queue, require_app_shell, stop_job
 from dashboard.widgets import engine_errors, first_value, flash, md, show_flash, wait_phrase
@@ -49,6 +50,9 @@ col_links.caption("Your own link, the teacher's, is the one in your address bar:
 plan = getattr(queue, "plan", None)  # the SlotPlan the room's queue was made with (rlhf_engine.room.slots)
 col_links.markdown(f"**Slots**: {queue.slots} job(s) train at once"
                    + (f". {md(plan.reason)}." if plan is not None else "."))
+if getattr(queue, "cluster", None) is not None:
+    col_links.markdown("Each job runs as a Ray task, asking for its CPUs, GPU share and memory; the queue says "
+                       "where the cluster placed it.")
 col_links.caption("`make room SLOTS=K` (or `python -m rlhf_engine room --slots K`) sets K instead when the room "
                   "starts. The queue takes the participants in turn"
                   + (f", at most {queue.cap} waiting jobs each." if queue.cap else "."))
@@ -80,6 +84,14 @@ def participants_table(names: dict[str, str]) -> None:
     st.dataframe(rows, hide_index=True)
 
 
+def where(job) -> str:
+    """Its place in the queue; for a job the queue started on a Ray cluster, where its task was placed (a run
+    trained in a group: the group's task, placed afresh each time it starts)."""
+    phrase = wait_phrase(job)
+    placed = placement_phrase(getattr(job, "group", job).run.status()) if queue.position(job) == 0 else ""
+    return f"{phrase} {placed}" if placed.startswith("on ") else placed or phrase
+
+
 def queue_table(names: dict[str, str]) -> None:
     jobs = queue.jobs()
     st.subheader(f"Queue ({len(jobs)} job{'s' * (len(jobs) != 1)})")
@@ -91,7 +103,7 @@ def queue_table(names: dict[str, str]) -> None:
         col_who, col_run, col_place, col_stop = st.columns([2, 4, 3, 1])
         col_who.markdown(md(names.get(owner, owner or "?")))
         col_run.markdown(f"`{md(job.run.id)}` — {md(job.run.status().get('state', 'unknown'))}")
-        col_place.markdown(md(wait_phrase(job)))
+        col_place.markdown(md(where(job)))
         if col_stop.button("Stop", key=f"{K}.stop.{i}.{job.run.path}",
                            help="Stop after the current step, keeping a checkpoint (a waiting job is taken off)"):
             with engine_errors("Stopping the job"):

@@ -245,7 +245,8 @@ def test_stop_resume_and_retries_through_ray(local_ray, runs_dir, tiny_model_dir
     assert "worker died" in run.status()["error"] and "Resume continues" in run.status()["error"]
     # Resume again: it completes, no step logged twice
     prepare_resume(run.path)
-    assert RayJob(run, local_ray).start().join(300) == "completed"
+    assert RayJob(run, local_ray, cpus=2).start().join(300) == "completed"
+    assert run.status()["placement"]["threads"] == 2  # torch's threads are the CPUs asked for, not Ray's 1
     steps = [row["step"] for row in run.metrics()]
     assert steps == list(range(1, 41))
 

@@ -62,7 +62,7 @@ def resume_on_cluster(args) -> int:
 
 
 def _ended(jobs, out: Path) -> int:
-    from rlhf_engine.cluster.task import runs_of
+    from rlhf_engine.runs.members import runs_of
 
     states = {run.id: run.status().get("state") for job in jobs for run in runs_of(job.run)}
     if all(state == "completed" for state in states.values()):

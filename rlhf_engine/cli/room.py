@@ -46,6 +46,10 @@ def add_room_command(sub) -> None:
     p.add_argument("--cert", type=Path, help="TLS certificate file (PEM): serve HTTPS; needs --key")
     p.add_argument("--key", type=Path, help="TLS private key file (PEM); needs --cert")
     p.add_argument("--slots", type=positive_int, metavar="K", help="how many of the room's jobs run at once")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the room's jobs as Ray tasks: 'auto' starts a local Ray in the server, HOST:PORT joins "
+                        "a running cluster (its token in RAY_AUTH_TOKEN; the room's folder must lie on a filesystem "
+                        "every node sees); the slots are then sized from the cluster")
     p.add_argument("--dry-run", action="store_true", help="print the links and the server's command, start nothing")
 
 
@@ -79,6 +83,30 @@ def server_command(args, tls: tuple[Path, Path] | None) -> list[str]:
     return cmd + ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
 
 
+def _check_cluster(address: str, folder: Path) -> None:
+    """The cluster checked before the links are printed, so that an unreachable one, a refused token or a folder
+    its nodes cannot see is the user's one line (exit 2), not an error on the teacher's page: joined once here and
+    left (the server joins it again). "auto" needs only Ray installed: the server starts it."""
+    import importlib.util
+
+    from rlhf_engine.cluster.connect import LOCAL, ClusterError, check_shared_folder, connect, disconnect, require_ray
+
+    try:
+        if address == LOCAL:
+            if importlib.util.find_spec("ray") is None:
+                require_ray()  # says how to install it
+            print("ray: a local Ray, started by the server on this machine", flush=True)
+            return
+        cluster = connect(address)
+        try:
+            check_shared_folder(folder)
+        finally:
+            disconnect()
+    except ClusterError as err:
+        raise UserError(str(err)) from None
+    print(f"ray: {cluster.describe()}", flush=True)
+
+
 def _moved_aside(folder: Path, before: set[Path]) -> list[Path]:
     return sorted(set(folder.parent.glob(f"{folder.name}-*")) - before)
 
@@ -91,8 +119,13 @@ def room(args) -> int:
     tls = _tls_files(args.cert, args.key)
     root = _project_root()
     folder = Path(args.folder or links.room_folder()).resolve()
+    address = (args.ray or "").strip()
+    if args.ray is not None and not address:
+        raise UserError("--ray needs an address: 'auto' (a local Ray in the server) or HOST:PORT of a cluster")
     before = set(folder.parent.glob(f"{folder.name}-*"))
     opened = Room.open(folder, new=args.new)
+    if address:
+        _check_cluster(address, opened.folder)
     host = args.room_host or (links.lan_address() if args.address in ("0.0.0.0", "::", "") else args.address)
     base = links.base_url(host, args.port, https=tls is not None)
     _print_links(opened, base, moved=_moved_aside(folder, before), https=tls is not None)
@@ -100,9 +133,13 @@ def room(args) -> int:
     env = {**os.environ, links.ROOM_ENV: str(opened.folder), links.URL_ENV: base}
     if args.slots:
         env[links.SLOTS_ENV] = str(args.slots)
+    env.pop(links.RAY_ENV, None)  # only --ray puts the room on a cluster
+    if address:
+        env[links.RAY_ENV] = address
     cmd = server_command(args, tls)
     if args.dry_run:
-        shown = {k: env[k] for k in (links.ROOM_ENV, links.URL_ENV, links.SLOTS_ENV) if k in env}
+        shown = {k: env[k] for k in (links.ROOM_ENV, links.URL_ENV, links.SLOTS_ENV, links.RAY_ENV)
+                 if k in env}
         print("server (dry run, not started):")
         print(f"  cd {shlex.quote(str(root))} && " + " ".join(f"{k}={shlex.quote(v)}" for k, v in shown.items())
               + " " + shlex.join(cmd))

@@ -27,6 +27,7 @@ TCP_TIMEOUT_S = 5.0  # how long an address may take to answer before the cluster
 CHECK_TIMEOUT_S = 120.0  # how long the shared-folder check waits for one task per node
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray binds every server of a local cluster to 127.0.0.1
 TOKEN_ENVS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ClusterError(Exception):
@@ -101,6 +102,8 @@ def connect(address: str, cpus: int | None = None) -> Cluster:
         cpus = cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
         init = dict(address="local", num_cpus=int(cpus))
     else:
+        if _host_port(address)[0] in LOOPBACK_HOSTS:  # a cluster bound to the loopback: reach it there, not by the
+            os.environ.setdefault(LOOPBACK_ENV, "0")  # machine's LAN address (read when Ray is imported)
         if os.environ.get("RAY_AUTH_MODE") is None and _token_given():
             os.environ["RAY_AUTH_MODE"] = "token"  # Ray sends a token only in token mode
         ray = require_ray()

@@ -76,7 +76,7 @@ def run_on_cluster(tasks: list[RunFolder], cluster: Cluster, cpus: int = 1, retr
 
 def _progress(jobs: list[RayJob], shown: dict, out) -> None:
     """One line for each run whose state, step or node changed since the last look."""
-    from rlhf_engine.cluster.task import runs_of
+    from rlhf_engine.runs.members import runs_of
 
     for job in jobs:
         for run in runs_of(job.run):

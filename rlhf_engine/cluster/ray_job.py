@@ -15,9 +15,10 @@ import time
 
 from rlhf_engine.cluster.connect import Cluster
 from rlhf_engine.cluster.placement import TaskResources, task_resources
-from rlhf_engine.cluster.task import run_placed, runs_of
+from rlhf_engine.cluster.task import run_placed
 from rlhf_engine.runs.group_job import STOP_FILE
 from rlhf_engine.runs.job import end_run, recorded_state
+from rlhf_engine.runs.members import runs_of
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, RunFolder
 
 DEFAULT_RETRIES = 2  # times Ray runs a task again after its worker died (Ray's own default for tasks is 3)

@@ -19,22 +19,12 @@ import os
 import sys
 from pathlib import Path
 
-from rlhf_engine.runs.group_job import MEMBERS_FILE, STOP_FILE, members_of
+from rlhf_engine.runs.group_job import STOP_FILE
 from rlhf_engine.runs.job import end_run, recorded_state
+from rlhf_engine.runs.members import runs_of
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, HEARTBEAT_S, HOST, RunFolder, checkpoint_step
 
 THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def runs_of(run: RunFolder) -> list[RunFolder]:
-    """The runs a job trains: a group's members, a batched sweep's members and its best-of-n, else the run."""
-    from rlhf_engine.lab.sweep import SWEEP_FILE, Sweep
-
-    if (run.path / MEMBERS_FILE).is_file():
-        return [RunFolder(Path(m["run"])) for m in members_of(run.path)]
-    if (run.path / SWEEP_FILE).is_file() and run.exists():
-        return Sweep(run.path).runs()
-    return [run]
 
 
 def run_placed(run_path: str, resources: dict, retries: int) -> str:
@@ -43,10 +33,10 @@ def run_placed(run_path: str, resources: dict, retries: int) -> str:
 
     run = RunFolder(Path(run_path))
     _log_to(run)
-    _threads(int(resources["cpus"]))
+    threads = _threads(int(resources["cpus"]))
     attempt = int((run.status().get("placement") or {}).get("attempt", 0)) + 1
     placement = {"node": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
-                 "host": HOST, **resources, "attempt": attempt}
+                 "host": HOST, **resources, "threads": threads, "attempt": attempt}
     runs = _unique([run, *runs_of(run)])
     for each in runs:
         each.beat(placement=placement)
@@ -90,13 +80,14 @@ def _say_retried(runs: list[RunFolder], attempt: int, retries: int, node: str) -
                  f"attempt's worker died; resuming from {since}")
 
 
-def _threads(cpus: int) -> None:
-    """Torch's threads to the CPUs the task asked for (Ray starts tasks with OMP_NUM_THREADS=1)."""
+def _threads(cpus: int) -> int:
+    """Torch's threads to the CPUs the task asked for (Ray starts tasks with OMP_NUM_THREADS=1); how many it has."""
     for name in THREAD_ENVS:
         os.environ[name] = str(cpus)
     import torch
 
     torch.set_num_threads(max(1, cpus))
+    return torch.get_num_threads()
 
 
 def _log_to(run: RunFolder) -> None:

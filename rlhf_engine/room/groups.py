@@ -7,6 +7,9 @@ its next step boundary); otherwise a new group is queued with it, and takes its 
 counts in the turns of each participant with a run in it. Everything else (reward models, sweeps, best-of-n) is
 queued as it is.
 
+The queue's ``job_factory`` makes the groups' jobs (``detached_process`` unless given: a process group of its own;
+on a Ray cluster, a task), as the room's ``room_job`` makes the others.
+
 The pages see each run, not its group: ``find``, ``jobs``, ``position``, ``estimate_wait_s``, ``owner_of`` and
 ``stop`` answer for a ``RunInGroup`` as for a job of its own. Stopping one asks the group to checkpoint that run at
 its next step boundary (the others go on); a group not started yet whose every run was stopped leaves the queue.
@@ -28,7 +31,7 @@ from rlhf_engine.runs.group_job import (
     prepare_group,
     stop_member,
 )
-from rlhf_engine.runs.job import ProcessJob
+from rlhf_engine.runs.job import Job, ProcessJob
 from rlhf_engine.runs.queue import JobQueue, QueueFull
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, RunFolder
 
@@ -36,15 +39,22 @@ MAX_GROUP_RUNS = 8  # runs one group trains at once (RESULTS.md measures 8 side 
 GROUPS = "groups"  # the groups' folders, in the room's folder
 
 
+def detached_process(run: RunFolder) -> ProcessJob:
+    """A room's job in a process group of its own: stopping or restarting the server leaves it to the queue."""
+    return ProcessJob(run, detached=True)
+
+
 class RunInGroup:
     """A participant's run as the queue shows it: it lives (and is stopped) through the group that trains it."""
 
-    def __init__(self, run: RunFolder, group: ProcessJob, owner: str):
+    def __init__(self, run: RunFolder, group, owner: str):
         self.run, self.group, self.owner = run, group, owner
 
     @property
     def alive(self) -> bool:
-        return self.state in ACTIVE_STATES and (self.group.alive or self.group.process is None)
+        """Active, and so is its group: waiting (queued), or its job still running (the group's status is written by
+        its process, or by its Ray task's heartbeat, and reads interrupted once that is gone)."""
+        return self.state in ACTIVE_STATES and (self.group.alive or self.group.state in ACTIVE_STATES)
 
     @property
     def state(self) -> str:
@@ -66,10 +76,11 @@ class RoomQueue(JobQueue):
     def __init__(self, groups_folder: Path, **queue_args):
         super().__init__(**queue_args)
         self.groups_folder = Path(groups_folder)
+        self.make_job = self.job_factory or detached_process  # a group's job, a room_job's
         self._runs: dict[Path, RunInGroup] = {}
 
     def submit(self, job, owner: str = ""):
-        key = group_key(job.run.path) if isinstance(job, ProcessJob) else None
+        key = None if isinstance(job, Job) else group_key(job.run.path)  # a thread job trains as it is
         if key is None:
             return super().submit(job, owner)
         with self._lock:  # pages submit from threads of their own: one group's members are chosen one at a time
@@ -91,7 +102,7 @@ class RoomQueue(JobQueue):
         else:
             folder = self.groups_folder / f"group-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
             folder.parent.mkdir(parents=True, exist_ok=True)
-            group = ProcessJob(prepare_group(folder, [path], [owner]), detached=True)
+            group = self.make_job(prepare_group(folder, [path], [owner]))
             group.owners, group.key = [owner], key
             super().submit(group, owner)
         found = self._runs[path] = RunInGroup(job.run, group, owner)

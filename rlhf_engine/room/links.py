@@ -24,6 +24,7 @@ PERSONAL_PARAM = "p"  # a participant's personal link: their own secret
 ROOM_ENV = "RLHF_ROOM"  # the room's folder
 URL_ENV = "RLHF_ROOM_URL"  # the base URL the launcher printed
 SLOTS_ENV = "RLHF_ROOM_SLOTS"  # the room's job slots, when given
+RAY_ENV = "RLHF_ROOM_RAY"  # the Ray cluster the room's jobs run on ("auto" or HOST:PORT), when given
 
 DEFAULT_FOLDER = "room"  # relative to the working directory, when RLHF_ROOM is not set
 DEFAULT_PORT = 8501

@@ -147,6 +147,36 @@ def plan_slots(job_memory_bytes: int, threads_per_job: int | None = None, cores:
                     free_memory_bytes=free, device=device, reason=reason, cpus=cpus)
 
 
+def cluster_plan(cluster, job_memory_bytes: int, override: int | None = None) -> SlotPlan:
+    """The room's slots on a Ray cluster (``rlhf_engine.cluster.connect.Cluster``): on each node the smaller of its
+    CPUs (one per job) and its Ray memory over one job's peak, summed over the nodes, at least 1; the teacher's
+    ``SLOTS=`` wins. Each task then asks for the CPUs every node can give each of its jobs (its torch threads), so
+    that a node bounded by memory lends its spare cores, as ``plan_slots`` does on one machine."""
+    job = max(int(job_memory_bytes), 1)
+    per_node = [(node, max(min(int(node.cpus), node.memory_bytes // job), 0)) for node in cluster.nodes]
+    machine = max(1, sum(k for _, k in per_node))
+    spare = [int(node.cpus) // k for node, k in per_node if k]
+    threads = max(1, min(spare)) if spare else 1
+    sums = ", ".join(f"{node.address} min({node.cpus:g} CPUs, {_gib(node.memory_bytes)} / {_gib(job)} per job = "
+                     f"{node.memory_bytes // job}) = {k}" for node, k in per_node)
+    where = (f"{cluster.describe()}; on each node the smaller of its CPUs (one per job) and the jobs its memory "
+             f"holds: {sums or 'no node'}")
+    if override:
+        slots = max(1, int(override))
+        reason = (f"{slots} slot{'s' * (slots != 1)}: the teacher's SLOTS={slots}; the cluster would give {machine} "
+                  f"({where})")
+        threads = max(1, min(threads, int(sum(node.cpus for node in cluster.nodes)) // slots))
+    else:
+        slots = machine
+        reason = f"{slots} slot{'s' * (slots != 1)}: {where}"
+    if threads > 1:
+        reason += f"; each task asks for {threads} CPUs"
+    return SlotPlan(slots=slots, threads_per_job=threads, job_memory_bytes=job,
+                    cores=int(sum(node.cpus for node in cluster.nodes)),
+                    free_memory_bytes=sum(node.memory_bytes for node in cluster.nodes),
+                    device="cuda" if cluster.gpus else "cpu", reason=reason)
+
+
 def model_shape(source: str) -> dict:
     """A model's config.json (its shape), read without loading the model: the bundled one's is known; a folder's
     is read; a hub id's from the Hugging Face cache; a GGUF file's from its converted copy in our cache.

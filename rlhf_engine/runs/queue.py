@@ -16,8 +16,8 @@ one slot, counts as a held job of each of its owners, and takes the turn of the 
 
 **The state file** (atomic, rewritten on every submit, start, end and stop): the running jobs (run folder,
 owner, pid, start time), the waiting ones (run folder, owner, turn, submission order and time; a ``ProcessJob``'s
-detached flag and environment) and the wall times of the last jobs that completed. ``restore`` reads it back
-(see there).
+detached flag and environment), the cluster of a job placed by Ray (``rlhf_engine.cluster``) and the wall times of
+the last jobs that completed. ``restore`` reads it back (see there).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from rlhf_engine.runs.job import AdoptedJob, Job, ProcessJob, describe_error, end_run, recorded_state, runs_job_of
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, RunFolder, atomic_write_text
@@ -39,6 +40,10 @@ RECENT_DURATIONS = 20  # completed jobs whose wall time the wait estimate averag
 PROCESS_GONE = ("the server restarted and the job's process was gone; Resume continues from the last checkpoint")
 NOT_RESTARTABLE = ("the server restarted before the job started, and a job run in the server's own threads "
                    "cannot be queued again; Resume starts it")
+TASK_GONE = ("the server restarted, and its Ray tasks ended with it (a task does not outlive the server that "
+             "submitted it); Resume continues from the last checkpoint")
+NO_CLUSTER = ("the server restarted without the Ray cluster this job waited for (room --ray); Resume starts it "
+              "here")
 
 
 class QueueFull(ValueError):
@@ -64,17 +69,20 @@ class JobQueue:
     ``cap``: the most jobs an owner may have waiting (running ones not counted). ``state_file``: where the queue
     is kept (a room's queue.json); call ``restore()`` once, right after making the queue. ``teacher``: the id that
     may stop anyone's job. ``slot_env``: extra environment per slot (``SlotPlan.slot_envs()``: its threads and
-    CPUs), given to a ``ProcessJob`` when it starts in that slot. A job stopped while it waits is marked stopped
-    and never starts. The CLI runs one job per process and needs no queue.
+    CPUs), given to a ``ProcessJob`` when it starts in that slot. ``job_factory``: how this server makes a run
+    folder's job (a room on a Ray cluster: a ``RayJob``); ``restore`` makes the waiting jobs with it. A job stopped
+    while it waits is marked stopped and never starts. The CLI runs one job per process and needs no queue.
     """
 
     def __init__(self, slots: int = 1, cap: int | None = None, state_file: Path | None = None,
-                 teacher: str = TEACHER, slot_env: list[dict[str, str]] | None = None) -> None:
+                 teacher: str = TEACHER, slot_env: list[dict[str, str]] | None = None,
+                 job_factory: Callable[[RunFolder], Job] | None = None) -> None:
         if slots < 1:
             raise ValueError(f"a queue needs at least one slot, got {slots}")
         self.slots, self.cap, self.teacher = int(slots), cap, teacher
         self.state_file = Path(state_file) if state_file else None
         self._slot_env = list(slot_env or [])
+        self.job_factory = job_factory
         self._lock = threading.Condition()
         self._held: dict[Job, _Held] = {}  # running and waiting jobs
         self._seq = 0
@@ -196,11 +204,13 @@ class JobQueue:
     def restore(self) -> None:
         """Take back the queue a previous server left in ``state_file``; call it before any submit.
 
-        Waiting jobs wait again, in the same order (as ``ProcessJob``s, detached as before). A running job whose
+        Waiting jobs wait again, in the same order (as ``ProcessJob``s, detached as before; made by ``job_factory``
+        when the queue has one, so a job queued for a Ray cluster waits for it again). A running job whose
         process is still alive (a detached job outlives its server) and whose run is still active is adopted
         (``AdoptedJob``) and holds a slot; those beyond the slots are stopped (SIGINT: they checkpoint and end)
         and hold their slot until they have ended, so no more than ``slots`` jobs ever train at once. A running
-        job whose process is gone, its run still active, is marked interrupted with the reason.
+        job whose process is gone, its run still active, is marked interrupted with the reason; so is a running
+        Ray task's, with its runs (a task dies with the server that submitted it: it cannot be adopted).
         """
         if self.state_file is None or not self.state_file.is_file():
             return
@@ -224,6 +234,9 @@ class JobQueue:
         alive = [a and runs_job_of(e.get("pid"), run) for e, run, a in zip(entries, runs, active)]
         kept = 0
         for entry, run, was_active, is_alive in zip(entries, runs, active, alive):
+            if entry.get("cluster"):
+                _end_placed(run)
+                continue
             if not is_alive:
                 if was_active:
                     run.log("the server restarted; the job's process was gone")
@@ -249,11 +262,15 @@ class JobQueue:
             run = RunFolder(entry["run"])
             if recorded_state(run) != "queued":
                 continue  # stopped, resumed elsewhere or deleted meanwhile
-            if not entry.get("process"):
+            if not (entry.get("process") or entry.get("cluster")):
                 end_run(run, "interrupted", NOT_RESTARTABLE)
                 continue
+            if entry.get("cluster") and self.job_factory is None:
+                end_run(run, "interrupted", NO_CLUSTER)
+                continue
             run.set_status("queued")  # this server's pid: the run reads as queued, not as interrupted
-            job = ProcessJob(run, detached=bool(entry.get("detached")), env=entry.get("env"))
+            job = self.job_factory(run) if self.job_factory is not None else \
+                ProcessJob(run, detached=bool(entry.get("detached")), env=entry.get("env"))
             owner = entry.get("owner", "")
             self._held[job] = _Held(owner, tuple(entry.get("owners") or (owner,)), int(entry.get("seq", 0)),
                                     int(entry.get("turn", 0)), float(entry.get("submitted_at", time.time())))
@@ -344,6 +361,9 @@ class JobQueue:
         info = self._held[job]
         entry = {"run": str(job.run.path.resolve()), "owner": info.owner, "seq": info.seq, "turn": info.turn,
                  "submitted_at": info.submitted_at}
+        cluster = getattr(job, "cluster", None)  # a RayJob's
+        if cluster is not None:
+            entry["cluster"] = cluster.address
         return {**entry, "owners": list(info.owners)} if info.owners != (info.owner,) else entry
 
 
@@ -351,6 +371,16 @@ def _owners(job: Job, owner: str) -> tuple[str, ...]:
     """Whose turns a job takes: a group's ``owners`` (a job holding several owners' runs), else its submitter."""
     group = getattr(job, "owners", None)
     return tuple(dict.fromkeys(group)) if group else (owner,)
+
+
+def _end_placed(run: RunFolder) -> None:
+    """A Ray task's job and its runs, still active after the server that submitted it restarted: interrupted."""
+    from rlhf_engine.runs.members import runs_of
+
+    for each in [run, *runs_of(run)]:
+        if recorded_state(each) in ACTIVE_STATES:
+            each.log("the server restarted; its Ray task ended with it")
+            end_run(each, "interrupted", TASK_GONE)
 
 
 def mark_stopped_before_start(job) -> None:

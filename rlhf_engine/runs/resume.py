@@ -31,7 +31,7 @@ def prepare_resume(run_dir: Path) -> Job:
         raise ValueError(f"run {run.id} is still {state}")
     if state == "completed":
         raise ValueError(f"run {run.id} has completed; nothing to resume")
-    run.set_status("queued")
+    run.set_status("queued", placement=None, ray=None)  # where it ran last; a Ray task writes its own anew
     return prepared_job(run_dir)
 
 

@@ -1,0 +1,19 @@
+"""The runs one job trains: a group's members, a batched sweep's members and its best-of-n, else the run itself
+(what a Ray task beats the heartbeat of, and what ends with a job that could not say how it ended)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlhf_engine.lab.sweep import SWEEP_FILE, Sweep
+from rlhf_engine.runs.group_job import MEMBERS_FILE, members_of
+from rlhf_engine.runs.runfolder import RunFolder
+
+
+def runs_of(run: RunFolder) -> list[RunFolder]:
+    """The runs ``run``'s job trains (see the module); ``[run]`` for a run alone."""
+    if (run.path / MEMBERS_FILE).is_file():
+        return [RunFolder(Path(m["run"])) for m in members_of(run.path)]
+    if (run.path / SWEEP_FILE).is_file() and run.exists():
+        return Sweep(run.path).runs()
+    return [run]
