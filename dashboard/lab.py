@@ -34,13 +34,14 @@ def submit_sweep(sweep_id: str, jobs: list, picker_key: str) -> None:
 
 
 def placement_phrase(status: dict) -> str:
-    """Where Ray placed a run's task, from its status.json: "on node 10.0.0.5 (gpu-2): 2 CPUs, 0.25 GPU, attempt 1",
+    """Where Ray placed a run's task, from its status.json: "on node 10.0.0.5 (gpu-2): 2 CPUs, 0.25 GPU, attempt 1"
+    (", no GPU" when it has none),
     or "waiting for the cluster" with what the task asks for; "" for a run Ray never placed."""
     place = status.get("placement")
     if place:
         host = f" ({place['host']})" if place.get("host") and place["host"] != place.get("node") else ""
         cpus = int(place.get("cpus") or 0)
-        gpu = f", {float(place['gpus']):g} GPU" if place.get("gpus") else ""
+        gpu = f", {float(place['gpus']):g} GPU" if place.get("gpus") else ", no GPU"
         return (f"on node {place.get('node', '?')}{host}: {cpus} CPU{'s' * (cpus != 1)}{gpu}, "
                 f"attempt {place.get('attempt', 1)}")
     asks = (status.get("ray") or {}).get("asks")

@@ -174,6 +174,7 @@ def _wait(predicate, timeout: float = 120.0, what: str = "") -> None:
 @pytest.mark.slow
 def test_a_sweep_on_ray_trains_each_run_as_the_process_queue_does(local_ray, runs_dir, tiny_model_dir,
                                                                   trained_tiny_reward_dir, capsys):
+    from dashboard.lab import placement_phrase
     from rlhf_engine.cluster.dispatch import plan_tasks, run_on_cluster
     from rlhf_engine.lab.sweep import Sweep
     from rlhf_engine.lab.sweep_job import prepare_sweep
@@ -205,6 +206,7 @@ def test_a_sweep_on_ray_trains_each_run_as_the_process_queue_does(local_ray, run
             where = placed.status()["placement"]
             assert where["node"] == "127.0.0.1" and where["cpus"] == 1 and where["gpus"] == 0
             assert where["attempt"] == 1 and where["memory_bytes"] > 0
+            assert placement_phrase(placed.status()) == f"on node 127.0.0.1 ({HOST}): 1 CPU, no GPU, attempt 1"
     group = Path(json.loads((runs_dir / "cli" / "sweep.json").read_text())["ray"]["tasks"][0])
     assert len(json.loads((group / "status.json").read_text())["members"]) == 2
     assert main(["report", str(runs_dir / "cli")]) == 0
