@@ -102,7 +102,7 @@ def queue_table(names: dict[str, str]) -> None:
         owner = queue.owner_of(job)
         col_who, col_run, col_place, col_stop = st.columns([2, 4, 3, 1])
         col_who.markdown(md(names.get(owner, owner or "?")))
-        col_run.markdown(f"`{md(job.run.id)}` — {md(job.run.status().get('state', 'unknown'))}")
+        col_run.markdown(f"`{job.run.id}` — {md(job.run.status().get('state', 'unknown'))}")
         col_place.markdown(md(where(job)))
         if col_stop.button("Stop", key=f"{K}.stop.{i}.{job.run.path}",
                            help="Stop after the current step, keeping a checkpoint (a waiting job is taken off)"):

@@ -152,6 +152,26 @@ def test_without_the_flag_nothing_imports_ray(tmp_path, tiny_model_dir, trained_
     assert done.stdout.split()[-2:] == ["False", "False"]
 
 
+STARTED_IN_A_THREAD = """
+import threading, time
+import ray
+from rlhf_engine.cluster.connect import connect
+# a page's script thread starts the room's local Ray, then ends (Streamlit runs each page so)
+starter = threading.Thread(target=connect, args=("auto",), kwargs={"cpus": 1})
+starter.start()
+starter.join()
+time.sleep(3)
+print(ray.get(ray.remote(lambda: 42).remote(), timeout=60))
+"""
+
+
+@pytest.mark.slow
+def test_a_local_ray_started_from_a_thread_that_ends_lives_on():
+    done = subprocess.run([sys.executable, "-c", STARTED_IN_A_THREAD], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0 and done.stdout.split()[-1] == "42", done.stderr[-2000:]
+
+
 # -- on a local Ray of 2 CPUs ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

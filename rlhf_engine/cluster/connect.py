@@ -18,6 +18,7 @@ import secrets
 import socket
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,16 +109,42 @@ def connect(address: str, cpus: int | None = None) -> Cluster:
             os.environ["RAY_AUTH_MODE"] = "token"  # Ray sends a token only in token mode
         ray = require_ray()
         init = dict(address=address)
+    init.update(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                runtime_env={"env_vars": {"PYTHONPATH": _python_path()}})
     with _stderr_kept() as said:
         try:
-            context = ray.init(**init, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                               runtime_env={"env_vars": {"PYTHONPATH": _python_path()}})
+            context = ray.init(**init) if address != LOCAL else _started_to_last(ray, init)
         except Exception as err:  # noqa: BLE001 - every failure to join is the user's one line
             raise ClusterError(_why_not(address, err, said())) from None
     _connected = Cluster(address, context.address_info.get("gcs_address", ""), alive_nodes(ray))
     if _connected.gpus:
         _connected.gpu_memory_bytes = _gpu_memory(ray)
     return _connected
+
+
+def _started_to_last(ray, init: dict):
+    """``ray.init`` of a local cluster, from a thread that lives as long as this process. Ray starts its servers
+    with PR_SET_PDEATHSIG, which kills them when the *thread* that started them ends: started from a page's script
+    thread (the room's server), the cluster would die with the page's run."""
+    if threading.current_thread() is threading.main_thread():
+        return ray.init(**init)
+    done: dict = {}
+    ready = threading.Event()
+
+    def keeper() -> None:
+        try:
+            done["context"] = ray.init(**init)
+        except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
+            done["error"] = err
+        ready.set()
+        if "context" in done:
+            threading.Event().wait()  # the cluster's servers are this thread's children: it never ends
+
+    threading.Thread(target=keeper, name="ray-local-cluster", daemon=True).start()
+    ready.wait()
+    if "error" in done:
+        raise done["error"]
+    return done["context"]
 
 
 def disconnect() -> None:
