@@ -245,7 +245,7 @@ def test_stop_resume_and_retries_through_ray(local_ray, runs_dir, tiny_model_dir
     from rlhf_engine.runs.policy_job import prepare_policy_job
     from rlhf_engine.runs.resume import prepare_resume
 
-    config = PPOConfig(model=ModelConfig(source=tiny_model_dir, quant="none", lora_r=4, lora_alpha=8), steps=40,
+    config = PPOConfig(model=ModelConfig(source=tiny_model_dir, quant="none", lora_r=4, lora_alpha=8), steps=80,
                        batch_size=2, response_length=4, probe_every=0, checkpoint_every=1)
     run = prepare_policy_job(runs_dir / "long", config, trained_tiny_reward_dir).run
     # a worker killed: Ray runs the task again, which resumes from the checkpoint
@@ -270,7 +270,7 @@ def test_stop_resume_and_retries_through_ray(local_ray, runs_dir, tiny_model_dir
     assert RayJob(run, local_ray, cpus=2).start().join(300) == "completed"
     assert run.status()["placement"]["threads"] == 2  # torch's threads are the CPUs asked for, not Ray's 1
     steps = [row["step"] for row in run.metrics()]
-    assert steps == list(range(1, 41))
+    assert steps == list(range(1, 81))
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """The driver's side of a Ray task: ``RayJob``, a run folder's job placed on the cluster, with the interface of a
 local job (``start``, ``stop``, ``join``, ``alive``, ``state``), so a ``JobQueue`` holds it as it holds a process.
 
-``stop`` writes ``stop-requested`` into the run folder, which the task reads at its next heartbeat (the run then
+``stop`` writes ``stop-requested`` into the run folder, which the task reads within a second (the run then
 checkpoints and ends, wherever it is), and cancels a task that has not started. ``join`` waits for the task and,
 when it ended without recording how (its worker killed by Ray's memory monitor, its node lost, its retries used
 up), writes the reason into its runs: ``interrupted``, so that Resume continues them from their checkpoints. A group

@@ -2,9 +2,10 @@
 batched sweep), exactly as ``python -m rlhf_engine run-job`` would, in the task's own worker process.
 
 Around the job, every ``HEARTBEAT_S`` seconds, the task writes its runs' heartbeat into their status.json (a run on
-another node reads as running while it is fresh: ``runfolder.writer_alive``) and looks for ``stop-requested`` in the
-job's folder, written by whoever asks it to stop (the driver, a page): the job then checkpoints and ends, as on
-Ctrl-C. Its placement (node, CPUs, GPU share, memory, attempt) goes into every run's status.json.
+another node reads as running while it is fresh: ``runfolder.writer_alive``); every second it looks for
+``stop-requested`` in the job's folder, written by whoever asks it to stop (the driver, a page): the job then
+checkpoints and ends, as on Ctrl-C. Its placement (node, CPUs, GPU share, memory, torch threads, attempt) goes
+into every run's status.json.
 
 **Retries.** Ray runs a task again when its worker died (killed, out of memory, its node lost), up to the task's
 ``max_retries``. Each start counts an attempt in the placement; a start after the first logs that the task was
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from rlhf_engine.runs.group_job import STOP_FILE
@@ -25,6 +27,7 @@ from rlhf_engine.runs.members import runs_of
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, HEARTBEAT_S, HOST, RunFolder, checkpoint_step
 
 THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+STOP_POLL_S = 1.0  # how often the task looks for stop-requested (its heartbeat: every HEARTBEAT_S)
 
 
 def run_placed(run_path: str, resources: dict, retries: int) -> str:
@@ -59,10 +62,13 @@ def _train(run: RunFolder, runs: list[RunFolder]) -> str:
     from rlhf_engine.runs.resume import prepared_job
 
     job = prepared_job(run.path).start()
+    beaten = time.monotonic()
     while job.alive:
-        job.thread.join(HEARTBEAT_S)
-        for each in _unique([*runs, *runs_of(run)]):  # a group's newcomers too
-            each.beat()
+        job.thread.join(STOP_POLL_S)
+        if time.monotonic() - beaten >= HEARTBEAT_S:
+            for each in _unique([*runs, *runs_of(run)]):  # a group's newcomers too
+                each.beat()
+            beaten = time.monotonic()
         if (run.path / STOP_FILE).exists() and not job.stop_event.is_set():
             run.log("stop asked through the run folder")
             job.stop()
