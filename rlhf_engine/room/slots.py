@@ -133,9 +133,7 @@ def plan_slots(job_memory_bytes: int, threads_per_job: int | None = None, cores:
     sums = (f"{cores} cores / {threads} thread{'s' * (threads != 1)} per job = {core_slots}; "
             f"{_gib(free)} {where}{reserve} / {_gib(job_memory_bytes)} per job = {memory_slots}")
     if override:
-        slots = max(1, int(override))
-        reason = (f"{slots} slot{'s' * (slots != 1)}: the teacher's SLOTS={slots}; "
-                  f"the machine would give {machine} ({sums})")
+        slots, reason = _overridden(override, "the machine", machine, sums)
     else:
         slots = machine
         why = "the smaller wins" if min(core_slots, memory_slots) >= 1 else "at least 1, though a job may not fit"
@@ -162,9 +160,7 @@ def cluster_plan(cluster, job_memory_bytes: int, override: int | None = None) ->
     where = (f"{cluster.describe()}; on each node the smaller of its CPUs (one per job) and the jobs its memory "
              f"holds: {sums or 'no node'}")
     if override:
-        slots = max(1, int(override))
-        reason = (f"{slots} slot{'s' * (slots != 1)}: the teacher's SLOTS={slots}; the cluster would give {machine} "
-                  f"({where})")
+        slots, reason = _overridden(override, "the cluster", machine, where)
         threads = max(1, min(threads, int(sum(node.cpus for node in cluster.nodes)) // slots))
     else:
         slots = machine
@@ -175,6 +171,12 @@ def cluster_plan(cluster, job_memory_bytes: int, override: int | None = None) ->
                     cores=int(sum(node.cpus for node in cluster.nodes)),
                     free_memory_bytes=sum(node.memory_bytes for node in cluster.nodes),
                     device="cuda" if cluster.gpus else "cpu", reason=reason)
+
+
+def _overridden(override: int, what: str, would: int, sums: str) -> tuple[int, str]:
+    """The teacher's ``SLOTS=``, and the sentence that says what ``what`` (the machine, the cluster) would give."""
+    slots = max(1, int(override))
+    return slots, f"{slots} slot{'s' * (slots != 1)}: the teacher's SLOTS={slots}; {what} would give {would} ({sums})"
 
 
 def model_shape(source: str) -> dict:
