@@ -344,16 +344,12 @@ def test_a_node_lost_mid_sweep_interrupts_the_runs_placed_on_it_together_and_oth
 
 
 MEMORY_MONITOR = """
-import os, sys, psutil
-from pathlib import Path
-memory = psutil.virtual_memory()
-# Ray's memory monitor kills a task's worker once the node uses more than this share of its memory: what is in use
-# now, plus Ray's own processes, plus less than a worker that loads torch and a model takes
-share = (memory.total - memory.available + 0.7 * 2 ** 30) / memory.total
-os.environ["RAY_memory_usage_threshold"] = str(round(share, 4))
+import os, sys
+# Ray's memory monitor kills the worker of a running task once the node uses more than this share of its memory:
+# set below what any node uses, it kills the run's task as soon as it runs (it never kills the driver)
+os.environ["RAY_memory_usage_threshold"] = "0.01"
 os.environ["RAY_memory_monitor_refresh_ms"] = "100"
 os.environ["RAY_task_oom_retries"] = "0"
-import torch, transformers  # the driver's share, counted before the threshold is crossed
 from rlhf_engine.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -17,7 +17,8 @@ def _connected(args, folder: Path):
         raise UserError(f"--retries must be 0 or more, got {args.retries}")
     try:
         cluster = connect(args.ray)
-        check_shared_folder(folder)
+        if not cluster.local:  # a local Ray is this machine alone: its one node sees what the driver sees
+            check_shared_folder(folder)
     except ClusterError as err:
         raise UserError(str(err)) from None
     print(f"ray: {cluster.describe()}", flush=True)

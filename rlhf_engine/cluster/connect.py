@@ -98,13 +98,13 @@ def connect(address: str, cpus: int | None = None) -> Cluster:
             raise ClusterError(f"this process is already connected to {_connected.address}, not {address}")
         return _connected
     if address == LOCAL:
-        os.environ.setdefault(LOOPBACK_ENV, "0")  # read when Ray is imported: import it after
+        _on_loopback()
         ray = require_ray()
         cpus = cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
         init = dict(address="local", num_cpus=int(cpus))
     else:
         if _host_port(address)[0] in LOOPBACK_HOSTS:  # a cluster bound to the loopback: reach it there, not by the
-            os.environ.setdefault(LOOPBACK_ENV, "0")  # machine's LAN address (read when Ray is imported)
+            _on_loopback()  # machine's LAN address
         if os.environ.get("RAY_AUTH_MODE") is None and _token_given():
             os.environ["RAY_AUTH_MODE"] = "token"  # Ray sends a token only in token mode
         ray = require_ray()
@@ -120,6 +120,16 @@ def connect(address: str, cpus: int | None = None) -> Cluster:
     if _connected.gpus:
         _connected.gpu_memory_bytes = _gpu_memory(ray)
     return _connected
+
+
+def _on_loopback() -> None:
+    """Ray's loopback mode: 127.0.0.1 is this node's address, and a local cluster's servers listen there only. Ray
+    reads it when imported: set in the environment (its servers and workers) and, if Ray is imported already, in
+    the constant it was read into."""
+    os.environ[LOOPBACK_ENV] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def _started_to_last(ray, init: dict):
