@@ -8,7 +8,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from browser import free_port
 
 from rlhf_engine.cli import main
 from rlhf_engine.config import ModelConfig, PPOConfig
@@ -29,12 +29,6 @@ TIMING = ("time/", "tokens_per_s")  # metrics that measure the machine, not the 
 def _env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     return {**env, "RAY_AUTH_TOKEN": TOKEN, "PYTHONPATH": str(ROOT), **extra}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _sweep_flags(model: str, reward: Path, steps: int = 2, **sets) -> list[str]:
@@ -81,6 +75,23 @@ def test_a_run_on_another_node_reads_as_running_while_its_heartbeat_is_fresh(tmp
     assert not run.beat() and run.status()["state"] == "completed"
 
 
+def test_a_job_that_could_not_say_how_it_ended_ends_with_its_runs(tmp_path, tiny_model_dir):
+    from rlhf_engine.config import to_dict
+    from rlhf_engine.runs.group_job import prepare_group
+    from rlhf_engine.runs.members import end_job_runs, job_and_runs
+
+    config = PPOConfig(model=ModelConfig(source=tiny_model_dir, quant="none"))
+    runs = [RunFolder(tmp_path / name) for name in ("a", "b", "done")]
+    for run in runs:
+        run.create("ppo", {"config": to_dict(config)}, 1)
+    group = prepare_group(tmp_path / "group", [r.path for r in runs[:2]])
+    assert [r.path for r in job_and_runs(group)] == [group.path, *(r.path for r in runs[:2])]
+    assert [r.path for r in job_and_runs(runs[2])] == [runs[2].path]  # a run alone, once
+    end_job_runs(group, "stopped", None, "stopped before it started")  # a group stopped before its task started
+    assert [r.status()["state"] for r in (group, *runs)] == ["stopped", "stopped", "stopped", "queued"]
+    assert all("stopped before it started" in r.events() for r in (group, *runs[:2]))
+
+
 def test_a_failed_task_is_told_by_its_reason():
     from ray import exceptions as rx
 
@@ -117,7 +128,7 @@ def test_a_task_asks_for_its_runs_memory_once_for_the_base_and_a_share_of_a_gpu(
 
 
 def test_an_unreachable_cluster_is_one_line_and_exit_2_and_nothing_is_created(tmp_path, capsys):
-    port = _free_port()
+    port = free_port()
     code = main(["sweep", "--reward", str(tmp_path / "rm"), "--out", str(tmp_path / "s"), "--ray", f"127.0.0.1:{port}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err

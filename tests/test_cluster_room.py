@@ -218,7 +218,7 @@ def test_a_room_on_a_local_ray_trains_a_participants_run_as_a_ray_task(tmp_path,
         queue = room_queue(room)
         assert "a local Ray on this machine" in queue.plan.reason
         job = queue.submit(room_job(room, run, queue), owner=ana.id)
-        assert isinstance(job, RunInGroup) and type(job.group).__name__ == "RoomRayJob"
+        assert isinstance(job, RunInGroup) and type(job.group).__name__ == "RayJob"
         assert queue.wait_idle(240), run.status()
         status = RunFolder(run.path).status()
         assert status["state"] == "completed", status

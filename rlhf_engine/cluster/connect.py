@@ -165,10 +165,6 @@ def disconnect() -> None:
         _connected = None
 
 
-def connected() -> Cluster | None:
-    return _connected
-
-
 def alive_nodes(ray) -> list[Node]:
     return [Node(n["NodeID"], n["NodeManagerAddress"], float(n["Resources"].get("CPU", 0)),
                  float(n["Resources"].get("GPU", 0)), int(n["Resources"].get("memory", 0)))

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from rlhf_engine.cluster.connect import Cluster
+from rlhf_engine.cluster.placement import DEFAULT_CPUS
 from rlhf_engine.cluster.ray_job import DEFAULT_RETRIES, RayJob, wait_all
 from rlhf_engine.runs.group_job import group_key, prepare_group
 from rlhf_engine.runs.runfolder import RunFolder, atomic_write_text
@@ -53,7 +54,7 @@ def record_dispatch(sweep_dir: Path, cluster: Cluster, tasks: list[RunFolder]) -
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
-def run_on_cluster(tasks: list[RunFolder], cluster: Cluster, cpus: int = 1, retries: int = DEFAULT_RETRIES,
+def run_on_cluster(tasks: list[RunFolder], cluster: Cluster, cpus: int = DEFAULT_CPUS, retries: int = DEFAULT_RETRIES,
                    out=sys.stdout) -> list[RayJob]:
     """Hand every task to the cluster and follow them to their end; Ctrl-C stops them all (each checkpoints)."""
     jobs = [RayJob(task, cluster, cpus=cpus, retries=retries).start() for task in tasks]
@@ -68,7 +69,6 @@ def run_on_cluster(tasks: list[RunFolder], cluster: Cluster, cpus: int = 1, retr
         print("stopping: every run checkpoints at the end of its step", file=out, flush=True)
         for job in jobs:
             job.stop()
-        wait_all(jobs)
     wait_all(jobs)
     _progress(jobs, shown, out)
     return jobs

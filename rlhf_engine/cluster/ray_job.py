@@ -14,11 +14,11 @@ import threading
 import time
 
 from rlhf_engine.cluster.connect import Cluster
-from rlhf_engine.cluster.placement import TaskResources, task_resources
+from rlhf_engine.cluster.placement import DEFAULT_CPUS, TaskResources, task_resources
 from rlhf_engine.cluster.task import run_placed
 from rlhf_engine.runs.group_job import STOP_FILE
-from rlhf_engine.runs.job import end_run, recorded_state
-from rlhf_engine.runs.members import runs_of
+from rlhf_engine.runs.job import recorded_state
+from rlhf_engine.runs.members import end_job_runs, runs_of
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, RunFolder
 
 DEFAULT_RETRIES = 2  # times Ray runs a task again after its worker died (Ray's own default for tasks is 3)
@@ -28,11 +28,9 @@ RESUME = "Resume continues from the last checkpoint"
 class RayJob:
     """A prepared (queued) run folder's job as one Ray task; see the module."""
 
-    def __init__(self, run: RunFolder, cluster: Cluster, cpus: int = 1, retries: int = DEFAULT_RETRIES,
-                 resources: TaskResources | None = None):
-        self.run, self.cluster, self.retries = run, cluster, int(retries)
-        self.resources = resources or task_resources(run, runs_of(run), cpus, cluster.gpu_memory_bytes,
-                                                     cluster.gpus)
+    def __init__(self, run: RunFolder, cluster: Cluster, cpus: int = DEFAULT_CPUS, retries: int = DEFAULT_RETRIES):
+        self.run, self.cluster, self.cpus, self.retries = run, cluster, int(cpus), int(retries)
+        self.resources: TaskResources | None = None  # sized at start: a group's runs are those it holds then
         self.stop_event = threading.Event()
         self.ref = None  # the task's result, once submitted
         self.error: str | None = None
@@ -45,6 +43,8 @@ class RayJob:
         import ray
 
         (self.run.path / STOP_FILE).unlink(missing_ok=True)  # a stop asked of an earlier time
+        self.resources = task_resources(self.run, runs_of(self.run), self.cpus, self.cluster.gpu_memory_bytes,
+                                        self.cluster.gpus)
         self.run.set_status("queued", placement=None, ray={"cluster": self.cluster.address,
                                                            "asks": self.resources.as_dict()})
         remote = ray.remote(max_calls=1)(run_placed).options(  # a fresh worker process per task
@@ -96,10 +96,7 @@ class RayJob:
     def _record(self, state: str, reason: str | None) -> None:
         """The task's end, written by the driver into the job's run and its runs still active."""
         self.error = reason
-        for run in [self.run, *runs_of(self.run)]:
-            if recorded_state(run) in ACTIVE_STATES:
-                run.log(f"{state}: {reason}" if reason else state)
-                end_run(run, state, reason)
+        end_job_runs(self.run, state, reason, f"{state}: {reason}" if reason else state)
 
 
 def task_failure(err: BaseException) -> tuple[str, str | None]:
@@ -128,15 +125,13 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def wait_all(jobs: list[RayJob], poll_s: float = 1.0, each=None) -> None:
-    """Join every job, calling ``each(job)`` as each ends (in the order they end)."""
+def wait_all(jobs: list[RayJob], poll_s: float = 1.0) -> None:
+    """Join every job, each as it ends."""
     left = list(jobs)
     while left:
         for job in list(left):
             if not job.alive:
                 job.join()
                 left.remove(job)
-                if each is not None:
-                    each(job)
         if left:
             time.sleep(poll_s)

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from rlhf_engine.runs.group_job import STOP_FILE
-from rlhf_engine.runs.job import end_run, recorded_state
-from rlhf_engine.runs.members import runs_of
+from rlhf_engine.runs.job import recorded_state
+from rlhf_engine.runs.members import end_job_runs, job_and_runs
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, HEARTBEAT_S, HOST, RunFolder, checkpoint_step
 
 THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -40,7 +40,7 @@ def run_placed(run_path: str, resources: dict, retries: int) -> str:
     attempt = int((run.status().get("placement") or {}).get("attempt", 0)) + 1
     placement = {"node": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
                  "host": HOST, **resources, "threads": threads, "attempt": attempt}
-    runs = _unique([run, *runs_of(run)])
+    runs = job_and_runs(run)
     for each in runs:
         each.beat(placement=placement)
     if attempt > 1:
@@ -48,17 +48,15 @@ def run_placed(run_path: str, resources: dict, retries: int) -> str:
     if attempt > retries + 1:
         reason = (f"Ray started this task {attempt} times (its worker kept dying: out of memory?); "
                   "Resume continues from the last checkpoint")
-        end_run(run, "interrupted", reason)
-        run.log(f"interrupted: {reason}")
+        end_job_runs(run, "interrupted", reason, f"interrupted: {reason}")
         return "interrupted"
-    if (run.path / STOP_FILE).exists():
-        run.log("stopped before it started")
-        end_run(run, "stopped")
+    if (run.path / STOP_FILE).exists():  # a group's runs too, not the group's folder alone
+        end_job_runs(run, "stopped", None, "stopped before it started")
         return "stopped"
-    return _train(run, runs)
+    return _train(run)
 
 
-def _train(run: RunFolder, runs: list[RunFolder]) -> str:
+def _train(run: RunFolder) -> str:
     from rlhf_engine.runs.resume import prepared_job
 
     job = prepared_job(run.path).start()
@@ -66,7 +64,7 @@ def _train(run: RunFolder, runs: list[RunFolder]) -> str:
     while job.alive:
         job.thread.join(STOP_POLL_S)
         if time.monotonic() - beaten >= HEARTBEAT_S:
-            for each in _unique([*runs, *runs_of(run)]):  # a group's newcomers too
+            for each in job_and_runs(run):  # a group's newcomers too
                 each.beat()
             beaten = time.monotonic()
         if (run.path / STOP_FILE).exists() and not job.stop_event.is_set():
@@ -105,12 +103,3 @@ def _log_to(run: RunFolder) -> None:
     os.dup2(fd, 2)
     os.close(fd)
 
-
-def _unique(runs: list[RunFolder]) -> list[RunFolder]:
-    seen, kept = set(), []
-    for each in runs:
-        key = each.path.resolve()
-        if key not in seen:
-            seen.add(key)
-            kept.append(each)
-    return kept

@@ -89,17 +89,9 @@ def room_queue(room: Room) -> RoomQueue:
 def ray_jobs(cluster, cpus: int):
     """The room's job factory on a cluster: a run folder's job as a Ray task asking for ``cpus`` CPUs, its memory
     and GPU share estimated when it starts (a group's runs are then those that joined it while it waited)."""
-    from rlhf_engine.cluster.placement import task_resources
     from rlhf_engine.cluster.ray_job import RayJob
-    from rlhf_engine.runs.members import runs_of
 
-    class RoomRayJob(RayJob):
-        def start(self) -> "RoomRayJob":
-            self.resources = task_resources(self.run, runs_of(self.run), cpus, cluster.gpu_memory_bytes,
-                                            cluster.gpus)
-            return super().start()
-
-    return lambda run: RoomRayJob(run, cluster, cpus=cpus)
+    return lambda run: RayJob(run, cluster, cpus=cpus)
 
 
 def room_job(room: Room, run: RunFolder, queue: RoomQueue | None = None):

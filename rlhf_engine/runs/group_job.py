@@ -34,7 +34,7 @@ from pathlib import Path
 
 from rlhf_engine.config import from_dict
 from rlhf_engine.methods import registry
-from rlhf_engine.runs.job import Job, describe_error
+from rlhf_engine.runs.job import Job, describe_error, recorded_state
 from rlhf_engine.runs.runfolder import ACTIVE_STATES, RunFolder, safe_name
 
 GROUP_KIND = "group"
@@ -103,7 +103,7 @@ def add_member(group_folder: Path, run_path: Path, owner: str | None = None) -> 
                          "length, temperature or chat template")
     if _in_group(group, path):
         raise ValueError(f"{path.name} is in group {group.id} already")
-    if group.status().get("state") not in ACTIVE_STATES and _recorded_state(group) != "queued":
+    if group.status().get("state") not in ACTIVE_STATES and recorded_state(group) != "queued":
         return False  # ended, or its process is gone (a group prepared and not started yet takes runs)
     (path / STOP_FILE).unlink(missing_ok=True)  # a stop asked of an earlier time
     entry = _entry(path, owner)
@@ -212,7 +212,7 @@ class _Group:
             if self.members.get(entry["run"], {}).get("state") not in (None, *ENDED):
                 continue  # added twice: it is in the group already
             run = RunFolder(Path(entry["run"]))
-            if _recorded_state(run) == "completed":
+            if recorded_state(run) == "completed":
                 continue  # finished in an earlier process of this group (a Ray task retried): nothing to train
             self.pending.append(Member(run, entry.get("owner")))
             self.members[entry["run"]] = {"run": entry["run"], "owner": entry.get("owner"), "state": "queued"}
@@ -323,15 +323,6 @@ def _joinable(path: Path) -> tuple:
     if state in ("running", "completed"):
         raise ValueError(f"{path.name} is {state}: nothing for a group to train")
     return key
-
-
-def _recorded_state(run: RunFolder) -> str | None:
-    """The state status.json records (``RunFolder.status`` reads an active one whose process is gone as
-    interrupted)."""
-    try:
-        return json.loads((run.path / "status.json").read_text()).get("state")
-    except (OSError, ValueError):
-        return None
 
 
 def _in_group(group: RunFolder, path: Path) -> bool:

@@ -9,7 +9,6 @@ status.json and the traceback in events.log.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -250,10 +249,7 @@ def runs_job_of(pid: int | None, run: RunFolder) -> bool:
 def recorded_state(run: RunFolder) -> str:
     """The state status.json records, as written (``RunFolder.status`` reads an active run whose pid is gone as
     interrupted); "unknown" without one."""
-    try:
-        return json.loads((run.path / "status.json").read_text()).get("state", "unknown")
-    except (OSError, ValueError):
-        return "unknown"
+    return run.recorded().get("state", "unknown")
 
 
 def parse_cpus(text: str) -> set[int]:

@@ -375,12 +375,9 @@ def _owners(job: Job, owner: str) -> tuple[str, ...]:
 
 def _end_placed(run: RunFolder) -> None:
     """A Ray task's job and its runs, still active after the server that submitted it restarted: interrupted."""
-    from rlhf_engine.runs.members import runs_of
+    from rlhf_engine.runs.members import end_job_runs
 
-    for each in [run, *runs_of(run)]:
-        if recorded_state(each) in ACTIVE_STATES:
-            each.log("the server restarted; its Ray task ended with it")
-            end_run(each, "interrupted", TASK_GONE)
+    end_job_runs(run, "interrupted", TASK_GONE, "the server restarted; its Ray task ended with it")
 
 
 def mark_stopped_before_start(job) -> None:

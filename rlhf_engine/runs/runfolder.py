@@ -134,9 +134,8 @@ class RunFolder:
 
     def status(self) -> dict:
         """status.json; a run marked active whose process is gone reads as 'interrupted'."""
-        try:
-            status = json.loads((self.path / "status.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        status = self.recorded()
+        if not status:
             return {"state": "unknown", "step": 0}
         if status.get("state") in ACTIVE_STATES and not writer_alive(status):
             status["state"] = "interrupted"
@@ -146,27 +145,32 @@ class RunFolder:
         """Update status.json atomically (fields merge into the previous status)."""
         assert state in STATES, state
         with _STATUS_LOCK:
-            status = self._recorded()
+            status = self.recorded()
             status.update(fields, state=state, pid=os.getpid(), host=HOST, updated_at=_now())
-            atomic_write_text(self.path / "status.json", json.dumps(status, indent=2) + "\n")
+            self._write_status(status)
 
     def beat(self, **fields) -> bool:
         """The heartbeat of a run this process trains (a Ray task's): its status.json's ``heartbeat`` set to now, and
         ``fields`` merged, if the run is active; its state is left as it is. Returns whether it was active."""
         with _STATUS_LOCK:
-            status = self._recorded()
+            status = self.recorded()
             if status.get("state") not in ACTIVE_STATES:
                 return False
             status.update(fields, pid=os.getpid(), host=HOST,
                           heartbeat={"at": round(time.time(), 1), "pid": os.getpid(), "host": HOST})
-            atomic_write_text(self.path / "status.json", json.dumps(status, indent=2) + "\n")
+            self._write_status(status)
             return True
 
-    def _recorded(self) -> dict:
+    def recorded(self) -> dict:
+        """status.json as written ({} without a readable one): ``status`` reads an active run whose process is gone
+        as interrupted, this does not."""
         try:
             return json.loads((self.path / "status.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (OSError, ValueError):
             return {}
+
+    def _write_status(self, status: dict) -> None:
+        atomic_write_text(self.path / "status.json", json.dumps(status, indent=2) + "\n")
 
     def append_metrics(self, metrics: dict) -> None:
         """One step's metrics line; then a copy to the trackers the run reports to (``trackers.mirror``)."""
